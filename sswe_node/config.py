@@ -1,0 +1,317 @@
+"""Typed node settings: TOML file, then environment variables, then command-line flags.
+
+The defaults live in ``config/node.toml``. Any single value may be overridden from the
+environment with ``SSWE_NODE__<SECTION>__<KEY>`` (upper case, double underscores), e.g.
+``SSWE_NODE__NODE__PORT=11113`` or ``SSWE_NODE__MODEL__NAME=thyroid-sim``. The value is parsed
+as a TOML value when it parses (numbers, booleans, ``["A", "B"]`` lists) and taken as a
+string otherwise. ``SSWE_NODE_CONFIG`` names the configuration file to use.
+
+A wrong key or a bad value fails at start-up with one :class:`~sswe_node.errors.ConfigError`
+line naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sswe_node.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "node.toml"
+ENV_PREFIX = "SSWE_NODE__"
+ENV_CONFIG_FILE = "SSWE_NODE_CONFIG"
+
+
+@dataclass
+class NodeSettings:
+    """The DICOM storage SCP: identity, network and storage."""
+
+    ae_title: str = "SSWE_NODE"
+    host: str = "0.0.0.0"
+    port: int = 11112
+    storage_dir: str = "var/storage"
+    database_url: str = "sqlite:///var/sswe-node.db"
+    allowed_calling_ae_titles: list[str] = field(default_factory=list)
+    allowed_peer_addresses: list[str] = field(default_factory=list)
+    max_associations: int = 10
+    max_pdu_size: int = 0
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 60.0
+    network_timeout: float = 60.0
+    min_free_space_mb: int = 500
+    max_image_pixels: int = 50_000_000
+    send_back_to_caller: bool = False
+    caller_port: int = 104
+
+
+@dataclass
+class TlsSettings:
+    """Optional DICOM TLS for the SCP (and for sending when the destination asks for it)."""
+
+    enabled: bool = False
+    certificate: str = ""
+    private_key: str = ""
+    ca_certificates: str = ""
+    require_client_certificate: bool = False
+
+
+@dataclass
+class ModelSettings:
+    """Which packaged model to run, and where packaged models live."""
+
+    name: str = "prostate-sim"
+    models_dir: str = "models"
+    device: str = "auto"
+
+
+@dataclass
+class ReadingSettings:
+    """How captures are read when the image itself does not say everything."""
+
+    colour_bar_max: float = 0.0
+    colour_bar_min: float = 0.0
+    max_frames: int = 16
+
+
+@dataclass
+class ProcessingSettings:
+    """Workers that turn received instances into derived DICOM."""
+
+    workers: int = 1
+    batch_size: int = 16
+    batch_wait_seconds: float = 0.2
+    parametric_map: bool = True
+    secondary_capture: bool = True
+    paused: bool = False
+
+
+@dataclass
+class SendingSettings:
+    """The persistent send queue: retries with exponential backoff."""
+
+    max_attempts: int = 10
+    initial_backoff_seconds: float = 5.0
+    max_backoff_seconds: float = 600.0
+    senders: int = 1
+
+
+@dataclass
+class HttpSettings:
+    """The small HTTP endpoint serving ``/health`` and Prometheus ``/metrics``."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass
+class LoggingSettings:
+    """Log level and format."""
+
+    level: str = "INFO"
+
+
+@dataclass
+class Destination:
+    """A DICOM peer that receives the derived instances."""
+
+    name: str = ""
+    ae_title: str = ""
+    host: str = ""
+    port: int = 104
+    tls: bool = False
+
+
+@dataclass
+class Settings:
+    """All node settings."""
+
+    node: NodeSettings = field(default_factory=NodeSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    reading: ReadingSettings = field(default_factory=ReadingSettings)
+    processing: ProcessingSettings = field(default_factory=ProcessingSettings)
+    sending: SendingSettings = field(default_factory=SendingSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    destinations: list[Destination] = field(default_factory=list)
+    source: str = "<defaults>"
+
+
+_LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Load, merge and validate the node settings.
+
+    Parameters
+    ----------
+    path : path-like, optional
+        The TOML file. Defaults to ``$SSWE_NODE_CONFIG`` or the shipped ``config/node.toml``.
+    environ : mapping, optional
+        Environment to read ``SSWE_NODE__SECTION__KEY`` overrides from (default ``os.environ``).
+    overrides : mapping, optional
+        Dotted keys (``"node.port"``) to values, e.g. from command-line flags; applied last.
+
+    Returns
+    -------
+    Settings
+        Validated settings.
+
+    Raises
+    ------
+    ConfigError
+        On an unreadable file, an unknown key or a bad value; the message names both.
+    """
+    environ = os.environ if environ is None else environ
+    if path is None:
+        path = environ.get(ENV_CONFIG_FILE) or DEFAULT_CONFIG_PATH
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc}") from None
+
+    for name, text in sorted(environ.items()):
+        if name.startswith(ENV_PREFIX):
+            keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+            _set_dotted(raw, keys, _parse_env_value(text), f"environment variable {name}")
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(raw, dotted.split("."), value, f"override {dotted}")
+
+    settings = _build(Settings, {k: v for k, v in raw.items()}, prefix="", source=str(path))
+    settings.source = str(path)
+    _check(settings, str(path))
+    return settings
+
+
+def _parse_env_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _set_dotted(raw: dict[str, Any], keys: list[str], value: Any, origin: str) -> None:
+    target = raw
+    for key in keys[:-1]:
+        nxt = target.setdefault(key, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{origin}: '{key}' is not a section")
+        target = nxt
+    target[keys[-1]] = value
+
+
+def _build(cls: type, data: Mapping[str, Any], *, prefix: str, source: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: '{prefix.rstrip('.')}' must be a table")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    for key in data:
+        if key not in names:
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}' (known: {known})")
+    values = {}
+    for key, value in data.items():
+        values[key] = _coerce(hints[key], value, f"{prefix}{key}", source)
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, prefix=f"{key}.", source=source)
+    if origin is list:
+        (item_hint,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: '{key}' must be a list, got {value!r}")
+        return [_coerce(item_hint, item, f"{key}[{i}]", source) for i, item in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: '{key}' must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: '{key}' must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{source}: '{key}' must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: '{key}' must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _check_ae_title(title: str, key: str, source: str) -> None:
+    if not title or len(title) > 16 or "\\" in title or not title.isprintable():
+        raise ConfigError(
+            f"{source}: '{key}' must be 1-16 printable characters without backslash, got {title!r}"
+        )
+
+
+def _check(settings: Settings, source: str) -> None:
+    node = settings.node
+    _check_ae_title(node.ae_title, "node.ae_title", source)
+    for i, title in enumerate(node.allowed_calling_ae_titles):
+        _check_ae_title(title, f"node.allowed_calling_ae_titles[{i}]", source)
+    for key, port in (("node.port", node.port), ("http.port", settings.http.port)):
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{source}: '{key}' must be a port number 0-65535, got {port}")
+    positives = {
+        "node.max_associations": node.max_associations,
+        "processing.workers": settings.processing.workers,
+        "processing.batch_size": settings.processing.batch_size,
+        "sending.max_attempts": settings.sending.max_attempts,
+        "sending.senders": settings.sending.senders,
+        "reading.max_frames": settings.reading.max_frames,
+    }
+    for key, value in positives.items():
+        if value < 1:
+            raise ConfigError(f"{source}: '{key}' must be at least 1, got {value}")
+    for key, value in (
+        ("node.max_pdu_size", node.max_pdu_size),
+        ("node.min_free_space_mb", node.min_free_space_mb),
+        ("sending.initial_backoff_seconds", settings.sending.initial_backoff_seconds),
+    ):
+        if value < 0:
+            raise ConfigError(f"{source}: '{key}' must not be negative, got {value}")
+    if settings.logging.level.upper() not in _LOG_LEVELS:
+        raise ConfigError(
+            f"{source}: 'logging.level' must be one of {sorted(_LOG_LEVELS)}, "
+            f"got {settings.logging.level!r}"
+        )
+    if settings.tls.enabled and not (settings.tls.certificate and settings.tls.private_key):
+        raise ConfigError(f"{source}: 'tls.enabled' needs 'tls.certificate' and 'tls.private_key'")
+    if settings.model.device not in {"auto", "cpu", "gpu"}:
+        raise ConfigError(f"{source}: 'model.device' must be auto, cpu or gpu")
+    names = set()
+    for i, dest in enumerate(settings.destinations):
+        _check_ae_title(dest.ae_title, f"destinations[{i}].ae_title", source)
+        if not dest.host:
+            raise ConfigError(f"{source}: 'destinations[{i}].host' must not be empty")
+        if not 1 <= dest.port <= 65535:
+            raise ConfigError(f"{source}: 'destinations[{i}].port' must be 1-65535")
+        dest.name = dest.name or dest.ae_title
+        if dest.name in names:
+            raise ConfigError(f"{source}: 'destinations[{i}].name' {dest.name!r} is repeated")
+        names.add(dest.name)

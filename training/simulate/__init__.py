@@ -1,0 +1,1 @@
+"""Phantom archive simulator: tissue, B-mode, SWE and scanner renderings."""
