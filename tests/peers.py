@@ -82,6 +82,8 @@ class Orthanc:
         Its AE title.
     modalities : dict, optional
         ``{name: (aet, host, port)}`` peers it may C-MOVE to.
+    dicom_port : int, optional
+        Its DICOM port (default: a free one), e.g. one a node was told to send to earlier.
     """
 
     def __init__(
@@ -89,13 +91,14 @@ class Orthanc:
         workdir: Path,
         aet: str = "ORTHANC",
         modalities: dict[str, tuple[str, str, int]] | None = None,
+        dicom_port: int | None = None,
     ) -> None:
         if shutil.which("Orthanc") is None:
             raise RuntimeError("Orthanc is not installed (run ./scripts/setup.sh)")
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.aet = aet
-        self.dicom_port = free_port()
+        self.dicom_port = dicom_port or free_port()
         self.http_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         config = {

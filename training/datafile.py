@@ -6,6 +6,9 @@ Layout (format ``sswe-dataset``, version 1)::
     /labels        float32 (N, rows, cols)  SWE values in ``unit`` (kPa or m/s); NaN = no label
     /confidence    float32 (N, rows, cols)  SWE confidence 0-1 (0 where there is no label)
     /meta/<column> 1-D arrays, one entry per image (see ``META_COLUMNS``)
+    /processed/sop_uid, /processed/outcome
+                   every instance a build has looked at, with its outcome ("ok" or a
+                   rejection reason), so an incremental rebuild skips them
     attributes: format, version, grid, manifest (JSON: build command, counts, rejections)
 
 Unlabelled images (full-screen B-mode, scanners without SWE) have ``labelled == False`` and
@@ -135,6 +138,7 @@ class DatasetWriter:
             for column, kind in META_COLUMNS.items():
                 dtype = _STR if kind == "str" else _empty_column(kind).dtype
                 meta.create_dataset(column, shape=(0,), maxshape=(None,), dtype=dtype, chunks=True)
+            _create_processed(f)
         else:
             _check_format(f, self.path)
             if tuple(f.attrs["grid"]) != self.grid:
@@ -157,6 +161,30 @@ class DatasetWriter:
         """Return the SOP Instance UIDs already in the file (for incremental builds)."""
         return {s.decode() if isinstance(s, bytes) else s for s in self._file["meta/sop_uid"][:]}
 
+    def processed(self) -> dict[str, str]:
+        """Return ``{sop_uid: outcome}`` of every instance already looked at by a build."""
+        if "processed" not in self._file:
+            return {uid: "ok" for uid in self.sop_uids()}
+        group = self._file["processed"]
+        uids = group["sop_uid"].asstr()[:]
+        outcomes = group["outcome"].asstr()[:]
+        return dict(zip(uids, outcomes, strict=True))
+
+    def mark_processed(self, outcomes: Iterable[tuple[str, str]]) -> None:
+        """Record ``(sop_uid, outcome)`` pairs; outcome is ``"ok"`` or a rejection reason."""
+        outcomes = list(outcomes)
+        if not outcomes:
+            return
+        if "processed" not in self._file:
+            _create_processed(self._file)
+            self.mark_processed((uid, "ok") for uid in sorted(self.sop_uids()))
+        group = self._file["processed"]
+        n0 = group["sop_uid"].shape[0]
+        n1 = n0 + len(outcomes)
+        for column, values in zip(("sop_uid", "outcome"), zip(*outcomes, strict=True), strict=True):
+            group[column].resize(n1, axis=0)
+            group[column][n0:n1] = np.asarray(values, dtype=object)
+
     def append(self, samples: Iterable[Sample]) -> int:
         """Append samples; return how many were written."""
         samples = list(samples)
@@ -171,7 +199,9 @@ class DatasetWriter:
         arrays = {
             "images": np.stack([s.image for s in samples]),
             "labels": np.stack([nan if s.label is None else s.label for s in samples]),
-            "confidence": np.stack([zero if s.confidence is None else s.confidence for s in samples]),
+            "confidence": np.stack(
+                [zero if s.confidence is None else s.confidence for s in samples]
+            ),
         }
         for name, values in arrays.items():
             if values.shape[1:] != (rows, cols):
@@ -193,6 +223,54 @@ class DatasetWriter:
     def manifest(self) -> dict[str, Any]:
         """Return the stored build manifest."""
         return json.loads(self._file.attrs["manifest"])
+
+
+def _create_processed(f: h5py.File) -> None:
+    group = f.create_group("processed")
+    for column in ("sop_uid", "outcome"):
+        group.create_dataset(column, shape=(0,), maxshape=(None,), dtype=_STR, chunks=(4096,))
+
+
+def dataset_summary(path: str | Path) -> dict[str, Any]:
+    """Summarise a dataset file without reading its image arrays.
+
+    Parameters
+    ----------
+    path : path-like
+        The HDF5 file written by :class:`DatasetWriter`.
+
+    Returns
+    -------
+    dict
+        ``rows``, ``labelled``, ``unlabelled``, ``patients``, ``grid``, ``format``,
+        ``version``, ``by_layout``, ``by_manufacturer``, ``by_organ``, ``by_quantity``
+        (counts of rows) and ``manifest``.
+    """
+    path = Path(path)
+    with h5py.File(path, "r") as f:
+        _check_format(f, path)
+        meta = f["meta"]
+        labelled = meta["labelled"][:]
+
+        def counts(column: str) -> dict[str, int]:
+            values, n = np.unique(meta[column].asstr()[:], return_counts=True)
+            return {str(v): int(c) for v, c in zip(values, n, strict=True)}
+
+        return {
+            "file": str(path),
+            "format": str(f.attrs["format"]),
+            "version": int(f.attrs["version"]),
+            "grid": [int(g) for g in f.attrs["grid"]],
+            "rows": int(f["images"].shape[0]),
+            "labelled": int(np.count_nonzero(labelled)),
+            "unlabelled": int(labelled.size - np.count_nonzero(labelled)),
+            "patients": len(np.unique(meta["patient_key"].asstr()[:])),
+            "by_layout": counts("layout"),
+            "by_manufacturer": counts("manufacturer"),
+            "by_organ": counts("organ"),
+            "by_quantity": counts("quantity"),
+            "manifest": json.loads(f.attrs["manifest"]),
+        }
 
 
 def _check_format(f: h5py.File, path: Path) -> None:

@@ -1,18 +1,226 @@
-"""`sswe-node dataset`: not built yet (issue 6)."""
+"""`sswe-node dataset`: build a training dataset from a DICOM folder or a PACS; inspect one."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+from pathlib import Path
+from typing import Any
 
-HELP = "build or inspect a training dataset from a DICOM folder or PACS (not built yet: issue 6)"
+HELP = "build or inspect a training dataset from a DICOM folder or PACS (research use only)"
+
+_EPILOG = """\
+examples:
+  sswe-node dataset build train.h5 --folder /data/archive --organ prostate
+  sswe-node dataset build train.h5 --pacs PACS@pacs.example:104 --calling-aet SSWE_DS \\
+      --move-aet SSWE_DS --move-port 11113 --modality US --date-from 20240101 --cache cache/
+  sswe-node dataset build train.h5 --pacs PACS@pacs.example:104 --retrieve get --patients ids.txt
+  sswe-node dataset info train.h5
+
+Patient IDs are replaced by HMAC-SHA256 keyed hashes. The key comes from --key-file, else the
+SSWE_DATASET_KEY environment variable, else OUT.key (generated on first use; keep it secret and
+reuse it for incremental builds). See docs/dataset.md.
+"""
+
+
+def _grid(text: str) -> tuple[int, int]:
+    try:
+        rows, cols = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"grid must look like 96x64, got {text!r}") from None
+    return rows, cols
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add this sub-command's options."""
+    """Add the ``build`` and ``info`` sub-commands and their options."""
+    sub = parser.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    build = sub.add_parser(
+        "build",
+        help="build or grow a dataset file (only new instances are processed)",
+        description="Build or grow a dataset file from a DICOM folder or a PACS.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    build.add_argument("out", type=Path, help="dataset file to create or grow (HDF5)")
+    source = build.add_argument_group("source (one of)")
+    where = source.add_mutually_exclusive_group(required=True)
+    where.add_argument("--folder", type=Path, help="DICOM folder tree (DICOMDIR too)")
+    where.add_argument("--pacs", metavar="AE@HOST:PORT", help="Query/Retrieve SCP to pull from")
+    pacs = build.add_argument_group("PACS retrieval")
+    pacs.add_argument(
+        "--retrieve", choices=("move", "get"), default="move",
+        help="C-MOVE to our temporary storage SCP (default) or C-GET",
+    )  # fmt: skip
+    pacs.add_argument("--calling-aet", default="SSWE_DATASET", help="our AE title as SCU")
+    pacs.add_argument("--move-aet", help="AE title the PACS knows our storage SCP by (C-MOVE)")
+    pacs.add_argument("--move-port", type=int, help="port of our temporary storage SCP (C-MOVE)")
+    pacs.add_argument(
+        "--move-bind", default="0.0.0.0", help="address our storage SCP listens on (0.0.0.0)"
+    )
+    pacs.add_argument(
+        "--cache", type=Path,
+        help="retrieval cache folder; a rerun fetches only what is missing (default: OUT.cache)",
+    )  # fmt: skip
+    pacs.add_argument(
+        "--parallel", type=int, default=2, help="simultaneous associations (default 2)"
+    )
+    filters = build.add_argument_group("PACS query filters")
+    filters.add_argument("--modality", default="US", help="series modality (default US)")
+    filters.add_argument("--date-from", metavar="YYYYMMDD", help="first StudyDate")
+    filters.add_argument("--date-to", metavar="YYYYMMDD", help="last StudyDate")
+    filters.add_argument("--station", help="StationName (wildcards * ?)")
+    filters.add_argument("--manufacturer", help="Manufacturer (wildcards * ?)")
+    filters.add_argument("--patients", type=Path, metavar="FILE", help="PatientIDs, one a line")
+    opts = build.add_argument_group("building")
+    opts.add_argument("--organ", help="organ for every row (default: BodyPartExamined)")
+    opts.add_argument(
+        "--min-coverage", type=float, default=0.2,
+        help="minimum fraction of SWE-box pixels with confidence > 0.75 (default 0.2)",
+    )  # fmt: skip
+    opts.add_argument("--grid", type=_grid, default=(96, 64), help="model grid ROWSxCOLS (96x64)")
+    opts.add_argument(
+        "--scale", type=float, nargs=2, metavar=("MIN", "MAX"),
+        help="colour bar range of the elastograms (needed unless the scanner stores values)",
+    )  # fmt: skip
+    opts.add_argument(
+        "--quantity", choices=("youngs-modulus", "shear-wave-speed"), default="youngs-modulus",
+        help="what the elastograms show (kPa or m/s; default youngs-modulus)",
+    )  # fmt: skip
+    opts.add_argument(
+        "--opacity", type=float,
+        help="known elastogram overlay opacity 0-1 (default: estimated per frame, slower)",
+    )  # fmt: skip
+    opts.add_argument("--max-frames", type=int, default=16, help="frames per instance (16)")
+    opts.add_argument(
+        "--workers", type=int, default=min(2, os.cpu_count() or 1),
+        help="reading processes (default min(2, CPUs))",
+    )  # fmt: skip
+    opts.add_argument("--key-file", type=Path, help="pseudonymisation key file")
+    opts.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    info = sub.add_parser("info", help="print a dataset file's summary")
+    info.add_argument("file", type=Path, help="dataset file")
+    info.add_argument("--json", action="store_true", help="print JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Say plainly that this sub-command is not built yet."""
-    print("sswe-node dataset: not built yet (issue 6)", file=sys.stderr)
-    return 2
+    """Run ``dataset build`` or ``dataset info``."""
+    if args.dataset_command == "info":
+        return _info(args)
+    return _build(args)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from training.dataset import BuildOptions, build_from_folder
+    from training.pseudonym import load_key
+
+    options = BuildOptions(
+        grid=tuple(args.grid),
+        organ=args.organ,
+        min_coverage=args.min_coverage,
+        scale=tuple(args.scale) if args.scale else None,
+        quantity=args.quantity,
+        opacity=args.opacity,
+        max_frames=args.max_frames,
+        workers=args.workers,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    key = load_key(args.key_file, args.out)
+    if key.origin.startswith("generated:"):
+        print(f"generated a pseudonymisation key: {key.origin[10:]} (keep it secret)")
+    command = " ".join(["sswe-node", "dataset", "build", *_argv_tail()])
+    if args.folder is not None:
+        report = build_from_folder(args.folder, args.out, key, options, command=command)
+    else:
+        folders, source = _retrieve(args, options.progress)
+        report = build_from_folder(folders, args.out, key, options, command=command, source=source)
+    rejected = sum(report.rejections.values())
+    print(
+        f"{args.out}: +{report.rows} rows ({report.labelled} labelled, {report.unlabelled} "
+        f"unlabelled) from {report.instances_new} new instances; {report.instances_skipped} "
+        f"already in the file; {rejected} rejected in {report.seconds:.1f} s"
+    )
+    for reason, count in sorted(report.rejections.items()):
+        print(f"  rejected {reason}: {count}")
+    return 0
+
+
+def _retrieve(args: argparse.Namespace, progress: bool) -> tuple[list[Path], str]:
+    from training.pacs import PacsClient, PacsPeer, QueryFilters, read_patient_list, series_folder
+
+    peer = PacsPeer.parse(args.pacs)
+    filters = QueryFilters(
+        modality=args.modality or None,
+        date_from=args.date_from,
+        date_to=args.date_to,
+        station=args.station,
+        manufacturer=args.manufacturer,
+        patients=read_patient_list(args.patients) if args.patients else (),
+    )
+    cache = args.cache or Path(str(args.out) + ".cache")
+    client = PacsClient(peer, args.calling_aet)
+    series = client.find_series(filters)
+    report = client.retrieve(
+        series, cache, method=args.retrieve, move_aet=args.move_aet, move_port=args.move_port,
+        move_bind=args.move_bind, parallel=args.parallel, progress=progress,
+    )  # fmt: skip
+    print(
+        f"{peer}: {len(series)} series; fetched {report.instances_fetched} instances, "
+        f"{report.instances_cached} already in {cache}"
+    )
+    folders = [series_folder(cache, s.study_uid, s.series_uid) for s in series]
+    return [f for f in folders if f.is_dir()], f"pacs:{peer} via C-{args.retrieve.upper()}"
+
+
+def _argv_tail() -> list[str]:
+    argv = sys.argv[1:]
+    return argv[argv.index("build") + 1 :] if "build" in argv else argv
+
+
+def _info(args: argparse.Namespace) -> int:
+    from training.datafile import dataset_summary
+
+    if not args.file.is_file():
+        print(f"sswe-node dataset info: {args.file}: no such file", file=sys.stderr)
+        return 1
+    try:
+        summary = dataset_summary(args.file)
+    except (OSError, ValueError) as exc:
+        print(f"sswe-node dataset info: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+        return 0
+    print(_format_summary(summary))
+    return 0
+
+
+def _format_summary(s: dict[str, Any]) -> str:
+    manifest = s["manifest"]
+    lines = [
+        f"{s['file']}: {s['format']} v{s['version']}, grid {s['grid'][0]}x{s['grid'][1]}",
+        f"  {manifest.get('notice', '')}",
+        f"  rows {s['rows']}: {s['labelled']} labelled, {s['unlabelled']} unlabelled; "
+        f"{s['patients']} patients (pseudonymised)",
+    ]
+    for title, key in (
+        ("layout", "by_layout"), ("manufacturer", "by_manufacturer"),
+        ("organ", "by_organ"), ("quantity", "by_quantity"),
+    ):  # fmt: skip
+        parts = ", ".join(f"{k or '-'}: {v}" for k, v in s[key].items())
+        lines.append(f"  by {title}: {parts or '-'}")
+    rejections = manifest.get("rejections", {})
+    lines.append("  rejections: " + (", ".join(f"{k}: {v}" for k, v in rejections.items()) or "-"))
+    options = manifest.get("options", {})
+    if options:
+        lines.append("  options: " + ", ".join(f"{k}={v}" for k, v in options.items()))
+    for build in manifest.get("builds", []):
+        lines.append(
+            f"  build {build.get('started', '?')}: +{build.get('rows', 0)} rows from "
+            f"{build.get('instances_new', 0)} new instances ({build.get('source', '')})"
+        )
+        if build.get("command"):
+            lines.append(f"    {build['command']}")
+    return "\n".join(lines)

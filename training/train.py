@@ -1,18 +1,508 @@
-"""`sswe-node train`: not built yet (issue 4)."""
+"""`sswe-node train`: train the sSWE U-Net on a dataset file and write a packaged model.
+
+One command does everything: split by patient (seeded), train with the TOML recipe
+(checkpoints, TensorBoard logs, resumable), keep the best-validation weights, package the
+model with its manifest and evaluate it on the held-out test patients.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import logging
+import shlex
+import shutil
 import sys
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
 
-HELP = "train an sSWE U-Net from a dataset file (not built yet: issue 4)"
+import numpy as np
+
+from sswe_node.errors import ConfigError, SsweError
+from sswe_node.model import Manifest
+from training.augment import AugmentSettings
+
+logger = logging.getLogger(__name__)
+
+HELP = "train an sSWE U-Net from a dataset file and write a packaged model"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build and how to name its package."""
+
+    name: str = ""
+    version: str = "0.1.0"
+    organ: str = ""
+    quantity: str = ""
+    depth: int = 2
+    filters: int = 32
+    dropout: float = 0.5
+    status: str = "release"
+    trained_on: str = ""
+
+
+@dataclass
+class TrainingConfig:
+    """The optimisation recipe (defaults: the paper's)."""
+
+    epochs: int = 2100
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    plateau_patience: int = 10
+    plateau_factor: float = 0.5
+    min_learning_rate: float = 1e-6
+    confidence_threshold: float = 0.75
+    split: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
+    seed: int = 0
+    augment: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """A whole training configuration file."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    source: str = "<defaults>"
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a training TOML file (``[model]``, ``[training]``, ``[augment]`` tables).
+
+    Raises
+    ------
+    ConfigError
+        Unknown keys or values of the wrong type, naming the key and file.
+    """
+    path = Path(path)
+    if not path.is_file() and (CONFIG_DIR / path.name).is_file() and not path.parent.parts:
+        path = CONFIG_DIR / path.name
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read training configuration: {exc}") from None
+    sections = {"model": ModelConfig, "training": TrainingConfig, "augment": AugmentSettings}
+    built: dict[str, Any] = {}
+    for key in raw:
+        if key not in sections:
+            raise ConfigError(f"{path}: unknown table [{key}] (known: {sorted(sections)})")
+    for section, cls in sections.items():
+        table = raw.get(section, {})
+        defaults = cls()
+        values = {}
+        for key, value in table.items():
+            known = {f.name: f for f in fields(cls)}
+            if key not in known:
+                raise ConfigError(f"{path}: unknown key '{section}.{key}' (known: {sorted(known)})")
+            expected = getattr(defaults, key)
+            if isinstance(expected, bool) != isinstance(value, bool) or (
+                isinstance(expected, int | float) and not isinstance(value, int | float)
+            ):
+                raise ConfigError(f"{path}: '{section}.{key}' has the wrong type: {value!r}")
+            if isinstance(expected, str) and not isinstance(value, str):
+                raise ConfigError(f"{path}: '{section}.{key}' must be a string")
+            if isinstance(expected, float):
+                value = float(value)
+            values[key] = value
+        built[section] = cls(**values)
+    config = TrainConfig(**built, source=str(path))
+    t = config.training
+    if t.epochs < 1 or t.batch_size < 1 or t.learning_rate <= 0 or len(t.split) != 3:
+        raise ConfigError(f"{path}: epochs, batch_size, learning_rate or split out of range")
+    if min(t.split) < 0 or t.split[0] <= 0:
+        raise ConfigError(f"{path}: 'training.split' must be three non-negative fractions")
+    return config
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced."""
+
+    manifest: Manifest
+    history: dict[str, list[float]]
+    out_dir: Path
+    work_dir: Path
+
+
+def _scanner_quantity(data: Any, config: TrainConfig) -> tuple[str, str]:
+    labelled = data.meta["labelled"].astype(bool)
+    organs = sorted(set(data.meta["organ"][labelled]) - {""})
+    quantities = sorted(set(data.meta["quantity"][labelled]) - {""})
+    organ = config.model.organ or (organs[0] if len(organs) == 1 else "")
+    quantity = config.model.quantity or (quantities[0] if len(quantities) == 1 else "")
+    if not organ or not quantity:
+        raise ConfigError(
+            f"{config.source}: set model.organ and model.quantity (dataset has organs {organs}, "
+            f"quantities {quantities})"
+        )
+    if quantities and quantity not in quantities:
+        raise ConfigError(f"dataset labels are {quantities}, config asks for {quantity!r}")
+    return organ, quantity
+
+
+def _grid_spacing(data: Any, rows: Any, grid: tuple[int, int]) -> tuple[float, float]:
+    meta = data.meta
+    row = meta["spacing_row_mm"][rows] * meta["roi_rows"][rows] / grid[0]
+    col = meta["spacing_col_mm"][rows] * meta["roi_cols"][rows] / grid[1]
+    row, col = row[np.isfinite(row) & (row > 0)], col[np.isfinite(col) & (col > 0)]
+    if not len(row) or not len(col):
+        return (1.0, 1.0)
+    return (round(float(np.median(row)), 4), round(float(np.median(col)), 4))
+
+
+def split_rows(
+    meta: dict[str, Any], quantity: str, fractions: Any, seed: int
+) -> list[Any]:
+    """Split the labelled rows of one quantity into train/validation/test by patient.
+
+    Only patients with labelled images of ``quantity`` take part, so that unlabelled
+    images (other scanners, full-screen B-mode) never shrink the labelled splits.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        Row indices (into the whole dataset) of the train, validation and test splits.
+    """
+    from training.datafile import split_by_patient
+
+    rows = np.flatnonzero(meta["labelled"].astype(bool) & (meta["quantity"] == quantity))
+    parts = split_by_patient(meta["patient_key"][rows], tuple(fractions), int(seed))
+    return [rows[part] for part in parts]
+
+
+def patients_digest(keys: Any) -> str:
+    """Return a SHA-256 over the sorted patient keys of a split (to check splits later)."""
+    text = "\n".join(sorted({str(k) for k in keys}))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _EpochBar:
+    """A tqdm progress bar over epochs (as a Keras callback)."""
+
+    def __new__(cls, epochs: int, initial: int = 0) -> Any:
+        import keras
+        from tqdm.auto import tqdm
+
+        class Bar(keras.callbacks.Callback):
+            def on_train_begin(self, logs: Any = None) -> None:
+                self.bar = tqdm(total=epochs, desc="train", unit="epoch", file=sys.stderr)
+
+            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+                self.bar.n = epoch + 1
+                shown = {k: f"{v:.4g}" for k, v in (logs or {}).items() if "loss" in k}
+                self.bar.set_postfix(shown, refresh=True)
+
+            def on_train_end(self, logs: Any = None) -> None:
+                self.bar.close()
+
+        return Bar()
+
+
+def train(
+    config: TrainConfig,
+    dataset: str | Path,
+    out_dir: str | Path,
+    *,
+    epochs: int | None = None,
+    resume: bool = False,
+    work_dir: str | Path | None = None,
+    command: str = "",
+    evaluate: bool = True,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a U-Net on a dataset file and write the packaged model.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The recipe (see :func:`load_config`).
+    dataset : path-like
+        A dataset file (``training.datafile``).
+    out_dir : path-like
+        The package folder to write (``model.toml`` + ``model.keras``).
+    epochs : int, optional
+        Override of ``training.epochs``.
+    resume : bool
+        Continue from the last epoch backed up in ``work_dir`` (otherwise start afresh).
+    work_dir : path-like, optional
+        Checkpoints and TensorBoard logs; default ``out_dir/work``.
+    command : str
+        The command line, recorded in the manifest.
+    evaluate : bool
+        Write the evaluation report on the test patients to ``out_dir/evaluation``.
+    progress : bool
+        Show a progress bar over epochs.
+
+    Returns
+    -------
+    TrainResult
+    """
+    import keras
+
+    from training.augment import make_dataset
+    from training.datafile import read_dataset
+    from training.losses import (
+        masked_mae_metric,
+        masked_me_metric,
+        masked_rmse,
+        masked_rmse_metric,
+        pack_targets,
+    )
+    from training.package import DEFAULT_SCALE, write_package
+    from training.unet import build_unet, count
+
+    t = config.training
+    epochs = int(epochs or t.epochs)
+    out = Path(out_dir)
+    work = Path(work_dir) if work_dir is not None else out / "work"
+    dataset = Path(dataset)
+    data = read_dataset(dataset)
+    grid = tuple(int(g) for g in data.images.shape[1:])
+    organ, quantity = _scanner_quantity(data, config)
+    scale = DEFAULT_SCALE[quantity]
+    name = config.model.name or out.name
+
+    train_rows, val_rows, test_rows = split_rows(data.meta, quantity, t.split, t.seed)
+    targets = pack_targets(data.labels, data.confidence, scale, t.confidence_threshold)
+    usable = targets[..., 1].reshape(len(data), -1).sum(axis=1) > 0
+    train_rows = train_rows[usable[train_rows]]
+    val_rows = val_rows[usable[val_rows]]
+    if not len(train_rows):
+        raise SsweError(f"{dataset}: no labelled training images with confident pixels")
+    gpus = _gpus()
+    logger.info(
+        "training %s on %d/%d/%d train/val/test images (%s), %d epochs, device %s",
+        name,
+        len(train_rows),
+        len(val_rows),
+        len(test_rows),
+        quantity,
+        epochs,
+        "GPU" if gpus else "CPU",
+    )
+
+    keras.utils.set_random_seed(t.seed)
+    model = build_unet(
+        grid, depth=config.model.depth, filters=config.model.filters,
+        dropout=config.model.dropout, seed=t.seed,
+    )  # fmt: skip
+    metrics = [masked_rmse_metric(scale), masked_mae_metric(scale), masked_me_metric(scale)]
+    model.compile(
+        optimizer=keras.optimizers.Adam(t.learning_rate), loss=masked_rmse, metrics=metrics
+    )
+    augment = config.augment if t.augment else None
+    train_ds = make_dataset(
+        data.images[train_rows], targets[train_rows], batch_size=t.batch_size,
+        shuffle=True, seed=t.seed, augment=augment,
+    )  # fmt: skip
+    val_ds = None
+    if len(val_rows):
+        val_ds = make_dataset(
+            data.images[val_rows], targets[val_rows], batch_size=t.batch_size,
+            shuffle=False, seed=t.seed, augment=None,
+        )  # fmt: skip
+    monitor = "val_loss" if val_ds is not None else "loss"
+
+    backup = work / "backup"
+    if not resume and backup.exists():
+        shutil.rmtree(backup)
+    (work / "checkpoints").mkdir(parents=True, exist_ok=True)
+    best_path = work / "checkpoints" / "best.keras"
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False),
+        keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor, save_best_only=True),
+        keras.callbacks.ModelCheckpoint(str(work / "checkpoints" / "last.keras")),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, patience=t.plateau_patience, factor=t.plateau_factor,
+            min_lr=t.min_learning_rate,
+        ),  # fmt: skip
+        keras.callbacks.TensorBoard(str(work / "logs"), histogram_freq=0),
+        keras.callbacks.CSVLogger(str(work / "history.csv"), append=resume),
+    ]
+    if progress:
+        callbacks.append(_EpochBar(epochs))
+    started = time.monotonic()
+    fit = model.fit(
+        train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0,
+        shuffle=False
+    )
+    seconds = time.monotonic() - started
+    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    if best_path.is_file():
+        best = keras.saving.load_model(best_path, compile=False)
+        model.set_weights(best.get_weights())
+
+    split_metrics = {}
+    for split_name, rows in (("train", train_rows), ("validation", val_rows)):
+        if len(rows):
+            split_metrics[split_name] = _pixel_metrics(model, data, rows, targets, scale)
+    confident = targets[train_rows][..., 1] > 0
+    train_mean = float(np.mean(targets[train_rows][..., 0][confident]) * scale)
+
+    training_record = {
+        "command": command,
+        "config": config.source,
+        "recipe": {**asdict(t), "epochs": epochs, "augment_settings": asdict(config.augment)},
+        "dataset": {
+            "file": str(dataset),
+            "images": len(data),
+            "patients": int(len(np.unique(data.meta["patient_key"]))),
+            "build": json.dumps(data.manifest, sort_keys=True, default=str)[:4000],
+        },
+        "split": {
+            "by": "patient",
+            "seed": t.seed,
+            "fractions": list(t.split),
+            "train_images": int(len(train_rows)),
+            "validation_images": int(len(val_rows)),
+            "test_images": int(len(test_rows)),
+            "test_patients": int(len(np.unique(data.meta["patient_key"][test_rows]))),
+            "test_patients_sha256": patients_digest(data.meta["patient_key"][test_rows]),
+        },
+        "train_mean": train_mean,
+        "epochs_run": len(history.get("loss", [])),
+        "seconds": round(seconds, 1),
+        "device": "GPU" if gpus else "CPU",
+        "backend": keras.backend.backend(),
+    }
+    trained_on = config.model.trained_on or (
+        f"{len(train_rows)} labelled images from dataset file {dataset.name}"
+    )
+    manifest = write_package(
+        model,
+        out,
+        name=name,
+        version=config.model.version,
+        organ=organ,
+        quantity=quantity,
+        trained_on=trained_on,
+        spacing_mm=_grid_spacing(data, train_rows, grid),
+        status=config.model.status,
+        architecture={
+            "builder": "training.unet.build_unet",
+            "depth": config.model.depth,
+            "filters": config.model.filters,
+            "dropout": config.model.dropout,
+            "parameters": count(model),
+        },
+        training=training_record,
+        metrics=split_metrics,
+    )
+    if evaluate and len(test_rows):
+        from training.evaluate import evaluate_model
+
+        report = evaluate_model(out, dataset, out / "evaluation")
+        manifest = _add_test_metrics(out, report)
+    return TrainResult(manifest=manifest, history=history, out_dir=out, work_dir=work)
+
+
+def _add_test_metrics(out: Path, report: dict[str, Any]) -> Manifest:
+    """Record the test-split summary in the manifest (never used for any choice)."""
+    from sswe_node.model import MANIFEST_NAME, read_manifest
+    from training.package import dumps_toml
+
+    path = out / MANIFEST_NAME
+    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    summary = report["model"]["summary"]
+    raw.setdefault("metrics", {})["test_per_patient"] = {
+        key: {"mean": summary[key]["mean"], "sd": summary[key]["sd"]} for key in summary
+    }
+    raw["metrics"]["test_per_patient"]["patients"] = report["patients"]
+    raw["metrics"]["test_baseline_per_patient"] = {
+        key: {"mean": v["mean"], "sd": v["sd"]} for key, v in report["baseline"]["summary"].items()
+    }
+    path.write_text(dumps_toml(raw), encoding="utf-8")
+    return read_manifest(out)
+
+
+def _pixel_metrics(
+    model: Any, data: Any, rows: Any, targets: Any, scale: float
+) -> dict[str, float]:
+    from sswe_node.model import _compile
+
+    forward = _compile(model, data.images.shape[1:])
+    preds = np.concatenate(
+        [
+            np.asarray(forward(data.images[rows[i : i + 256], :, :, None]))[..., 0]
+            for i in range(0, len(rows), 256)
+        ]
+    )
+    value, weight = targets[rows][..., 0], targets[rows][..., 1] > 0
+    err = (value - preds)[weight] * scale
+    return {
+        "images": int(len(rows)),
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "mae": float(np.mean(np.abs(err))),
+        "me": float(np.mean(err)),
+    }
+
+
+def _gpus() -> list[Any]:
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return []
+    import tensorflow as tf
+
+    return list(tf.config.list_physical_devices("GPU"))
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add this sub-command's options."""
+    parser.add_argument(
+        "--config", required=True, help="training TOML (e.g. training/configs/paper.toml)"
+    )
+    parser.add_argument("--dataset", required=True, help="dataset file (sswe-node dataset build)")
+    parser.add_argument("--out", required=True, help="model package folder to write")
+    parser.add_argument("--epochs", type=int, default=None, help="override training.epochs")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from its backup"
+    )
+    parser.add_argument(
+        "--work-dir", default=None, help="checkpoints and TensorBoard logs (default OUT/work)"
+    )
+    parser.add_argument("--name", default=None, help="model name (default: config or OUT name)")
+    parser.add_argument("--seed", type=int, default=None, help="override training.seed")
+    parser.add_argument(
+        "--no-augment", action="store_true", help="switch augmentation off (for comparisons)"
+    )
+    parser.add_argument(
+        "--no-evaluate", action="store_true", help="skip the test-split evaluation report"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Say plainly that this sub-command is not built yet."""
-    print("sswe-node train: not built yet (issue 4)", file=sys.stderr)
-    return 2
+    """Run ``sswe-node train``."""
+    config = load_config(args.config)
+    if args.name:
+        config.model.name = args.name
+    if args.seed is not None:
+        config.training.seed = args.seed
+    if args.no_augment:
+        config.training.augment = False
+    command = "sswe-node train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    if not Path(args.dataset).is_file():
+        raise SsweError(f"dataset file {args.dataset} not found")
+    result = train(
+        config,
+        args.dataset,
+        args.out,
+        epochs=args.epochs,
+        resume=args.resume,
+        work_dir=args.work_dir,
+        command=command,
+        evaluate=not args.no_evaluate,
+        progress=sys.stderr.isatty(),
+    )
+    m = result.manifest
+    print(f"wrote {result.out_dir} ({m.name} {m.version}, {m.parameters} parameters)")
+    for split_name, values in m.metrics.items():
+        print(f"  {split_name}: {values}")
+    return 0

@@ -1,18 +1,210 @@
-"""`sswe-node serve`: not built yet (issue 5)."""
+"""`sswe-node serve`: the node's life cycle (start, resume, serve, stop cleanly on a signal)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
+import faulthandler
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-HELP = "run the DICOM storage SCP that turns B-mode into synthetic SWE (not built yet: issue 5)"
+from sswe_node.config import Settings, load_settings
+from sswe_node.node.health import HealthServer, Metrics
+from sswe_node.node.scp import start_scp
+from sswe_node.node.sender import Sender
+from sswe_node.node.store import CaseStore
+from sswe_node.node.worker import Worker, load_node_model
+
+LOGGER = logging.getLogger(__name__)
+
+HELP = "run the DICOM storage SCP that turns B-mode into synthetic SWE (research use only)"
+
+
+class Node:
+    """The running node: SCP, workers, sender and the optional HTTP endpoint.
+
+    Parameters
+    ----------
+    settings : Settings
+        The node settings.
+    model_loader : callable, optional
+        Loads the model once, in the first worker thread (default: the configured model).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        model_loader: Callable[[Settings], Any] = load_node_model,
+    ) -> None:
+        self.settings = settings
+        self.model_loader = model_loader
+        self.metrics = Metrics()
+        self.stop_event = threading.Event()
+        self.cases_waiting = threading.Event()
+        self.sends_queued = threading.Event()
+        self.store: CaseStore | None = None
+        self.workers: list[Worker] = []
+        self.sender: Sender | None = None
+        self.http: HealthServer | None = None
+        self.ae: Any = None
+        self.server: Any = None
+        self.started_at = time.time()
+        self._stopped = False
+
+    @property
+    def port(self) -> int:
+        """The DICOM port actually listened on."""
+        return int(self.server.server_address[1])
+
+    def start(self) -> None:
+        """Open the case store, resume interrupted cases, start workers, sender and the SCP."""
+        settings = self.settings
+        Path(settings.node.storage_dir).mkdir(parents=True, exist_ok=True)
+        self.store = CaseStore(settings.node.database_url)
+        resumed = self.store.resume()
+        pending = self.store.pending_count()
+        LOGGER.info("event=start resumed=%d pending=%d", resumed, pending)
+        if not settings.processing.paused:
+            self.workers = [self._worker(0)]
+            self.workers[0].start()
+        else:
+            LOGGER.info("event=processing-paused")
+        self.sender = Sender(
+            self.store,
+            settings.node.ae_title,
+            settings.sending,
+            settings.tls,
+            self.sends_queued,
+            self.stop_event,
+            self.metrics,
+        )
+        self.sender.start()
+        if settings.http.enabled:
+            self.http = HealthServer(
+                settings.http.host, settings.http.port, self.health, self.render_metrics
+            )
+            self.http.start()
+        self.ae, self.server = start_scp(settings, self.store, self.cases_waiting, self.metrics)
+        if pending:
+            self.cases_waiting.set()
+
+    def _worker(self, index: int, model: Any = None) -> Worker:
+        return Worker(
+            self.store,  # type: ignore[arg-type]
+            self.settings,
+            self.cases_waiting,
+            self.stop_event,
+            self.sends_queued,
+            self.metrics,
+            model_loader=self._load_then_start_others,
+            model=model,
+            name=f"sswe-worker-{index}",
+        )
+
+    def _load_then_start_others(self, settings: Settings) -> Any:
+        model = self.model_loader(settings)
+        # Further workers share the model loaded once by the first one.
+        for index in range(1, settings.processing.workers):
+            worker = self._worker(index, model)
+            self.workers.append(worker)
+            worker.start()
+        return model
+
+    def health(self) -> dict[str, Any]:
+        """Return the ``/health`` body."""
+        counts = self.store.counts() if self.store else {}
+        worker_errors = [w.error for w in self.workers if w.error]
+        status = "ok" if not worker_errors and not self.stop_event.is_set() else "degraded"
+        return {
+            "status": status,
+            "ae_title": self.settings.node.ae_title,
+            "uptime_seconds": round(time.time() - self.started_at, 1),
+            "processing": "paused" if self.settings.processing.paused else "running",
+            "model_loaded": any(w.ready.is_set() for w in self.workers),
+            "errors": worker_errors,
+            **counts,
+        }
+
+    def render_metrics(self) -> str:
+        """Return the Prometheus ``/metrics`` text (counters, latencies and queue depths)."""
+        counts = self.store.counts() if self.store else {"cases": {}, "sends": {}}
+        gauges = {
+            "cases": {k: float(v) for k, v in counts["cases"].items()},
+            "sends": {k: float(v) for k, v in counts["sends"].items()},
+        }
+        return self.metrics.render(gauges)
+
+    def stop(self, grace_seconds: float = 30.0) -> None:
+        """Stop accepting associations, let in-flight ones and the current batch finish, exit."""
+        if self._stopped:
+            return
+        self._stopped = True
+        LOGGER.info("event=stopping")
+        if self.server is not None:
+            self.server.shutdown()
+            LOGGER.debug("event=stop-phase phase=listener-closed")
+            deadline = time.monotonic() + grace_seconds
+            while self.server.active_associations and time.monotonic() < deadline:
+                time.sleep(0.05)
+        LOGGER.debug("event=stop-phase phase=associations-done")
+        self.stop_event.set()
+        self.cases_waiting.set()
+        self.sends_queued.set()
+        for worker in list(self.workers):
+            worker.join(timeout=grace_seconds)
+        LOGGER.debug("event=stop-phase phase=workers-done")
+        if self.sender is not None:
+            self.sender.join(timeout=grace_seconds)
+        LOGGER.debug("event=stop-phase phase=sender-done")
+        if self.http is not None:
+            self.http.stop()
+        if self.store is not None:
+            self.store.close()
+        LOGGER.info("event=stopped")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add this sub-command's options."""
+    parser.add_argument("--config", default=None, help="node configuration file (TOML)")
+    parser.add_argument("--port", type=int, default=None, help="DICOM port (node.port)")
+    parser.add_argument("--ae-title", default=None, help="our AE title (node.ae_title)")
+    parser.add_argument("--storage", default=None, help="storage folder (node.storage_dir)")
+    parser.add_argument(
+        "--database", default=None, help="case store SQLAlchemy URL (node.database_url)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Say plainly that this sub-command is not built yet."""
-    print("sswe-node serve: not built yet (issue 5)", file=sys.stderr)
-    return 2
+    """Serve until SIGINT or SIGTERM."""
+    settings = load_settings(
+        args.config,
+        overrides={
+            "node.port": args.port,
+            "node.ae_title": args.ae_title,
+            "node.storage_dir": args.storage,
+            "node.database_url": args.database,
+        },
+    )
+    if not getattr(args, "log_level", None):
+        logging.getLogger().setLevel(settings.logging.level.upper())
+    node = Node(settings)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        LOGGER.info("event=signal name=%s", signal.Signals(signum).name)
+        stop.set()
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # thread dump for operators
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    node.start()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        node.stop()
+    return 0

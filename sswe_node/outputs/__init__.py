@@ -1,1 +1,16 @@
-"""outputs subpackage."""
+"""Derived DICOM objects: the Parametric Map and the colour Secondary Capture (highdicom)."""
+
+from sswe_node.outputs.derived import ModelInfo
+from sswe_node.outputs.geometry import Box, source_spacing_mm
+from sswe_node.outputs.labels import WARNING
+from sswe_node.outputs.parametric_map import build_parametric_map
+from sswe_node.outputs.secondary_capture import build_secondary_capture
+
+__all__ = [
+    "Box",
+    "ModelInfo",
+    "WARNING",
+    "build_parametric_map",
+    "build_secondary_capture",
+    "source_spacing_mm",
+]

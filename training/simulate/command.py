@@ -1,18 +1,83 @@
-"""`sswe-node simulate`: not built yet (issue 2)."""
+"""`sswe-node simulate`: write a simulated phantom ultrasound DICOM archive with ground truth."""
 
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 
-HELP = "write a simulated phantom ultrasound DICOM archive with ground truth (not built yet: issue 2)"
+HELP = (
+    "write a simulated phantom ultrasound DICOM archive (dual SWE captures, full-screen and "
+    "second-scanner B-mode) with ground truth; synthetic data, not for diagnosis"
+)
+
+logger = logging.getLogger(__name__)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add this sub-command's options."""
+    parser.add_argument("--patients", type=int, default=3, help="number of patients (default 3)")
+    parser.add_argument("--out", required=True, help="output folder (created)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; output is reproducible")
+    parser.add_argument(
+        "--organ",
+        choices=("prostate", "thyroid"),
+        default="prostate",
+        help="prostate: Young's modulus in kPa, scale 0-70; thyroid: shear-wave speed in m/s, "
+        "scale 0-10 (default prostate)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("fast", "pymust"),
+        default="fast",
+        help="B-mode engine: fast PSF convolution, or pymust SIMUS (seconds per image)",
+    )
+    parser.add_argument(
+        "--images-per-patient",
+        type=int,
+        default=None,
+        help="image planes per patient (default 3-5 at random); each plane gives a dual capture, "
+        "a full-screen B-mode and a second-scanner B-mode",
+    )
+    parser.add_argument(
+        "--opacity", type=float, default=0.8, help="elastogram opacity over the B-mode (0-1]"
+    )
+    parser.add_argument(
+        "--arrangement",
+        choices=("mixed", "left-right", "top-bottom"),
+        default="mixed",
+        help="dual display panels side by side, stacked, or alternating (default mixed)",
+    )
+    parser.add_argument(
+        "--jpeg", action="store_true", help="JPEG baseline compress RGB instances (YBR_FULL_422)"
+    )
+    parser.add_argument(
+        "--no-other-scanner",
+        action="store_true",
+        help="do not render the planes with the second scanner (no SWE)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Say plainly that this sub-command is not built yet."""
-    print("sswe-node simulate: not built yet (issue 2)", file=sys.stderr)
-    return 2
+    """Write the archive and print a one-line summary."""
+    from training.simulate.archive import write_archive
+
+    try:
+        summary = write_archive(
+            args.out,
+            patients=args.patients,
+            seed=args.seed,
+            organ=args.organ,
+            engine=args.engine,
+            images_per_patient=args.images_per_patient,
+            opacity=args.opacity,
+            arrangement=args.arrangement,
+            jpeg=args.jpeg,
+            other_scanner=not args.no_other_scanner,
+            progress=not args.no_progress,
+        )
+    except ValueError as exc:
+        print(f"sswe-node simulate: error: {exc}")
+        return 2
+    print(summary)
+    return 0

@@ -1,0 +1,686 @@
+"""Find the parts of an ultrasound frame: panels, the SWE box, the colour bar and their spacing.
+
+The Sequence of Ultrasound Regions (0018,6011) is used when present (PS3.3 C.8.5.5); pixel
+analysis (colour content, self-similarity of the two panels, colour bar shape) fills in what it
+does not say.
+
+Decisions worth knowing:
+
+- A region of spectral Doppler, M-mode or a Doppler trace makes the frame unsupported. A colour
+  flow region (Region Data Type 2) is how SWE scanners declare their SWE box: it is read as the
+  elastogram when the frame is a dual display (a plain B-mode panel beside it, a colour bar
+  sweeping through the hues), and is unsupported colour Doppler otherwise. ECG and other
+  physiological traces, grey bars and colour bars are ignored.
+- Two tissue panels without colour (a dual B-mode view, e.g. the ALOKA sample in
+  pydicom-data) read as a full-screen B-mode of the *first* panel in reading order (top, then
+  left).
+- Colour in a single panel with no plain B-mode panel to pair with (colour Doppler, single-view
+  elastography) is unsupported: the elastogram cannot be separated from the B-mode reliably.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from pydicom.dataset import Dataset
+from scipy import ndimage
+
+from sswe_node.errors import CorruptDicomError, ElastogramDecodeError, UnsupportedLayoutError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Layout",
+    "PixelBox",
+    "Region",
+    "FrameLayout",
+    "read_regions",
+    "colour_mask",
+    "chroma",
+    "grey_levels",
+    "find_colour_bar",
+    "analyse_layout",
+]
+
+#: Pixels whose RGB channels differ by more than this are "coloured" (grey levels 0-255).
+COLOUR_CHROMA = 40.0
+#: A panel with a larger fraction of coloured pixels carries an overlay.
+COLOUR_FRACTION = 0.01
+#: Coloured areas smaller than this (pixels) are annotations (markers, cursors), not overlays.
+MIN_OVERLAY_PIXELS = 400
+
+# PS3.3 C.8.5.5.1.1 / C.8.5.5.1.2
+_SPATIAL_FORMATS = {0: "none", 1: "2D", 2: "M-mode", 3: "spectral", 4: "waveform", 5: "graphics"}
+_DATA_TYPES = {
+    0: "none",
+    1: "tissue",
+    2: "colour flow Doppler",
+    3: "PW spectral Doppler",
+    4: "CW spectral Doppler",
+    5: "Doppler mean trace",
+    6: "Doppler mode trace",
+    7: "Doppler max trace",
+    8: "volume trace",
+    10: "ECG trace",
+    11: "pulse trace",
+    12: "phonocardiogram trace",
+    13: "grey bar",
+    14: "colour bar",
+    15: "integrated backscatter",
+    16: "area trace",
+    17: "d(area)/dt",
+    18: "other physiological input",
+}
+# Colour flow (2) is judged with the pixels: SWE scanners declare their SWE box that way.
+_DOPPLER_TYPES = frozenset({3, 4, 5, 6, 7, 8})
+_COLOUR_FLOW_TYPE = 2
+_COLOUR_BAR_TYPE = 14
+_UNITS_TO_MM = {3: 10.0}  # PhysicalUnits 3 = cm
+
+
+class Layout(str, enum.Enum):
+    """The kinds of frames the reading core accepts."""
+
+    DUAL_SWE = "dual-swe"
+    BMODE = "bmode"
+
+
+@dataclass(frozen=True)
+class PixelBox:
+    """A rectangle of pixels; ``bottom`` and ``right`` are exclusive."""
+
+    top: int
+    left: int
+    bottom: int
+    right: int
+
+    @property
+    def height(self) -> int:
+        """Rows in the box."""
+        return self.bottom - self.top
+
+    @property
+    def width(self) -> int:
+        """Columns in the box."""
+        return self.right - self.left
+
+    @property
+    def area(self) -> int:
+        """Pixels in the box (0 when empty)."""
+        return max(0, self.height) * max(0, self.width)
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        """``(rows, cols)`` slices to index an array with."""
+        return slice(self.top, self.bottom), slice(self.left, self.right)
+
+    def shifted(self, rows: int, cols: int) -> PixelBox:
+        """Return the box moved by ``rows`` down and ``cols`` right."""
+        return PixelBox(self.top + rows, self.left + cols, self.bottom + rows, self.right + cols)
+
+    def clipped(self, shape: tuple[int, ...]) -> PixelBox:
+        """Return the part of the box inside an image of ``shape``."""
+        return PixelBox(
+            max(0, self.top), max(0, self.left), min(shape[0], self.bottom), min(shape[1], self.right)
+        )
+
+    def inside(self, shape: tuple[int, ...]) -> bool:
+        """Whether the whole box lies inside an image of ``shape``."""
+        return self.top >= 0 and self.left >= 0 and self.bottom <= shape[0] and self.right <= shape[1]
+
+    def expanded(self, margin: int) -> PixelBox:
+        """Return the box grown by ``margin`` pixels on every side."""
+        return PixelBox(
+            self.top - margin, self.left - margin, self.bottom + margin, self.right + margin
+        )
+
+
+@dataclass(frozen=True)
+class Region:
+    """One item of the Sequence of Ultrasound Regions, reduced to what reading needs."""
+
+    box: PixelBox
+    spatial_format: int
+    data_type: int
+    spacing_mm: tuple[float, float] | None
+
+    @property
+    def description(self) -> str:
+        """Human-readable kind, e.g. ``"2D colour flow Doppler"``."""
+        fmt = _SPATIAL_FORMATS.get(self.spatial_format, f"format {self.spatial_format}")
+        kind = _DATA_TYPES.get(self.data_type, f"data type {self.data_type:#x}")
+        return f"{fmt} {kind} (Region Data Type {self.data_type:#x})"
+
+
+@dataclass(frozen=True)
+class FrameLayout:
+    """Where the parts of one frame are.
+
+    Attributes
+    ----------
+    layout : Layout
+        Dual SWE capture or full-screen B-mode.
+    panel : PixelBox
+        The plain B-mode panel (or imaging region of a B-mode frame).
+    roi : PixelBox
+        The B-mode region of interest: the part of ``panel`` matching the SWE box (dual), or
+        the tissue area (B-mode).
+    overlay_panel, overlay_roi : PixelBox or None
+        The elastogram panel and its coloured SWE box (dual only).
+    colour_bar : PixelBox or None
+        The colour bar (dual only).
+    spacing_mm : tuple of float or None
+        ``(row, column)`` pixel spacing of ``panel``.
+    source : str
+        ``"regions"`` when the panels came from the Sequence of Ultrasound Regions, else
+        ``"pixels"``.
+    """
+
+    layout: Layout
+    panel: PixelBox
+    roi: PixelBox
+    overlay_panel: PixelBox | None = None
+    overlay_roi: PixelBox | None = None
+    colour_bar: PixelBox | None = None
+    spacing_mm: tuple[float, float] | None = None
+    source: str = "pixels"
+
+
+def read_regions(ds: Dataset) -> list[Region]:
+    """Read the Sequence of Ultrasound Regions (0018,6011); empty when absent.
+
+    Parameters
+    ----------
+    ds : pydicom.dataset.Dataset
+        The instance.
+
+    Returns
+    -------
+    list of Region
+        Regions in the order stored.
+
+    Raises
+    ------
+    CorruptDicomError
+        A region lacks its location or type.
+    """
+    regions = []
+    for i, item in enumerate(ds.get("SequenceOfUltrasoundRegions") or []):
+        try:
+            box = PixelBox(
+                int(item.RegionLocationMinY0),
+                int(item.RegionLocationMinX0),
+                int(item.RegionLocationMaxY1) + 1,
+                int(item.RegionLocationMaxX1) + 1,
+            )
+            spatial = int(item.get("RegionSpatialFormat") or 0)
+            data_type = int(item.get("RegionDataType") or 0)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise CorruptDicomError(
+                f"Sequence of Ultrasound Regions item {i + 1} is incomplete: {exc}"
+            ) from None
+        spacing = None
+        unit_x = item.get("PhysicalUnitsXDirection")
+        unit_y = item.get("PhysicalUnitsYDirection")
+        dx, dy = item.get("PhysicalDeltaX"), item.get("PhysicalDeltaY")
+        if unit_x in _UNITS_TO_MM and unit_y in _UNITS_TO_MM and dx and dy:
+            spacing = (abs(float(dy)) * _UNITS_TO_MM[unit_y], abs(float(dx)) * _UNITS_TO_MM[unit_x])
+        regions.append(Region(box, spatial, data_type, spacing))
+    return regions
+
+
+def colour_mask(frame: NDArray[np.floating]) -> NDArray[np.bool_]:
+    """Return where a frame is coloured (not grey).
+
+    Parameters
+    ----------
+    frame : numpy.ndarray
+        ``(h, w, 3)`` RGB or ``(h, w)`` grey, 0-255.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(h, w)`` boolean mask.
+    """
+    if frame.ndim == 2:
+        return np.zeros(frame.shape, dtype=bool)
+    return chroma(frame) > COLOUR_CHROMA
+
+
+def chroma(frame: NDArray[np.floating]) -> NDArray[np.floating]:
+    """Return max(R, G, B) - min(R, G, B) of an ``(..., 3)`` RGB array."""
+    r, g, b = frame[..., 0], frame[..., 1], frame[..., 2]
+    # uint8 stays uint8: max - min of the channels cannot overflow.
+    return np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)
+
+
+def grey_levels(frame: NDArray[np.floating]) -> NDArray[np.float32]:
+    """Return the grey level (mean of R, G, B) of a colour frame, or a grey frame as is."""
+    if frame.ndim == 2:
+        return frame.astype(np.float32, copy=False)
+    r, g, b = (frame[..., i].astype(np.float32, copy=False) for i in range(3))
+    return (r + g + b) * np.float32(1.0 / 3.0)
+
+
+def find_colour_bar(
+    frame: NDArray[np.floating],
+    mask: NDArray[np.bool_],
+    within: PixelBox | None = None,
+) -> PixelBox | None:
+    """Find an elastography colour bar: a tall narrow strip with a monotone hue sweep.
+
+    Parameters
+    ----------
+    frame : numpy.ndarray
+        ``(h, w, 3)`` RGB frame, 0-255.
+    mask : numpy.ndarray
+        Its :func:`colour_mask`.
+    within : PixelBox, optional
+        Only look here (e.g. a colour bar region).
+
+    Returns
+    -------
+    PixelBox or None
+        The bar, or None when there is none.
+    """
+    if frame.ndim != 3:
+        return None
+    offset = (0, 0)
+    if within is not None:
+        within = within.clipped(mask.shape)
+        mask = mask[within.slices]
+        offset = (within.top, within.left)
+    labels, _ = ndimage.label(mask)
+    best: PixelBox | None = None
+    for i, sl in enumerate(ndimage.find_objects(labels)):
+        if sl is None:
+            continue
+        h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+        if h < 32 or w < 3 or h < 3 * w:
+            continue
+        fill = np.count_nonzero(labels[sl] == i + 1) / (h * w)
+        if fill < 0.85:
+            continue
+        box = PixelBox(sl[0].start, sl[1].start, sl[0].stop, sl[1].stop).shifted(*offset)
+        if _is_hue_sweep(frame[box.slices]) and (best is None or box.height > best.height):
+            best = box
+    return best
+
+
+def _is_hue_sweep(strip: NDArray[np.floating]) -> bool:
+    """Whether rows of a strip are uniform colours whose hue sweeps monotonically."""
+    w = strip.shape[1]
+    core = strip[:, w // 4 : w - w // 4 or w]
+    if float(core.std(axis=1).mean()) > 20.0:
+        return False
+    rows = core.mean(axis=1) / 255.0
+    hue = _hue_degrees(rows)
+    # Jet runs red -> blue; unwrap so that a sweep through magenta cannot fool the test.
+    hue = np.degrees(np.unwrap(np.radians(hue)))
+    if np.ptp(hue) < 120.0:
+        return False
+    steps = np.diff(hue)
+    sign = np.sign(hue[-1] - hue[0])
+    return bool(np.mean(steps * sign >= -2.0) > 0.95)
+
+
+def _hue_degrees(rgb: NDArray[np.floating]) -> NDArray[np.floating]:
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return (np.degrees(np.arctan2(np.sqrt(3.0) * (g - b), 2.0 * r - g - b)) + 360.0) % 360.0
+
+
+def analyse_layout(
+    frame: NDArray[np.floating],
+    regions: list[Region],
+    *,
+    pixel_spacing_mm: tuple[float, float] | None = None,
+) -> FrameLayout:
+    """Classify a frame and locate its parts.
+
+    Parameters
+    ----------
+    frame : numpy.ndarray
+        ``(h, w, 3)`` RGB or ``(h, w)`` grey frame, 0-255.
+    regions : list of Region
+        From :func:`read_regions` (may be empty).
+    pixel_spacing_mm : tuple of float, optional
+        ``(row, column)`` spacing to use when no region gives one (e.g. Pixel Spacing).
+
+    Returns
+    -------
+    FrameLayout
+
+    Raises
+    ------
+    UnsupportedLayoutError
+        Doppler, M-mode or spectral content, or colour that is not a dual SWE capture.
+    ElastogramDecodeError
+        A dual capture whose colour bar cannot be found.
+    """
+    for region in regions:
+        if region.data_type in _DOPPLER_TYPES or region.spatial_format in (2, 3):
+            raise UnsupportedLayoutError(
+                f"the image contains a {region.description} region; only dual SWE captures "
+                "and B-mode images are processed"
+            )
+    shape = frame.shape[:2]
+    mask = colour_mask(frame)
+    bar = None
+    if mask.any():
+        for region in regions:
+            if region.data_type == _COLOUR_BAR_TYPE:
+                bar = find_colour_bar(frame, mask, within=region.box.expanded(2))
+                if bar is not None:
+                    break
+        if bar is None:
+            bar = find_colour_bar(frame, mask)
+        if bar is not None:
+            mask = mask.copy()
+            mask[bar.expanded(2).clipped(shape).slices] = False
+    tissue = sorted(
+        (r for r in regions if r.spatial_format == 1 and r.data_type == 1),
+        key=lambda r: (r.box.top, r.box.left),
+    )
+    tissue = [r for r in tissue if r.box.clipped(shape).area > 0]
+    flow = [r for r in regions if r.data_type == _COLOUR_FLOW_TYPE]
+    if flow:
+        # Scanners declare the SWE box as a colour (flow) region: it is an elastogram only in
+        # a dual display with a plain panel and an elastography colour bar.
+        return _from_flow_region(flow[0], tissue, mask, bar, shape)
+    if len(tissue) >= 2:
+        layout = _from_regions(tissue, mask, bar, shape)
+        if layout is not None:
+            return layout
+    elif len(tissue) == 1 and _overlay_box(mask, tissue[0].box) is None:
+        panel = tissue[0].box.clipped(shape)
+        return FrameLayout(
+            Layout.BMODE, panel, panel, spacing_mm=tissue[0].spacing_mm, source="regions"
+        )
+    spacing = tissue[0].spacing_mm if tissue else pixel_spacing_mm
+    return _from_pixels(frame, mask, bar, spacing)
+
+
+def _overlay_box(mask: NDArray[np.bool_], panel: PixelBox) -> PixelBox | None:
+    """Bounding box of the coloured overlay in a panel, or None when it has (almost) none."""
+    sub = mask[panel.slices]
+    count = int(np.count_nonzero(sub))
+    if count < MIN_OVERLAY_PIXELS or count < COLOUR_FRACTION * sub.size:
+        return None
+    # Small coloured annotations (markers, cursors) must not stretch the box.
+    labels, n = ndimage.label(sub)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    limit = max(20, 0.02 * sizes.max())
+    kept = [sl for i, sl in enumerate(ndimage.find_objects(labels)) if sizes[i + 1] >= limit]
+    top, left = min(sl[0].start for sl in kept), min(sl[1].start for sl in kept)
+    bottom, right = max(sl[0].stop for sl in kept), max(sl[1].stop for sl in kept)
+    # Compression smears colour one or two pixels past the box edge: drop sparse edge lines.
+    inner = sub[top:bottom, left:right]
+    row_fill, col_fill = inner.mean(axis=1), inner.mean(axis=0)
+    r0, r1, c0, c1 = 0, len(row_fill), 0, len(col_fill)
+    for _ in range(3):
+        r0 += int(r0 < r1 - 1 and row_fill[r0] < 0.2)
+        r1 -= int(r1 - 1 > r0 and row_fill[r1 - 1] < 0.2)
+        c0 += int(c0 < c1 - 1 and col_fill[c0] < 0.2)
+        c1 -= int(c1 - 1 > c0 and col_fill[c1 - 1] < 0.2)
+    box = PixelBox(top + r0, left + c0, top + r1, left + c1)
+    return box.shifted(panel.top, panel.left)
+
+
+def _pair_panel(boxes: list[PixelBox], o: int) -> int:
+    """Index of the plain panel that pairs with panel ``o``: the same size (closest otherwise)."""
+    plain = [i for i in range(len(boxes)) if i != o]
+    return min(
+        plain,
+        key=lambda i: abs(boxes[i].height - boxes[o].height) + abs(boxes[i].width - boxes[o].width),
+    )
+
+
+def _from_flow_region(
+    flow: Region,
+    tissue: list[Region],
+    mask: NDArray[np.bool_],
+    bar: PixelBox | None,
+    shape: tuple[int, ...],
+) -> FrameLayout:
+    overlay_roi = flow.box.clipped(shape)
+    boxes = [r.box.clipped(shape) for r in tissue]
+    centre = ((overlay_roi.top + overlay_roi.bottom) // 2, (overlay_roi.left + overlay_roi.right) // 2)
+    holders = [
+        i
+        for i, b in enumerate(boxes)
+        if b.top <= centre[0] < b.bottom and b.left <= centre[1] < b.right
+    ]
+    doppler = f"the image contains a {flow.description} region"
+    if not holders or len(boxes) < 2:
+        raise UnsupportedLayoutError(
+            f"{doppler} without a plain B-mode panel beside it (colour Doppler?); only dual SWE "
+            "captures and B-mode images are processed"
+        )
+    if bar is None:
+        raise UnsupportedLayoutError(
+            f"{doppler} and no elastography colour bar (a tall bar sweeping through the hues); "
+            "colour Doppler is not processed"
+        )
+    o = holders[0]
+    p = _pair_panel(boxes, o)
+    if _overlay_box(mask, boxes[p]) is not None:
+        raise UnsupportedLayoutError(
+            "colour appears in both imaging panels (colour Doppler?); a dual SWE capture has one "
+            "colour-coded panel and one plain B-mode panel"
+        )
+    roi = overlay_roi.shifted(boxes[p].top - boxes[o].top, boxes[p].left - boxes[o].left)
+    roi = roi.clipped(shape)
+    overlay_roi = roi.shifted(boxes[o].top - boxes[p].top, boxes[o].left - boxes[p].left)
+    return FrameLayout(
+        Layout.DUAL_SWE,
+        boxes[p],
+        roi,
+        overlay_panel=boxes[o],
+        overlay_roi=overlay_roi,
+        colour_bar=bar,
+        spacing_mm=tissue[p].spacing_mm or tissue[o].spacing_mm,
+        source="regions",
+    )
+
+
+def _from_regions(
+    tissue: list[Region],
+    mask: NDArray[np.bool_],
+    bar: PixelBox | None,
+    shape: tuple[int, ...],
+) -> FrameLayout | None:
+    boxes = [r.box.clipped(shape) for r in tissue]
+    overlays = [_overlay_box(mask, b) for b in boxes]
+    coloured = [i for i, o in enumerate(overlays) if o is not None]
+    if not coloured:
+        return FrameLayout(
+            Layout.BMODE, boxes[0], boxes[0], spacing_mm=tissue[0].spacing_mm, source="regions"
+        )
+    if len(coloured) > 1:
+        raise UnsupportedLayoutError(
+            "colour appears in more than one imaging panel (colour Doppler?); a dual SWE capture "
+            "has one colour-coded panel and one plain B-mode panel"
+        )
+    o = coloured[0]
+    p = _pair_panel(boxes, o)
+    overlay_roi = overlays[o]
+    assert overlay_roi is not None
+    roi = overlay_roi.shifted(boxes[p].top - boxes[o].top, boxes[p].left - boxes[o].left)
+    if not roi.inside(shape):
+        return None
+    if bar is None:
+        raise UnsupportedLayoutError(
+            "colour overlay in one panel but no elastography colour bar (a tall bar sweeping "
+            "through the hues): colour Doppler is not processed"
+        )
+    return FrameLayout(
+        Layout.DUAL_SWE,
+        boxes[p],
+        roi,
+        overlay_panel=boxes[o],
+        overlay_roi=overlay_roi,
+        colour_bar=bar,
+        spacing_mm=tissue[p].spacing_mm,
+        source="regions",
+    )
+
+
+def _from_pixels(
+    frame: NDArray[np.floating],
+    mask: NDArray[np.bool_],
+    bar: PixelBox | None,
+    spacing: tuple[float, float] | None,
+) -> FrameLayout:
+    shape = frame.shape[:2]
+    grey = grey_levels(frame)
+    whole = PixelBox(0, 0, shape[0], shape[1])
+    overlay = _overlay_box(mask, whole)
+    if overlay is None:
+        roi = _tissue_box(grey, mask, bar)
+        return FrameLayout(Layout.BMODE, roi, roi, spacing_mm=spacing)
+    shift = _panel_shift(grey, mask, overlay, bar)
+    if shift is None:
+        raise UnsupportedLayoutError(
+            "the image has a colour overlay but no plain B-mode panel showing the same tissue "
+            "(colour Doppler or single-view elastography); only dual SWE captures are processed"
+        )
+    if bar is None:
+        raise ElastogramDecodeError(
+            "dual SWE capture without a recognisable colour bar: cannot convert colours to values"
+        )
+    dy, dx = shift
+    roi = overlay.shifted(dy, dx)
+    content = _tissue_box(grey, mask, bar, open_size=1)
+    axis_vertical = abs(dy) > abs(dx)
+    lo = content.top if axis_vertical else content.left
+    hi = content.bottom if axis_vertical else content.right
+    step = abs(dy) if axis_vertical else abs(dx)
+    first = (lo, min(lo + step, hi))
+    second = (min(lo + step, hi), min(lo + 2 * step, hi))
+    forward = (dy if axis_vertical else dx) > 0
+    o_span, p_span = (first, second) if forward else (second, first)
+    if axis_vertical:
+        o_panel = PixelBox(o_span[0], content.left, o_span[1], content.right)
+        p_panel = PixelBox(p_span[0], content.left, p_span[1], content.right)
+    else:
+        o_panel = PixelBox(content.top, o_span[0], content.bottom, o_span[1])
+        p_panel = PixelBox(content.top, p_span[0], content.bottom, p_span[1])
+    return FrameLayout(
+        Layout.DUAL_SWE,
+        p_panel,
+        roi,
+        overlay_panel=o_panel,
+        overlay_roi=overlay,
+        colour_bar=bar,
+        spacing_mm=spacing,
+    )
+
+
+def _tissue_box(
+    grey: NDArray[np.floating],
+    mask: NDArray[np.bool_],
+    bar: PixelBox | None,
+    open_size: int = 2,
+) -> PixelBox:
+    """The largest bright connected area, text and thin annotations removed (on a 1/4 image)."""
+    k = 4
+    h, w = grey.shape
+    hh, ww = h // k, w // k
+    if hh < 4 or ww < 4:
+        return PixelBox(0, 0, h, w)
+    small = grey[: hh * k, : ww * k].reshape(hh, k, ww, k).mean(axis=(1, 3))
+    bright = small > 12.0
+    if bar is not None:
+        b = bar.expanded(k)
+        bright[max(0, b.top // k) : b.bottom // k + 1, max(0, b.left // k) : b.right // k + 1] = False
+    bright = ndimage.binary_opening(bright, iterations=open_size)
+    labels, n = ndimage.label(bright)
+    if n == 0:
+        return PixelBox(0, 0, h, w)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    sl = ndimage.find_objects(labels)[int(np.argmax(sizes)) - 1]
+    return PixelBox(sl[0].start * k, sl[1].start * k, min(h, sl[0].stop * k), min(w, sl[1].stop * k))
+
+
+def _panel_shift(
+    grey: NDArray[np.floating],
+    mask: NDArray[np.bool_],
+    overlay: PixelBox,
+    bar: PixelBox | None,
+) -> tuple[int, int] | None:
+    """Find the shift from the elastogram panel to the plain panel showing the same tissue.
+
+    Both panels of a dual capture show the same B-mode image, so the grey image (colour,
+    overlay box and colour bar blanked) correlates with itself at the panel shift. The peak is
+    found on a half-resolution autocorrelation, then refined and checked at full resolution.
+    """
+    h, w = grey.shape
+    g = grey.astype(np.float32).copy()
+    g[mask] = 0.0
+    g[overlay.expanded(2).clipped(g.shape).slices] = 0.0
+    if bar is not None:
+        g[bar.expanded(4).clipped(g.shape).slices] = 0.0
+    k = 2
+    hh, ww = h // k, w // k
+    small = g[: hh * k, : ww * k].reshape(hh, k, ww, k).mean(axis=(1, 3))
+    valid = small > 0
+    small = np.where(valid, small - small[valid].mean() if valid.any() else 0.0, 0.0)
+    size = (2 * hh, 2 * ww)
+    spec = np.fft.rfft2(small, s=size)
+    ac = np.fft.irfft2(spec * np.conj(spec), s=size)
+    vspec = np.fft.rfft2(valid.astype(np.float32), s=size)
+    overlap = np.fft.irfft2(vspec * np.conj(vspec), s=size)
+    ac = np.where(overlap > 0.1 * valid.sum(), ac / np.maximum(overlap, 1.0), 0.0)
+    # Shifts of less than an eighth of the image are the same panel (speckle, smooth areas).
+    dy = np.fft.fftfreq(size[0], 1.0 / size[0]).astype(int)[:, None]
+    dx = np.fft.fftfreq(size[1], 1.0 / size[1]).astype(int)[None, :]
+    near = (np.abs(dy) < hh // 8) & (np.abs(dx) < ww // 8)
+    ac[near] = -np.inf
+    best = np.unravel_index(int(np.argmax(ac)), ac.shape)
+    cand = (int(dy[best[0], 0]) * k, int(dx[0, best[1]]) * k)
+    for sign in (1, -1):
+        s = (cand[0] * sign, cand[1] * sign)
+        refined = _refine_shift(g, overlay, s)
+        if refined is not None:
+            roi = overlay.shifted(*refined)
+            if roi.inside(g.shape) and mask[roi.slices].mean() < 0.1:
+                return refined
+    return None
+
+
+def _refine_shift(
+    g: NDArray[np.float32], overlay: PixelBox, shift: tuple[int, int]
+) -> tuple[int, int] | None:
+    """Best shift within +-2 pixels by correlation around the overlay; None when it does not match."""
+    ring = overlay.expanded(max(8, overlay.height // 4)).clipped(g.shape)
+    src = g[ring.slices]
+    use = src > 0
+    if use.sum() < 200:
+        return None
+    best, best_score = None, -1.0
+    for ddy in range(-2, 3):
+        for ddx in range(-2, 3):
+            s = (shift[0] + ddy, shift[1] + ddx)
+            dst_box = ring.shifted(*s)
+            if not dst_box.inside(g.shape):
+                continue
+            dst = g[dst_box.slices]
+            m = use & (dst > 0)
+            if m.sum() < 200:
+                continue
+            a, b = src[m], dst[m]
+            a = a - a.mean()
+            b = b - b.mean()
+            denom = float(np.sqrt((a * a).sum() * (b * b).sum()))
+            score = float((a * b).sum() / denom) if denom > 0 else 0.0
+            if score > best_score:
+                best, best_score = s, score
+    if best is None or best_score < 0.6:
+        return None
+    return best

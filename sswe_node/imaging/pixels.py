@@ -1,0 +1,237 @@
+"""Decode ultrasound pixel data to float arrays, with typed errors a PACS administrator reads."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from numpy.typing import NDArray
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut, pixel_array
+from pydicom.uid import UID
+
+from sswe_node.errors import (
+    CorruptDicomError,
+    ImageTooLargeError,
+    NotUltrasoundError,
+    PixelDecodeError,
+    UnsupportedTransferSyntaxError,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "check_ultrasound",
+    "decode_frame",
+    "decode_frame_native",
+    "frame_count",
+    "select_frames",
+    "SUPPORTED_PHOTOMETRIC",
+]
+
+SUPPORTED_PHOTOMETRIC = frozenset(
+    {
+        "MONOCHROME1",
+        "MONOCHROME2",
+        "RGB",
+        "YBR_FULL",
+        "YBR_FULL_422",
+        "YBR_ICT",
+        "YBR_RCT",
+        "PALETTE COLOR",
+    }
+)
+
+_US_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound Image Storage
+        "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame Image Storage
+        "1.2.840.10008.5.1.4.1.1.6",  # Ultrasound Image Storage (retired)
+        "1.2.840.10008.5.1.4.1.1.3",  # Ultrasound Multi-frame Image Storage (retired)
+    }
+)
+_SC_PREFIX = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture family
+_SC_MODALITIES = frozenset({"US", "OT", ""})
+
+
+def check_ultrasound(ds: Dataset, *, max_pixels: int | None = None) -> None:
+    """Check that an instance is an ultrasound image (or a secondary capture of one) we can read.
+
+    Parameters
+    ----------
+    ds : pydicom.dataset.Dataset
+        The instance.
+    max_pixels : int, optional
+        Refuse instances with more pixels (rows x columns x frames) than this.
+
+    Raises
+    ------
+    CorruptDicomError
+        Pixel data or the image description attributes (0028,xxxx) are missing or broken.
+    NotUltrasoundError
+        The instance is another modality (e.g. CT), or a secondary capture of one.
+    UnsupportedTransferSyntaxError
+        The photometric interpretation is not one we decode.
+    ImageTooLargeError
+        The image exceeds ``max_pixels``.
+    """
+    sop_class = str(ds.get("SOPClassUID", ""))
+    modality = str(ds.get("Modality", "")).upper()
+    is_us = sop_class in _US_SOP_CLASSES or (not sop_class and modality == "US")
+    is_sc = sop_class.startswith(_SC_PREFIX) and modality in _SC_MODALITIES
+    if not (is_us or is_sc):
+        name = UID(sop_class).name if sop_class else "no SOP Class UID"
+        raise NotUltrasoundError(
+            f"not an ultrasound image: SOP Class {name!r}, Modality {modality or 'empty'!r}; "
+            "sswe-node only reads ultrasound images and secondary captures of them"
+        )
+    if "PixelData" not in ds:
+        raise CorruptDicomError("the instance has no Pixel Data (7FE0,0010)")
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        samples = int(ds.SamplesPerPixel)
+        photometric = str(ds.PhotometricInterpretation).strip().upper()
+        int(ds.BitsAllocated)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise CorruptDicomError(
+            f"the image description attributes are missing or invalid ({exc}); "
+            "check Rows, Columns, Samples per Pixel, Bits Allocated, Photometric Interpretation"
+        ) from None
+    if rows < 1 or cols < 1 or samples not in (1, 3):
+        raise CorruptDicomError(
+            f"invalid image size or samples per pixel: {rows} x {cols}, {samples} samples"
+        )
+    if photometric not in SUPPORTED_PHOTOMETRIC:
+        raise UnsupportedTransferSyntaxError(
+            f"photometric interpretation {photometric!r} is not supported "
+            f"(supported: {', '.join(sorted(SUPPORTED_PHOTOMETRIC))})",
+            reason="unsupported-photometric",
+        )
+    pixels = rows * cols * frame_count(ds)
+    if max_pixels is not None and pixels > max_pixels:
+        raise ImageTooLargeError(
+            f"image has {pixels} pixels ({rows} x {cols} x {frame_count(ds)} frames), "
+            f"more than the configured limit node.max_image_pixels = {max_pixels}"
+        )
+
+
+def frame_count(ds: Dataset) -> int:
+    """Return the number of frames (1 when Number of Frames is absent or empty)."""
+    try:
+        return max(1, int(ds.get("NumberOfFrames") or 1))
+    except (TypeError, ValueError):
+        raise CorruptDicomError(
+            f"Number of Frames (0028,0008) is not a number: {ds.get('NumberOfFrames')!r}"
+        ) from None
+
+
+def select_frames(n_frames: int, max_frames: int | None) -> list[int]:
+    """Pick at most ``max_frames`` evenly spaced frame indices, first and last included.
+
+    Parameters
+    ----------
+    n_frames : int
+        Frames in the instance.
+    max_frames : int or None
+        The most frames to read; None reads all.
+
+    Returns
+    -------
+    list of int
+        Sorted, distinct indices.
+    """
+    if max_frames is None or n_frames <= max_frames:
+        return list(range(n_frames))
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be at least 1, got {max_frames}")
+    if max_frames == 1:
+        return [0]
+    picked = np.round(np.linspace(0, n_frames - 1, max_frames)).astype(int)
+    return sorted(set(picked.tolist()))
+
+
+def decode_frame(ds: Dataset, index: int = 0) -> NDArray[np.float32]:
+    """Decode one frame to a float array with 0-255 grey levels.
+
+    Colour frames (RGB, YBR_*, PALETTE COLOR) come back as ``(rows, cols, 3)`` RGB; monochrome
+    frames as ``(rows, cols)`` with MONOCHROME1 inverted so that bright tissue is high. Data
+    with more than 8 bits is scaled to 0-255 from Bits Stored (palettes from their 16-bit
+    entries).
+
+    Parameters
+    ----------
+    ds : pydicom.dataset.Dataset
+        The instance (checked with :func:`check_ultrasound` first).
+    index : int
+        Frame index.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 frame.
+
+    Raises
+    ------
+    UnsupportedTransferSyntaxError
+        No decoder for the transfer syntax is installed or exists.
+    PixelDecodeError
+        The pixel data is truncated, corrupt or inconsistent with its description.
+    """
+    return decode_frame_native(ds, index).astype(np.float32, copy=False)
+
+
+def decode_frame_native(ds: Dataset, index: int = 0) -> NDArray[np.uint8] | NDArray[np.float32]:
+    """Like :func:`decode_frame`, but 8-bit data stays uint8 (0-255) to save time and memory.
+
+    Other data (more than 8 bits, 16-bit palettes, MONOCHROME1) comes back as float32 0-255.
+    """
+    syntax = _transfer_syntax(ds)
+    photometric = str(ds.PhotometricInterpretation).strip().upper()
+    try:
+        arr = pixel_array(ds, index=index)
+    except NotImplementedError:
+        raise UnsupportedTransferSyntaxError(
+            f"cannot decode pixel data in transfer syntax {syntax.name} ({syntax}); "
+            "send it uncompressed, RLE, JPEG baseline/lossless or JPEG 2000"
+        ) from None
+    except (ValueError, RuntimeError, KeyError, AttributeError, TypeError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PixelDecodeError(
+            f"pixel data of frame {index} in {syntax.name} cannot be decoded "
+            f"(truncated or corrupt?): {first}"
+        ) from None
+    if arr.ndim == 3 and arr.shape[-1] != 3:
+        raise PixelDecodeError(f"unexpected decoded frame shape {arr.shape}")
+    if photometric == "PALETTE COLOR":
+        try:
+            rgb = apply_color_lut(arr, ds)
+        except (ValueError, KeyError, AttributeError, IndexError) as exc:
+            raise PixelDecodeError(f"the colour palette cannot be applied: {exc}") from None
+        if rgb.dtype == np.uint8:
+            return rgb
+        # Some writers put 8-bit entries in a 16-bit palette: judge by the values themselves.
+        if int(rgb.max()) <= 255:
+            return rgb.astype(np.uint8)
+        return np.minimum(rgb.astype(np.float32) * np.float32(1.0 / 256.0), np.float32(255.0))
+    bits = int(ds.get("BitsStored") or ds.BitsAllocated)
+    if bits <= 8 and arr.dtype == np.uint8 and photometric != "MONOCHROME1":
+        return arr
+    out = arr.astype(np.float32)
+    if bits > 8:
+        out *= np.float32(255.0 / (2**bits - 1))
+    if photometric == "MONOCHROME1":
+        out = np.float32(255.0) - out
+    return out
+
+
+def _transfer_syntax(ds: Dataset) -> UID:
+    meta = getattr(ds, "file_meta", None)
+    uid = meta.get("TransferSyntaxUID") if meta is not None else None
+    if uid is None:
+        # Datasets built in memory carry their encoding on the dataset.
+        little = getattr(ds, "is_little_endian", True)
+        implicit = getattr(ds, "is_implicit_VR", False)
+        if little is False:
+            return UID("1.2.840.10008.1.2.2")
+        return UID("1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1")
+    return UID(str(uid))

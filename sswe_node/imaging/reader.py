@@ -1,0 +1,310 @@
+"""One call from a DICOM instance to what the model and the training toolkit need."""
+
+from __future__ import annotations
+
+import logging
+from struct import error as struct_error
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+import os
+from typing import BinaryIO
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from sswe_node.errors import CorruptDicomError, DicomInputError, ElastogramDecodeError, UnsupportedLayoutError
+from sswe_node.imaging.elastogram import (
+    decode_elastogram,
+    read_ssi_quantification,
+    sample_colour_bar,
+)
+from sswe_node.imaging.grid import from_grid, grid_spacing_mm, to_grid
+from sswe_node.imaging.layout import (
+    FrameLayout,
+    Layout,
+    PixelBox,
+    analyse_layout,
+    grey_levels,
+    read_regions,
+)
+from sswe_node.imaging.pixels import (
+    check_ultrasound,
+    decode_frame_native,
+    frame_count,
+    select_frames,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FrameReading", "read_instance", "read_file", "QUANTITY_UNITS"]
+
+#: The unit each quantity is decoded in.
+QUANTITY_UNITS = {"youngs-modulus": "kPa", "shear-wave-speed": "m/s"}
+
+
+@dataclass
+class FrameReading:
+    """Everything read from one frame.
+
+    Attributes
+    ----------
+    frame : int
+        Frame index in the source instance.
+    layout : Layout
+        ``Layout.DUAL_SWE`` or ``Layout.BMODE``.
+    bmode : numpy.ndarray
+        float32 ``(h, w)`` grey 0-255: the plain B-mode region of interest in source pixels.
+    roi : PixelBox
+        Where ``bmode`` lies in the source frame.
+    panel : PixelBox
+        The panel ``bmode`` was taken from.
+    overlay_roi : PixelBox or None
+        The SWE box in the elastogram panel (dual only).
+    spacing_mm : tuple of float or None
+        ``(row, column)`` spacing of source pixels in mm.
+    swe : numpy.ndarray or None
+        float32 ``(h, w)`` decoded elastogram in ``unit``, NaN where void.
+    confidence : numpy.ndarray or None
+        float32 ``(h, w)`` 0-1.
+    quantity, unit : str or None
+        ``"youngs-modulus"``/``"kPa"`` or ``"shear-wave-speed"``/``"m/s"``.
+    scale : tuple of float or None
+        ``(min, max)`` of the colour bar used for decoding.
+    overlay_panel, colour_bar : PixelBox or None
+        The elastogram panel and the colour bar (dual only).
+    opacity : float or None
+        Estimated overlay opacity (dual only).
+    swe_source : str or None
+        ``"colour-bar"`` or ``"ssi-private"``.
+    layout_source : str
+        ``"regions"`` or ``"pixels"``.
+    """
+
+    frame: int
+    layout: Layout
+    bmode: NDArray[np.float32]
+    roi: PixelBox
+    panel: PixelBox
+    overlay_roi: PixelBox | None = None
+    spacing_mm: tuple[float, float] | None = None
+    swe: NDArray[np.float32] | None = None
+    confidence: NDArray[np.float32] | None = None
+    quantity: str | None = None
+    unit: str | None = None
+    scale: tuple[float, float] | None = None
+    overlay_panel: PixelBox | None = None
+    colour_bar: PixelBox | None = None
+    opacity: float | None = None
+    swe_source: str | None = None
+    layout_source: str = "pixels"
+    notes: list[str] = field(default_factory=list)
+
+    def model_input(self, grid: tuple[int, int] = (96, 64)) -> NDArray[np.float32]:
+        """The B-mode ROI on the model grid, scaled from 0-255 to 0-1 (float32)."""
+        return np.clip(to_grid(self.bmode, grid) / np.float32(255.0), 0.0, 1.0)
+
+    def label_on_grid(
+        self, grid: tuple[int, int] = (96, 64)
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """The decoded elastogram (in ``unit``, NaN where void) and its confidence on the grid.
+
+        Raises
+        ------
+        ElastogramDecodeError
+            The frame has no decoded elastogram (a B-mode frame, or no scale was given).
+        """
+        if self.swe is None or self.confidence is None:
+            raise ElastogramDecodeError(
+                "this frame has no decoded elastogram (B-mode frame, or no colour bar scale)"
+            )
+        values = to_grid(self.swe, grid)
+        confidence = to_grid(self.confidence, grid)
+        confidence[np.isnan(values)] = 0.0
+        return values, np.clip(confidence, 0.0, 1.0)
+
+    def grid_spacing_mm(self, grid: tuple[int, int] = (96, 64)) -> tuple[float, float] | None:
+        """Physical ``(row, column)`` size of one model-grid cell in mm (None if unknown)."""
+        return grid_spacing_mm(self.bmode.shape, self.spacing_mm, grid)
+
+    def to_source(self, on_grid: NDArray[np.floating]) -> NDArray[np.float32]:
+        """Bring a model-grid array (e.g. a prediction) back onto the ROI's source pixels."""
+        return from_grid(on_grid, self.bmode.shape)
+
+
+def read_instance(
+    ds: Dataset,
+    grid: tuple[int, int] = (96, 64),
+    scale: tuple[float, float] | None = None,
+    max_frames: int | None = 16,
+    *,
+    quantity: str = "youngs-modulus",
+    opacity: float | None = None,
+    max_pixels: int | None = None,
+) -> list[FrameReading]:
+    """Read an ultrasound instance: decode, find the layout, decode the elastogram.
+
+    Parameters
+    ----------
+    ds : pydicom.dataset.Dataset
+        The instance (with pixel data).
+    grid : tuple of int
+        ``(rows, cols)`` model grid; kept for the contract, regridding happens in
+        :meth:`FrameReading.model_input` and :meth:`FrameReading.label_on_grid`.
+    scale : tuple of float, optional
+        ``(min, max)`` of the colour bar (bottom, top) in the quantity's unit, from the
+        configuration (``reading.colour_bar_min/max``) or the model manifest. Without it,
+        dual captures are still read (B-mode, boxes) but ``swe`` is None unless the SSI
+        private data gives values.
+    max_frames : int or None
+        Read at most this many frames of a multi-frame instance, evenly spaced with the
+        first and the last included; None reads all. Frames whose layout is unsupported or
+        whose elastogram cannot be decoded are left out (logged); the error of the first is
+        raised when no frame is readable.
+    quantity : str
+        ``"youngs-modulus"`` (kPa) or ``"shear-wave-speed"`` (m/s).
+    opacity : float, optional
+        Known overlay opacity (estimated per frame otherwise).
+    max_pixels : int, optional
+        Refuse instances with more pixels (rows x columns x frames).
+
+    Returns
+    -------
+    list of FrameReading
+        One per frame read, in frame order.
+
+    Raises
+    ------
+    sswe_node.errors.DicomInputError
+        A typed subclass: ``NotUltrasoundError``, ``CorruptDicomError``,
+        ``UnsupportedTransferSyntaxError``, ``PixelDecodeError``, ``ImageTooLargeError``,
+        ``UnsupportedLayoutError`` or ``ElastogramDecodeError``.
+
+    Examples
+    --------
+    >>> import pydicom
+    >>> from pydicom.data import get_testdata_file
+    >>> from sswe_node.imaging import read_instance
+    >>> ds = pydicom.dcmread(get_testdata_file("gdcm-US-ALOKA-16.dcm"))
+    >>> (reading,) = read_instance(ds)
+    >>> reading.layout.value, reading.model_input().shape
+    ('bmode', (96, 64))
+    """
+    if quantity not in QUANTITY_UNITS:
+        raise ValueError(f"quantity must be one of {sorted(QUANTITY_UNITS)}, got {quantity!r}")
+    if scale is not None:
+        scale = (float(scale[0]), float(scale[1]))
+        if not scale[1] > scale[0]:
+            raise ValueError(f"scale must be (min, max) with max > min, got {scale}")
+    check_ultrasound(ds, max_pixels=max_pixels)
+    regions = read_regions(ds)
+    pixel_spacing = _pixel_spacing(ds)
+    readings = []
+    skipped: list[DicomInputError] = []
+    for index in select_frames(frame_count(ds), max_frames):
+        frame = decode_frame_native(ds, index)
+        try:
+            found = analyse_layout(frame, regions, pixel_spacing_mm=pixel_spacing)
+            readings.append(_read_frame(ds, index, frame, found, scale, quantity, opacity))
+        except (UnsupportedLayoutError, ElastogramDecodeError) as exc:
+            logger.info("frame %d skipped: %s", index, exc)
+            skipped.append(exc)
+    if not readings:
+        raise skipped[0]
+    return readings
+
+
+def _read_frame(
+    ds: Dataset,
+    index: int,
+    frame: NDArray[np.uint8] | NDArray[np.float32],
+    found: FrameLayout,
+    scale: tuple[float, float] | None,
+    quantity: str,
+    opacity: float | None,
+) -> FrameReading:
+    reading = FrameReading(
+        frame=index,
+        layout=found.layout,
+        bmode=np.ascontiguousarray(grey_levels(frame[found.roi.slices]), dtype=np.float32),
+        roi=found.roi,
+        panel=found.panel,
+        overlay_roi=found.overlay_roi,
+        spacing_mm=found.spacing_mm,
+        overlay_panel=found.overlay_panel,
+        colour_bar=found.colour_bar,
+        layout_source=found.source,
+    )
+    if found.layout is not Layout.DUAL_SWE:
+        return reading
+    assert found.overlay_roi is not None and found.colour_bar is not None
+    reading.quantity = quantity
+    reading.unit = QUANTITY_UNITS[quantity]
+    raw = read_ssi_quantification(ds, (found.overlay_roi.height, found.overlay_roi.width))
+    if raw is not None:
+        reading.swe, reading.confidence = raw
+        reading.swe_source = "ssi-private"
+        reading.scale = scale
+        return reading
+    if scale is None:
+        reading.notes.append("no colour bar scale given: elastogram not decoded")
+        logger.info("frame %d: no colour bar scale given, elastogram not decoded", index)
+        return reading
+    bar = sample_colour_bar(frame[found.colour_bar.slices], scale)
+    decoded = decode_elastogram(
+        frame[found.overlay_roi.slices], reading.bmode, bar, opacity=opacity
+    )
+    reading.swe = decoded.values
+    reading.confidence = decoded.confidence
+    reading.opacity = decoded.opacity
+    reading.scale = scale
+    reading.swe_source = decoded.source
+    return reading
+
+
+def read_file(source: str | os.PathLike[str] | BinaryIO) -> Dataset:
+    """Read a DICOM file (Part 10, or a bare dataset) with a typed error when it is not one.
+
+    Parameters
+    ----------
+    source : path-like or binary file
+        The file.
+
+    Returns
+    -------
+    pydicom.dataset.Dataset
+
+    Raises
+    ------
+    CorruptDicomError
+        The file is not DICOM, is truncated, or cannot be parsed.
+    """
+    try:
+        ds = pydicom.dcmread(source, force=False)
+        ds.get("PixelData")  # parse up to the pixel data so that truncation shows here
+    except InvalidDicomError:
+        try:
+            ds = pydicom.dcmread(source, force=True)
+            if "SOPClassUID" not in ds and "PixelData" not in ds:
+                raise CorruptDicomError("the file is not DICOM (no DICOM preamble or header)")
+            return ds
+        except CorruptDicomError:
+            raise
+        except Exception:  # noqa: BLE001 - any parse failure means "not DICOM"
+            raise CorruptDicomError("the file is not DICOM (no DICOM preamble or header)") from None
+    except (OSError, EOFError, ValueError, KeyError, TypeError, struct_error) as exc:
+        raise CorruptDicomError(f"the DICOM file is truncated or corrupt: {exc}") from None
+    return ds
+
+
+def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        try:
+            if value is not None and len(value) == 2 and float(value[0]) > 0 and float(value[1]) > 0:
+                return (float(value[0]), float(value[1]))
+        except (TypeError, ValueError):
+            continue
+    return None

@@ -1,0 +1,193 @@
+"""The sender: C-STORE queued outputs to their destinations, retrying with exponential backoff."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import ssl
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+from pydicom.filereader import read_file_meta_info
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
+
+from sswe_node.config import SendingSettings, TlsSettings
+from sswe_node.node.health import Metrics
+from sswe_node.node.store import CaseStore, SendJob, utcnow
+
+LOGGER = logging.getLogger(__name__)
+
+_MAX_CONTEXTS = 120
+
+
+def backoff_seconds(attempts: int, settings: SendingSettings) -> float:
+    """Return the wait before the next try after ``attempts`` failed tries (1, 2, ...)."""
+    wait = settings.initial_backoff_seconds * (2 ** max(attempts - 1, 0))
+    return float(min(wait, settings.max_backoff_seconds))
+
+
+def client_ssl_context(tls: TlsSettings) -> ssl.SSLContext:
+    """Return a TLS context for sending to a destination that asks for TLS."""
+    context = ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH, cafile=tls.ca_certificates or None
+    )
+    context.check_hostname = False
+    if not tls.ca_certificates:
+        context.verify_mode = ssl.CERT_NONE
+    if tls.certificate and tls.private_key:
+        context.load_cert_chain(tls.certificate, tls.private_key)
+    return context
+
+
+class Sender(threading.Thread):
+    """A background thread that drains the persistent send queue of the case store.
+
+    Parameters
+    ----------
+    store : CaseStore
+        The case store holding the queue.
+    ae_title : str
+        Our AE title (the calling AE of the associations).
+    sending : SendingSettings
+        Retry policy.
+    tls : TlsSettings
+        Used for destinations marked ``tls = true``.
+    wake : threading.Event
+        Set by the workers when they queue sends.
+    stop : threading.Event
+        Set to stop after the current destination.
+    metrics : Metrics
+        Counters to update.
+    poll_seconds : float
+        Longest sleep between looks at the queue.
+    """
+
+    def __init__(
+        self,
+        store: CaseStore,
+        ae_title: str,
+        sending: SendingSettings,
+        tls: TlsSettings,
+        wake: threading.Event,
+        stop: threading.Event,
+        metrics: Metrics,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        super().__init__(name="sswe-sender", daemon=True)
+        self.store = store
+        self.ae_title = ae_title
+        self.sending = sending
+        self.tls = tls
+        self.wake = wake
+        self.stop_event = stop
+        self.metrics = metrics
+        self.poll_seconds = poll_seconds
+
+    def run(self) -> None:
+        """Send due outputs until stopped."""
+        while not self.stop_event.is_set():
+            try:
+                sent = self.send_due()
+            except Exception:  # noqa: BLE001 - keep the queue alive on unexpected errors
+                LOGGER.exception("event=sender-error")
+                sent = 0
+            if sent == 0:
+                self.wake.wait(self._sleep_seconds())
+                self.wake.clear()
+
+    def _sleep_seconds(self) -> float:
+        due = self.store.next_send_due()
+        if due is None:
+            return self.poll_seconds
+        return max(0.01, min(self.poll_seconds, (due - utcnow()).total_seconds()))
+
+    def send_due(self) -> int:
+        """Send every due output once (grouped by destination); return how many were tried."""
+        jobs = self.store.due_sends(limit=500)
+        groups: dict[tuple[str, str, int, bool], list[SendJob]] = defaultdict(list)
+        for job in jobs:
+            groups[(job.ae_title, job.host, job.port, job.tls)].append(job)
+        for (ae_title, host, port, use_tls), group in groups.items():
+            if self.stop_event.is_set():
+                break
+            for start in range(0, len(group), _MAX_CONTEXTS):
+                chunk = group[start : start + _MAX_CONTEXTS]
+                self._send_group(ae_title, host, port, use_tls, chunk)
+        return len(jobs)
+
+    def _send_group(
+        self, ae_title: str, host: str, port: int, use_tls: bool, jobs: Sequence[SendJob]
+    ) -> None:
+        ae = AE(ae_title=self.ae_title)
+        ae.maximum_pdu_size = 0
+        contexts: dict[str, set[str]] = defaultdict(set)
+        usable: list[SendJob] = []
+        for job in jobs:
+            try:
+                meta = read_file_meta_info(job.path)
+            except Exception as exc:  # noqa: BLE001 - a lost output file fails for good
+                self._failed(job, f"cannot read output: {type(exc).__name__}", final=True)
+                continue
+            contexts[str(meta.MediaStorageSOPClassUID)].add(str(meta.TransferSyntaxUID))
+            usable.append(job)
+        if not usable:
+            return
+        for sop_class, syntaxes in contexts.items():
+            ordered = list(syntaxes) + [
+                s for s in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) if s not in syntaxes
+            ]
+            ae.add_requested_context(sop_class, ordered)
+        tls_args = (client_ssl_context(self.tls), None) if use_tls else None
+        started = time.perf_counter()
+        assoc = ae.associate(host, port, ae_title=ae_title, tls_args=tls_args)
+        if not assoc.is_established:
+            reason = "association rejected" if assoc.is_rejected else "association failed"
+            LOGGER.warning(
+                "event=send-deferred destination=%s@%s:%d reason=%s count=%d",
+                ae_title, host, port, reason.replace(" ", "-"), len(usable),
+            )  # fmt: skip
+            for job in usable:
+                self._failed(job, reason)
+            return
+        try:
+            for job in usable:
+                if self.stop_event.is_set() and not assoc.is_established:
+                    break
+                try:
+                    status = assoc.send_c_store(job.path)
+                except Exception as exc:  # noqa: BLE001 - a send error is retried
+                    self._failed(job, f"{type(exc).__name__}: {exc}")
+                    continue
+                code = int(getattr(status, "Status", -1)) if status else -1
+                if code in (0x0000, 0xB000, 0xB007, 0xB006):
+                    self.store.mark_sent(job.id)
+                    self.metrics.inc("sent_total", destination=job.destination)
+                    LOGGER.info(
+                        "event=sent output=%d destination=%s status=0x%04X", job.id,
+                        job.destination, code,
+                    )  # fmt: skip
+                elif code == -1:
+                    self._failed(job, "no response (connection lost or timed out)")
+                else:
+                    self._failed(job, f"C-STORE status 0x{code:04X}")
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        self.metrics.observe("stage_seconds", time.perf_counter() - started, stage="send")
+
+    def _failed(self, job: SendJob, error: str, final: bool = False) -> None:
+        attempts = job.attempts + 1
+        if final or attempts >= self.sending.max_attempts:
+            self.store.mark_send_failed(job.id, error, None)
+            self.metrics.inc("send_failed_total", destination=job.destination)
+            LOGGER.error(
+                "event=send-failed output=%d destination=%s attempts=%d error=%s",
+                job.id, job.destination, attempts, error,
+            )  # fmt: skip
+            return
+        retry_at = utcnow() + dt.timedelta(seconds=backoff_seconds(attempts, self.sending))
+        self.store.mark_send_failed(job.id, error, retry_at)
+        self.metrics.inc("send_retries_total", destination=job.destination)

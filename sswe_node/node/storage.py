@@ -1,0 +1,85 @@
+"""Atomic, durable writes of DICOM files into the storage directory."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+LOGGER = logging.getLogger(__name__)
+
+INCOMING = "incoming"
+OUTPUTS = "outputs"
+
+
+def atomic_write(path: Path, chunks: list[bytes] | bytes) -> None:
+    """Write ``chunks`` to ``path`` so that it is either absent or complete, even after a crash.
+
+    The bytes go to a temporary file in the same folder, which is flushed, ``fsync``-ed and
+    renamed over ``path``; the folder is then ``fsync``-ed so the rename itself is durable.
+
+    Parameters
+    ----------
+    path : Path
+        The final file name; its folder is created when missing.
+    chunks : bytes or list of bytes
+        The content, written in order.
+
+    Raises
+    ------
+    OSError
+        When anything fails; no partial file is left at ``path``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(chunks, bytes | bytearray):
+        chunks = [bytes(chunks)]
+    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - some platforms cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def free_space_mb(folder: Path) -> float:
+    """Return the free space, in MiB, of the file system holding ``folder`` (created if missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return shutil.disk_usage(folder).free / (1024 * 1024)
+
+
+def incoming_path(storage_dir: Path, sop_instance_uid: str) -> Path:
+    """Return where a received instance is kept, named by its SOP Instance UID."""
+    return storage_dir / INCOMING / f"{_safe(sop_instance_uid)}.dcm"
+
+
+def output_path(storage_dir: Path, sop_instance_uid: str) -> Path:
+    """Return where a derived instance is kept, named by its SOP Instance UID."""
+    return storage_dir / OUTPUTS / f"{_safe(sop_instance_uid)}.dcm"
+
+
+def _safe(uid: str) -> str:
+    # UIDs are digits and dots; anything else (a malformed peer) must not escape the folder.
+    cleaned = "".join(c if c.isdigit() or c == "." else "_" for c in uid.strip("\0 "))
+    return cleaned.strip(".") or "_"

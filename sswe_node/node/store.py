@@ -1,0 +1,565 @@
+"""The case store: SQLAlchemy models of cases, outputs and send attempts, with plain functions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+LOGGER = logging.getLogger(__name__)
+
+# Case status values (a case is one received instance).
+RECEIVED = "received"
+PROCESSING = "processing"
+DONE = "done"
+FAILED = "failed"
+SKIPPED = "skipped"
+CASE_STATUSES = (RECEIVED, PROCESSING, DONE, FAILED, SKIPPED)
+
+# Send status values.
+QUEUED = "queued"
+SENT = "sent"
+SEND_STATUSES = (QUEUED, SENT, FAILED)
+
+
+def utcnow() -> dt.datetime:
+    """Return the current UTC time as a naive datetime (the form stored in the database)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the case store tables."""
+
+
+class Case(Base):
+    """One received instance and what became of it."""
+
+    __tablename__ = "cases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64), default="")
+    study_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    series_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    accession_number: Mapped[str] = mapped_column(String(64), default="")
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    peer_address: Mapped[str] = mapped_column(String(64), default="")
+    transfer_syntax: Mapped[str] = mapped_column(String(64), default="")
+    path: Mapped[str] = mapped_column(Text, default="")
+    layout: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    frames: Mapped[int] = mapped_column(Integer, default=0)
+    model_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    model_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default=RECEIVED, index=True)
+    reason: Mapped[str] = mapped_column(String(64), default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+    times_received: Mapped[int] = mapped_column(Integer, default=1)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    store_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    read_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    predict_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    build_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    outputs: Mapped[list[Output]] = relationship(back_populates="case")
+
+
+class Output(Base):
+    """One derived instance (Parametric Map or Secondary Capture) written for a case."""
+
+    __tablename__ = "outputs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64), default="")
+    path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    case: Mapped[Case] = relationship(back_populates="outputs")
+    sends: Mapped[list[Send]] = relationship(back_populates="output")
+
+
+class Send(Base):
+    """The queued or finished sending of one output to one destination."""
+
+    __tablename__ = "sends"
+    __table_args__ = (UniqueConstraint("output_id", "destination"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    output_id: Mapped[int] = mapped_column(ForeignKey("outputs.id"), index=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    ae_title: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    tls: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    queued_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+    output: Mapped[Output] = relationship(back_populates="sends")
+
+
+@dataclass
+class ReceivedInstance:
+    """What the SCP knows about an instance it has just written to disk."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    path: str
+    transfer_syntax: str = ""
+    study_instance_uid: str = ""
+    series_instance_uid: str = ""
+    patient_id: str = ""
+    accession_number: str = ""
+    calling_ae: str = ""
+    peer_address: str = ""
+    store_seconds: float | None = None
+
+
+@dataclass
+class ClaimedCase:
+    """A case handed to a worker (a detached snapshot of the row)."""
+
+    id: int
+    sop_instance_uid: str
+    path: str
+    calling_ae: str
+    peer_address: str
+
+
+@dataclass
+class OutputRecord:
+    """A derived instance already written to disk, to record and queue."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    path: str
+
+
+@dataclass
+class Target:
+    """A destination for outputs (configured, or the calling AE)."""
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    tls: bool = False
+
+
+@dataclass
+class SendJob:
+    """A send that is due now (a detached snapshot)."""
+
+    id: int
+    path: str
+    sop_instance_uid: str
+    destination: str
+    ae_title: str
+    host: str
+    port: int
+    tls: bool
+    attempts: int
+
+
+@dataclass
+class CaseOutcome:
+    """How processing one case ended."""
+
+    status: str
+    reason: str = ""
+    message: str = ""
+    layout: str | None = None
+    frames: int = 0
+    model_name: str | None = None
+    model_version: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit is on disk before the SCP acknowledges (power loss included).
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def create_store_engine(url: str) -> Engine:
+    """Create the engine for a case store URL, creating the SQLite folder and the tables.
+
+    Parameters
+    ----------
+    url : str
+        An SQLAlchemy URL: ``sqlite:///path.db`` (WAL mode) or e.g. ``postgresql://...``.
+
+    Returns
+    -------
+    Engine
+    """
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    engine = create_engine(url, **kwargs)
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    Base.metadata.create_all(engine)
+    return engine
+
+
+class CaseStore:
+    """The case store used by the SCP handlers, the workers, the sender and ``sswe-node cases``.
+
+    Parameters
+    ----------
+    url : str
+        The SQLAlchemy database URL.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_store_engine(url)
+        self._claim_lock = threading.Lock()
+
+    def session(self) -> Session:
+        """Return a new session (use as a context manager)."""
+        return Session(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    def record_received(self, info: ReceivedInstance) -> int:
+        """Record a received instance as a pending case and return the case id.
+
+        A resend of an instance already known (same SOP Instance UID) makes the case pending
+        again, so it is processed and sent again (outputs keep their UIDs).
+        """
+        with self.session() as session, session.begin():
+            case = session.scalars(
+                select(Case).where(Case.sop_instance_uid == info.sop_instance_uid)
+            ).one_or_none()
+            if case is None:
+                case = Case(sop_instance_uid=info.sop_instance_uid, times_received=0)
+                session.add(case)
+            case.times_received = (case.times_received or 0) + 1
+            for name in (
+                "sop_class_uid",
+                "path",
+                "transfer_syntax",
+                "study_instance_uid",
+                "series_instance_uid",
+                "patient_id",
+                "accession_number",
+                "calling_ae",
+                "peer_address",
+                "store_seconds",
+            ):
+                setattr(case, name, getattr(info, name))
+            case.status = RECEIVED
+            case.reason = ""
+            case.message = ""
+            case.received_at = utcnow()
+            case.started_at = None
+            case.finished_at = None
+            session.flush()
+            return case.id
+
+    # -- processing ----------------------------------------------------------------------------
+
+    def resume(self) -> int:
+        """Make cases left ``processing`` by a crash pending again; return how many."""
+        with self.session() as session, session.begin():
+            result = session.execute(
+                update(Case).where(Case.status == PROCESSING).values(status=RECEIVED)
+            )
+            return int(result.rowcount or 0)
+
+    def claim(self, limit: int) -> list[ClaimedCase]:
+        """Mark up to ``limit`` pending cases (oldest first) ``processing`` and return them."""
+        with self._claim_lock, self.session() as session, session.begin():
+            rows = session.scalars(
+                select(Case)
+                .where(Case.status == RECEIVED)
+                .order_by(Case.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            now = utcnow()
+            for row in rows:
+                row.status = PROCESSING
+                row.started_at = now
+            return [
+                ClaimedCase(r.id, r.sop_instance_uid, r.path, r.calling_ae, r.peer_address)
+                for r in rows
+            ]
+
+    def pending_count(self) -> int:
+        """Return how many cases wait for a worker."""
+        with self.session() as session:
+            query = select(func.count()).select_from(Case).where(Case.status == RECEIVED)
+            return int(session.scalar(query) or 0)
+
+    def finish(
+        self,
+        case_id: int,
+        outcome: CaseOutcome,
+        outputs: Sequence[OutputRecord] = (),
+        targets: Sequence[Target] = (),
+    ) -> None:
+        """Record how a case ended, its outputs, and queue each output to each target, at once.
+
+        An output or send that already exists (a re-processed resend) is updated and queued
+        again rather than duplicated.
+        """
+        with self.session() as session, session.begin():
+            case = session.get(Case, case_id)
+            if case is None:
+                raise KeyError(f"no case {case_id}")
+            if case.status != PROCESSING:
+                # Received again while we worked on it: leave it pending for the new copy.
+                LOGGER.info("event=case-superseded case=%d", case_id)
+                return
+            case.status = outcome.status
+            case.reason = outcome.reason
+            case.message = outcome.message
+            case.layout = outcome.layout
+            case.frames = outcome.frames
+            case.model_name = outcome.model_name
+            case.model_version = outcome.model_version
+            case.read_seconds = outcome.timings.get("read")
+            case.predict_seconds = outcome.timings.get("predict")
+            case.build_seconds = outcome.timings.get("build")
+            case.finished_at = utcnow()
+            now = utcnow()
+            for record in outputs:
+                out = session.scalars(
+                    select(Output).where(Output.sop_instance_uid == record.sop_instance_uid)
+                ).one_or_none()
+                if out is None:
+                    out = Output(sop_instance_uid=record.sop_instance_uid)
+                    session.add(out)
+                out.case_id = case.id
+                out.sop_class_uid = record.sop_class_uid
+                out.path = record.path
+                out.created_at = now
+                session.flush()
+                for target in targets:
+                    send = session.scalars(
+                        select(Send).where(
+                            Send.output_id == out.id, Send.destination == target.name
+                        )
+                    ).one_or_none()
+                    if send is None:
+                        send = Send(output_id=out.id, destination=target.name)
+                        session.add(send)
+                    send.ae_title = target.ae_title
+                    send.host = target.host
+                    send.port = target.port
+                    send.tls = int(target.tls)
+                    send.status = QUEUED
+                    send.attempts = 0
+                    send.next_attempt_at = now
+                    send.last_error = ""
+                    send.queued_at = now
+                    send.sent_at = None
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def due_sends(self, limit: int = 100, now: dt.datetime | None = None) -> list[SendJob]:
+        """Return queued sends whose next attempt is due, oldest first."""
+        now = now or utcnow()
+        with self.session() as session:
+            rows = session.execute(
+                select(Send, Output.path, Output.sop_instance_uid)
+                .join(Output, Send.output_id == Output.id)
+                .where(Send.status == QUEUED, Send.next_attempt_at <= now)
+                .order_by(Send.next_attempt_at, Send.id)
+                .limit(limit)
+            ).all()
+            return [
+                SendJob(
+                    s.id,
+                    path,
+                    uid,
+                    s.destination,
+                    s.ae_title,
+                    s.host,
+                    s.port,
+                    bool(s.tls),
+                    s.attempts,
+                )  # fmt: skip
+                for s, path, uid in rows
+            ]
+
+    def next_send_due(self) -> dt.datetime | None:
+        """Return when the earliest queued send is due, or ``None`` when none is queued."""
+        with self.session() as session:
+            query = select(func.min(Send.next_attempt_at)).where(Send.status == QUEUED)
+            return session.scalar(query)
+
+    def mark_sent(self, send_id: int) -> None:
+        """Record a successful C-STORE of a queued output."""
+        with self.session() as session, session.begin():
+            send = session.get(Send, send_id)
+            if send is not None:
+                send.status = SENT
+                send.attempts += 1
+                send.sent_at = utcnow()
+                send.last_error = ""
+
+    def mark_send_failed(self, send_id: int, error: str, retry_at: dt.datetime | None) -> None:
+        """Record a failed attempt: queued again at ``retry_at``, or failed for good if ``None``."""
+        with self.session() as session, session.begin():
+            send = session.get(Send, send_id)
+            if send is not None:
+                send.attempts += 1
+                send.last_error = error[:500]
+                if retry_at is None:
+                    send.status = FAILED
+                else:
+                    send.next_attempt_at = retry_at
+
+    # -- reporting -----------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Return ``{"cases": {status: n}, "sends": {status: n}}``."""
+        with self.session() as session:
+            case_query = select(Case.status, func.count()).group_by(Case.status)
+            send_query = select(Send.status, func.count()).group_by(Send.status)
+            cases = {k: v for k, v in session.execute(case_query).all()}
+            sends = {k: v for k, v in session.execute(send_query).all()}
+        return {
+            "cases": {s: int(cases.get(s, 0)) for s in CASE_STATUSES},
+            "sends": {s: int(sends.get(s, 0)) for s in SEND_STATUSES},
+        }
+
+    def list_cases(
+        self,
+        *,
+        status: str | None = None,
+        reason: str | None = None,
+        calling_ae: str | None = None,
+        since: dt.datetime | None = None,
+        limit: int | None = 100,
+    ) -> list[dict[str, Any]]:
+        """Return cases (newest first) with their send summary, as plain dictionaries."""
+        with self.session() as session:
+            query = select(Case).order_by(Case.id.desc())
+            if status:
+                query = query.where(Case.status == status)
+            if reason:
+                query = query.where(Case.reason == reason)
+            if calling_ae:
+                query = query.where(Case.calling_ae == calling_ae)
+            if since:
+                query = query.where(Case.received_at >= since)
+            if limit:
+                query = query.limit(limit)
+            cases = session.scalars(query).all()
+            ids = [c.id for c in cases]
+            outputs: dict[int, int] = {}
+            sends: dict[int, dict[str, int]] = {}
+            if ids:
+                for case_id, n in session.execute(
+                    select(Output.case_id, func.count())
+                    .where(Output.case_id.in_(ids))
+                    .group_by(Output.case_id)
+                ):
+                    outputs[case_id] = int(n)
+                for case_id, send_status, n in session.execute(
+                    select(Output.case_id, Send.status, func.count())
+                    .join(Send, Send.output_id == Output.id)
+                    .where(Output.case_id.in_(ids))
+                    .group_by(Output.case_id, Send.status)
+                ):
+                    sends.setdefault(case_id, {})[send_status] = int(n)
+            return [_case_dict(c, outputs.get(c.id, 0), sends.get(c.id, {})) for c in cases]
+
+    def list_sends(self) -> list[dict[str, Any]]:
+        """Return every send row with its output UID (for checks and reports)."""
+        with self.session() as session:
+            rows = session.execute(
+                select(Send, Output.sop_instance_uid).join(Output, Send.output_id == Output.id)
+            ).all()
+            return [
+                {
+                    "id": s.id,
+                    "output_sop_instance_uid": uid,
+                    "destination": s.destination,
+                    "status": s.status,
+                    "attempts": s.attempts,
+                    "last_error": s.last_error,
+                }
+                for s, uid in rows
+            ]
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="milliseconds") + "Z"
+
+
+def _case_dict(case: Case, outputs: int, sends: dict[str, int]) -> dict[str, Any]:
+    return {
+        "id": case.id,
+        "sop_instance_uid": case.sop_instance_uid,
+        "sop_class_uid": case.sop_class_uid,
+        "study_instance_uid": case.study_instance_uid,
+        "series_instance_uid": case.series_instance_uid,
+        "patient_id": case.patient_id,
+        "accession_number": case.accession_number,
+        "calling_ae": case.calling_ae,
+        "transfer_syntax": case.transfer_syntax,
+        "layout": case.layout,
+        "frames": case.frames,
+        "model_name": case.model_name,
+        "model_version": case.model_version,
+        "status": case.status,
+        "reason": case.reason,
+        "message": case.message,
+        "times_received": case.times_received,
+        "received_at": _iso(case.received_at),
+        "started_at": _iso(case.started_at),
+        "finished_at": _iso(case.finished_at),
+        "timings": {
+            "store": case.store_seconds,
+            "read": case.read_seconds,
+            "predict": case.predict_seconds,
+            "build": case.build_seconds,
+        },
+        "outputs": outputs,
+        "sends": {s: sends.get(s, 0) for s in SEND_STATUSES},
+    }

@@ -1,0 +1,221 @@
+"""Workers: take pending cases in batches, run the pipeline, store outputs and queue sends."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydicom import Dataset, dcmread, dcmwrite
+
+from sswe_node.config import Settings
+from sswe_node.node.health import Metrics
+from sswe_node.node.storage import atomic_write, output_path
+from sswe_node.node.store import (
+    DONE,
+    FAILED,
+    CaseOutcome,
+    CaseStore,
+    ClaimedCase,
+    OutputRecord,
+    Target,
+)
+
+LOGGER = logging.getLogger(__name__)
+
+
+def load_node_model(settings: Settings) -> Any:
+    """Load the configured model (imports TensorFlow: call from a worker thread, once)."""
+    from sswe_node.model import load_model
+
+    return load_model(
+        settings.model.name, models_dir=settings.model.models_dir, device=settings.model.device
+    )
+
+
+def targets_for(case: ClaimedCase, settings: Settings) -> list[Target]:
+    """Return where the outputs of ``case`` go: the destinations, and the caller if asked."""
+    targets = [Target(d.name, d.ae_title, d.host, d.port, d.tls) for d in settings.destinations]
+    if settings.node.send_back_to_caller and case.calling_ae and case.peer_address:
+        targets.append(
+            Target(
+                f"caller:{case.calling_ae}",
+                case.calling_ae,
+                case.peer_address,
+                settings.node.caller_port,
+            )
+        )
+    return targets
+
+
+def encode_file(ds: Dataset) -> bytes:
+    """Encode a derived dataset in the DICOM file format (preamble and file meta included)."""
+    buffer = io.BytesIO()
+    dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+class Worker(threading.Thread):
+    """A background thread that processes pending cases in batches.
+
+    Parameters
+    ----------
+    store : CaseStore
+        The case store.
+    settings : Settings
+        The node settings (``processing.*``, ``reading.*``, ``destinations``).
+    wake : threading.Event
+        Set by the SCP when an instance arrives.
+    stop : threading.Event
+        Set to stop after the current batch.
+    sends_queued : threading.Event
+        Set after outputs are queued, to wake the sender.
+    metrics : Metrics
+        Counters and latencies.
+    model_loader : callable
+        Returns the model; called once, in this thread, at start-up (default: the configured
+        packaged model).
+    model : object, optional
+        An already loaded model shared between workers (then ``model_loader`` is not used).
+    """
+
+    def __init__(
+        self,
+        store: CaseStore,
+        settings: Settings,
+        wake: threading.Event,
+        stop: threading.Event,
+        sends_queued: threading.Event,
+        metrics: Metrics,
+        model_loader: Callable[[Settings], Any] = load_node_model,
+        model: Any = None,
+        name: str = "sswe-worker",
+    ) -> None:
+        super().__init__(name=name, daemon=True)
+        self.store = store
+        self.settings = settings
+        self.wake = wake
+        self.stop_event = stop
+        self.sends_queued = sends_queued
+        self.metrics = metrics
+        self.model_loader = model_loader
+        self.model = model
+        self.ready = threading.Event()
+        self.error: str | None = None
+        self.storage_dir = Path(settings.node.storage_dir)
+
+    def run(self) -> None:
+        """Load the model, then process batches until stopped."""
+        if self.model is None:
+            started = time.perf_counter()
+            try:
+                self.model = self.model_loader(self.settings)
+            except Exception as exc:  # noqa: BLE001 - the node keeps receiving
+                self.error = f"{type(exc).__name__}: {exc}"
+                LOGGER.error("event=model-load-failed error=%s", self.error)
+                return
+            LOGGER.info(
+                "event=model-loaded name=%s version=%s seconds=%.2f",
+                self.model.manifest.name,
+                self.model.manifest.version,
+                time.perf_counter() - started,
+            )
+        from sswe_node.pipeline import process_batch
+
+        self._process_batch = process_batch
+        self.ready.set()
+        while not self.stop_event.is_set():
+            batch = self._next_batch()
+            if batch:
+                try:
+                    self.process(batch)
+                except Exception:  # noqa: BLE001 - never stop the loop; the cases resume
+                    LOGGER.exception("event=batch-error cases=%d", len(batch))
+                    for case in batch:
+                        self.store.finish(
+                            case.id, CaseOutcome(FAILED, "internal", "internal: batch error")
+                        )
+
+    def _next_batch(self) -> list[ClaimedCase]:
+        size = self.settings.processing.batch_size
+        batch = self.store.claim(size)
+        if not batch:
+            self.wake.wait(1.0)
+            self.wake.clear()
+            return []
+        if len(batch) < size and self.settings.processing.batch_wait_seconds > 0:
+            # Wait briefly for more instances so inference is batched across cases.
+            deadline = time.monotonic() + self.settings.processing.batch_wait_seconds
+            while len(batch) < size and not self.stop_event.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.wake.wait(left)
+                self.wake.clear()
+                batch += self.store.claim(size - len(batch))
+        return batch
+
+    def process(self, batch: Sequence[ClaimedCase]) -> None:
+        """Process one batch of claimed cases and record every outcome."""
+        started = time.perf_counter()
+        datasets: list[Dataset] = []
+        readable: list[ClaimedCase] = []
+        for case in batch:
+            try:
+                datasets.append(dcmread(case.path))
+                readable.append(case)
+            except Exception as exc:  # noqa: BLE001 - recorded as the case's reason
+                message = f"corrupt: not readable DICOM ({type(exc).__name__})"
+                self._record(case, CaseOutcome(FAILED, "corrupt", message), [])
+        results = self._process_batch(datasets, self.model, self.settings) if datasets else []
+        manifest = self.model.manifest
+        queued = 0
+        for case, result in zip(readable, results, strict=True):
+            outcome = CaseOutcome(
+                status=result.status,
+                reason=result.reason,
+                message=result.message,
+                layout=result.layout,
+                frames=result.frames,
+                model_name=manifest.name,
+                model_version=str(manifest.version),
+                timings=dict(result.timings),
+            )
+            records: list[OutputRecord] = []
+            try:
+                for ds in result.outputs:
+                    path = output_path(self.storage_dir, str(ds.SOPInstanceUID))
+                    atomic_write(path, encode_file(ds))
+                    records.append(
+                        OutputRecord(str(ds.SOPInstanceUID), str(ds.SOPClassUID), str(path))
+                    )
+            except Exception as exc:  # noqa: BLE001 - e.g. disk full while writing outputs
+                outcome = CaseOutcome(FAILED, "output-write", f"output-write: {type(exc).__name__}")
+                records = []
+            queued += self._record(case, outcome, records)
+        if queued:
+            self.sends_queued.set()
+        self.metrics.observe("batch_seconds", time.perf_counter() - started)
+        self.metrics.inc("batches_total")
+
+    def _record(self, case: ClaimedCase, outcome: CaseOutcome, records: list[OutputRecord]) -> int:
+        targets = targets_for(case, self.settings) if outcome.status == DONE else []
+        self.store.finish(case.id, outcome, records, targets)
+        self.metrics.inc("processed_total", status=outcome.status)
+        for stage, seconds in outcome.timings.items():
+            self.metrics.observe("stage_seconds", seconds, stage=stage)
+        log = LOGGER.info if outcome.status == DONE else LOGGER.warning
+        log(
+            "event=case-%s case=%d layout=%s frames=%d outputs=%d reason=%s",
+            outcome.status,
+            case.id,
+            outcome.layout,
+            outcome.frames,
+            len(records),
+            outcome.reason or "-",
+        )
+        return len(records) * len(targets)

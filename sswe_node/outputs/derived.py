@@ -1,0 +1,144 @@
+"""What every derived object carries: the model as equipment, the warning, source references."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import highdicom as hd
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+
+from sswe_node import __version__
+from sswe_node.outputs.geometry import is_multiframe
+from sswe_node.outputs.labels import WARNING, quantity_name
+
+__all__ = [
+    "ModelInfo",
+    "MANUFACTURER",
+    "UNPAIRED_BODY_PARTS",
+    "contributing_equipment",
+    "derivation_description",
+    "series_description",
+    "source_laterality",
+    "mark_derived",
+    "reference_source_frame",
+]
+
+#: Manufacturer recorded for the model in Contributing Equipment and on derived objects.
+MANUFACTURER = "sswe-node"
+
+
+# Body Part Examined terms of unpaired structures (PS3.16 Annex L; as dciodvfy knows them):
+# Laterality (Type 2C) must then be absent. Any other body part, or none, needs Laterality.
+UNPAIRED_BODY_PARTS = frozenset(
+    """ABDOMEN ABDOMENPELVIS AORTA BLADDER BRAIN CERVIX CHEST CHESTABDOMEN COLON
+    CORONARYARTERY CSPINE DUODENUM ESOPHAGUS GALLBLADDER HEAD HEADNECK HEART LARYNX LIVER
+    LSPINE MOUTH NECK NOSE PANCREAS PELVIS PENIS PROSTATE RECTUM SKULL SPINE SPLEEN STOMACH
+    THYROID TONGUE TRACHEA TSPINE UTERUS VAGINA WHOLEBODY""".split()
+)
+
+
+class ModelInfo(Protocol):
+    """The model fields the output builders need (a model manifest satisfies it)."""
+
+    name: str
+    version: str
+    quantity: str
+    unit: str
+    colour_bar: tuple[float, float]
+
+
+def contributing_equipment(model: ModelInfo) -> list[hd.ContributingEquipment]:
+    """Record the model as processing equipment, as the IHE AI Results profile does."""
+    return [
+        hd.ContributingEquipment(
+            manufacturer=MANUFACTURER,
+            purpose_of_reference=codes.DCM.ProcessingEquipment,
+            manufacturer_model_name=model.name[:64],
+            software_versions=[str(model.version)[:64], f"sswe-node {__version__}"],
+            contribution_description=(
+                f"Synthetic {quantity_name(model.quantity)} predicted from the B-mode by model "
+                f"{model.name} {model.version}. {WARNING}"
+            )[:1024],
+        )
+    ]
+
+
+def derivation_description(model: ModelInfo) -> str:
+    """Return the Derivation Description (ST, at most 1024 characters)."""
+    return (
+        f"Synthetic shear-wave elastography: {quantity_name(model.quantity)} in {model.unit} "
+        f"predicted from the B-mode image by the model {model.name} {model.version} "
+        f"(sswe-node {__version__}). {WARNING}."
+    )[:1024]
+
+
+def series_description(model: ModelInfo, kind: str) -> str:
+    """Return the Series Description (LO, at most 64 characters) of a derived series."""
+    return f"SYNTHETIC SWE {kind} {model.name} {model.version} NOT FOR DIAGNOSIS"[:64]
+
+
+def source_laterality(source: Dataset) -> str | None:
+    """Return the source's laterality (``"R"`` or ``"L"``) when it states one."""
+    for keyword in ("Laterality", "ImageLaterality"):
+        value = str(source.get(keyword, "") or "")
+        if value in ("R", "L"):
+            return value
+    return None
+
+
+def mark_derived(derived: Dataset, source: Dataset, model: ModelInfo, kind: str) -> None:
+    """Write the warning, descriptions and series-level attributes into a derived object.
+
+    Parameters
+    ----------
+    derived : pydicom.dataset.Dataset
+        The Parametric Map or Secondary Capture, changed in place.
+    source : pydicom.dataset.Dataset
+        The source instance.
+    model : ModelInfo
+        The model that produced the values.
+    kind : str
+        ``"PM"`` or ``"SC"``, used in the Series Description.
+    """
+    derived.SeriesDescription = series_description(model, kind)
+    derived.ImageComments = WARNING
+    derived.DerivationDescription = derivation_description(model)
+    for keyword in ("BodyPartExamined", "InstitutionName"):
+        if source.get(keyword) and keyword not in derived:
+            setattr(derived, keyword, source.get(keyword))
+    # Laterality is Type 2C in General Series: absent for an unpaired body part, else given
+    # (empty where the source does not say).
+    body_part = str(derived.get("BodyPartExamined", "") or "").strip().upper()
+    if body_part in UNPAIRED_BODY_PARTS:
+        if "Laterality" in derived:
+            del derived.Laterality
+    else:
+        derived.Laterality = source_laterality(source)
+
+
+def reference_source_frame(derived: Dataset, source: Dataset, frame: int) -> None:
+    """Make every reference to ``source`` in ``derived`` name its class and frame.
+
+    References are searched in every Source Image Sequence (top level and in the
+    functional groups' derivation references). They get the source's SOP Class UID (the
+    geometry copy may have stood in with another) and, for multi-frame sources, the
+    Referenced Frame Number (1-based).
+    """
+    uid = str(source.SOPInstanceUID)
+    multiframe = is_multiframe(source)
+
+    def visit(dataset: Dataset) -> None:
+        for element in dataset:
+            if element.VR != "SQ":
+                continue
+            for item in element.value:
+                if element.keyword == "SourceImageSequence" and (
+                    str(item.get("ReferencedSOPInstanceUID", "")) == uid
+                ):
+                    item.ReferencedSOPClassUID = source.SOPClassUID
+                    if multiframe:
+                        item.ReferencedFrameNumber = frame + 1
+                visit(item)
+
+    visit(derived)

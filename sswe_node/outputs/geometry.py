@@ -1,0 +1,215 @@
+"""Physical pixel spacing of ultrasound sources and the plane geometry given to them for highdicom.
+
+highdicom needs a Frame of Reference and plane geometry on the source of a Parametric Map;
+ultrasound images usually have neither. :func:`source_with_geometry` returns an in-memory,
+single-frame copy of the source header (no pixel data) with a derived Frame of Reference, an
+axial plane at the origin and the spacing of the ultrasound region, which the builders hand to
+highdicom. The source itself is never changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import NamedTuple
+
+from pydicom.dataset import Dataset
+
+from sswe_node.outputs.uids import frame_of_reference_uid, source_series_uid, source_study_uid
+
+__all__ = [
+    "Box",
+    "ROW_DIRECTION",
+    "COLUMN_DIRECTION",
+    "region_spacing_mm",
+    "source_spacing_mm",
+    "roi_position_mm",
+    "source_with_geometry",
+    "is_multiframe",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Image Orientation (Patient) given to ultrasound sources: rows along x, columns along y.
+ROW_DIRECTION = (1.0, 0.0, 0.0)
+COLUMN_DIRECTION = (0.0, 1.0, 0.0)
+
+_CM_UNITS = 3  # PhysicalUnitsX/YDirection: 3 = cm
+_TISSUE_2D = 1  # RegionSpatialFormat: 1 = 2D (tissue or flow)
+
+# Attributes of the source that the geometry copy must not keep: pixel data, frame timing
+# and multi-frame structure (the copy stands for one frame), and any geometry of its own.
+_DROPPED = {
+    "NumberOfFrames",
+    "FrameIncrementPointer",
+    "FrameTime",
+    "FrameTimeVector",
+    "PerFrameFunctionalGroupsSequence",
+    "SharedFunctionalGroupsSequence",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "FrameOfReferenceUID",
+    "PositionReferenceIndicator",
+    "SequenceOfUltrasoundRegions",
+    "IconImageSequence",
+}
+
+# Patient and study attributes highdicom reads unconditionally; empty when the source lacks them.
+_PATIENT_STUDY = (
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+)
+
+
+_SINGLE_FRAME_US = "1.2.840.10008.5.1.4.1.1.6.1"  # Ultrasound Image Storage
+_MULTI_FRAME_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame Image Storage
+        "1.2.840.10008.5.1.4.1.1.3",  # Ultrasound Multi-frame Image Storage (retired)
+        "1.2.840.10008.5.1.4.1.1.7.1",  # Multi-frame Single Bit Secondary Capture
+        "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte Secondary Capture
+        "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word Secondary Capture
+        "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color Secondary Capture
+    }
+)
+
+
+def is_multiframe(source: Dataset) -> bool:
+    """Return whether the source's IOD is multi-frame (frames are then referenced by number)."""
+    return str(source.get("SOPClassUID", "")) in _MULTI_FRAME_CLASSES or "NumberOfFrames" in source
+
+
+class Box(NamedTuple):
+    """A rectangle of source pixels, end exclusive."""
+
+    top: int
+    left: int
+    bottom: int
+    right: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, columns)`` of the box."""
+        return (self.bottom - self.top, self.right - self.left)
+
+
+def region_spacing_mm(source: Dataset, box: Box | None = None) -> tuple[float, float] | None:
+    """Return the (row, column) pixel spacing in mm from the Sequence of Ultrasound Regions.
+
+    Parameters
+    ----------
+    source : pydicom.dataset.Dataset
+        The ultrasound instance.
+    box : Box, optional
+        The pixels of interest; the 2D region in cm that overlaps it most is used. Without it,
+        the largest such region.
+
+    Returns
+    -------
+    tuple of float or None
+        ``(row, column)`` spacing, or None when no 2D region in cm is usable.
+    """
+    best: tuple[int, tuple[float, float]] | None = None
+    for region in source.get("SequenceOfUltrasoundRegions", None) or []:
+        try:
+            if int(region.get("RegionSpatialFormat", 0)) != _TISSUE_2D:
+                continue
+            if int(region.PhysicalUnitsXDirection) != _CM_UNITS:
+                continue
+            if int(region.PhysicalUnitsYDirection) != _CM_UNITS:
+                continue
+            dx, dy = abs(float(region.PhysicalDeltaX)), abs(float(region.PhysicalDeltaY))
+            x0, y0 = int(region.RegionLocationMinX0), int(region.RegionLocationMinY0)
+            x1, y1 = int(region.RegionLocationMaxX1), int(region.RegionLocationMaxY1)
+        except (AttributeError, TypeError, ValueError):
+            continue
+        if not (dx > 0 and dy > 0):
+            continue
+        if box is None:
+            score = (x1 - x0 + 1) * (y1 - y0 + 1)
+        else:
+            rows = min(box.bottom, y1 + 1) - max(box.top, y0)
+            cols = min(box.right, x1 + 1) - max(box.left, x0)
+            score = max(rows, 0) * max(cols, 0)
+        if score > 0 and (best is None or score > best[0]):
+            best = (score, (dy * 10.0, dx * 10.0))
+    return None if best is None else best[1]
+
+
+def source_spacing_mm(source: Dataset, box: Box | None = None) -> tuple[float, float] | None:
+    """Return the source's (row, column) pixel spacing in mm, from whatever attribute has it.
+
+    Ultrasound regions first, then Pixel Spacing, then Imager Pixel Spacing.
+    """
+    spacing = region_spacing_mm(source, box)
+    if spacing is not None:
+        return spacing
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = source.get(keyword, None)
+        try:
+            row, col = (float(v) for v in value)
+        except (TypeError, ValueError):
+            continue
+        if row > 0 and col > 0:
+            return (row, col)
+    return None
+
+
+def roi_position_mm(box: Box, spacing_mm: tuple[float, float]) -> tuple[float, float, float]:
+    """Return the Image Position (Patient) of the box's first pixel in the given geometry."""
+    return (box.left * spacing_mm[1], box.top * spacing_mm[0], 0.0)
+
+
+def source_with_geometry(source: Dataset, spacing_mm: tuple[float, float]) -> Dataset:
+    """Return an in-memory single-frame copy of the source header with plane geometry.
+
+    Parameters
+    ----------
+    source : pydicom.dataset.Dataset
+        The source instance (left unchanged).
+    spacing_mm : tuple of float
+        ``(row, column)`` pixel spacing to record.
+
+    Returns
+    -------
+    pydicom.dataset.Dataset
+        Header only (no pixel data), with a derived Frame of Reference UID, Image Position
+        (0, 0, 0), an axial Image Orientation, Pixel Spacing, a Slice Thickness of 1 mm,
+        Study/Series UIDs (derived when absent) and empty patient/study attributes where the
+        source has none.
+    """
+    view = Dataset()
+    for element in source:
+        if element.tag.group == 0x7FE0 or 0x6000 <= element.tag.group < 0x6100:
+            continue
+        if element.keyword in _DROPPED:
+            continue
+        view.add(copy.deepcopy(element))
+    if hasattr(source, "file_meta"):
+        view.file_meta = copy.deepcopy(source.file_meta)
+    for keyword in _PATIENT_STUDY:
+        if keyword not in view:
+            setattr(view, keyword, None)
+    if is_multiframe(source):
+        # The copy stands for one frame; highdicom would look for functional groups in a
+        # multi-frame class. References are given the source's class back after building.
+        view.SOPClassUID = _SINGLE_FRAME_US
+    view.StudyInstanceUID = source_study_uid(source)
+    view.SeriesInstanceUID = source_series_uid(source)
+    view.FrameOfReferenceUID = frame_of_reference_uid(source)
+    view.PositionReferenceIndicator = None
+    view.ImagePositionPatient = [0.0, 0.0, 0.0]
+    view.ImageOrientationPatient = [*ROW_DIRECTION, *COLUMN_DIRECTION]
+    view.PixelSpacing = [float(spacing_mm[0]), float(spacing_mm[1])]
+    view.SliceThickness = 1.0
+    return view

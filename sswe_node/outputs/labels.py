@@ -1,0 +1,95 @@
+"""The synthetic-output warning, quantity names and units, and burned-in text rendering."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = [
+    "WARNING",
+    "QUANTITY_NAMES",
+    "UCUM_MEANINGS",
+    "quantity_name",
+    "format_value",
+    "text_size",
+    "TEXT_SIZE",
+    "draw_text",
+]
+
+#: Burned into every Secondary Capture and written into the DICOM attributes of every output.
+WARNING = "SYNTHETIC SWE - RESEARCH USE, NOT FOR DIAGNOSIS"
+
+#: Human names of the quantities a model may predict.
+QUANTITY_NAMES = {
+    "youngs-modulus": "Young's modulus",
+    "shear-wave-speed": "shear-wave speed",
+}
+
+#: UCUM code meanings of the units a model may predict in.
+UCUM_MEANINGS = {"kPa": "kilopascal", "m/s": "meter per second"}
+
+
+def quantity_name(quantity: str) -> str:
+    """Return the human name of a quantity code (the code itself when unknown)."""
+    return QUANTITY_NAMES.get(quantity, quantity)
+
+
+def format_value(value: float) -> str:
+    """Format a colour-bar label: integers without decimals, others with one."""
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+
+
+#: Default text height in pixels (Pillow's default font size).
+TEXT_SIZE = 11
+
+
+@lru_cache(maxsize=8)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ValueError, OSError):  # no FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def text_size(text: str, size: int = TEXT_SIZE) -> tuple[int, int]:
+    """Return ``(height, width)`` in pixels of ``text`` in the burned-in font."""
+    left, top, right, bottom = _font(size).getbbox(text)
+    return (int(bottom) + 1, int(right - min(left, 0)) + 1)
+
+
+def draw_text(
+    rgb: NDArray[np.uint8],
+    text: str,
+    top: int,
+    left: int,
+    colour: tuple[int, int, int] = (255, 255, 255),
+    size: int = TEXT_SIZE,
+) -> NDArray[np.uint8]:
+    """Burn ``text`` into an RGB image (Pillow's default font).
+
+    Parameters
+    ----------
+    rgb : numpy.ndarray
+        ``(rows, columns, 3)`` uint8 image; not changed.
+    text : str
+        One line of ASCII text.
+    top, left : int
+        Position of the text's top-left corner.
+    colour : tuple of int
+        RGB colour of the text.
+    size : int
+        Font size in pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new ``(rows, columns, 3)`` uint8 image with the text.
+    """
+    image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="RGB")
+    draw = ImageDraw.Draw(image)
+    draw.fontmode = "1"  # crisp, un-antialiased text: exact colours, readable when enlarged
+    draw.text((left, top), text, fill=colour, font=_font(size))
+    return np.asarray(image, dtype=np.uint8).copy()

@@ -1,0 +1,159 @@
+"""Helpers for the node tests: configuration files, the `serve` subprocess, storescu options."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydicom.filereader import read_file_meta_info
+
+from tests.peers import dcmtk_env, free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# storescu option proposing a file's own (compressed) transfer syntax, so it is sent unchanged.
+_STORESCU_SYNTAX_OPTION = {
+    "1.2.840.10008.1.2.4.50": "-xy",
+    "1.2.840.10008.1.2.4.51": "-xx",
+    "1.2.840.10008.1.2.4.57": "-xs",
+    "1.2.840.10008.1.2.4.70": "-xs",
+    "1.2.840.10008.1.2.4.90": "-xv",
+    "1.2.840.10008.1.2.4.91": "-xw",
+    "1.2.840.10008.1.2.5": "-xr",
+    "1.2.840.10008.1.2.1.99": "-xd",
+    "1.2.840.10008.1.2": "-xi",
+    "1.2.840.10008.1.2.1": "-xe",
+}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_config(
+    path: Path,
+    sections: dict[str, dict[str, Any]],
+    destinations: Sequence[dict[str, Any]] = (),
+) -> Path:
+    """Write a node TOML configuration (unset keys keep their defaults)."""
+    lines: list[str] = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+    for dest in destinations:
+        lines.append("[[destinations]]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in dest.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def node_sections(workdir: Path, port: int | None = None, **extra: dict[str, Any]) -> dict:
+    """Return configuration sections for a test node living in ``workdir`` on loopback."""
+    sections: dict[str, dict[str, Any]] = {
+        "node": {
+            "host": "127.0.0.1",
+            "port": port or free_port(),
+            "storage_dir": str(workdir / "storage"),
+            "database_url": f"sqlite:///{workdir / 'cases.db'}",
+            "min_free_space_mb": 1,
+        },
+        "model": {"models_dir": str(ROOT / "models")},
+        "sending": {"initial_backoff_seconds": 0.5, "max_backoff_seconds": 2.0},
+    }
+    for name, values in extra.items():
+        sections.setdefault(name, {}).update(values)
+    return sections
+
+
+def storescu_keep(
+    files: Sequence[str | Path],
+    port: int,
+    *,
+    called_aet: str = "SSWE_NODE",
+    calling_aet: str = "STORESCU",
+    extra: Sequence[str] = (),
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Send each file with dcmtk's storescu in its own transfer syntax (one association each)."""
+    result: subprocess.CompletedProcess[str] | None = None
+    for f in files:
+        syntax = str(read_file_meta_info(f).TransferSyntaxUID)
+        option = _STORESCU_SYNTAX_OPTION.get(syntax, "-xe")
+        cmd = [
+            "storescu", "-R", option, "-aet", calling_aet, "-aec", called_aet, *extra,
+            "127.0.0.1", str(port), str(f),
+        ]  # fmt: skip
+        result = subprocess.run(
+            cmd, env=dcmtk_env(), capture_output=True, text=True, check=check, timeout=120
+        )
+        if result.returncode != 0:
+            return result
+    assert result is not None
+    return result
+
+
+def sswe_node(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the ``sswe-node`` command line in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "sswe_node.cli", *args],
+        cwd=ROOT, capture_output=True, text=True, check=check, timeout=timeout,
+    )  # fmt: skip
+
+
+class ServeProcess:
+    """``sswe-node serve`` as a subprocess, with its log in ``log_path``."""
+
+    def __init__(self, config: Path, port: int, log_path: Path) -> None:
+        self.port = port
+        self.log_path = log_path
+        self._log = open(log_path, "a")  # noqa: SIM115
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sswe_node.cli", "serve", "--config", str(config)],
+            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+        try:
+            wait_for_port(port, timeout=60)
+        except TimeoutError:
+            self.kill()
+            raise RuntimeError("serve did not start:\n" + self.log()[-3000:]) from None
+
+    def log(self) -> str:
+        """Return the log so far."""
+        return self.log_path.read_text()
+
+    def wait_log(self, text: str, timeout: float = 120.0) -> None:
+        """Wait until ``text`` appears in the log."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not logged:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        """Send SIGTERM and wait for a clean exit; return the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=timeout)
+        self._log.close()
+        return int(self.process.returncode)
+
+    def kill(self) -> None:
+        """SIGKILL the node (a crash)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()

@@ -1,0 +1,148 @@
+"""The storage SCP against dcmtk's storescu/echoscu: persist before Success, access, TLS."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+
+from sswe_node.config import load_settings
+from sswe_node.node.app import Node
+from sswe_node.node.store import CaseStore
+from tests.node_support import node_sections, storescu_keep, write_config
+from tests.peers import dcmtk_env, echoscu
+
+StartNode = Callable[..., Node]
+
+
+@pytest.fixture
+def start_node(tmp_path: Path, require_dcmtk: None) -> Iterator[StartNode]:
+    """Start an in-process node with processing paused (receive and store only)."""
+    nodes: list[Node] = []
+
+    def _start(**extra: dict) -> Node:
+        sections = node_sections(tmp_path, processing={"paused": True}, **extra)
+        settings = load_settings(write_config(tmp_path / "node.toml", sections))
+        node = Node(settings)
+        node.start()
+        nodes.append(node)
+        return node
+
+    yield _start
+    for node in nodes:
+        node.stop(grace_seconds=5)
+
+
+def _cases(node: Node) -> list[dict]:
+    store = CaseStore(node.settings.node.database_url)
+    try:
+        return store.list_cases()
+    finally:
+        store.close()
+
+
+def test_stores_ultrasound_files_unchanged(start_node: StartNode) -> None:
+    node = start_node()
+    assert echoscu(node.port, called_aet="SSWE_NODE")
+    names = ["US1_J2KI.dcm", "gdcm-US-ALOKA-16.dcm", "SC_rgb_rle.dcm"]
+    files = [Path(get_testdata_file(n)) for n in names]
+    storescu_keep(files, node.port)
+    cases = {c["sop_instance_uid"]: c for c in _cases(node)}
+    assert len(cases) == 3
+    for f in files:
+        source = dcmread(f)
+        case = cases[source.SOPInstanceUID]
+        assert case["status"] == "received"
+        assert case["calling_ae"] == "STORESCU"
+        assert case["transfer_syntax"] == source.file_meta.TransferSyntaxUID
+        stored_path = next(
+            Path(node.settings.node.storage_dir).rglob(f"{case['sop_instance_uid']}.dcm")
+        )
+        stored = dcmread(stored_path)
+        assert stored.file_meta.TransferSyntaxUID == source.file_meta.TransferSyntaxUID
+        assert stored.PixelData == source.PixelData
+        assert stored.StudyInstanceUID == case["study_instance_uid"]
+
+
+def test_keeps_any_character_set(start_node: StartNode, make_us_source, tmp_path: Path) -> None:
+    node = start_node()
+    ds = make_us_source(rows=64, cols=64)
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = "Müller^Jürgen=山田^太郎"
+    latin = make_us_source(rows=64, cols=64, seed=1)
+    latin.SpecificCharacterSet = "ISO_IR 100"
+    latin.PatientName = "Größe^Zoë"
+    paths = [tmp_path / "utf8.dcm", tmp_path / "latin1.dcm"]
+    ds.save_as(paths[0], enforce_file_format=True)
+    latin.save_as(paths[1], enforce_file_format=True)
+    storescu_keep(paths, node.port)
+    for source_path, source in zip(paths, (ds, latin), strict=True):
+        stored_path = Path(
+            node.settings.node.storage_dir, "incoming", f"{source.SOPInstanceUID}.dcm"
+        )
+        raw = dcmread(source_path)["PatientName"].value
+        stored = dcmread(stored_path)
+        assert stored.SpecificCharacterSet == source.SpecificCharacterSet
+        assert str(stored.PatientName) == str(source.PatientName) == str(raw)
+
+
+def test_rejects_unknown_calling_ae(start_node: StartNode) -> None:
+    node = start_node(node={"allowed_calling_ae_titles": ["SCANNER"]})
+    path = Path(get_testdata_file("US1_UNCR.dcm"))
+    refused = storescu_keep([path], node.port, calling_aet="INTRUDER", check=False)
+    assert refused.returncode != 0
+    assert "Association Rejected" in refused.stderr
+    assert "Calling AE Title Not Recognized" in refused.stderr
+    assert _cases(node) == []
+    storescu_keep([path], node.port, calling_aet="SCANNER")
+    assert len(_cases(node)) == 1
+
+
+def test_rejects_unknown_peer_address(start_node: StartNode) -> None:
+    node = start_node(node={"allowed_peer_addresses": ["192.0.2.1"]})
+    path = Path(get_testdata_file("US1_UNCR.dcm"))
+    refused = storescu_keep([path], node.port, check=False)
+    assert refused.returncode != 0
+    assert "Association Rejected" in refused.stderr
+    assert _cases(node) == []
+
+
+def test_full_disk_answers_out_of_resources(start_node: StartNode) -> None:
+    node = start_node(node={"min_free_space_mb": 1_000_000_000})
+    path = Path(get_testdata_file("US1_UNCR.dcm"))
+    result = storescu_keep([path], node.port, extra=["-v"], check=False)
+    assert result.returncode != 0
+    assert "Refused: OutOfResources" in result.stderr + result.stdout
+    assert _cases(node) == []
+    assert not list(Path(node.settings.node.storage_dir).rglob("*.dcm"))
+
+
+def test_tls_with_storescu(start_node: StartNode, tmp_path: Path) -> None:
+    key, cert = tmp_path / "node.key", tmp_path / "node.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    node = start_node(tls={"enabled": True, "certificate": str(cert), "private_key": str(key)})
+    path = Path(get_testdata_file("US1_UNCR.dcm"))
+    tls_options = ["+tls", str(key), str(cert), "+cf", str(cert)]
+    storescu_keep([path], node.port, extra=tls_options)
+    assert len(_cases(node)) == 1
+    plain = subprocess.run(
+        ["echoscu", "-to", "5", "-aec", "SSWE_NODE", "127.0.0.1", str(node.port)],
+        env=dcmtk_env(), capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert plain.returncode != 0
+
+
+def test_port_is_free_after_stop(start_node: StartNode) -> None:
+    node = start_node()
+    port = node.port
+    node.stop(grace_seconds=5)
+    assert not echoscu(port, called_aet="SSWE_NODE")

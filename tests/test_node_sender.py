@@ -1,0 +1,101 @@
+"""The persistent send queue against a real Orthanc that is down at first; `sswe-node echo`."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+
+from sswe_node.config import SendingSettings, TlsSettings
+from sswe_node.node.health import Metrics
+from sswe_node.node.sender import Sender
+from sswe_node.node.store import CaseOutcome, CaseStore, OutputRecord, ReceivedInstance, Target
+from tests.node_support import sswe_node
+from tests.peers import Orthanc, free_port
+
+
+def _queue_file(store: CaseStore, tmp_path: Path, port: int) -> str:
+    """Record a done case whose one output (a real US file) goes to 127.0.0.1:port."""
+    output = tmp_path / "out.dcm"
+    shutil.copy(get_testdata_file("US1_UNCR.dcm"), output)
+    ds = dcmread(output, stop_before_pixels=True)
+    case = store.record_received(ReceivedInstance("1.2.3.4", str(ds.SOPClassUID), str(output)))
+    store.claim(1)
+    record = OutputRecord(str(ds.SOPInstanceUID), str(ds.SOPClassUID), str(output))
+    target = Target("pacs", "ORTHANC", "127.0.0.1", port)
+    store.finish(case, CaseOutcome("done"), [record], [target])
+    return str(ds.SOPInstanceUID)
+
+
+@pytest.fixture
+def sender_factory(tmp_path: Path) -> Iterator:
+    stops: list[tuple[threading.Event, Sender]] = []
+
+    def _make(store: CaseStore, **sending: float) -> Sender:
+        stop = threading.Event()
+        settings = SendingSettings(**{"initial_backoff_seconds": 0.2, **sending})
+        sender = Sender(
+            store, "SSWE_NODE", settings, TlsSettings(), threading.Event(), stop, Metrics(),
+            poll_seconds=0.1,
+        )  # fmt: skip
+        sender.start()
+        stops.append((stop, sender))
+        return sender
+
+    yield _make
+    for stop, sender in stops:
+        stop.set()
+        sender.join(timeout=10)
+
+
+def _wait(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_destination_down_then_up_receives_once(tmp_path: Path, sender_factory) -> None:
+    store = CaseStore(f"sqlite:///{tmp_path / 'cases.db'}")
+    port = free_port()
+    uid = _queue_file(store, tmp_path, port)
+    sender_factory(store, max_backoff_seconds=0.5, max_attempts=100)
+    _wait(lambda: store.list_sends()[0]["attempts"] >= 2)
+    send = store.list_sends()[0]
+    assert send["status"] == "queued"
+    assert "association" in send["last_error"]
+
+    with Orthanc(tmp_path / "orthanc", dicom_port=port) as orthanc:
+        _wait(lambda: store.list_sends()[0]["status"] == "sent")
+        found = orthanc.instances()
+        assert [i["MainDicomTags"]["SOPInstanceUID"] for i in found] == [uid]
+        stats = orthanc.get("/statistics")
+        assert stats["CountInstances"] == 1
+    assert store.counts()["sends"] == {"queued": 0, "sent": 1, "failed": 0}
+    store.close()
+
+
+def test_gives_up_after_max_attempts(tmp_path: Path, sender_factory) -> None:
+    store = CaseStore(f"sqlite:///{tmp_path / 'cases.db'}")
+    _queue_file(store, tmp_path, free_port())
+    sender_factory(store, max_backoff_seconds=0.2, max_attempts=2)
+    _wait(lambda: store.list_sends()[0]["status"] == "failed")
+    assert store.list_sends()[0]["attempts"] == 2
+    store.close()
+
+
+def test_echo_command(orthanc: Orthanc) -> None:
+    ok = sswe_node("echo", f"{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}")
+    assert "C-ECHO success" in ok.stdout
+    down = sswe_node("echo", f"NOBODY@127.0.0.1:{free_port()}", "--timeout", "2", check=False)
+    assert down.returncode == 1
+    assert "association failed" in down.stderr
+    bad = sswe_node("echo", "not-a-peer", check=False)
+    assert bad.returncode == 1
+    assert "AE@HOST:PORT" in bad.stderr

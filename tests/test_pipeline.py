@@ -1,0 +1,154 @@
+"""The processing pipeline on real instances with a real (small, untrained) packaged model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from sswe_node.config import load_settings
+from sswe_node.imaging import read_instance
+from sswe_node.imaging.grid import from_grid
+from sswe_node.model import load_model
+from sswe_node.pipeline import process_batch, process_instance
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir: Path):
+    return load_model(tiny_model_dir, device="cpu")
+
+
+class CountingModel:
+    """The real model, counting its predict calls."""
+
+    def __init__(self, model) -> None:
+        self.model, self.manifest, self.calls = model, model.manifest, []
+
+    def predict(self, images):
+        self.calls.append(len(images))
+        return self.model.predict(images)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from training.simulate import write_archive
+
+    out = tmp_path_factory.mktemp("archive")
+    write_archive(out, patients=1, seed=4, images_per_patient=1)
+    listing = json.loads((out / "archive.json").read_text())
+    return {item["kind"]: out / item["path"] for item in listing["instances"]}
+
+
+def _expected_values(ds: pydicom.Dataset, model) -> list[np.ndarray]:
+    grid = model.manifest.grid
+    readings = read_instance(ds, grid=grid, quantity=model.manifest.quantity)
+    predictions = model.predict(np.stack([r.model_input(grid) for r in readings]))
+    return [from_grid(p, r.bmode.shape) for r, p in zip(readings, predictions, strict=True)]
+
+
+def test_batch_of_mixed_instances(model, archive, make_us_source, dciodvfy_errors, tmp_path):
+    names = ["bmode", "other-scanner", "gdcm-US-ALOKA-16.dcm", "CT_small.dcm"]
+    datasets = [pydicom.dcmread(archive[n]) for n in names[:2]]
+    datasets += [pydicom.dcmread(get_testdata_file(n)) for n in names[2:]]
+    settings = load_settings()
+    counting = CountingModel(model)
+    results = process_batch(datasets, counting, settings)
+
+    assert [r.status for r in results] == ["done", "done", "done", "skipped"]
+    assert results[3].reason == "wrong-modality" and results[3].outputs == []
+    assert results[3].message.startswith("wrong-modality: ")
+    assert len(counting.calls) == 1 and counting.calls[0] == sum(r.frames for r in results)
+    for ds, result in zip(datasets[:3], results[:3], strict=True):
+        assert result.sop_instance_uid == ds.SOPInstanceUID
+        assert result.layout == "bmode" and result.frames == 1
+        assert set(result.timings) == {"read", "predict", "build"}
+        pm, sc = result.outputs
+        assert pm.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30"
+        assert sc.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage
+        for i, derived in enumerate(result.outputs):
+            path = tmp_path / f"{result.sop_instance_uid}-{i}.dcm"
+            derived.save_as(path, enforce_file_format=True)
+            assert dciodvfy_errors(path) == [], path
+            assert pydicom.dcmread(path).StudyInstanceUID == ds.StudyInstanceUID
+        # highdicom reads the map back and its values are the model's prediction on the ROI
+        back = hd.pm.ParametricMap.from_dataset(
+            pydicom.dcmread(tmp_path / f"{ds.SOPInstanceUID}-0.dcm")
+        )
+        (expected,) = _expected_values(ds, model)
+        np.testing.assert_allclose(back.pixel_array, expected, rtol=1e-5, atol=1e-3)
+
+
+def test_minimal_deidentified_source(model, archive, tmp_path, dciodvfy_errors) -> None:
+    ds = pydicom.dcmread(archive["bmode"])
+    for keyword in [
+        "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+        "AccessionNumber", "StudyID", "ReferringPhysicianName", "SeriesNumber", "InstanceNumber",
+        "PixelSpacing", "FrameOfReferenceUID", "SequenceOfUltrasoundRegions", "StudyInstanceUID",
+    ]:  # fmt: skip
+        if keyword in ds:
+            delattr(ds, keyword)
+    result = process_instance(ds, model, load_settings())
+    assert result.status == "done", result.message
+    for i, derived in enumerate(result.outputs):
+        path = tmp_path / f"{i}.dcm"
+        derived.save_as(path, enforce_file_format=True)
+        assert dciodvfy_errors(path) == []
+    assert result.outputs[0].StudyInstanceUID == result.outputs[1].StudyInstanceUID
+
+
+def test_multi_frame_source_gives_outputs_per_frame(model, make_us_source) -> None:
+    ds = pydicom.dcmread(get_testdata_file("gdcm-US-ALOKA-16.dcm"))
+    frames = 3
+    mf = make_us_source(frames=frames, rows=ds.Rows, cols=ds.Columns)
+    grey = ds.pixel_array.astype(np.float32)
+    mf.PixelData = np.stack([grey] * frames).clip(0, 255).astype(np.uint8).tobytes()
+    mf.SequenceOfUltrasoundRegions = ds.SequenceOfUltrasoundRegions
+    settings = load_settings()
+    settings.reading.max_frames = 2
+    result = process_instance(mf, model, settings)
+    if result.status != "done":
+        pytest.skip(f"the reading core does not read this multi-frame capture: {result.message}")
+    assert result.frames == 2 and len(result.outputs) == 4
+    references = [o.SourceImageSequence[0].ReferencedFrameNumber for o in result.outputs]
+    assert references == [1, 1, frames, frames]
+    assert len({o.SOPInstanceUID for o in result.outputs}) == 4
+
+
+def test_outputs_follow_settings_and_are_deterministic(model, archive) -> None:
+    ds = pydicom.dcmread(archive["bmode"])
+    settings = load_settings()
+    settings.processing.parametric_map = False
+    (first,) = process_batch([ds], model, settings)
+    (again,) = process_batch([ds], model, settings)
+    assert [o.SOPClassUID for o in first.outputs] == [pydicom.uid.SecondaryCaptureImageStorage]
+    assert first.outputs[0].SOPInstanceUID == again.outputs[0].SOPInstanceUID
+    assert first.outputs[0].SeriesInstanceUID == again.outputs[0].SeriesInstanceUID
+
+
+def test_own_outputs_and_corrupt_instances_do_not_break_a_batch(model, archive) -> None:
+    good = pydicom.dcmread(archive["bmode"])
+    (done,) = process_batch([good], model, load_settings())
+    own_capture = done.outputs[1]
+    broken = pydicom.dcmread(archive["other-scanner"])
+    broken.PixelData = broken.PixelData[: len(broken.PixelData) // 3]
+    results = process_batch([own_capture, broken, good], model, load_settings())
+    assert [(r.status, r.reason) for r in results[:2]] == [
+        ("skipped", "own-output"),
+        ("failed", "pixel-decode"),
+    ]
+    assert results[2].status == "done"
+
+
+def test_prediction_failure_fails_the_batch_with_a_reason(model, archive) -> None:
+    # A manifest grid the network does not accept: the real model refuses the inputs.
+    wrong = SimpleNamespace(manifest=replace(model.manifest, grid=(64, 64)), predict=model.predict)
+    results = process_batch([pydicom.dcmread(archive["bmode"])], wrong, load_settings())
+    assert (results[0].status, results[0].reason) == ("failed", "predict")
+    assert results[0].outputs == []

@@ -1,0 +1,474 @@
+"""Write a simulated DICOM archive of N patients with its ground truth (``write_archive``).
+
+Output layout (format ``sswe-sim-archive``, version 1)::
+
+    OUT/dicom/<PatientID>/study<k>/series<m>/<nnnn>.dcm   one file per instance
+    OUT/archive.json                                       index of every instance
+    OUT/ground_truth.h5                                    ground truth, one group per SOP UID
+
+Per patient, 3-5 image planes (``planes_per_patient`` to fix it). Every plane gives
+
+* ``dual``: the SWE scanner's dual display (study 1, series 1), RGB;
+* ``bmode``: the SWE scanner's full-screen B-mode (study 1, series 2), MONOCHROME2;
+* ``other-scanner``: the second scanner's B-mode without SWE (study 2, series 1: another visit
+  on another system, different probe frequency, gain and size), RGB.
+
+``archive.json`` is an object: ``format``, ``version``, ``seed``, ``organ``, ``engine``,
+``quantity``, ``unit``, ``scale`` [min, max], ``note`` and ``instances``, a list with per
+instance: ``sop_uid``, ``patient_id``, ``study_uid``, ``series_uid``, ``kind``, ``path``
+(relative to OUT), ``plane_id`` (links the renderings of one plane), ``manufacturer``,
+``model_name``, ``rows``, ``columns``, ``spacing_mm`` (row, column), ``photometric``, ``jpeg``
+and ``boxes`` (``[top, left, bottom, right]``, end exclusive, in frame pixels). Dual captures
+have boxes ``elastogram_panel``, ``bmode_panel``, ``swe_box`` (in the elastogram panel),
+``bmode_box`` (the same region in the plain B-mode panel) and ``colour_bar``, plus
+``scale_min``, ``scale_max``, ``unit``, ``quantity``, ``opacity`` and ``arrangement``; B-mode
+kinds have ``imaging_region`` (and ``grey_bar``).
+
+``ground_truth.h5`` (format ``sswe-sim-ground-truth``, version 1) has one group per SOP
+Instance UID with float32 datasets:
+
+* dual: ``true_modulus``, ``swe`` (NaN where the scanner shows no colour) and ``confidence``
+  (0-1), all on the SWE box's pixel grid (``swe_box`` rows x columns);
+* bmode / other-scanner: ``true_modulus`` over the imaging region.
+
+``true_modulus`` and ``swe`` are in the group's ``unit`` (kPa for ``quantity``
+``youngs-modulus``, m/s for ``shear-wave-speed``); fluid is 0. Group attributes: ``kind``,
+``plane_id``, ``quantity``, ``unit``, ``box`` (the grid's box in frame pixels), ``spacing_mm``,
+``path``. All data is synthetic and not for diagnosis.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from numpy.typing import NDArray
+from pydicom.uid import generate_uid
+
+from training.simulate.bmode import form_bmode
+from training.simulate.instance import (
+    COLOUR_BAR,
+    COLOUR_FLOW,
+    GREY_BAR,
+    TISSUE,
+    InstanceInfo,
+    Region,
+    build_dataset,
+)
+from training.simulate.render import Box, render_dual, render_fullscreen
+from training.simulate.scanners import (
+    DUAL_GEOMETRY,
+    FULL_GEOMETRY,
+    OTHER_GEOMETRY,
+    OTHER_SCANNER,
+    SWE_SCANNER,
+    Geometry,
+)
+from training.simulate.swe import acquire_swe
+from training.simulate.tissue import ORGANS, Phantom, TissueMaps, make_phantom, modulus_to_speed
+
+__all__ = ["ArchiveSummary", "write_archive", "ARCHIVE_FORMAT", "GROUND_TRUTH_FORMAT"]
+
+logger = logging.getLogger(__name__)
+
+ARCHIVE_FORMAT = "sswe-sim-archive"
+GROUND_TRUTH_FORMAT = "sswe-sim-ground-truth"
+FORMAT_VERSION = 1
+NOTE = "Synthetic phantom data from sswe-node's simulator: not patient data, not for diagnosis."
+ARRANGEMENTS = ("left-right", "top-bottom", "mixed")
+
+
+@dataclass
+class ArchiveSummary:
+    """What :func:`write_archive` wrote."""
+
+    out_dir: Path
+    patients: int
+    planes: int
+    instances: int
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        kinds = ", ".join(f"{v} {k}" for k, v in sorted(self.counts.items()))
+        return (
+            f"{self.instances} instances ({kinds}) of {self.patients} patients, "
+            f"{self.planes} planes, in {self.out_dir} ({self.seconds:.1f} s)"
+        )
+
+
+def _uid(seed: int, *parts: object) -> str:
+    return generate_uid(entropy_srcs=["sswe-sim", str(seed), *map(str, parts)])
+
+
+def _slice_maps(maps: TissueMaps, box: Box) -> TissueMaps:
+    rs, cs = slice(box.top, box.bottom), slice(box.left, box.right)
+    return TissueMaps(
+        modulus_kpa=maps.modulus_kpa[rs, cs],
+        echo_db=maps.echo_db[rs, cs],
+        density=maps.density[rs, cs],
+        fluid=maps.fluid[rs, cs],
+        transmission=maps.transmission[rs, cs],
+        label=maps.label[rs, cs],
+        spacing_mm=maps.spacing_mm,
+        z_mm=maps.z_mm[rs],
+        x_mm=maps.x_mm[cs],
+    )
+
+
+def _in_unit(modulus_kpa: NDArray[np.float32], quantity: str) -> NDArray[np.float32]:
+    if quantity == "shear-wave-speed":
+        return modulus_to_speed(modulus_kpa)
+    return modulus_kpa.astype(np.float32)
+
+
+@dataclass
+class _Rendering:
+    kind: str
+    dataset: Any
+    record: dict[str, Any]
+    truth: dict[str, NDArray[np.float32]]
+    truth_box: Box
+
+
+class _ArchiveWriter:
+    def __init__(
+        self,
+        out_dir: Path,
+        seed: int,
+        organ: str,
+        engine: str,
+        opacity: float,
+        arrangement: str,
+        jpeg: bool,
+        other_scanner: bool,
+    ) -> None:
+        self.out_dir = out_dir
+        self.seed = seed
+        self.spec = ORGANS[organ]
+        self.engine = engine
+        self.opacity = opacity
+        self.arrangement = arrangement
+        self.jpeg = jpeg
+        self.other_scanner = other_scanner
+        self.records: list[dict[str, Any]] = []
+        self.h5: h5py.File | None = None
+        # US Image Type value 3 (a defined term of PS3.3 C.8.5.6.1.1)
+        self.image_type3 = "ENDORECTAL" if organ == "prostate" else "SMALL PARTS"
+
+    def patient_info(self, p: int) -> dict[str, Any]:
+        rng = np.random.default_rng([self.seed, p, 7001])
+        base = dt.date(2024, 1, 8) + dt.timedelta(days=int(rng.integers(0, 600)))
+        born = dt.date(1940, 1, 1) + dt.timedelta(days=int(rng.integers(0, 35 * 365)))
+        sex = "M" if self.spec.name == "prostate" else ("F" if rng.uniform() < 0.75 else "M")
+        return {
+            "patient_id": f"SIM{self.seed:04d}{self.spec.name[:2].upper()}{p + 1:03d}",
+            "patient_name": f"PHANTOM^{self.spec.name.upper()}{p + 1:03d}",
+            "birth": born.strftime("%Y%m%d"),
+            "sex": sex,
+            "dates": [base, base + dt.timedelta(days=int(rng.integers(3, 60)))],
+            "times": [f"{int(rng.integers(8, 17)):02d}{int(rng.integers(0, 60)):02d}00"] * 2,
+            "planes": int(rng.integers(3, 6)),
+        }
+
+    def info(
+        self, pat: dict[str, Any], p: int, study: int, series: int, number: int, desc: str
+    ) -> InstanceInfo:
+        return InstanceInfo(
+            patient_id=pat["patient_id"],
+            patient_name=pat["patient_name"],
+            patient_birth_date=pat["birth"],
+            patient_sex=pat["sex"],
+            study_uid=_uid(self.seed, self.spec.name, p, "study", study),
+            study_id=str(study),
+            study_date=pat["dates"][study - 1].strftime("%Y%m%d"),
+            study_time=pat["times"][study - 1],
+            accession=f"A{self.seed:04d}{p + 1:03d}{study}",
+            study_description=f"US {self.spec.name} (synthetic)",
+            series_uid=_uid(self.seed, self.spec.name, p, "series", study, series),
+            series_number=series,
+            series_description=desc,
+            sop_uid=_uid(self.seed, self.spec.name, p, "sop", study, series, number),
+            instance_number=number,
+            body_part=self.spec.name.upper(),
+        )
+
+    def dual(
+        self, phantom: Phantom, rng: np.random.Generator, arrangement: str
+    ) -> tuple[Any, dict[str, Any], dict[str, NDArray[np.float32]], Box]:
+        geo = DUAL_GEOMETRY
+        x, z = geo.axes()
+        maps = phantom.maps(x, z)
+        bmode = form_bmode(maps, SWE_SCANNER.probe, SWE_SCANNER.display, rng, self.engine)
+        h = int(rng.integers(280, 421))
+        w = int(rng.integers(260, 401))
+        top = int(rng.integers(12, min(60, geo.rows - h - 8)))
+        left = int(rng.integers(10, geo.cols - w - 10))
+        box = Box(top, left, top + h, left + w)
+        acq = acquire_swe(_slice_maps(maps, box), rng, self.spec.quantity)
+        header = f"{self.spec.name.capitalize()}  {SWE_SCANNER.probe.name}  SWE {self.spec.unit}"
+        frame, layout = render_dual(
+            bmode, acq.swe, box, scale=self.spec.scale, unit=self.spec.unit,
+            spacing_mm=geo.spacing_mm, top_mm=geo.top_mm, opacity=self.opacity,
+            arrangement=arrangement, header=header,
+        )  # fmt: skip
+        b = layout.boxes
+        box_depth = geo.top_mm + box.top * geo.spacing_mm
+        regions = [
+            Region(b["elastogram_panel"], TISSUE, geo.spacing_mm, geo.top_mm),
+            Region(b["swe_box"], COLOUR_FLOW, geo.spacing_mm, box_depth),
+            Region(b["bmode_panel"], TISSUE, geo.spacing_mm, geo.top_mm),
+            Region(b["colour_bar"], COLOUR_BAR),
+        ]
+        record = {
+            "boxes": {k: v.as_list() for k, v in b.items()},
+            "spacing_mm": [geo.spacing_mm, geo.spacing_mm],
+            "scale_min": self.spec.scale[0],
+            "scale_max": self.spec.scale[1],
+            "unit": acq.unit,
+            "quantity": acq.quantity,
+            "opacity": self.opacity,
+            "arrangement": arrangement,
+        }
+        truth = {"true_modulus": acq.true_values, "swe": acq.swe, "confidence": acq.confidence}
+        return frame, record, truth, b["swe_box"], regions
+
+    def bmode_only(
+        self,
+        phantom: Phantom,
+        rng: np.random.Generator,
+        geo: Geometry,
+        other: bool,
+        header: str,
+    ) -> tuple[Any, dict[str, Any], dict[str, NDArray[np.float32]], Box, list[Region]]:
+        scanner = OTHER_SCANNER if other else SWE_SCANNER
+        x, z = geo.axes()
+        if other:  # another probe position on another day
+            x = x + float(rng.uniform(-3, 3))
+        maps = phantom.maps(x, z)
+        bmode = form_bmode(maps, scanner.probe, scanner.display, rng, self.engine)
+        frame, layout = render_fullscreen(
+            bmode, spacing_mm=geo.spacing_mm, top_mm=geo.top_mm, header=header, rgb=other,
+            ruler_side="right" if other else "left", grey_bar=not other,
+        )  # fmt: skip
+        b = layout.boxes
+        regions = [Region(b["imaging_region"], TISSUE, geo.spacing_mm, geo.top_mm)]
+        if "grey_bar" in b:
+            regions.append(Region(b["grey_bar"], GREY_BAR))
+        record = {
+            "boxes": {k: v.as_list() for k, v in b.items()},
+            "spacing_mm": [geo.spacing_mm, geo.spacing_mm],
+            "unit": self.spec.unit,
+            "quantity": self.spec.quantity,
+        }
+        truth = {"true_modulus": _in_unit(maps.modulus_kpa, self.spec.quantity)}
+        return frame, record, truth, b["imaging_region"], regions
+
+    def write(
+        self,
+        frame: NDArray[np.uint8],
+        info: InstanceInfo,
+        kind: str,
+        plane_id: str,
+        scanner: Any,
+        regions: list[Region],
+        record: dict[str, Any],
+        truth: dict[str, NDArray[np.float32]],
+        truth_box: Box,
+        jpeg: bool,
+        image_type: tuple[str, ...],
+    ) -> None:
+        ds = build_dataset(
+            frame, info, scanner, regions, jpeg=jpeg, image_type=image_type,
+            comments=f"Plane {plane_id}; {kind}.",
+        )  # fmt: skip
+        rel = (
+            Path("dicom")
+            / info.patient_id
+            / f"study{info.study_id}"
+            / f"series{info.series_number}"
+            / f"{info.instance_number:04d}.dcm"
+        )
+        path = self.out_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(path, enforce_file_format=True)
+        entry = {
+            "sop_uid": info.sop_uid,
+            "patient_id": info.patient_id,
+            "study_uid": info.study_uid,
+            "series_uid": info.series_uid,
+            "kind": kind,
+            "path": rel.as_posix(),
+            "plane_id": plane_id,
+            "organ": self.spec.name,
+            "manufacturer": scanner.manufacturer,
+            "model_name": scanner.model_name,
+            "rows": int(frame.shape[0]),
+            "columns": int(frame.shape[1]),
+            "photometric": str(ds.PhotometricInterpretation),
+            "jpeg": bool(jpeg),
+            **record,
+        }
+        self.records.append(entry)
+        assert self.h5 is not None
+        group = self.h5.create_group(info.sop_uid)
+        for name, array in truth.items():
+            group.create_dataset(
+                name, data=array.astype(np.float32), compression="gzip", compression_opts=1,
+                shuffle=True, chunks=True,
+            )  # fmt: skip
+        group.attrs["kind"] = kind
+        group.attrs["plane_id"] = plane_id
+        group.attrs["quantity"] = record["quantity"]
+        group.attrs["unit"] = record["unit"]
+        group.attrs["box"] = truth_box.as_list()
+        group.attrs["spacing_mm"] = record["spacing_mm"]
+        group.attrs["path"] = rel.as_posix()
+
+    def patient(self, p: int, planes: int | None) -> int:
+        pat = self.patient_info(p)
+        n_planes = planes if planes is not None else pat["planes"]
+        for k in range(n_planes):
+            rng = np.random.default_rng([self.seed, p, k])
+            phantom = make_phantom(rng, self.spec.name)
+            plane_id = f"{pat['patient_id']}-P{k + 1}"
+            if self.arrangement == "mixed":
+                arrangement = ("left-right", "top-bottom")[(p + k) % 2]
+            else:
+                arrangement = self.arrangement
+            frame, record, truth, tbox, regions = self.dual(phantom, rng, arrangement)
+            self.write(
+                frame, self.info(pat, p, 1, 1, k + 1, "SWE dual (synthetic)"), "dual", plane_id,
+                SWE_SCANNER, regions, record, truth, tbox, self.jpeg,
+                ("ORIGINAL", "PRIMARY", self.image_type3),
+            )  # fmt: skip
+            header = f"{self.spec.name.capitalize()}  {SWE_SCANNER.probe.name}  B-mode"
+            frame, record, truth, tbox, regions = self.bmode_only(
+                phantom, rng, FULL_GEOMETRY, False, header
+            )
+            self.write(
+                frame, self.info(pat, p, 1, 2, k + 1, "B-mode (synthetic)"), "bmode", plane_id,
+                SWE_SCANNER, regions, record, truth, tbox, False,
+                ("ORIGINAL", "PRIMARY", self.image_type3),
+            )  # fmt: skip
+            if self.other_scanner:
+                header = f"{OTHER_SCANNER.probe.name}  {self.spec.name.upper()}  2D"
+                frame, record, truth, tbox, regions = self.bmode_only(
+                    phantom, rng, OTHER_GEOMETRY, True, header
+                )
+                self.write(
+                    frame, self.info(pat, p, 2, 1, k + 1, "B-mode other scanner (synthetic)"),
+                    "other-scanner", plane_id, OTHER_SCANNER, regions, record, truth, tbox,
+                    self.jpeg, ("ORIGINAL", "PRIMARY", self.image_type3),
+                )  # fmt: skip
+        return n_planes
+
+
+def write_archive(
+    out_dir: str | Path,
+    patients: int = 3,
+    seed: int = 0,
+    organ: str = "prostate",
+    engine: str = "fast",
+    *,
+    images_per_patient: int | None = None,
+    opacity: float = 0.8,
+    arrangement: str = "mixed",
+    jpeg: bool = False,
+    other_scanner: bool = True,
+    progress: bool = False,
+) -> ArchiveSummary:
+    """Write a simulated DICOM archive with its ground truth (layout: module docstring).
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Output folder (created; existing archive files in it are replaced).
+    patients : int
+        Number of synthetic patients.
+    seed : int
+        Everything (images, UIDs, names, dates) is a pure function of the seed and options.
+    organ : {"prostate", "thyroid"}
+        Prostate: Young's modulus in kPa, scale 0-70; thyroid: shear-wave speed in m/s, 0-10.
+    engine : {"fast", "pymust"}
+        B-mode engine (pymust is slow: seconds per image).
+    images_per_patient : int, optional
+        Image planes per patient (default: 3-5, drawn per patient). Each plane gives a dual
+        capture, a full-screen B-mode and (``other_scanner``) a second-scanner B-mode.
+    opacity : float
+        Elastogram opacity over the B-mode in dual captures (0-1].
+    arrangement : {"mixed", "left-right", "top-bottom"}
+        Dual display arrangement; "mixed" alternates between planes.
+    jpeg : bool
+        JPEG baseline (YBR_FULL_422) compress the RGB instances (dual and other-scanner).
+    other_scanner : bool
+        Also render every plane with the second scanner (no SWE).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    ArchiveSummary
+    """
+    if organ not in ORGANS:
+        raise ValueError(f"unknown organ {organ!r}; expected one of {sorted(ORGANS)}")
+    if engine not in ("fast", "pymust"):
+        raise ValueError(f"unknown engine {engine!r}; expected 'fast' or 'pymust'")
+    if arrangement not in ARRANGEMENTS:
+        raise ValueError(f"unknown arrangement {arrangement!r}; expected one of {ARRANGEMENTS}")
+    if patients < 1:
+        raise ValueError("patients must be at least 1")
+    if images_per_patient is not None and images_per_patient < 1:
+        raise ValueError("images_per_patient must be at least 1")
+    start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    writer = _ArchiveWriter(out, seed, organ, engine, opacity, arrangement, jpeg, other_scanner)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=patients, unit="patient", desc="simulate")
+    planes = 0
+    with h5py.File(out / "ground_truth.h5", "w") as h5:
+        h5.attrs["format"] = GROUND_TRUTH_FORMAT
+        h5.attrs["version"] = FORMAT_VERSION
+        h5.attrs["seed"] = seed
+        h5.attrs["organ"] = organ
+        h5.attrs["note"] = NOTE
+        writer.h5 = h5
+        for p in range(patients):
+            planes += writer.patient(p, images_per_patient)
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    spec = ORGANS[organ]
+    index = {
+        "format": ARCHIVE_FORMAT,
+        "version": FORMAT_VERSION,
+        "seed": seed,
+        "organ": organ,
+        "engine": engine,
+        "quantity": spec.quantity,
+        "unit": spec.unit,
+        "scale": list(spec.scale),
+        "note": NOTE,
+        "instances": writer.records,
+    }
+    (out / "archive.json").write_text(json.dumps(index, indent=1))
+    counts: dict[str, int] = {}
+    for r in writer.records:
+        counts[r["kind"]] = counts.get(r["kind"], 0) + 1
+    summary = ArchiveSummary(
+        out, patients, planes, len(writer.records), counts, time.perf_counter() - start
+    )
+    logger.info("simulated archive: %s", summary)
+    return summary

@@ -1,0 +1,82 @@
+"""The simulated scanners: identity, probe, display chain and image geometry of each rendering."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from training.simulate.bmode import Display, Probe
+
+__all__ = [
+    "Geometry",
+    "Scanner",
+    "SWE_SCANNER",
+    "OTHER_SCANNER",
+    "DUAL_GEOMETRY",
+    "FULL_GEOMETRY",
+    "OTHER_GEOMETRY",
+]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Pixel grid of an imaging region: ``rows`` x ``cols`` at ``spacing_mm``, from ``top_mm``."""
+
+    rows: int
+    cols: int
+    spacing_mm: float
+    top_mm: float = 1.0
+
+    def axes(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Return ``(x_mm, z_mm)``: lateral position of each column, depth of each row."""
+        x = (np.arange(self.cols) - (self.cols - 1) / 2.0) * self.spacing_mm
+        z = self.top_mm + np.arange(self.rows) * self.spacing_mm
+        return x, z
+
+
+@dataclass(frozen=True)
+class Scanner:
+    """A simulated ultrasound system."""
+
+    manufacturer: str
+    model_name: str
+    serial: str
+    software: str
+    station: str
+    probe: Probe
+    display: Display
+    has_swe: bool
+
+
+SWE_SCANNER = Scanner(
+    manufacturer="SSWE Simulator",
+    model_name="SWE-Sim Aixplorer-like",
+    serial="SIM-SWE-0001",
+    software="sswe-sim 1.0",
+    station="SIMSWE01",
+    probe=Probe(name="SE12-3-like", centre_frequency_mhz=6.0, bandwidth=0.7, f_number=1.5),
+    display=Display(gain_db=-22.0, dynamic_range_db=60.0, tgc_db_cm=5.4, noise_db=-58.0),
+    has_swe=True,
+)
+
+OTHER_SCANNER = Scanner(
+    manufacturer="SSWE Simulator",
+    model_name="BMode-Sim iU22-like",
+    serial="SIM-BM-0002",
+    software="sswe-sim 1.0",
+    station="SIMBM02",
+    probe=Probe(
+        name="C10-3v-like", centre_frequency_mhz=4.5, bandwidth=0.6, pitch_mm=0.25, f_number=2.0
+    ),
+    display=Display(gain_db=-18.0, dynamic_range_db=55.0, tgc_db_cm=4.2, noise_db=-55.0),
+    has_swe=False,
+)
+
+#: SWE scanner, each panel of the dual display (0.16 mm pixels, like the paper's Aixplorer data).
+DUAL_GEOMETRY = Geometry(rows=520, cols=440, spacing_mm=0.16)
+#: SWE scanner, full-screen B-mode (600 x 900 at 0.095 mm).
+FULL_GEOMETRY = Geometry(rows=600, cols=900, spacing_mm=0.095)
+#: Second scanner without SWE (450 x 300 at 0.12 mm: 300 rows, 450 columns).
+OTHER_GEOMETRY = Geometry(rows=300, cols=450, spacing_mm=0.12)

@@ -1,0 +1,431 @@
+"""Generative tissue model of one image plane: stiffness, echogenicity and texture maps.
+
+The model is analytic (ellipses with soft edges plus smooth random fields written as sums of
+random cosines), so that each scanner rendering rasterises the same plane at its own pixel grid.
+Coordinates are in millimetres: ``x`` lateral (0 under the probe centre), ``z`` depth (0 at the
+probe face).
+
+Generative model (parameters in :data:`ORGANS`)
+------------------------------------------------
+Tissue classes (``label``): 0 background (periprostatic / perithyroid soft tissue), 1 peripheral
+zone (prostate) or thyroid parenchyma, 2 transition zone (prostate only), 3 stiff lesion
+(carcinoma / nodule), 4 cyst (fluid), 5 calcification.
+
+* Geometry. The gland is an ellipse (semi-axes ``gland_axes_mm``, centre depth ``gland_depth_mm``,
+  tilt up to 12 degrees); the transition zone is a concentric, deeper ellipse at ``tz_scale`` of the
+  gland. Per plane: ``lesions`` stiff lesions (radius ``lesion_radius_mm``, 80 % inside the gland),
+  ``cysts`` fluid cysts and ``calcifications`` small bright foci. Edges are logistic with a
+  0.4-1.0 mm width. The gland capsule is a bright rim (``capsule_db``); periprostatic fat is
+  brighter than the gland (``background_echo_db``).
+* Young's modulus ``E`` (kPa): background ``background_kpa``, gland zones ``pz_kpa`` / ``tz_kpa``,
+  lesions ``lesion_kpa``, calcifications ``calc_kpa``, fluid 0 kPa (no shear wave). Each region is
+  modulated by a smooth multiplicative field of 8 % standard deviation.
+* Echogenicity (mean scatterer amplitude in dB, 0 dB = reference soft tissue)::
+
+      echo_db = -slope_db_per_octave * log2(E / ref_kpa) + region_offset + texture_field
+
+  with ``slope_db_per_octave`` ~ 5 dB, a random offset per region (``echo_jitter_db`` standard
+  deviation) and a smooth field (``texture_db``). A fraction ``isoechoic_fraction`` of lesions has
+  the opposite sign of the slope (iso- or hyperechoic lesions), so echogenicity predicts
+  stiffness strongly but imperfectly. Cysts are anechoic (-45 dB), calcifications +22 dB.
+* Texture: scatterer density (per mm^2) ``density_ref * (E / ref_kpa) ** -density_exponent``,
+  clipped to ``density_range``: stiff tissue has sparser, coarser speckle; fluid has none.
+* Shadowing (``transmission``, 0-1 of the intensity reaching a point): each calcification casts a
+  shadow below it (``shadow_db`` darker, soft lateral edges); each cyst gives posterior
+  enhancement (``enhancement_db``).
+
+For the thyroid (``organ="thyroid"``) the same classes are used (no transition zone); the scanner
+reports shear-wave speed ``c = sqrt(E / 3 rho)`` with ``rho = 1000 kg/m^3``, i.e.
+``c [m/s] = sqrt(E [kPa] / 3)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "ORGANS",
+    "OrganSpec",
+    "Phantom",
+    "TissueMaps",
+    "make_phantom",
+    "modulus_to_speed",
+]
+
+logger = logging.getLogger(__name__)
+
+BACKGROUND, GLAND, TRANSITION, LESION, CYST, CALCIFICATION = range(6)
+CLASS_NAMES = ("background", "gland", "transition-zone", "lesion", "cyst", "calcification")
+
+
+@dataclass(frozen=True)
+class OrganSpec:
+    """Parameters of the generative model for one organ (see the module docstring)."""
+
+    name: str
+    quantity: str
+    unit: str
+    scale: tuple[float, float]
+    gland_axes_mm: tuple[tuple[float, float], tuple[float, float]]
+    gland_depth_mm: tuple[float, float]
+    tz_scale: float | None
+    background_kpa: tuple[float, float]
+    pz_kpa: tuple[float, float]
+    tz_kpa: tuple[float, float]
+    lesion_kpa: tuple[float, float]
+    calc_kpa: tuple[float, float]
+    lesions: tuple[int, int]
+    lesion_radius_mm: tuple[float, float]
+    cysts: tuple[int, int]
+    cyst_radius_mm: tuple[float, float]
+    calcifications: tuple[int, int]
+    calc_radius_mm: tuple[float, float]
+    ref_kpa: float = 25.0
+    slope_db_per_octave: float = 5.0
+    echo_jitter_db: float = 2.5
+    texture_db: float = 1.5
+    isoechoic_fraction: float = 0.2
+    density_ref: float = 30.0
+    density_exponent: float = 0.8
+    density_range: tuple[float, float] = (3.0, 60.0)
+    background_echo_db: float = 3.0
+    capsule_db: float = 7.0
+    shadow_db: float = 18.0
+    enhancement_db: float = 4.0
+
+
+ORGANS: dict[str, OrganSpec] = {
+    "prostate": OrganSpec(
+        name="prostate",
+        quantity="youngs-modulus",
+        unit="kPa",
+        scale=(0.0, 70.0),
+        gland_axes_mm=((17.0, 24.0), (11.0, 16.0)),
+        gland_depth_mm=(22.0, 30.0),
+        tz_scale=0.6,
+        background_kpa=(15.0, 35.0),
+        pz_kpa=(18.0, 32.0),
+        tz_kpa=(25.0, 45.0),
+        lesion_kpa=(50.0, 120.0),
+        calc_kpa=(150.0, 300.0),
+        lesions=(0, 3),
+        lesion_radius_mm=(2.5, 8.0),
+        cysts=(0, 2),
+        cyst_radius_mm=(1.5, 4.5),
+        calcifications=(0, 3),
+        calc_radius_mm=(0.5, 1.5),
+    ),
+    "thyroid": OrganSpec(
+        name="thyroid",
+        quantity="shear-wave-speed",
+        unit="m/s",
+        scale=(0.0, 10.0),
+        gland_axes_mm=((12.0, 18.0), (7.0, 11.0)),
+        gland_depth_mm=(14.0, 20.0),
+        tz_scale=None,
+        background_kpa=(10.0, 25.0),
+        pz_kpa=(12.0, 28.0),
+        tz_kpa=(12.0, 28.0),
+        lesion_kpa=(30.0, 150.0),
+        calc_kpa=(150.0, 300.0),
+        lesions=(0, 2),
+        lesion_radius_mm=(2.5, 7.0),
+        cysts=(0, 2),
+        cyst_radius_mm=(1.0, 4.0),
+        calcifications=(0, 4),
+        calc_radius_mm=(0.3, 1.0),
+    ),
+}
+
+
+def modulus_to_speed(modulus_kpa: NDArray[np.floating]) -> NDArray[np.float32]:
+    """Convert Young's modulus (kPa) to shear-wave speed (m/s), ``c = sqrt(E / 3 rho)``."""
+    return np.sqrt(np.maximum(np.asarray(modulus_kpa, dtype=np.float32), 0.0) / 3.0)
+
+
+@dataclass
+class _Field:
+    """A smooth random field, a sum of random cosines (zero mean, unit standard deviation)."""
+
+    kx: NDArray[np.float64]
+    kz: NDArray[np.float64]
+    phase: NDArray[np.float64]
+
+    @classmethod
+    def random(
+        cls, rng: np.random.Generator, n: int = 10, wavelength_mm: tuple[float, float] = (4, 25)
+    ) -> _Field:
+        wl = rng.uniform(*wavelength_mm, n)
+        theta = rng.uniform(0, np.pi, n)
+        k = 2 * np.pi / wl
+        return cls(k * np.cos(theta), k * np.sin(theta), rng.uniform(0, 2 * np.pi, n))
+
+    def __call__(self, x: NDArray[np.float64], z: NDArray[np.float64]) -> NDArray[np.float32]:
+        # cos(a + b) = cos a cos b - sin a sin b: one matrix product over all terms
+        az = np.outer(z, self.kz) + self.phase
+        ax = np.outer(x, self.kx)
+        left = np.concatenate([np.cos(az), -np.sin(az)], axis=1).astype(np.float32)
+        right = np.concatenate([np.cos(ax), np.sin(ax)], axis=1).astype(np.float32)
+        out = left @ right.T
+        return out * np.float32(math.sqrt(2.0 / len(self.kx)))
+
+
+@dataclass
+class _Ellipse:
+    label: int
+    x0: float
+    z0: float
+    a: float
+    b: float
+    angle: float
+    edge_mm: float
+    modulus_kpa: float
+    echo_offset_db: float
+    slope_sign: float = 1.0
+
+    def weight(self, x: NDArray[np.float64], z: NDArray[np.float64]) -> NDArray[np.float32]:
+        """Soft membership 0-1 on the grid ``z`` (rows) by ``x`` (columns)."""
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        dx = x[None, :] - self.x0
+        dz = z[:, None] - self.z0
+        u = (dx * c + dz * s) / self.a
+        v = (-dx * s + dz * c) / self.b
+        r = np.sqrt(u * u + v * v)
+        # signed distance to the edge, approximately in mm
+        d = (1.0 - r) * min(self.a, self.b)
+        return (0.5 * (1.0 + np.tanh(d / self.edge_mm))).astype(np.float32)
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        r = max(self.a, self.b) + 3 * self.edge_mm
+        return self.x0 - r, self.x0 + r, self.z0 - r, self.z0 + r
+
+
+@dataclass
+class TissueMaps:
+    """Rasterised maps of one plane on a grid (rows = depth, columns = lateral).
+
+    Attributes
+    ----------
+    modulus_kpa : ndarray float32
+        True Young's modulus (kPa); 0 in fluid.
+    echo_db : ndarray float32
+        Mean scatterer amplitude in dB relative to reference tissue.
+    density : ndarray float32
+        Scatterers per mm^2.
+    fluid : ndarray float32
+        Fluid fraction 0-1 (cysts).
+    transmission : ndarray float32
+        Fraction of the intensity reaching each point (shadows < 1, enhancement > 1).
+    label : ndarray uint8
+        Dominant tissue class (see ``CLASS_NAMES``).
+    spacing_mm : tuple of float
+        (row, column) spacing.
+    z_mm, x_mm : ndarray
+        Depth of each row and lateral position of each column.
+    """
+
+    modulus_kpa: NDArray[np.float32]
+    echo_db: NDArray[np.float32]
+    density: NDArray[np.float32]
+    fluid: NDArray[np.float32]
+    transmission: NDArray[np.float32]
+    label: NDArray[np.uint8]
+    spacing_mm: tuple[float, float]
+    z_mm: NDArray[np.float64]
+    x_mm: NDArray[np.float64]
+
+
+@dataclass
+class Phantom:
+    """One image plane of a synthetic patient: the analytic tissue description."""
+
+    organ: OrganSpec
+    background_kpa: float
+    regions: list[_Ellipse] = field(default_factory=list)
+    stiffness_field: _Field | None = None
+    texture_field: _Field | None = None
+
+    def lesion_count(self) -> int:
+        """Return the number of stiff lesions in the plane."""
+        return sum(1 for r in self.regions if r.label == LESION)
+
+    def maps(self, x_mm: NDArray[np.float64], z_mm: NDArray[np.float64]) -> TissueMaps:
+        """Rasterise the plane on a grid.
+
+        Parameters
+        ----------
+        x_mm : ndarray
+            Lateral positions of the columns (mm).
+        z_mm : ndarray
+            Depths of the rows (mm).
+
+        Returns
+        -------
+        TissueMaps
+        """
+        x = np.asarray(x_mm, dtype=np.float64)
+        z = np.asarray(z_mm, dtype=np.float64)
+        shape = (z.size, x.size)
+        spec = self.organ
+        log_e = np.full(shape, math.log(self.background_kpa), dtype=np.float32)
+        echo = np.zeros(shape, dtype=np.float32)
+        echo_override = np.zeros(shape, dtype=np.float32)  # for cysts and calcifications
+        label = np.zeros(shape, dtype=np.uint8)
+        fluid = np.zeros(shape, dtype=np.float32)
+        calc = np.zeros(shape, dtype=np.float32)
+        slope = np.full(shape, 1.0, dtype=np.float32)
+        offset = np.full(shape, spec.background_echo_db, dtype=np.float32)
+        capsule = np.zeros(shape, dtype=np.float32)
+        for region in self.regions:
+            x0, x1, z0, z1 = region.bounds()
+            ci = np.nonzero((x >= x0) & (x <= x1))[0]
+            ri = np.nonzero((z >= z0) & (z <= z1))[0]
+            if ci.size == 0 or ri.size == 0:
+                continue
+            rs = slice(ri[0], ri[-1] + 1)
+            cs = slice(ci[0], ci[-1] + 1)
+            w = region.weight(x[cs], z[rs])
+            if region.label == CYST:
+                fluid[rs, cs] = np.maximum(fluid[rs, cs], w)
+                continue
+            if region.label == CALCIFICATION:
+                calc[rs, cs] = np.maximum(calc[rs, cs], w)
+            if region.label == GLAND:
+                capsule[rs, cs] = 4.0 * w * (1.0 - w)
+            target = math.log(region.modulus_kpa)
+            log_e[rs, cs] += w * (target - log_e[rs, cs])
+            offset[rs, cs] += w * (region.echo_offset_db - offset[rs, cs])
+            slope[rs, cs] += w * (region.slope_sign - slope[rs, cs])
+            label[rs, cs][w > 0.5] = region.label
+        if self.stiffness_field is not None:
+            log_e += 0.08 * self.stiffness_field(x, z)
+        modulus = np.exp(log_e).astype(np.float32)
+        octaves = np.log2(modulus / spec.ref_kpa)
+        echo = -spec.slope_db_per_octave * slope * octaves + offset
+        if self.texture_field is not None:
+            echo += spec.texture_db * self.texture_field(x, z)
+        echo += spec.capsule_db * capsule
+        echo_override = echo + calc * (22.0 - echo)
+        echo = echo_override + fluid * (-45.0 - echo_override)
+        density = spec.density_ref * (modulus / spec.ref_kpa) ** (-spec.density_exponent)
+        density = np.clip(density, *spec.density_range)
+        density = density * (1.0 - fluid) + calc * 60.0
+        modulus = modulus * (1.0 - fluid)
+        label[fluid > 0.5] = CYST
+        transmission = self._transmission(x, z)
+        return TissueMaps(
+            modulus_kpa=modulus.astype(np.float32),
+            echo_db=echo.astype(np.float32),
+            density=density.astype(np.float32),
+            fluid=fluid,
+            transmission=transmission,
+            label=label,
+            spacing_mm=(float(np.mean(np.diff(z))), float(np.mean(np.diff(x)))),
+            z_mm=z,
+            x_mm=x,
+        )
+
+    def _transmission(self, x: NDArray[np.float64], z: NDArray[np.float64]) -> NDArray[np.float32]:
+        spec = self.organ
+        t_db = np.zeros((z.size, x.size), dtype=np.float32)
+        for region in self.regions:
+            if region.label not in (CALCIFICATION, CYST):
+                continue
+            half = region.a * 0.9
+            lateral = 0.5 * (1 + np.tanh((half - np.abs(x - region.x0)) / 0.4))
+            below = 0.5 * (1 + np.tanh((z - region.z0 - 0.5 * region.b) / 0.5))
+            if region.label == CALCIFICATION:
+                t_db -= spec.shadow_db * np.outer(below, lateral).astype(np.float32)
+            else:
+                fade = np.exp(-np.maximum(z - region.z0, 0) / 15.0)
+                t_db += spec.enhancement_db * np.outer(below * fade, lateral).astype(np.float32)
+        return (10.0 ** (t_db / 10.0)).astype(np.float32)
+
+
+def make_phantom(rng: np.random.Generator, organ: str = "prostate") -> Phantom:
+    """Draw one random image plane.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of randomness (the plane is a pure function of its state).
+    organ : {"prostate", "thyroid"}
+        Which parameter set of :data:`ORGANS` to use.
+
+    Returns
+    -------
+    Phantom
+    """
+    if organ not in ORGANS:
+        raise ValueError(f"unknown organ {organ!r}; expected one of {sorted(ORGANS)}")
+    spec = ORGANS[organ]
+    u = rng.uniform
+    phantom = Phantom(
+        organ=spec,
+        background_kpa=float(u(*spec.background_kpa)),
+        stiffness_field=_Field.random(rng, wavelength_mm=(6, 30)),
+        texture_field=_Field.random(rng, wavelength_mm=(2, 12)),
+    )
+    a = float(u(*spec.gland_axes_mm[0]))
+    b = float(u(*spec.gland_axes_mm[1]))
+    gx, gz = float(u(-4, 4)), float(u(*spec.gland_depth_mm))
+    angle = float(u(-0.2, 0.2))
+
+    def jitter() -> float:
+        return float(rng.normal(0.0, spec.echo_jitter_db))
+
+    gland = _Ellipse(GLAND, gx, gz, a, b, angle, float(u(0.5, 1.0)), float(u(*spec.pz_kpa)), jitter())
+    phantom.regions.append(gland)
+    if spec.tz_scale is not None:
+        s = spec.tz_scale
+        phantom.regions.append(
+            _Ellipse(
+                TRANSITION, gx, gz + 0.25 * b, s * a, s * b, angle, float(u(0.6, 1.2)),
+                float(u(*spec.tz_kpa)), jitter(),
+            )
+        )  # fmt: skip
+
+    def inside_point(frac: float) -> tuple[float, float]:
+        r = frac * math.sqrt(u(0, 1))
+        t = u(0, 2 * math.pi)
+        return gx + r * a * math.cos(t), gz + r * b * math.sin(t)
+
+    for _ in range(int(rng.integers(spec.lesions[0], spec.lesions[1] + 1))):
+        rad = float(u(*spec.lesion_radius_mm))
+        if u(0, 1) < 0.8:
+            px, pz = inside_point(0.75)
+        else:
+            px, pz = float(u(-25, 25)), float(u(8, 50))
+        sign = -1.0 if u(0, 1) < spec.isoechoic_fraction else 1.0
+        phantom.regions.append(
+            _Ellipse(
+                LESION, px, pz, rad * float(u(0.7, 1.3)), rad * float(u(0.7, 1.3)),
+                float(u(0, math.pi)), float(u(0.4, 1.0)), float(u(*spec.lesion_kpa)),
+                jitter(), sign,
+            )
+        )  # fmt: skip
+    for _ in range(int(rng.integers(spec.cysts[0], spec.cysts[1] + 1))):
+        rad = float(u(*spec.cyst_radius_mm))
+        px, pz = inside_point(0.8)
+        phantom.regions.append(
+            _Ellipse(
+                CYST, px, pz, rad * float(u(0.8, 1.2)), rad * float(u(0.8, 1.2)),
+                float(u(0, math.pi)), 0.3, 0.0, 0.0,
+            )
+        )  # fmt: skip
+    for _ in range(int(rng.integers(spec.calcifications[0], spec.calcifications[1] + 1))):
+        rad = float(u(*spec.calc_radius_mm))
+        px, pz = inside_point(0.9)
+        phantom.regions.append(
+            _Ellipse(
+                CALCIFICATION, px, pz, rad * float(u(1.0, 2.0)), rad, float(u(-0.3, 0.3)), 0.2,
+                float(u(*spec.calc_kpa)), 0.0,
+            )
+        )  # fmt: skip
+    logger.debug("phantom: %d regions", len(phantom.regions))
+    return phantom
