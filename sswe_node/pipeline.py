@@ -4,6 +4,7 @@ MONAI Deploy style: :func:`pre_process` (reading core -> frame readings and mode
 one batched ``model.predict`` across every frame of every instance, :func:`post_process`
 (prediction back onto the region of interest, then the Parametric Map and Secondary
 Capture). Errors are caught per instance, so one bad instance never breaks a batch.
+The reading core and highdicom are imported on first use, so importing this module is cheap.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from pydicom.dataset import Dataset
 
 from sswe_node.config import Settings
 from sswe_node.errors import NotUltrasoundError, SsweError, UnsupportedLayoutError
-from sswe_node.outputs.derived import MANUFACTURER
 
 __all__ = [
     "InstanceResult",
@@ -132,6 +132,7 @@ def pre_process(ds: Dataset, model: Any, settings: Settings) -> tuple[list[Any],
         Typed reading errors, and :class:`OwnOutputError` for this software's outputs.
     """
     from sswe_node.imaging import read_instance
+    from sswe_node.outputs.derived import MANUFACTURER
 
     if str(ds.get("Manufacturer", "")) == MANUFACTURER:
         raise OwnOutputError("the instance is a synthetic SWE output of sswe-node")

@@ -104,6 +104,18 @@ def storescu_keep(
     return result
 
 
+def make_certificate(folder: Path) -> tuple[Path, Path]:
+    """Create a self-signed certificate for 127.0.0.1 with openssl; return (key, certificate)."""
+    key, cert = folder / "node.key", folder / "node.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return key, cert
+
+
 def sswe_node(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run the ``sswe-node`` command line in a subprocess."""
     return subprocess.run(

@@ -43,14 +43,20 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_convert_folder(input_folder: Path, tiny_model_dir: Path, tmp_path: Path, dciodvfy_errors):
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def converted(input_folder: Path, tiny_model_dir: Path, tmp_path_factory) -> tuple[Path, str]:
+    """The folder converted once by the real CLI: (output folder, stdout)."""
+    out = tmp_path_factory.mktemp("converted")
     done = _run_cli(
         "convert", str(input_folder), "--out", str(out), "--model", str(tiny_model_dir),
         "--png", "--no-progress",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    stdout = done.stdout
+    return out, done.stdout
+
+
+def test_convert_folder(converted, input_folder: Path, tiny_model_dir: Path, dciodvfy_errors):
+    out, stdout = converted
     summary = json.loads((out / "convert-summary.json").read_text())
     # 3 simulated captures, 2 archive side files, 4 real files, 2 corrupt files
     assert summary["files"] == 11
@@ -86,6 +92,19 @@ def test_convert_folder(input_folder: Path, tiny_model_dir: Path, tmp_path: Path
     assert {p.relative_to(out) for p in out.rglob("*.dcm")} == before
 
 
+def test_a_pacs_stores_the_outputs_and_a_resend_replaces(converted, orthanc, require_dcmtk):
+    from tests.peers import storescu
+
+    out, _ = converted
+    files = sorted(out.rglob("*.dcm"))
+    storescu(files, orthanc.dicom_port, called_aet=orthanc.aet)
+    stored = orthanc.wait_for_instances(len(files))
+    storescu(files, orthanc.dicom_port, called_aet=orthanc.aet)  # resend: same UIDs
+    assert len(orthanc.instances()) == len(stored) == 8
+    classes = {pydicom.dcmread(f).SOPClassUID for f in files}
+    assert classes == {"1.2.840.10008.5.1.4.1.1.30", pydicom.uid.SecondaryCaptureImageStorage}
+
+
 def test_missing_model_is_one_error_line(input_folder: Path, tmp_path: Path) -> None:
     done = _run_cli("convert", str(input_folder), "--out", str(tmp_path), "--model", "no-such")
     assert done.returncode == 1
@@ -100,3 +119,25 @@ def test_dicomdir_is_followed_not_converted(tmp_path: Path) -> None:
     files = find_input_files([tmp_path / "media", tmp_path / "media" / "DICOMDIR"])
     assert len(files) == 2
     assert all(p.name != "DICOMDIR" for p in files)
+
+
+@pytest.mark.slow
+def test_readme_sequence_with_the_shipped_model(tmp_path: Path) -> None:
+    """The README's "Convert files offline" commands, run in a scratch folder."""
+    from sswe_node.model import resolve_model_dir
+
+    try:
+        resolve_model_dir("prostate-sim")
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"the shipped model is not there yet: {exc}")
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Convert files offline", 1)[1].split("```sh", 1)[1].split("```")[0]
+    commands = [line.split()[1:] for line in section.strip().splitlines()]
+    for argv in commands:
+        done = subprocess.run(
+            [sys.executable, "-m", "sswe_node.cli", *argv],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert "converted" in done.stdout
+    assert list((tmp_path / "var" / "converted").rglob("*.png"))

@@ -142,6 +142,9 @@ def test_cli_build_and_info(archive: Path, tmp_path: Path, capsys: pytest.Captur
     info = capsys.readouterr().out
     assert "rows 3: 0 labelled, 3 unlabelled; 3 patients" in info
     assert "wrong-modality: 1" in info and "not for diagnosis" in info
+    command = read_dataset(out).manifest["command"]
+    assert command.startswith(f"sswe-node dataset build {out} --folder {archive}")
+    assert "--workers 1" in command and "--grid 96x64" in command
     with h5py.File(out) as f:
         assert f["processed/sop_uid"].shape == (5,)
     assert main(["dataset", "info", str(tmp_path / "none.h5")]) == 1

@@ -10,6 +10,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
 
 from sswe_node.cli import main
 from sswe_node.imaging.grid import to_grid
@@ -76,7 +78,7 @@ def test_pacs_builds_equal_folder_build_and_ground_truth(
     assert main(["dataset", "build", str(move_out), *move, *common]) == 0
     get_out = tmp_path / "get.h5"
     get = ["--pacs", pacs, "--retrieve", "get", "--cache", str(tmp_path / "cache-get")]
-    assert main(["dataset", "build", str(get_out), *get, *common]) == 0
+    assert main(["dataset", "build", str(get_out), *get, *common, "--workers", "2"]) == 0
     capsys.readouterr()
 
     folder, moved, got = read_dataset(folder_out), read_dataset(move_out), read_dataset(get_out)
@@ -93,6 +95,17 @@ def test_pacs_builds_equal_folder_build_and_ground_truth(
     printed = capsys.readouterr().out
     assert "fetched 0 instances" in printed and "+0 rows" in printed
 
+    # The PACS grows by one dual capture in an existing series: only it is fetched and read.
+    dual = next(i for i in index["instances"] if i["kind"] == "dual")
+    ds = dcmread(archive / dual["path"])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.save_as(tmp_path / "new.dcm", enforce_file_format=True)
+    server.upload([tmp_path / "new.dcm"])
+    assert main(["dataset", "build", str(move_out), *move, *common]) == 0
+    printed = capsys.readouterr().out
+    assert "fetched 1 instances" in printed and "+1 rows (1 labelled" in printed
+    assert len(read_dataset(move_out)) == len(folder) + 1
+
     # Labels against the simulator's ground truth, regridded with the same grid function.
     errors = []
     with h5py.File(archive / "ground_truth.h5") as truth:
@@ -105,4 +118,37 @@ def test_pacs_builds_equal_folder_build_and_ground_truth(
             errors.append(np.abs(label[both] - expected[both]))
             assert folder.meta["unit"][row] == truth[uid].attrs["unit"]
     median = float(np.median(np.concatenate(errors)))
+    print(f"labels vs ground truth: median abs error {median:.3f} kPa")
     assert median <= 1.0, f"median abs error {median:.2f} kPa"
+
+
+def test_low_confidence_coverage_is_rejected(simulated: dict, tmp_path: Path) -> None:
+    from training.dataset import BuildOptions, build_from_folder
+    from training.pseudonym import PseudonymKey
+
+    archive = simulated["archive"]
+    scale = tuple(json.loads((archive / "archive.json").read_text())["scale"])
+    key = PseudonymKey(b"k", "test")
+    build_from_folder(archive, tmp_path / "all.h5", key, BuildOptions(scale=scale, workers=1))
+    full = read_dataset(tmp_path / "all.h5")
+    fractions = full.meta["confident_fraction"][full.meta["labelled"]]
+    assert len(fractions) == 2 and fractions.min() < fractions.max()
+    threshold = float(fractions.mean())
+    options = BuildOptions(scale=scale, min_coverage=threshold, workers=1)
+    report = build_from_folder(archive, tmp_path / "strict.h5", key, options)
+    assert report.rejections["low-confidence-coverage"] == 1
+    strict = read_dataset(tmp_path / "strict.h5")
+    assert strict.meta["labelled"].sum() == 1
+    assert strict.meta["confident_fraction"][strict.meta["labelled"]][0] >= threshold
+
+
+def test_duals_without_scale_are_rejected_as_no_scale(simulated: dict, tmp_path: Path) -> None:
+    from training.dataset import BuildOptions, build_from_folder
+    from training.pseudonym import PseudonymKey
+
+    archive = simulated["archive"]
+    duals = sum(i["kind"] == "dual" for i in json.loads((archive / "archive.json").read_text())[
+        "instances"])  # fmt: skip
+    report = build_from_folder(archive, tmp_path / "d.h5", PseudonymKey(b"k", "t"),
+                               BuildOptions(workers=1))  # fmt: skip
+    assert report.rejections["no-scale"] == duals and report.labelled == 0

@@ -40,6 +40,9 @@ def test_dual_reading_has_every_contract_field() -> None:
     assert r.grid_spacing_mm((96, 64)) == pytest.approx((170 * 0.16 / 96, 200 * 0.16 / 64))
     back = r.to_source(values)
     assert back.shape == r.bmode.shape
+    # the grid given to read_instance is the default of the regridding methods
+    (small,) = read_instance(cap.ds, grid=(48, 32), scale=cap.scale)
+    assert small.model_input().shape == small.label_on_grid()[0].shape == (48, 32)
 
 
 def test_multiframe_capture_yields_one_reading_per_selected_frame() -> None:

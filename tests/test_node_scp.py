@@ -13,7 +13,7 @@ from pydicom.data import get_testdata_file
 from sswe_node.config import load_settings
 from sswe_node.node.app import Node
 from sswe_node.node.store import CaseStore
-from tests.node_support import node_sections, storescu_keep, write_config
+from tests.node_support import make_certificate, node_sections, storescu_keep, write_config
 from tests.peers import dcmtk_env, echoscu
 
 StartNode = Callable[..., Node]
@@ -25,7 +25,7 @@ def start_node(tmp_path: Path, require_dcmtk: None) -> Iterator[StartNode]:
     nodes: list[Node] = []
 
     def _start(**extra: dict) -> Node:
-        sections = node_sections(tmp_path, processing={"paused": True}, **extra)
+        sections = node_sections(tmp_path, **{"processing": {"paused": True}, **extra})
         settings = load_settings(write_config(tmp_path / "node.toml", sections))
         node = Node(settings)
         node.start()
@@ -122,13 +122,7 @@ def test_full_disk_answers_out_of_resources(start_node: StartNode) -> None:
 
 
 def test_tls_with_storescu(start_node: StartNode, tmp_path: Path) -> None:
-    key, cert = tmp_path / "node.key", tmp_path / "node.crt"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    key, cert = make_certificate(tmp_path)
     node = start_node(tls={"enabled": True, "certificate": str(cert), "private_key": str(key)})
     path = Path(get_testdata_file("US1_UNCR.dcm"))
     tls_options = ["+tls", str(key), str(cert), "+cf", str(cert)]
@@ -146,3 +140,16 @@ def test_port_is_free_after_stop(start_node: StartNode) -> None:
     port = node.port
     node.stop(grace_seconds=5)
     assert not echoscu(port, called_aet="SSWE_NODE")
+
+
+def test_keeps_receiving_without_a_model(start_node: StartNode, tmp_path: Path) -> None:
+    node = start_node(
+        processing={"paused": False}, model={"name": "no-such-model", "models_dir": str(tmp_path)}
+    )
+    node.workers[0].join(timeout=30)  # the worker gives up on the missing model
+    health = node.health()
+    assert health["status"] == "degraded"
+    assert "no-such-model" in health["errors"][0]
+    storescu_keep([Path(get_testdata_file("US1_UNCR.dcm"))], node.port)
+    assert [c["status"] for c in _cases(node)] == ["received"]
+    assert "sswe_received_total 1" in node.render_metrics()

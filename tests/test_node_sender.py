@@ -12,15 +12,16 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from sswe_node.config import SendingSettings, TlsSettings
+from sswe_node.config import SendingSettings, TlsSettings, load_settings
+from sswe_node.node.app import Node
 from sswe_node.node.health import Metrics
 from sswe_node.node.sender import Sender
 from sswe_node.node.store import CaseOutcome, CaseStore, OutputRecord, ReceivedInstance, Target
-from tests.node_support import sswe_node
+from tests.node_support import make_certificate, node_sections, sswe_node, write_config
 from tests.peers import Orthanc, free_port
 
 
-def _queue_file(store: CaseStore, tmp_path: Path, port: int) -> str:
+def _queue_file(store: CaseStore, tmp_path: Path, port: int, tls: bool = False) -> str:
     """Record a done case whose one output (a real US file) goes to 127.0.0.1:port."""
     output = tmp_path / "out.dcm"
     shutil.copy(get_testdata_file("US1_UNCR.dcm"), output)
@@ -28,7 +29,7 @@ def _queue_file(store: CaseStore, tmp_path: Path, port: int) -> str:
     case = store.record_received(ReceivedInstance("1.2.3.4", str(ds.SOPClassUID), str(output)))
     store.claim(1)
     record = OutputRecord(str(ds.SOPInstanceUID), str(ds.SOPClassUID), str(output))
-    target = Target("pacs", "ORTHANC", "127.0.0.1", port)
+    target = Target("pacs", "ORTHANC", "127.0.0.1", port, tls)
     store.finish(case, CaseOutcome("done"), [record], [target])
     return str(ds.SOPInstanceUID)
 
@@ -88,6 +89,36 @@ def test_gives_up_after_max_attempts(tmp_path: Path, sender_factory) -> None:
     _wait(lambda: store.list_sends()[0]["status"] == "failed")
     assert store.list_sends()[0]["attempts"] == 2
     store.close()
+
+
+def test_sends_over_tls(tmp_path: Path, sender_factory) -> None:
+    key, cert = make_certificate(tmp_path)
+    sections = node_sections(
+        tmp_path / "dest",
+        processing={"paused": True},
+        tls={"enabled": True, "certificate": str(cert), "private_key": str(key)},
+    )
+    destination = Node(load_settings(write_config(tmp_path / "dest.toml", sections)))
+    destination.start()
+    try:
+        store = CaseStore(f"sqlite:///{tmp_path / 'cases.db'}")
+        uid = _queue_file(store, tmp_path, destination.port, tls=True)
+        stop = threading.Event()
+        tls = TlsSettings(ca_certificates=str(cert))
+        sender = Sender(
+            store, "SSWE_NODE", SendingSettings(), tls, threading.Event(), stop, Metrics(),
+            poll_seconds=0.1,
+        )  # fmt: skip
+        sender.start()
+        _wait(lambda: store.list_sends()[0]["status"] == "sent")
+        stop.set()
+        sender.join(timeout=10)
+        received = CaseStore(destination.settings.node.database_url)
+        assert [c["sop_instance_uid"] for c in received.list_cases()] == [uid]
+        received.close()
+        store.close()
+    finally:
+        destination.stop(grace_seconds=5)
 
 
 def test_echo_command(orthanc: Orthanc) -> None:

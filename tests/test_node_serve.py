@@ -82,7 +82,6 @@ def _config(
         workdir,
         model={"name": model[1], "models_dir": str(model[0])},
         processing={"batch_size": 8, "batch_wait_seconds": 0.3},
-        logging={"level": "DEBUG"},
         **extra,
     )
     destinations = []
@@ -246,10 +245,14 @@ def test_sigkill_restart_and_late_destination(
     config, port = _config(tmp_path, packaged_model, orthanc_port)
     files = [sim_archive["dual"], sim_archive["bmode"], sim_archive["other-scanner"]]
     first = ServeProcess(config, port, tmp_path / "serve1.log")
-    storescu_keep(files, port)
-    first.kill()  # cases are pending: the model was still loading
+    storescu_keep(files[:2], port)
+    first.wait_log("event=case-done case=2")  # its outputs now wait in the send queue
+    storescu_keep(files[2:], port)
+    first.kill()  # a crash with sends queued (destination down) and a case pending
     store = _store(config)
-    assert len(store.list_cases()) == 3
+    assert store.counts()["cases"]["received"] + store.counts()["cases"]["processing"] >= 1
+    assert store.counts()["sends"]["queued"] == 4
+    assert store.counts()["sends"]["sent"] == 0
     store.close()
 
     second = ServeProcess(config, port, tmp_path / "serve2.log")

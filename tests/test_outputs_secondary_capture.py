@@ -142,3 +142,11 @@ def test_laterality_follows_body_part(
         path = tmp_path / f"{i}.dcm"
         derived.save_as(path, enforce_file_format=True)
         assert dciodvfy_errors(path) == []
+
+
+@pytest.mark.parametrize("shape", [(4, 900), (3, 3), (600, 20)])
+def test_odd_region_shapes_give_bounded_pictures(shape) -> None:
+    bmode, values = _arrays(shape)
+    picture = render_capture(bmode, values, (0.0, 70.0), title="t", unit="kPa")
+    assert picture.shape[1] <= 2 * 1024 + 200 and picture.shape[0] <= 800
+    assert picture.shape[0] >= shape[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,9 +12,10 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
+from sswe_node.cli import main
 from sswe_node.errors import ConfigError
 from tests.peers import Orthanc, free_port
-from training.pacs import PacsClient, PacsError, PacsPeer, QueryFilters
+from training.pacs import PacsClient, PacsError, PacsPeer, QueryFilters, read_patient_list
 
 MOVE_AET = "SSWE_MOVE"
 
@@ -146,3 +148,36 @@ def test_move_to_unknown_destination_fails(pacs: tuple[Orthanc, int, dict], tmp_
             move_bind="127.0.0.1",
         )  # fmt: skip
     assert _cached_uids(tmp_path / "c") == set()
+
+
+def test_patient_list_file(pacs: tuple[Orthanc, int, dict], tmp_path: Path) -> None:
+    server, _, _ = pacs
+    ids = tmp_path / "ids.txt"
+    ids.write_text("# study cohort\nPAT-A\n\n  PAT-B  \n")
+    patients = read_patient_list(ids)
+    assert patients == ("PAT-A", "PAT-B")
+    found = _client(server).find_series(QueryFilters(modality="US", patients=patients[:1]))
+    assert len(found) == 2
+
+
+def test_cli_move_needs_destination(
+    pacs: tuple[Orthanc, int, dict], tmp_path: Path, capsys
+) -> None:
+    server, _, _ = pacs
+    argv = ["dataset", "build", str(tmp_path / "d.h5"), "--pacs",
+            f"{server.aet}@127.0.0.1:{server.dicom_port}", "--key-file", __file__]  # fmt: skip
+    assert main(argv) == 1
+    assert "--move-aet and --move-port" in capsys.readouterr().err
+
+
+def test_move_port_in_use_is_a_clear_error(pacs: tuple, tmp_path: Path) -> None:
+    server, _, _ = pacs
+    client = _client(server)
+    series = client.find_series(QueryFilters(modality="US", patients=("PAT-B",)))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(PacsError, match="cannot listen"):
+            client.retrieve(series, tmp_path / "c", move_aet=MOVE_AET, move_port=port,
+                            move_bind="127.0.0.1")  # fmt: skip

@@ -54,20 +54,21 @@ def _expected_values(ds: pydicom.Dataset, model) -> list[np.ndarray]:
 
 
 def test_batch_of_mixed_instances(model, archive, make_us_source, dciodvfy_errors, tmp_path):
-    names = ["bmode", "other-scanner", "gdcm-US-ALOKA-16.dcm", "CT_small.dcm"]
-    datasets = [pydicom.dcmread(archive[n]) for n in names[:2]]
-    datasets += [pydicom.dcmread(get_testdata_file(n)) for n in names[2:]]
+    names = ["dual", "bmode", "other-scanner", "gdcm-US-ALOKA-16.dcm", "CT_small.dcm"]
+    datasets = [pydicom.dcmread(archive[n]) for n in names[:3]]
+    datasets += [pydicom.dcmread(get_testdata_file(n)) for n in names[3:]]
     settings = load_settings()
     counting = CountingModel(model)
     results = process_batch(datasets, counting, settings)
 
-    assert [r.status for r in results] == ["done", "done", "done", "skipped"]
-    assert results[3].reason == "wrong-modality" and results[3].outputs == []
-    assert results[3].message.startswith("wrong-modality: ")
+    assert [r.status for r in results] == ["done", "done", "done", "done", "skipped"]
+    assert results[4].reason == "wrong-modality" and results[4].outputs == []
+    assert results[4].message.startswith("wrong-modality: ")
+    assert [r.layout for r in results[:4]] == ["dual-swe", "bmode", "bmode", "bmode"]
     assert len(counting.calls) == 1 and counting.calls[0] == sum(r.frames for r in results)
-    for ds, result in zip(datasets[:3], results[:3], strict=True):
+    for ds, result in zip(datasets[:4], results[:4], strict=True):
         assert result.sop_instance_uid == ds.SOPInstanceUID
-        assert result.layout == "bmode" and result.frames == 1
+        assert result.frames == 1
         assert set(result.timings) == {"read", "predict", "build"}
         pm, sc = result.outputs
         assert pm.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30"
@@ -83,6 +84,9 @@ def test_batch_of_mixed_instances(model, archive, make_us_source, dciodvfy_error
         )
         (expected,) = _expected_values(ds, model)
         np.testing.assert_allclose(back.pixel_array, expected, rtol=1e-5, atol=1e-3)
+    # The ALOKA file's spacing comes from its Sequence of Ultrasound Regions (0.0383 cm).
+    measures = results[3].outputs[0].SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    assert [float(v) for v in measures.PixelSpacing] == pytest.approx([0.38265, 0.38265], abs=1e-4)
 
 
 def test_minimal_deidentified_source(model, archive, tmp_path, dciodvfy_errors) -> None:

@@ -161,6 +161,21 @@ class DatasetWriter:
         """Return the SOP Instance UIDs already in the file (for incremental builds)."""
         return {s.decode() if isinstance(s, bytes) else s for s in self._file["meta/sop_uid"][:]}
 
+    def counts(self) -> dict[str, int]:
+        """Return ``rows``, ``labelled``, ``unlabelled`` and ``instances`` (looked at) so far."""
+        labelled = int(np.count_nonzero(self._file["meta/labelled"][:]))
+        instances = (
+            int(self._file["processed/sop_uid"].shape[0])
+            if "processed" in self._file
+            else len(self.sop_uids())
+        )
+        return {
+            "rows": len(self),
+            "labelled": labelled,
+            "unlabelled": len(self) - labelled,
+            "instances": instances,
+        }
+
     def processed(self) -> dict[str, str]:
         """Return ``{sop_uid: outcome}`` of every instance already looked at by a build."""
         if "processed" not in self._file:

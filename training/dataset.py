@@ -107,6 +107,7 @@ class BuildReport:
     unlabelled: int = 0
     rejections: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    interrupted: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable view."""
@@ -290,7 +291,9 @@ def _sample(reading: Any, layout_enum: Any, options: BuildOptions, common: dict)
     )
 
 
-def _check_manifest(old: dict[str, Any], options: BuildOptions, key: PseudonymKey, out: Path):
+def _check_manifest(
+    old: dict[str, Any], options: BuildOptions, key: PseudonymKey, out: Path
+) -> None:
     if not old:
         return
     if old.get("key_fingerprint") and old["key_fingerprint"] != key.fingerprint:
@@ -315,7 +318,7 @@ def _outcomes(
     work = partial(_process, options=options, secret=key.secret)
     uids = [uid for uid, _ in todo]
     paths = [path for _, path in todo]
-    if options.workers == 1 or len(todo) < 8:
+    if options.workers == 1 or len(todo) < 4:
         yield from map(work, paths, uids)
         return
     import sswe_node.imaging  # noqa: F401 - import once here, not in every forked worker
@@ -389,12 +392,17 @@ def build_from_folder(
             "%d files: %d new instances, %d already in %s",
             len(files), len(ordered), report.instances_skipped, out.name,
         )  # fmt: skip
-        _write(writer, _outcomes(ordered, options, key), options, report, len(ordered))
-        report.seconds = round(time.perf_counter() - t0, 3)
-        writer.set_manifest(
-            _merged_manifest(manifest, options, key, report, command, source or f"folder:{folder}",
-                             started)
-        )  # fmt: skip
+        try:
+            _write(writer, _outcomes(ordered, options, key), options, report, len(ordered))
+        except BaseException:  # Ctrl-C or a crash: what was flushed stays, and is recorded
+            report.interrupted = True
+            raise
+        finally:
+            report.seconds = round(time.perf_counter() - t0, 3)
+            writer.set_manifest(
+                _merged_manifest(manifest, options, key, report, command,
+                                 source or f"folder:{folder}", started, writer.counts())
+            )  # fmt: skip
     return report
 
 
@@ -405,32 +413,38 @@ def _write(
     report: BuildReport,
     total: int,
 ) -> None:
-    pending: list[Sample] = []
-    processed: list[tuple[str, str]] = []
+    """Append the outcomes' samples in chunks; the report counts only what was flushed."""
+    pending: list[_Outcome] = []
+    rows = 0
     bar = None
     if options.progress:
         from tqdm import tqdm
 
         bar = tqdm(total=total, unit="inst", desc="dataset", leave=False)
+
+    def flush() -> None:
+        samples = [s for o in pending for s in o.samples]
+        report.rows += writer.append(samples)
+        writer.mark_processed(
+            (o.sop_uid, "ok" if o.samples else (o.rejections or ["empty"])[0]) for o in pending
+        )
+        for o in pending:
+            report.rejections.update(o.rejections)
+        labelled = sum(1 for s in samples if s.meta["labelled"])
+        report.labelled += labelled
+        report.unlabelled += len(samples) - labelled
+        pending.clear()
+
     try:
         for outcome in outcomes:
-            pending.extend(outcome.samples)
-            report.rejections.update(outcome.rejections)
-            status = "ok" if outcome.samples else (outcome.rejections or ["empty"])[0]
-            processed.append((outcome.sop_uid, status))
-            for sample in outcome.samples:
-                if sample.meta["labelled"]:
-                    report.labelled += 1
-                else:
-                    report.unlabelled += 1
-            if len(pending) >= options.chunk:
-                report.rows += writer.append(pending)
-                writer.mark_processed(processed)
-                pending, processed = [], []
+            pending.append(outcome)
+            rows += len(outcome.samples)
+            if rows >= options.chunk:
+                flush()
+                rows = 0
             if bar is not None:
                 bar.update(1)
-        report.rows += writer.append(pending)
-        writer.mark_processed(processed)
+        flush()
     finally:
         if bar is not None:
             bar.close()
@@ -444,6 +458,7 @@ def _merged_manifest(
     command: str,
     source: str,
     started: dt.datetime,
+    totals: dict[str, int],
 ) -> dict[str, Any]:
     builds = list(old.get("builds", []))
     builds.append(
@@ -458,10 +473,6 @@ def _merged_manifest(
             {k: v for k, v in build.get("rejections", {}).items() if k not in FILE_REASONS}
         )
     rejections.update({k: v for k, v in report.rejections.items() if k in FILE_REASONS})
-    totals = {
-        name: sum(int(b.get(name, 0)) for b in builds)
-        for name in ("instances_new", "rows", "labelled", "unlabelled")
-    }
     return {
         "notice": NOTICE,
         "command": command,

@@ -13,16 +13,27 @@ HELP = "build or inspect a training dataset from a DICOM folder or PACS (researc
 
 _EPILOG = """\
 examples:
-  sswe-node dataset build train.h5 --folder /data/archive --organ prostate
+  sswe-node dataset build train.h5 --folder /data/archive --scale 0 70 --organ prostate
   sswe-node dataset build train.h5 --pacs PACS@pacs.example:104 --calling-aet SSWE_DS \\
-      --move-aet SSWE_DS --move-port 11113 --modality US --date-from 20240101 --cache cache/
-  sswe-node dataset build train.h5 --pacs PACS@pacs.example:104 --retrieve get --patients ids.txt
+      --move-aet SSWE_DS --move-port 11113 --modality US --date-from 20240101 \\
+      --cache cache/ --scale 0 70
+  sswe-node dataset build train.h5 --pacs PACS@pacs.example:104 --retrieve get \\
+      --patients ids.txt --scale 0 70
   sswe-node dataset info train.h5
+
+Dual captures need the colour bar range (--scale MIN MAX, in kPa or m/s) unless the scanner
+stores the values; without it they are rejected as "no-scale".
 
 Patient IDs are replaced by HMAC-SHA256 keyed hashes. The key comes from --key-file, else the
 SSWE_DATASET_KEY environment variable, else OUT.key (generated on first use; keep it secret and
 reuse it for incremental builds). See docs/dataset.md.
 """
+
+
+_PACS_ONLY = frozenset(
+    {"retrieve", "calling_aet", "move_aet", "move_port", "move_bind", "cache", "parallel",
+     "modality", "date_from", "date_to", "station", "manufacturer", "patients"}
+)  # fmt: skip
 
 
 def _grid(text: str) -> tuple[int, int]:
@@ -130,7 +141,7 @@ def _build(args: argparse.Namespace) -> int:
     key = load_key(args.key_file, args.out)
     if key.origin.startswith("generated:"):
         print(f"generated a pseudonymisation key: {key.origin[10:]} (keep it secret)")
-    command = " ".join(["sswe-node", "dataset", "build", *_argv_tail()])
+    command = _command_line(args)
     if args.folder is not None:
         report = build_from_folder(args.folder, args.out, key, options, command=command)
     else:
@@ -174,9 +185,25 @@ def _retrieve(args: argparse.Namespace, progress: bool) -> tuple[list[Path], str
     return [f for f in folders if f.is_dir()], f"pacs:{peer} via C-{args.retrieve.upper()}"
 
 
-def _argv_tail() -> list[str]:
-    argv = sys.argv[1:]
-    return argv[argv.index("build") + 1 :] if "build" in argv else argv
+def _command_line(args: argparse.Namespace) -> str:
+    """Rebuild the build command from the parsed options (defaults spelled out)."""
+    import shlex
+
+    words = ["sswe-node", "dataset", "build", str(args.out)]
+    skip = {"command", "dataset_command", "_run", "log_level", "out", "no_progress"}
+    if args.folder is not None:
+        skip |= _PACS_ONLY
+    for name, value in vars(args).items():
+        if name in skip or value is None or value is False:
+            continue
+        words.append("--" + name.replace("_", "-"))
+        if name == "grid":
+            words.append(f"{value[0]}x{value[1]}")
+        elif isinstance(value, list | tuple):
+            words.extend(str(v) for v in value)
+        elif value is not True:
+            words.append(str(value))
+    return shlex.join(words)
 
 
 def _info(args: argparse.Namespace) -> int:

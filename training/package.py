@@ -28,7 +28,7 @@ INTENDED_USE = (
 )
 #: Default scale (network output 1.0) and display range per quantity.
 DEFAULT_SCALE = {"youngs-modulus": 100.0, "shear-wave-speed": 10.0}
-DEFAULT_COLOUR_BAR = {"youngs-modulus": (0.0, 70.0), "shear-wave-speed": (0.0, 7.0)}
+DEFAULT_COLOUR_BAR = {"youngs-modulus": (0.0, 70.0), "shear-wave-speed": (0.0, 10.0)}
 
 
 def write_package(
@@ -62,7 +62,7 @@ def write_package(
     scale : float, optional
         Output scale; default 100 kPa or 10 m/s from ``quantity``.
     colour_bar : tuple of float, optional
-        Display range; default (0, 70) kPa or (0, 7) m/s.
+        Display range; default (0, 70) kPa or (0, 10) m/s.
     spacing_mm : tuple of float
         Expected spacing of one model-grid pixel.
     status : str
@@ -87,7 +87,7 @@ def write_package(
     # Save next to the target then move, so a crash never leaves a half-written weights file.
     with tempfile.TemporaryDirectory(dir=out) as tmp:
         staged = Path(tmp) / WEIGHTS_NAME
-        keras_model.save(staged)
+        _inference_copy(keras_model).save(staged)
         shutil.move(staged, weights)
     _, rows, cols, _ = keras_model.input_shape
     raw: dict[str, Any] = {
@@ -117,6 +117,15 @@ def write_package(
     import tomllib
 
     return Manifest.from_dict(tomllib.loads((out / MANIFEST_NAME).read_text()), str(out))
+
+
+def _inference_copy(keras_model: Any) -> Any:
+    """Return an uncompiled copy (no optimizer state: a third of the file, nothing to train)."""
+    import keras
+
+    copy = keras.Model.from_config(keras_model.get_config())
+    copy.set_weights(keras_model.get_weights())
+    return copy
 
 
 def dumps_toml(data: Mapping[str, Any]) -> str:

@@ -371,7 +371,6 @@ class PacsClient:
         cache = Path(cache_dir)
         (cache / _SERIES_DONE).mkdir(parents=True, exist_ok=True)
         report = RetrieveReport(series=len(series))
-        lock = threading.Lock()
         todo = []
         for ref in series:
             marker = _series_marker(cache, ref.series_uid)
@@ -398,13 +397,12 @@ class PacsClient:
                     ref = futures[future]
                     try:
                         fetched, cached = future.result()
-                    except SsweError as exc:
+                    except Exception as exc:  # noqa: BLE001 - try every series, then fail
                         logger.error("series %s: %s", ref.series_uid, exc)
                         report.failed_series.append(ref.series_uid)
                         continue
-                    with lock:
-                        report.instances_fetched += fetched
-                        report.instances_cached += cached
+                    report.instances_fetched += fetched
+                    report.instances_cached += cached
                     if bar is not None:
                         bar.update(fetched + cached)
         finally:
@@ -507,9 +505,12 @@ def _start_store_scp(cache: Path, ae_title: str, bind: str, port: int) -> Any:
     for cx in AllStoragePresentationContexts:
         ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
     ae.maximum_associations = 16
-    server = ae.start_server(
-        (bind, port), block=False, evt_handlers=[(evt.EVT_C_STORE, _handle_store, [cache])]
-    )
+    try:
+        server = ae.start_server(
+            (bind, port), block=False, evt_handlers=[(evt.EVT_C_STORE, _handle_store, [cache])]
+        )
+    except OSError as exc:
+        raise PacsError(f"cannot listen on {bind}:{port} for C-MOVE: {exc}") from None
     logger.info("C-MOVE destination %s listening on %s:%d", ae_title, bind, port)
     return server
 

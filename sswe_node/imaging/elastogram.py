@@ -2,7 +2,8 @@
 
 The bar is sampled row by row (top = scale maximum, bottom = minimum) and every pixel of the box
 is given the value of the nearest bar colour in CIELAB. A lookup table over a quantised RGB cube
-(64 levels per channel) makes this one indexing operation per pixel; tables are cached per bar.
+(64 levels per channel, filled lazily for the cells in use) makes this one indexing operation
+per pixel; tables are cached per bar.
 
 Semi-transparent overlays are unmixed first: a scanner shows
 ``observed = a * colour + (1 - a) * grey`` where ``grey`` is the B-mode under the box, known
@@ -112,28 +113,65 @@ def sample_colour_bar(bar_pixels: NDArray[np.floating], scale: tuple[float, floa
     return ColourBar(colours, (float(lo), float(hi)))
 
 
-@functools.lru_cache(maxsize=8)
-def _cube_lookup(colours_key: bytes, n: int) -> tuple[NDArray[np.uint16], NDArray[np.float32]]:
-    """Nearest bar row and its Lab distance for every cell centre of the quantised RGB cube."""
-    colours = np.frombuffer(colours_key, dtype=np.float32).reshape(n, 3)
-    centres = (np.arange(_LEVELS, dtype=np.float32) * _STEP + (_STEP - 1) / 2.0) / 255.0
-    cube = np.stack(np.meshgrid(centres, centres, centres, indexing="ij"), axis=-1).reshape(-1, 3)
-    tree = cKDTree(rgb2lab(colours[None, :, :] / 255.0)[0])
-    dist, index = tree.query(rgb2lab(cube[None, :, :])[0], workers=1)
-    return index.astype(np.uint16), dist.astype(np.float32)
+class _CubeTable:
+    """Nearest bar row and its Lab distance per cell of the quantised RGB cube, filled lazily.
+
+    Only the cells that pixels actually fall in are computed (a few thousand per image), so a
+    new bar (e.g. one re-sampled from a JPEG capture) costs milliseconds, not a full cube.
+    """
+
+    def __init__(self, colours: NDArray[np.float32]) -> None:
+        self.tree = cKDTree(rgb2lab(colours[None, :, :] / 255.0)[0])
+        self.index = np.full(_LEVELS**3, -1, dtype=np.int32)
+        self.dist = np.zeros(_LEVELS**3, dtype=np.float32)
+
+    def lookup(self, cell: NDArray[np.int32]) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+        index = self.index[cell]
+        missing = index < 0
+        if missing.any():
+            todo = np.unique(cell[missing])
+            levels = np.stack([todo >> 12, (todo >> 6) & 63, todo & 63], axis=-1)
+            centres = (levels.astype(np.float32) * _STEP + (_STEP - 1) / 2.0) / 255.0
+            dist, nearest = self.tree.query(rgb2lab(centres[None])[0], workers=1)
+            self.index[todo] = nearest
+            self.dist[todo] = dist
+            index = self.index[cell]
+        return index, self.dist[cell]
+
+
+@functools.lru_cache(maxsize=16)
+def _cube_table(colours_key: bytes, n: int) -> _CubeTable:
+    return _CubeTable(np.frombuffer(colours_key, dtype=np.float32).reshape(n, 3))
 
 
 def _lookup(
     bar: ColourBar, rgb: NDArray[np.floating] | NDArray[np.uint8]
-) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
+) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
     """Nearest bar row and Lab distance for RGB pixels (``(..., 3)``, 0-255)."""
-    index, dist = _cube_lookup(bar.key, len(bar.colours))
     if rgb.dtype == np.uint8:
         q = [rgb[..., c] >> 2 for c in range(3)]
     else:
         q = [np.clip(rgb[..., c], 0.0, 255.0).astype(np.uint8) >> 2 for c in range(3)]
+    return _lookup_levels(bar, q)
+
+
+def _lookup_levels(
+    bar: ColourBar, q: list[NDArray[np.uint8]]
+) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+    """Like :func:`_lookup`, from the three quantised channels (0-63)."""
     cell = (q[0].astype(np.int32) << 12) | (q[1].astype(np.int32) << 6) | q[2]
-    return index[cell], dist[cell]
+    return _cube_table(bar.key, len(bar.colours)).lookup(cell)
+
+
+def _unmixed_levels(
+    overlay: NDArray[np.uint8], grey: NDArray[np.float32], a: float
+) -> list[NDArray[np.uint8]]:
+    """Quantised unmixed colours ``(observed - (1 - a) * grey) / a`` through a 256 x 256 table."""
+    levels = np.arange(256, dtype=np.float32)
+    table = (levels[:, None] - np.float32(1.0 - a) * levels[None, :]) * np.float32(1.0 / a)
+    table = (np.clip(np.rint(table), 0.0, 255.0).astype(np.uint8) >> 2).ravel()
+    g = np.clip(np.rint(grey), 0, 255).astype(np.intp)
+    return [table[overlay[..., c].astype(np.intp) * 256 + g] for c in range(3)]
 
 
 def decode_elastogram(
@@ -175,23 +213,27 @@ def decode_elastogram(
         if grey is None:
             opacity = 1.0
         else:
-            obs_c = overlay[coloured].astype(np.float32)
-            opacity = _estimate_opacity(obs_c, grey[coloured][:, None], bar)
+            # A sparse grid of pixels is plenty for one global opacity.
+            step = max(1, int(np.sqrt(coloured.size / 3000)))
+            few = coloured[::step, ::step]
+            obs_c = overlay[::step, ::step][few].astype(np.float32)
+            opacity = _estimate_opacity(obs_c, grey[::step, ::step][few][:, None], bar)
     a = float(np.clip(opacity, 0.05, 1.0))
     if a >= 0.999 or grey is None:
-        colour = overlay
+        index, dist = _lookup(bar, overlay)
+    elif overlay.dtype == np.uint8:
+        index, dist = _lookup_levels(bar, _unmixed_levels(overlay, grey, a))
     else:
-        colour = (overlay.astype(np.float32) - np.float32(1.0 - a) * grey[..., None]) * np.float32(
-            1.0 / a
-        )
-    index, dist = _lookup(bar, colour)
+        unmixed = (overlay - np.float32(1.0 - a) * grey[..., None]) * np.float32(1.0 / a)
+        index, dist = _lookup(bar, unmixed)
     void = ch < max(10.0, 0.3 * a * 128.0)
     if grey is not None:
         diff = np.abs(overlay[..., 0] - grey)
         for c in (1, 2):
             np.maximum(diff, np.abs(overlay[..., c] - grey), out=diff)
         void |= diff < 6.0 * a
-    valid_dist = dist[~void]
+    step = max(1, int(np.sqrt(void.size / 6000)))
+    valid_dist = dist[::step, ::step][~void[::step, ::step]]
     if valid_dist.size == 0 or float(np.median(valid_dist)) > _MAX_MEDIAN_DISTANCE:
         raise ElastogramDecodeError(
             "the colours in the SWE box do not match the colour bar "
@@ -204,9 +246,7 @@ def decode_elastogram(
     return Elastogram(values, confidence.astype(np.float32, copy=False), a)
 
 
-def _estimate_opacity(
-    obs: NDArray[np.float32], grey: NDArray[np.float32], bar: ColourBar
-) -> float:
+def _estimate_opacity(obs: NDArray[np.float32], grey: NDArray[np.float32], bar: ColourBar) -> float:
     """Opacity bringing unmixed colours closest to the bar (coarse grid, then refined).
 
     Unmixing with too low an opacity pushes colours outside the RGB cube; that overshoot is
@@ -216,18 +256,19 @@ def _estimate_opacity(
         pick = np.linspace(0, len(obs) - 1, 1500).astype(np.intp)
         obs, grey = obs[pick], grey[pick]
 
-    def cost(a: float) -> float:
-        colour = (obs - (1.0 - a) * grey) / a
+    def costs(alphas: NDArray[np.floating]) -> NDArray[np.float64]:
+        a = alphas.astype(np.float32)[:, None, None]
+        colour = (obs[None] - (1.0 - a) * grey[None]) / a
         overshoot = np.maximum(colour - 255.0, 0.0) + np.maximum(-colour, 0.0)
         _, dist = _lookup(bar, colour)
-        return float(np.mean(dist) + 0.25 * np.mean(overshoot))
+        return dist.mean(axis=1) + 0.25 * overshoot.mean(axis=(1, 2))
 
-    if cost(1.0) < 3.0:
+    if costs(np.array([1.0]))[0] < 3.0:
         return 1.0
     coarse = np.linspace(0.1, 1.0, 10)
-    best = float(coarse[int(np.argmin([cost(a) for a in coarse]))])
-    fine = np.clip(np.linspace(best - 0.09, best + 0.09, 19), 0.05, 1.0)
-    return float(fine[int(np.argmin([cost(a) for a in fine]))])
+    best = float(coarse[int(np.argmin(costs(coarse)))])
+    fine = np.clip(np.linspace(best - 0.05, best + 0.05, 11), 0.05, 1.0)
+    return float(fine[int(np.argmin(costs(fine)))])
 
 
 #: SuperSonic Imagine keeps raw quantification data in a private block of group 8FF1.

@@ -28,8 +28,9 @@ import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 from scipy import ndimage
+from scipy.fft import next_fast_len
 
-from sswe_node.errors import CorruptDicomError, ElastogramDecodeError, UnsupportedLayoutError
+from sswe_node.errors import CorruptDicomError, UnsupportedLayoutError
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ _COLOUR_BAR_TYPE = 14
 _UNITS_TO_MM = {3: 10.0}  # PhysicalUnits 3 = cm
 
 
-class Layout(str, enum.Enum):
+class Layout(enum.StrEnum):
     """The kinds of frames the reading core accepts."""
 
     DUAL_SWE = "dual-swe"
@@ -125,12 +126,17 @@ class PixelBox:
     def clipped(self, shape: tuple[int, ...]) -> PixelBox:
         """Return the part of the box inside an image of ``shape``."""
         return PixelBox(
-            max(0, self.top), max(0, self.left), min(shape[0], self.bottom), min(shape[1], self.right)
+            max(0, self.top),
+            max(0, self.left),
+            min(shape[0], self.bottom),
+            min(shape[1], self.right),
         )
 
     def inside(self, shape: tuple[int, ...]) -> bool:
         """Whether the whole box lies inside an image of ``shape``."""
-        return self.top >= 0 and self.left >= 0 and self.bottom <= shape[0] and self.right <= shape[1]
+        return (
+            self.top >= 0 and self.left >= 0 and self.bottom <= shape[0] and self.right <= shape[1]
+        )
 
     def expanded(self, margin: int) -> PixelBox:
         """Return the box grown by ``margin`` pixels on every side."""
@@ -268,7 +274,7 @@ def grey_levels(frame: NDArray[np.floating]) -> NDArray[np.float32]:
 
 def find_colour_bar(
     frame: NDArray[np.floating],
-    mask: NDArray[np.bool_],
+    mask: NDArray[np.bool_] | None = None,
     within: PixelBox | None = None,
 ) -> PixelBox | None:
     """Find an elastography colour bar: a tall narrow strip with a monotone hue sweep.
@@ -277,8 +283,8 @@ def find_colour_bar(
     ----------
     frame : numpy.ndarray
         ``(h, w, 3)`` RGB frame, 0-255.
-    mask : numpy.ndarray
-        Its :func:`colour_mask`.
+    mask : numpy.ndarray, optional
+        Its :func:`colour_mask` (computed when not given).
     within : PixelBox, optional
         Only look here (e.g. a colour bar region).
 
@@ -291,9 +297,11 @@ def find_colour_bar(
         return None
     offset = (0, 0)
     if within is not None:
-        within = within.clipped(mask.shape)
-        mask = mask[within.slices]
+        within = within.clipped(frame.shape)
+        mask = colour_mask(frame[within.slices]) if mask is None else mask[within.slices]
         offset = (within.top, within.left)
+    elif mask is None:
+        mask = colour_mask(frame)
     labels, _ = ndimage.label(mask)
     best: PixelBox | None = None
     for i, sl in enumerate(ndimage.find_objects(labels)):
@@ -357,9 +365,8 @@ def analyse_layout(
     Raises
     ------
     UnsupportedLayoutError
-        Doppler, M-mode or spectral content, or colour that is not a dual SWE capture.
-    ElastogramDecodeError
-        A dual capture whose colour bar cannot be found.
+        Doppler, M-mode or spectral content, or colour that is not a dual SWE capture (no
+        plain B-mode panel, or no elastography colour bar).
     """
     for region in regions:
         if region.data_type in _DOPPLER_TYPES or region.spatial_format in (2, 3):
@@ -368,6 +375,25 @@ def analyse_layout(
                 "and B-mode images are processed"
             )
     shape = frame.shape[:2]
+    tissue = sorted(
+        (r for r in regions if r.spatial_format == 1 and r.data_type == 1),
+        key=lambda r: (r.box.top, r.box.left),
+    )
+    tissue = [r for r in tissue if r.box.clipped(shape).area > 0]
+    flow = [r for r in regions if r.data_type == _COLOUR_FLOW_TYPE]
+    if flow and frame.ndim == 3:
+        # Scanners declare the SWE box as a colour (flow) region: it is an elastogram only in
+        # a dual display with a plain panel and an elastography colour bar. The regions say
+        # where everything is, so only the bar region and the plain panel are analysed.
+        bar = None
+        for region in regions:
+            if region.data_type == _COLOUR_BAR_TYPE:
+                bar = find_colour_bar(frame, within=region.box.expanded(2))
+                if bar is not None:
+                    break
+        if bar is None:
+            bar = find_colour_bar(frame)
+        return _from_flow_region(flow[0], tissue, frame, bar, shape)
     mask = colour_mask(frame)
     bar = None
     if mask.any():
@@ -381,18 +407,13 @@ def analyse_layout(
         if bar is not None:
             mask = mask.copy()
             mask[bar.expanded(2).clipped(shape).slices] = False
-    tissue = sorted(
-        (r for r in regions if r.spatial_format == 1 and r.data_type == 1),
-        key=lambda r: (r.box.top, r.box.left),
-    )
-    tissue = [r for r in tissue if r.box.clipped(shape).area > 0]
-    flow = [r for r in regions if r.data_type == _COLOUR_FLOW_TYPE]
-    if flow:
-        # Scanners declare the SWE box as a colour (flow) region: it is an elastogram only in
-        # a dual display with a plain panel and an elastography colour bar.
-        return _from_flow_region(flow[0], tissue, mask, bar, shape)
+    if flow:  # a colour flow region on a grey frame: nothing coloured to read
+        raise UnsupportedLayoutError(
+            f"the image contains a {flow[0].description} region but no colour; only dual SWE "
+            "captures and B-mode images are processed"
+        )
     if len(tissue) >= 2:
-        layout = _from_regions(tissue, mask, bar, shape)
+        layout = _from_regions(tissue, frame, mask, bar, shape)
         if layout is not None:
             return layout
     elif len(tissue) == 1 and _overlay_box(mask, tissue[0].box) is None:
@@ -443,13 +464,16 @@ def _pair_panel(boxes: list[PixelBox], o: int) -> int:
 def _from_flow_region(
     flow: Region,
     tissue: list[Region],
-    mask: NDArray[np.bool_],
+    frame: NDArray[np.floating],
     bar: PixelBox | None,
     shape: tuple[int, ...],
 ) -> FrameLayout:
     overlay_roi = flow.box.clipped(shape)
     boxes = [r.box.clipped(shape) for r in tissue]
-    centre = ((overlay_roi.top + overlay_roi.bottom) // 2, (overlay_roi.left + overlay_roi.right) // 2)
+    centre = (
+        (overlay_roi.top + overlay_roi.bottom) // 2,
+        (overlay_roi.left + overlay_roi.right) // 2,
+    )
     holders = [
         i
         for i, b in enumerate(boxes)
@@ -468,7 +492,13 @@ def _from_flow_region(
         )
     o = holders[0]
     p = _pair_panel(boxes, o)
-    if _overlay_box(mask, boxes[p]) is not None:
+    plain = boxes[p]
+    if bar is not None and bar.top < plain.bottom and plain.top < bar.bottom:
+        if bar.left < plain.right and plain.left < bar.right:
+            plain = PixelBox(plain.top, plain.left, plain.bottom, min(plain.right, bar.left))
+    # Every other pixel is enough to tell a plain panel from a coloured one.
+    sample = colour_mask(frame[plain.top : plain.bottom : 2, plain.left : plain.right : 2])
+    if np.count_nonzero(sample) > max(MIN_OVERLAY_PIXELS / 4, COLOUR_FRACTION * sample.size):
         raise UnsupportedLayoutError(
             "colour appears in both imaging panels (colour Doppler?); a dual SWE capture has one "
             "colour-coded panel and one plain B-mode panel"
@@ -490,6 +520,7 @@ def _from_flow_region(
 
 def _from_regions(
     tissue: list[Region],
+    frame: NDArray[np.floating],
     mask: NDArray[np.bool_],
     bar: PixelBox | None,
     shape: tuple[int, ...],
@@ -508,8 +539,8 @@ def _from_regions(
         )
     o = coloured[0]
     p = _pair_panel(boxes, o)
-    overlay_roi = overlays[o]
-    assert overlay_roi is not None
+    assert overlays[o] is not None
+    overlay_roi = _snap_to_outline(frame, overlays[o]).clipped(shape)
     roi = overlay_roi.shifted(boxes[p].top - boxes[o].top, boxes[p].left - boxes[o].left)
     if not roi.inside(shape):
         return None
@@ -541,35 +572,35 @@ def _from_pixels(
     whole = PixelBox(0, 0, shape[0], shape[1])
     overlay = _overlay_box(mask, whole)
     if overlay is None:
-        roi = _tissue_box(grey, mask, bar)
+        roi = _tissue_box(grey, bar)
         return FrameLayout(Layout.BMODE, roi, roi, spacing_mm=spacing)
+    if bar is None:
+        raise UnsupportedLayoutError(
+            "the image has a colour overlay but no elastography colour bar (a tall bar sweeping "
+            "through the hues): colour Doppler is not processed"
+        )
     shift = _panel_shift(grey, mask, overlay, bar)
     if shift is None:
         raise UnsupportedLayoutError(
             "the image has a colour overlay but no plain B-mode panel showing the same tissue "
             "(colour Doppler or single-view elastography); only dual SWE captures are processed"
         )
-    if bar is None:
-        raise ElastogramDecodeError(
-            "dual SWE capture without a recognisable colour bar: cannot convert colours to values"
-        )
+    overlay = _snap_to_outline(frame, overlay)
     dy, dx = shift
     roi = overlay.shifted(dy, dx)
-    content = _tissue_box(grey, mask, bar, open_size=1)
-    axis_vertical = abs(dy) > abs(dx)
-    lo = content.top if axis_vertical else content.left
-    hi = content.bottom if axis_vertical else content.right
-    step = abs(dy) if axis_vertical else abs(dx)
-    first = (lo, min(lo + step, hi))
-    second = (min(lo + step, hi), min(lo + 2 * step, hi))
-    forward = (dy if axis_vertical else dx) > 0
-    o_span, p_span = (first, second) if forward else (second, first)
-    if axis_vertical:
-        o_panel = PixelBox(o_span[0], content.left, o_span[1], content.right)
-        p_panel = PixelBox(p_span[0], content.left, p_span[1], content.right)
+    # The elastogram panel is the tissue area on the overlay's side of the gap between the box
+    # and its copy; the plain panel is the same area shifted.
+    h, w = shape
+    if abs(dy) > abs(dx):
+        first, second = sorted((overlay, roi), key=lambda b: b.top)
+        cut = (first.bottom + second.top) // 2
+        side = PixelBox(0, 0, cut, w) if overlay is first else PixelBox(cut, 0, h, w)
     else:
-        o_panel = PixelBox(content.top, o_span[0], content.bottom, o_span[1])
-        p_panel = PixelBox(content.top, p_span[0], content.bottom, p_span[1])
+        first, second = sorted((overlay, roi), key=lambda b: b.left)
+        cut = (first.right + second.left) // 2
+        side = PixelBox(0, 0, h, cut) if overlay is first else PixelBox(0, cut, h, w)
+    o_panel = _tissue_box(grey[side.slices], None, open_size=1).shifted(side.top, side.left)
+    p_panel = o_panel.shifted(dy, dx).clipped(shape)
     return FrameLayout(
         Layout.DUAL_SWE,
         p_panel,
@@ -581,13 +612,72 @@ def _from_pixels(
     )
 
 
-def _tissue_box(
-    grey: NDArray[np.floating],
-    mask: NDArray[np.bool_],
-    bar: PixelBox | None,
-    open_size: int = 2,
-) -> PixelBox:
-    """The largest bright connected area, text and thin annotations removed (on a 1/4 image)."""
+def _snap_to_outline(frame: NDArray[np.floating], box: PixelBox) -> PixelBox:
+    """Grow a coloured box to the bright outline drawn around it, when there is one.
+
+    Voids (no colour) along an edge of the SWE box make the coloured area smaller than the
+    box; scanners draw the box outline, so each edge moves out to a bright grey line found
+    within a quarter of the box size. Only a window around the box is analysed.
+    """
+    reach_r, reach_c = max(4, box.height // 4), max(4, box.width // 4)
+    window = PixelBox(
+        box.top - reach_r - 1, box.left - reach_c - 1, box.bottom + reach_r, box.right + reach_c
+    ).clipped(frame.shape)
+    local = _snap_local(frame[window.slices], box.shifted(-window.top, -window.left))
+    return local.shifted(window.top, window.left)
+
+
+def _snap_local(frame: NDArray[np.floating], box: PixelBox) -> PixelBox:
+    grey = grey_levels(frame)
+    h, w = grey.shape
+    reach_r, reach_c = max(4, box.height // 4), max(4, box.width // 4)
+    sat = chroma(frame) if frame.ndim == 3 else None
+
+    def is_line(values: NDArray[np.floating], colours: NDArray[np.floating] | None) -> bool:
+        bright = values >= 150.0
+        if colours is not None:
+            bright &= colours < 24
+        return bool(bright.mean() > 0.8)
+
+    def scan(candidates: range, row: bool) -> int | None:
+        for i in candidates:
+            if row:
+                values = grey[i, box.left : box.right]
+                colours = None if sat is None else sat[i, box.left : box.right]
+            else:
+                values = grey[box.top : box.bottom, i]
+                colours = None if sat is None else sat[box.top : box.bottom, i]
+            if is_line(values, colours):
+                return i
+        return None
+
+    top = scan(range(box.top - 1, max(-1, box.top - 1 - reach_r), -1), True)
+    bottom = scan(range(box.bottom, min(h, box.bottom + reach_r)), True)
+    left = scan(range(box.left - 1, max(-1, box.left - 1 - reach_c), -1), False)
+    right = scan(range(box.right, min(w, box.right + reach_c)), False)
+    box = PixelBox(
+        box.top if top is None else top + 1,
+        box.left if left is None else left + 1,
+        box.bottom if bottom is None else bottom,
+        box.right if right is None else right,
+    )
+
+    # JPEG chroma subsampling tints the outline with the colours beside it, so that it counts
+    # as coloured: an edge line of even, bright luminance is the outline, not elastogram.
+    def outline(values: NDArray[np.floating]) -> bool:
+        return bool(values.mean() >= 150.0 and values.std() < 12.0)
+
+    t, l_, b, r = box.top, box.left, box.bottom, box.right
+    for _ in range(2):  # only edges whose outline was not found outside the box
+        t += int(top is None and b - t > 4 and outline(grey[t, l_:r]))
+        b -= int(bottom is None and b - t > 4 and outline(grey[b - 1, l_:r]))
+        l_ += int(left is None and r - l_ > 4 and outline(grey[t:b, l_]))
+        r -= int(right is None and r - l_ > 4 and outline(grey[t:b, r - 1]))
+    return PixelBox(t, l_, b, r)
+
+
+def _tissue_box(grey: NDArray[np.floating], bar: PixelBox | None, open_size: int = 2) -> PixelBox:
+    """Return the largest bright connected area, without text and thin annotations."""
     k = 4
     h, w = grey.shape
     hh, ww = h // k, w // k
@@ -597,7 +687,9 @@ def _tissue_box(
     bright = small > 12.0
     if bar is not None:
         b = bar.expanded(k)
-        bright[max(0, b.top // k) : b.bottom // k + 1, max(0, b.left // k) : b.right // k + 1] = False
+        bright[max(0, b.top // k) : b.bottom // k + 1, max(0, b.left // k) : b.right // k + 1] = (
+            False
+        )
     bright = ndimage.binary_opening(bright, iterations=open_size)
     labels, n = ndimage.label(bright)
     if n == 0:
@@ -605,7 +697,9 @@ def _tissue_box(
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     sl = ndimage.find_objects(labels)[int(np.argmax(sizes)) - 1]
-    return PixelBox(sl[0].start * k, sl[1].start * k, min(h, sl[0].stop * k), min(w, sl[1].stop * k))
+    return PixelBox(
+        sl[0].start * k, sl[1].start * k, min(h, sl[0].stop * k), min(w, sl[1].stop * k)
+    )
 
 
 def _panel_shift(
@@ -626,61 +720,87 @@ def _panel_shift(
     g[overlay.expanded(2).clipped(g.shape).slices] = 0.0
     if bar is not None:
         g[bar.expanded(4).clipped(g.shape).slices] = 0.0
-    k = 2
+    k = max(2, int(np.ceil(max(h, w) / 300)))
     hh, ww = h // k, w // k
     small = g[: hh * k, : ww * k].reshape(hh, k, ww, k).mean(axis=(1, 3))
     valid = small > 0
     small = np.where(valid, small - small[valid].mean() if valid.any() else 0.0, 0.0)
-    size = (2 * hh, 2 * ww)
+    size = (next_fast_len(2 * hh, real=True), next_fast_len(2 * ww, real=True))
+    # Normalised cross-correlation of the image with itself at every shift, by FFT: the
+    # energies of both overlapping parts come from correlating the squares with the support.
     spec = np.fft.rfft2(small, s=size)
-    ac = np.fft.irfft2(spec * np.conj(spec), s=size)
     vspec = np.fft.rfft2(valid.astype(np.float32), s=size)
+    qspec = np.fft.rfft2(small * small, s=size)
+    ac = np.fft.irfft2(spec * np.conj(spec), s=size)
     overlap = np.fft.irfft2(vspec * np.conj(vspec), s=size)
-    ac = np.where(overlap > 0.1 * valid.sum(), ac / np.maximum(overlap, 1.0), 0.0)
-    # Shifts of less than an eighth of the image are the same panel (speckle, smooth areas).
-    dy = np.fft.fftfreq(size[0], 1.0 / size[0]).astype(int)[:, None]
-    dx = np.fft.fftfreq(size[1], 1.0 / size[1]).astype(int)[None, :]
-    near = (np.abs(dy) < hh // 8) & (np.abs(dx) < ww // 8)
-    ac[near] = -np.inf
+    energy = np.fft.irfft2(qspec * np.conj(vspec), s=size) * np.fft.irfft2(
+        vspec * np.conj(qspec), s=size
+    )
+    ok = (overlap > 0.05 * valid.sum()) & (energy > 0)
+    ac = np.where(ok, ac / np.sqrt(np.where(ok, energy, 1.0)), -np.inf)
+    # The copy of the SWE box in the plain panel cannot overlap the box itself, and must lie
+    # inside the frame (for one of the two signs the autocorrelation cannot tell apart).
+    dy = np.fft.fftfreq(size[0], 1.0 / size[0]).round().astype(int)[:, None] * k
+    dx = np.fft.fftfreq(size[1], 1.0 / size[1]).round().astype(int)[None, :] * k
+    apart = (np.abs(dy) >= overlay.height - k) | (np.abs(dx) >= overlay.width - k)
+
+    def fits(sy: NDArray[np.int_], sx: NDArray[np.int_]) -> NDArray[np.bool_]:
+        return (
+            (overlay.top + sy >= -k)
+            & (overlay.bottom + sy <= h + k)
+            & (overlay.left + sx >= -k)
+            & (overlay.right + sx <= w + k)
+        )
+
+    ac[~(apart & (fits(dy, dx) | fits(-dy, -dx)))] = -np.inf
     best = np.unravel_index(int(np.argmax(ac)), ac.shape)
-    cand = (int(dy[best[0], 0]) * k, int(dx[0, best[1]]) * k)
+    cand = (int(dy[best[0], 0]), int(dx[0, best[1]]))
     for sign in (1, -1):
         s = (cand[0] * sign, cand[1] * sign)
-        refined = _refine_shift(g, overlay, s)
+        refined = _refine_shift(g, overlay, s, radius=k)
         if refined is not None:
             roi = overlay.shifted(*refined)
-            if roi.inside(g.shape) and mask[roi.slices].mean() < 0.1:
+            if roi.inside(g.shape) and mask[roi.slices].mean() < 2 * COLOUR_FRACTION:
                 return refined
     return None
 
 
 def _refine_shift(
-    g: NDArray[np.float32], overlay: PixelBox, shift: tuple[int, int]
+    g: NDArray[np.float32], overlay: PixelBox, shift: tuple[int, int], radius: int
 ) -> tuple[int, int] | None:
-    """Best shift within +-2 pixels by correlation around the overlay; None when it does not match."""
-    ring = overlay.expanded(max(8, overlay.height // 4)).clipped(g.shape)
-    src = g[ring.slices]
-    use = src > 0
-    if use.sum() < 200:
+    """Refine a shift within ``radius`` by correlation around the overlay; None if no match."""
+    ring = overlay.expanded(max(8, overlay.height // 6)).clipped(g.shape)
+    rows, cols = np.nonzero(g[ring.slices] > 0)
+    if len(rows) < 200:
         return None
-    best, best_score = None, -1.0
-    for ddy in range(-2, 3):
-        for ddx in range(-2, 3):
-            s = (shift[0] + ddy, shift[1] + ddx)
-            dst_box = ring.shifted(*s)
-            if not dst_box.inside(g.shape):
-                continue
-            dst = g[dst_box.slices]
-            m = use & (dst > 0)
-            if m.sum() < 200:
-                continue
-            a, b = src[m], dst[m]
-            a = a - a.mean()
-            b = b - b.mean()
-            denom = float(np.sqrt((a * a).sum() * (b * b).sum()))
-            score = float((a * b).sum() / denom) if denom > 0 else 0.0
-            if score > best_score:
-                best, best_score = s, score
-    if best is None or best_score < 0.6:
+    stride = max(1, len(rows) // 8000)
+    rows, cols = rows[::stride] + ring.top, cols[::stride] + ring.left
+    a = g[rows, cols]
+    h, w = g.shape
+
+    def score(s: tuple[int, int]) -> float:
+        r2, c2 = rows + s[0], cols + s[1]
+        inside = (r2 >= 0) & (r2 < h) & (c2 >= 0) & (c2 < w)
+        b = g[r2[inside], c2[inside]]
+        use = b > 0
+        if use.sum() < 200:
+            return -1.0
+        x, y = a[inside][use], b[use]
+        x, y = x - x.mean(), y - y.mean()
+        denom = float(np.sqrt((x * x).sum() * (y * y).sum()))
+        return float((x * y).sum() / denom) if denom > 0 else -1.0
+
+    # coarse (every other shift), then the neighbours of the best one
+    step = 2 if radius > 2 else 1
+    coarse = [
+        (shift[0] + dy, shift[1] + dx)
+        for dy in range(-radius, radius + 1, step)
+        for dx in range(-radius, radius + 1, step)
+    ]
+    best = max(coarse, key=score)
+    if step > 1:
+        fine = [(best[0] + dy, best[1] + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+        best = max(fine, key=score)
+    if score(best) < 0.6:
         return None
     return best

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import logging
-from struct import error as struct_error
-from dataclasses import dataclass, field
-
-import numpy as np
-from numpy.typing import NDArray
 import os
+from dataclasses import dataclass, field
+from struct import error as struct_error
 from typing import BinaryIO
 
+import numpy as np
 import pydicom
+from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from sswe_node.errors import CorruptDicomError, DicomInputError, ElastogramDecodeError, UnsupportedLayoutError
+from sswe_node.errors import (
+    CorruptDicomError,
+    DicomInputError,
+    ElastogramDecodeError,
+    UnsupportedLayoutError,
+)
 from sswe_node.imaging.elastogram import (
     decode_elastogram,
     read_ssi_quantification,
@@ -81,6 +85,10 @@ class FrameReading:
         ``"colour-bar"`` or ``"ssi-private"``.
     layout_source : str
         ``"regions"`` or ``"pixels"``.
+    notes : list of str
+        What could not be done (e.g. no scale given), for logs and reports.
+    grid : tuple of int
+        The default model grid of the regridding methods.
     """
 
     frame: int
@@ -101,15 +109,20 @@ class FrameReading:
     swe_source: str | None = None
     layout_source: str = "pixels"
     notes: list[str] = field(default_factory=list)
+    grid: tuple[int, int] = (96, 64)
 
-    def model_input(self, grid: tuple[int, int] = (96, 64)) -> NDArray[np.float32]:
-        """The B-mode ROI on the model grid, scaled from 0-255 to 0-1 (float32)."""
-        return np.clip(to_grid(self.bmode, grid) / np.float32(255.0), 0.0, 1.0)
+    def model_input(self, grid: tuple[int, int] | None = None) -> NDArray[np.float32]:
+        """Return the B-mode ROI on the model grid, scaled from 0-255 to 0-1 (float32).
+
+        ``grid`` defaults to the one given to :func:`read_instance`.
+        """
+        out = to_grid(self.bmode, grid or self.grid) * np.float32(1.0 / 255.0)
+        return np.clip(out, 0.0, 1.0)
 
     def label_on_grid(
-        self, grid: tuple[int, int] = (96, 64)
+        self, grid: tuple[int, int] | None = None
     ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        """The decoded elastogram (in ``unit``, NaN where void) and its confidence on the grid.
+        """Return the elastogram (in ``unit``, NaN where void) and its confidence on the grid.
 
         Raises
         ------
@@ -120,17 +133,17 @@ class FrameReading:
             raise ElastogramDecodeError(
                 "this frame has no decoded elastogram (B-mode frame, or no colour bar scale)"
             )
-        values = to_grid(self.swe, grid)
-        confidence = to_grid(self.confidence, grid)
+        values = to_grid(self.swe, grid or self.grid)
+        confidence = to_grid(self.confidence, grid or self.grid)
         confidence[np.isnan(values)] = 0.0
         return values, np.clip(confidence, 0.0, 1.0)
 
-    def grid_spacing_mm(self, grid: tuple[int, int] = (96, 64)) -> tuple[float, float] | None:
-        """Physical ``(row, column)`` size of one model-grid cell in mm (None if unknown)."""
-        return grid_spacing_mm(self.bmode.shape, self.spacing_mm, grid)
+    def grid_spacing_mm(self, grid: tuple[int, int] | None = None) -> tuple[float, float] | None:
+        """Return the ``(row, column)`` size of one model-grid cell in mm (None if unknown)."""
+        return grid_spacing_mm(self.bmode.shape, self.spacing_mm, grid or self.grid)
 
     def to_source(self, on_grid: NDArray[np.floating]) -> NDArray[np.float32]:
-        """Bring a model-grid array (e.g. a prediction) back onto the ROI's source pixels."""
+        """Return a model-grid array (e.g. a prediction) on the ROI's source pixels."""
         return from_grid(on_grid, self.bmode.shape)
 
 
@@ -151,8 +164,9 @@ def read_instance(
     ds : pydicom.dataset.Dataset
         The instance (with pixel data).
     grid : tuple of int
-        ``(rows, cols)`` model grid; kept for the contract, regridding happens in
-        :meth:`FrameReading.model_input` and :meth:`FrameReading.label_on_grid`.
+        ``(rows, cols)`` model grid: the default of :meth:`FrameReading.model_input`,
+        :meth:`FrameReading.label_on_grid` and :meth:`FrameReading.grid_spacing_mm`, where the
+        regridding happens (on demand).
     scale : tuple of float, optional
         ``(min, max)`` of the colour bar (bottom, top) in the quantity's unit, from the
         configuration (``reading.colour_bar_min/max``) or the model manifest. Without it,
@@ -207,7 +221,9 @@ def read_instance(
         frame = decode_frame_native(ds, index)
         try:
             found = analyse_layout(frame, regions, pixel_spacing_mm=pixel_spacing)
-            readings.append(_read_frame(ds, index, frame, found, scale, quantity, opacity))
+            reading = _read_frame(ds, index, frame, found, scale, quantity, opacity)
+            reading.grid = (int(grid[0]), int(grid[1]))
+            readings.append(reading)
         except (UnsupportedLayoutError, ElastogramDecodeError) as exc:
             logger.info("frame %d skipped: %s", index, exc)
             skipped.append(exc)
@@ -303,7 +319,12 @@ def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(keyword)
         try:
-            if value is not None and len(value) == 2 and float(value[0]) > 0 and float(value[1]) > 0:
+            if (
+                value is not None
+                and len(value) == 2
+                and float(value[0]) > 0
+                and float(value[1]) > 0
+            ):
                 return (float(value[0]), float(value[1]))
         except (TypeError, ValueError):
             continue

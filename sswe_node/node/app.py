@@ -146,20 +146,22 @@ class Node:
         LOGGER.info("event=stopping")
         if self.server is not None:
             self.server.shutdown()
-            LOGGER.debug("event=stop-phase phase=listener-closed")
             deadline = time.monotonic() + grace_seconds
-            while self.server.active_associations and time.monotonic() < deadline:
+            # Let established associations finish their transfers; a bare TCP connection that
+            # never sent an A-ASSOCIATE request (a port probe) is not waited for.
+            while time.monotonic() < deadline and any(
+                a.is_established for a in self.server.active_associations
+            ):
                 time.sleep(0.05)
-        LOGGER.debug("event=stop-phase phase=associations-done")
+            for assoc in self.server.active_associations:
+                assoc.abort()
         self.stop_event.set()
         self.cases_waiting.set()
         self.sends_queued.set()
         for worker in list(self.workers):
             worker.join(timeout=grace_seconds)
-        LOGGER.debug("event=stop-phase phase=workers-done")
         if self.sender is not None:
             self.sender.join(timeout=grace_seconds)
-        LOGGER.debug("event=stop-phase phase=sender-done")
         if self.http is not None:
             self.http.stop()
         if self.store is not None:
@@ -189,8 +191,12 @@ def run(args: argparse.Namespace) -> int:
             "node.database_url": args.database,
         },
     )
-    if not getattr(args, "log_level", None):
-        logging.getLogger().setLevel(settings.logging.level.upper())
+    level = (getattr(args, "log_level", None) or settings.logging.level).upper()
+    logging.getLogger().setLevel(level)
+    if level != "DEBUG":
+        # One line per node event: the libraries' per-PDU and per-module chatter is debug.
+        for name in ("pynetdicom", "highdicom"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     node = Node(settings)
     stop = threading.Event()
 

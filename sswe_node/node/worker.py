@@ -124,8 +124,12 @@ class Worker(threading.Thread):
                 self.model.manifest.version,
                 time.perf_counter() - started,
             )
-        from sswe_node.pipeline import process_batch
-
+        try:
+            from sswe_node.pipeline import process_batch
+        except Exception as exc:  # noqa: BLE001 - the node keeps receiving
+            self.error = f"{type(exc).__name__}: {exc}"
+            LOGGER.error("event=pipeline-import-failed error=%s", self.error)
+            return
         self._process_batch = process_batch
         self.ready.set()
         while not self.stop_event.is_set():

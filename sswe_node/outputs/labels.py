@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -17,6 +18,7 @@ __all__ = [
     "text_size",
     "TEXT_SIZE",
     "draw_text",
+    "draw_texts",
 ]
 
 #: Burned into every Secondary Capture and written into the DICOM attributes of every output.
@@ -68,18 +70,24 @@ def draw_text(
     colour: tuple[int, int, int] = (255, 255, 255),
     size: int = TEXT_SIZE,
 ) -> NDArray[np.uint8]:
-    """Burn ``text`` into an RGB image (Pillow's default font).
+    """Burn one line of text into an RGB image (see :func:`draw_texts`)."""
+    return draw_texts(rgb, [(text, top, left, colour)], size)
+
+
+def draw_texts(
+    rgb: NDArray[np.uint8],
+    lines: Sequence[tuple[str, int, int, tuple[int, int, int]]],
+    size: int = TEXT_SIZE,
+) -> NDArray[np.uint8]:
+    """Burn lines of text into an RGB image (Pillow's default font, not antialiased).
 
     Parameters
     ----------
     rgb : numpy.ndarray
         ``(rows, columns, 3)`` uint8 image; not changed.
-    text : str
-        One line of ASCII text.
-    top, left : int
-        Position of the text's top-left corner.
-    colour : tuple of int
-        RGB colour of the text.
+    lines : sequence of tuple
+        ``(text, top, left, colour)`` per line: ASCII text, the position of its top-left
+        corner and its RGB colour.
     size : int
         Font size in pixels.
 
@@ -91,5 +99,6 @@ def draw_text(
     image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="RGB")
     draw = ImageDraw.Draw(image)
     draw.fontmode = "1"  # crisp, un-antialiased text: exact colours, readable when enlarged
-    draw.text((left, top), text, fill=colour, font=_font(size))
+    for text, top, left, colour in lines:
+        draw.text((left, top), text, fill=colour, font=_font(size))
     return np.asarray(image, dtype=np.uint8).copy()

@@ -127,6 +127,7 @@ def build_parametric_map(
         content_label="SYNTHETIC_SWE",
         content_description=WARNING,
         content_qualification="RESEARCH",
+        image_flavor="STATIC",  # one 2D ultrasound plane, not a volume
         contributing_equipment=contributing_equipment(model),
     )
     mark_derived(pm, source, model, "PM")

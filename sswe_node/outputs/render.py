@@ -8,14 +8,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sswe_node.imaging.colormap import jet_lut, render_colour_bar, values_to_rgb
-from sswe_node.outputs.labels import TEXT_SIZE, WARNING, draw_text, format_value, text_size
+from sswe_node.outputs.labels import TEXT_SIZE, WARNING, draw_texts, format_value, text_size
 
-__all__ = ["render_capture", "OVERLAY_ALPHA", "MIN_PANEL_ROWS"]
+__all__ = ["render_capture", "OVERLAY_ALPHA", "MIN_PANEL_ROWS", "MAX_PANEL_COLUMNS"]
 
 #: Opacity of the colour overlay on the B-mode.
 OVERLAY_ALPHA = 0.6
 #: Small regions are enlarged (whole pixels) to at least this many rows, so labels fit.
 MIN_PANEL_ROWS = 160
+#: ... unless that would make a panel wider than this.
+MAX_PANEL_COLUMNS = 1024
 
 _MARGIN = 6
 _GAP = 6
@@ -69,12 +71,13 @@ def render_capture(
     lut = jet_lut() if lut is None else lut
 
     grey = _grey(bmode)
-    colour = values_to_rgb(values, low, high, lut).astype(np.float32)
-    shown = np.isfinite(values)[..., None]
-    blended = np.where(shown, (1 - OVERLAY_ALPHA) * grey + OVERLAY_ALPHA * colour, grey)
-    overlay = np.round(blended).astype(np.uint8)
+    colour = values_to_rgb(values, low, high, lut)
+    blended = np.float32(1 - OVERLAY_ALPHA) * grey + np.float32(OVERLAY_ALPHA) * colour
+    overlay = np.where(np.isfinite(values)[..., None], np.round(blended).astype(np.uint8), grey)
 
-    factor = max(1, math.ceil(MIN_PANEL_ROWS / bmode.shape[0]))
+    # Enlarge small regions, but never beyond MAX_PANEL_COLUMNS (thin, wide regions).
+    factor = min(math.ceil(MIN_PANEL_ROWS / bmode.shape[0]), MAX_PANEL_COLUMNS // bmode.shape[1])
+    factor = max(1, factor)
     if factor > 1:
         grey = grey.repeat(factor, axis=0).repeat(factor, axis=1)
         overlay = overlay.repeat(factor, axis=0).repeat(factor, axis=1)
@@ -98,12 +101,13 @@ def render_capture(
     x_bar = x_overlay + cols + _GAP
     canvas[top : top + rows, x_bar : x_bar + bar_width] = render_colour_bar(rows, bar_width, lut)
 
-    canvas = draw_text(canvas, WARNING, _MARGIN // 2, _MARGIN, _WARNING_COLOUR, size)
-    canvas = draw_text(canvas, title, _MARGIN // 2 + line_h, _MARGIN, _TEXT_COLOUR, size)
-    canvas = draw_text(canvas, unit, header_h, x_bar, _TEXT_COLOUR, size)
     text_h = text_size("0", size)[0]
     x_label = x_bar + bar_width + 3
     positions = (top, top + (rows - text_h) // 2, top + rows - text_h)
-    for label, y in zip(labels, positions, strict=True):
-        canvas = draw_text(canvas, label, y, x_label, _TEXT_COLOUR, size)
-    return canvas
+    lines = [
+        (WARNING, _MARGIN // 2, _MARGIN, _WARNING_COLOUR),
+        (title, _MARGIN // 2 + line_h, _MARGIN, _TEXT_COLOUR),
+        (unit, header_h, x_bar, _TEXT_COLOUR),
+    ]
+    lines += [(label, y, x_label, _TEXT_COLOUR) for label, y in zip(labels, positions, strict=True)]
+    return draw_texts(canvas, lines, size)

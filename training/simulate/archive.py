@@ -51,6 +51,7 @@ import h5py
 import numpy as np
 from numpy.typing import NDArray
 from pydicom.uid import generate_uid
+from threadpoolctl import threadpool_limits
 
 from training.simulate.bmode import form_bmode
 from training.simulate.instance import (
@@ -63,15 +64,8 @@ from training.simulate.instance import (
     build_dataset,
 )
 from training.simulate.render import Box, render_dual, render_fullscreen
-from training.simulate.scanners import (
-    DUAL_GEOMETRY,
-    FULL_GEOMETRY,
-    OTHER_GEOMETRY,
-    OTHER_SCANNER,
-    SWE_SCANNER,
-    Geometry,
-)
-from training.simulate.swe import acquire_swe
+from training.simulate.scanners import SETUPS, Geometry
+from training.simulate.swe import SweSettings, acquire_swe
 from training.simulate.tissue import ORGANS, Phantom, TissueMaps, make_phantom, modulus_to_speed
 
 __all__ = ["ArchiveSummary", "write_archive", "ARCHIVE_FORMAT", "GROUND_TRUTH_FORMAT"]
@@ -153,6 +147,7 @@ class _ArchiveWriter:
         self.out_dir = out_dir
         self.seed = seed
         self.spec = ORGANS[organ]
+        self.setup = SETUPS[organ]
         self.engine = engine
         self.opacity = opacity
         self.arrangement = arrangement
@@ -202,18 +197,20 @@ class _ArchiveWriter:
 
     def dual(
         self, phantom: Phantom, rng: np.random.Generator, arrangement: str
-    ) -> tuple[Any, dict[str, Any], dict[str, NDArray[np.float32]], Box]:
-        geo = DUAL_GEOMETRY
+    ) -> tuple[Any, dict[str, Any], dict[str, NDArray[np.float32]], Box, list[Region]]:
+        geo = self.setup.dual
+        scanner = self.setup.swe_scanner
         x, z = geo.axes()
         maps = phantom.maps(x, z)
-        bmode = form_bmode(maps, SWE_SCANNER.probe, SWE_SCANNER.display, rng, self.engine)
-        h = int(rng.integers(280, 421))
-        w = int(rng.integers(260, 401))
+        bmode = form_bmode(maps, scanner.probe, scanner.display, rng, self.engine)
+        h = int(geo.rows * rng.uniform(0.55, 0.8))
+        w = int(geo.cols * rng.uniform(0.6, 0.9))
         top = int(rng.integers(12, min(60, geo.rows - h - 8)))
         left = int(rng.integers(10, geo.cols - w - 10))
         box = Box(top, left, top + h, left + w)
-        acq = acquire_swe(_slice_maps(maps, box), rng, self.spec.quantity)
-        header = f"{self.spec.name.capitalize()}  {SWE_SCANNER.probe.name}  SWE {self.spec.unit}"
+        settings = SweSettings(half_depth_mm=self.setup.swe_half_depth_mm)
+        acq = acquire_swe(_slice_maps(maps, box), rng, self.spec.quantity, settings)
+        header = f"{self.spec.name.capitalize()}  {scanner.probe.name}  SWE {self.spec.unit}"
         frame, layout = render_dual(
             bmode, acq.swe, box, scale=self.spec.scale, unit=self.spec.unit,
             spacing_mm=geo.spacing_mm, top_mm=geo.top_mm, opacity=self.opacity,
@@ -248,7 +245,7 @@ class _ArchiveWriter:
         other: bool,
         header: str,
     ) -> tuple[Any, dict[str, Any], dict[str, NDArray[np.float32]], Box, list[Region]]:
-        scanner = OTHER_SCANNER if other else SWE_SCANNER
+        scanner = self.setup.other_scanner if other else self.setup.swe_scanner
         x, z = geo.axes()
         if other:  # another probe position on another day
             x = x + float(rng.uniform(-3, 3))
@@ -346,27 +343,27 @@ class _ArchiveWriter:
             frame, record, truth, tbox, regions = self.dual(phantom, rng, arrangement)
             self.write(
                 frame, self.info(pat, p, 1, 1, k + 1, "SWE dual (synthetic)"), "dual", plane_id,
-                SWE_SCANNER, regions, record, truth, tbox, self.jpeg,
+                self.setup.swe_scanner, regions, record, truth, tbox, self.jpeg,
                 ("ORIGINAL", "PRIMARY", self.image_type3),
             )  # fmt: skip
-            header = f"{self.spec.name.capitalize()}  {SWE_SCANNER.probe.name}  B-mode"
+            header = f"{self.spec.name.capitalize()}  {self.setup.swe_scanner.probe.name}  B-mode"
             frame, record, truth, tbox, regions = self.bmode_only(
-                phantom, rng, FULL_GEOMETRY, False, header
+                phantom, rng, self.setup.full, False, header
             )
             self.write(
                 frame, self.info(pat, p, 1, 2, k + 1, "B-mode (synthetic)"), "bmode", plane_id,
-                SWE_SCANNER, regions, record, truth, tbox, False,
+                self.setup.swe_scanner, regions, record, truth, tbox, False,
                 ("ORIGINAL", "PRIMARY", self.image_type3),
             )  # fmt: skip
             if self.other_scanner:
-                header = f"{OTHER_SCANNER.probe.name}  {self.spec.name.upper()}  2D"
+                header = f"{self.setup.other_scanner.probe.name}  {self.spec.name.upper()}  2D"
                 frame, record, truth, tbox, regions = self.bmode_only(
-                    phantom, rng, OTHER_GEOMETRY, True, header
+                    phantom, rng, self.setup.other, True, header
                 )
                 self.write(
                     frame, self.info(pat, p, 2, 1, k + 1, "B-mode other scanner (synthetic)"),
-                    "other-scanner", plane_id, OTHER_SCANNER, regions, record, truth, tbox,
-                    self.jpeg, ("ORIGINAL", "PRIMARY", self.image_type3),
+                    "other-scanner", plane_id, self.setup.other_scanner, regions, record, truth,
+                    tbox, self.jpeg, ("ORIGINAL", "PRIMARY", self.image_type3),
                 )  # fmt: skip
         return n_planes
 
@@ -423,6 +420,8 @@ def write_archive(
         raise ValueError(f"unknown engine {engine!r}; expected 'fast' or 'pymust'")
     if arrangement not in ARRANGEMENTS:
         raise ValueError(f"unknown arrangement {arrangement!r}; expected one of {ARRANGEMENTS}")
+    if not 0.0 < opacity <= 1.0:
+        raise ValueError(f"opacity must be in (0, 1], got {opacity}")
     if patients < 1:
         raise ValueError("patients must be at least 1")
     if images_per_patient is not None and images_per_patient < 1:
@@ -437,7 +436,11 @@ def write_archive(
 
         bar = tqdm(total=patients, unit="patient", desc="simulate")
     planes = 0
-    with h5py.File(out / "ground_truth.h5", "w") as h5:
+    # single-threaded BLAS: threads only contend on small matrices (parallelise over processes)
+    with (
+        threadpool_limits(limits=1, user_api="blas"),
+        h5py.File(out / "ground_truth.h5", "w") as h5,
+    ):
         h5.attrs["format"] = GROUND_TRUTH_FORMAT
         h5.attrs["version"] = FORMAT_VERSION
         h5.attrs["seed"] = seed

@@ -9,7 +9,8 @@ noise, time-gain compensation (TGC), envelope detection and log compression to 8
   frequency and the pulse-echo -6 dB bandwidth, lateral Gaussian of FWHM ``lateral_factor *
   wavelength * f_number`` (receive-only focusing of a plane-wave transmit). ``axial_factor``
   and ``lateral_factor`` were calibrated once against pymust's speckle grain size (autocorrelation
-  FWHM in a homogeneous region, 6 MHz probe: pymust 0.22 x 0.38 mm). The convolution is separable (two 1-D Gaussian filters).
+  FWHM in a homogeneous region, 6 MHz probe: pymust 0.22 x 0.38 mm). The convolution is
+  separable (two 1-D Gaussian filters).
 * ``"pymust"``: scatterers drawn from the same maps (at most ``max_scatterers``), RF simulated with
   ``pymust.simus`` for one plane wave, beamformed with ``pymust.rf2iq`` + ``pymust.dasmtx``
   (delay-and-sum on the pixel grid) and envelope-detected. Faithful but slow (seconds for a
@@ -21,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -104,16 +106,17 @@ class Display:
     noise_db: float = -58.0
 
 
-def envelope_fast(
-    maps: TissueMaps, probe: Probe, rng: np.random.Generator
-) -> NDArray[np.float32]:
+def envelope_fast(maps: TissueMaps, probe: Probe, rng: np.random.Generator) -> NDArray[np.float32]:
     """Return the echo envelope before attenuation, on the maps' grid (fast engine).
 
     Parameters
     ----------
     maps : TissueMaps
+        Tissue on the image grid.
     probe : Probe
+        Probe whose point-spread function is used.
     rng : numpy.random.Generator
+        Source of the scatterers.
 
     Returns
     -------
@@ -156,21 +159,34 @@ def envelope_pymust(
     maps: TissueMaps,
     probe: Probe,
     rng: np.random.Generator,
-    max_scatterers: int = 20000,
+    max_scatterers: int = 60000,
     chunk: int = 800,
+    strip_mm: float = 10.0,
+    max_elements: int = 128,
 ) -> NDArray[np.float32]:
     """Return the echo envelope simulated by pymust (SIMUS plane wave + delay-and-sum).
+
+    Wide images are formed strip by strip, as a linear array scans with sub-apertures: each
+    lateral strip of ``strip_mm`` is insonified by a plane wave from a sub-aperture of at most
+    ``max_elements`` elements centred on it, from the scatterers within the strip and a margin.
 
     Parameters
     ----------
     maps : TissueMaps
         Tissue maps on the output grid (rows = depth from the probe, columns lateral).
     probe : Probe
+        Probe geometry and pulse given to pymust.
     rng : numpy.random.Generator
+        Source of the scatterers.
     max_scatterers : int
-        Cap on the number of point scatterers (the density is scaled down above it).
+        Cap on the number of point scatterers (the density is scaled down above it, which makes
+        the speckle of large images sparser than the fast engine's).
     chunk : int
         Scatterers simulated per ``simus`` call.
+    strip_mm : float
+        Width of the strips of wide images.
+    max_elements : int
+        Largest sub-aperture.
 
     Returns
     -------
@@ -184,39 +200,38 @@ def envelope_pymust(
     expected = maps.density * dz * dx
     total = float(expected.sum())
     n = int(min(rng.poisson(total), max_scatterers))
+    env = np.zeros(maps.density.shape, dtype=np.float64)
     if n == 0:
-        return np.zeros(maps.density.shape, dtype=np.float32)
+        return env.astype(np.float32)
     p = (expected / total).ravel()
     idx = rng.choice(p.size, size=n, p=p)
     rows, cols = np.unravel_index(idx, expected.shape)
-    z = (maps.z_mm[rows] + rng.uniform(-0.5, 0.5, n) * dz) * 1e-3
-    x = (maps.x_mm[cols] + rng.uniform(-0.5, 0.5, n) * dx) * 1e-3
+    z = maps.z_mm[rows] + rng.uniform(-0.5, 0.5, n) * dz
+    x = maps.x_mm[cols] + rng.uniform(-0.5, 0.5, n) * dx
     amp = 10.0 ** (maps.echo_db[rows, cols] / 20.0) * np.sqrt(maps.transmission[rows, cols])
     rc = amp * rng.standard_normal(n)
 
-    param = _pymust_param(pymust, probe, maps)
-    delays = pymust.txdelay(param, 0.0)
-    options = pymust.utils.Options()
-    options.dBThresh = -40.0  # spectrum kept to -40 dB: speckle statistics are unchanged
-    options.ElementSplitting = 1  # elements are narrower than a wavelength
-    rf = None
-    # simus is linear in the scatterers; chunks bound its memory (and its super-linear cost)
-    for start in range(0, n, chunk):
-        part, _ = pymust.simus(
-            x[start : start + chunk], z[start : start + chunk], rc[start : start + chunk],
-            delays, param, options,
-        )  # fmt: skip
-        if rf is None:
-            rf = part
-        else:
-            length = max(rf.shape[0], part.shape[0])
-            rf = np.pad(rf, ((0, length - rf.shape[0]), (0, 0)))
-            rf += np.pad(part, ((0, length - part.shape[0]), (0, 0)))
-    iq = pymust.rf2iq(rf, param)
-    xi, zi = np.meshgrid(maps.x_mm * 1e-3, maps.z_mm * 1e-3)
-    das = pymust.dasmtx(iq, xi, zi, param)
-    iq_img = (das @ iq.flatten(order="F")).reshape(xi.shape, order="F")
-    env = np.abs(iq_img).astype(np.float64)
+    margin = 2.0  # mm of scatterers beyond a strip that still reach its pixels
+    n_strips = max(1, int(math.ceil((maps.x_mm[-1] - maps.x_mm[0] + dx) / strip_mm)))
+    col_groups = np.array_split(np.arange(maps.x_mm.size), n_strips)
+    for group in col_groups:
+        x0, x1 = maps.x_mm[group[0]], maps.x_mm[group[-1]]
+        centre = 0.5 * (x0 + x1)
+        sel = (x >= x0 - margin) & (x <= x1 + margin)
+        if not sel.any():
+            continue
+        param = _pymust_param(pymust, probe, x1 - x0 + 2 * margin, maps.z_mm[-1], max_elements)
+        rf = _simulate_rf(pymust, (x[sel] - centre) * 1e-3, z[sel] * 1e-3, rc[sel], param, chunk)
+        iq = pymust.rf2iq(rf, param)
+        iq_vec = iq.flatten(order="F")
+        xs = (maps.x_mm[group] - centre) * 1e-3
+        # beamform in row blocks: the DAS matrix of a whole strip would take gigabytes
+        for r0 in range(0, maps.z_mm.size, 96):
+            zr = maps.z_mm[r0 : r0 + 96] * 1e-3
+            xi, zi = np.meshgrid(xs, zr)
+            das = pymust.dasmtx(iq, xi, zi, param)
+            block = (das @ iq_vec).reshape(xi.shape, order="F")
+            env[r0 : r0 + zr.size, group[0] : group[-1] + 1] = np.abs(block)
     # one gain: match the mean power to the expected echo power (same reference as the fast engine)
     exp_power = expected * 10.0 ** (maps.echo_db / 10.0) * maps.transmission
     exp_power = ndimage.uniform_filter(exp_power, 9)
@@ -226,18 +241,46 @@ def envelope_pymust(
     return (env * gain / math.sqrt(ref_n)).astype(np.float32)
 
 
-def _pymust_param(pymust: object, probe: Probe, maps: TissueMaps) -> object:
-    # enough elements to open the receive aperture (depth / f-number) over the whole width
-    width_mm = float(maps.x_mm[-1] - maps.x_mm[0])
-    aperture_mm = float(maps.z_mm[-1]) / probe.f_number
+def _simulate_rf(
+    pymust: Any,
+    x: NDArray[np.float64],
+    z: NDArray[np.float64],
+    rc: NDArray[np.float64],
+    param: Any,
+    chunk: int,
+) -> NDArray[np.float64]:
+    delays = pymust.txdelay(param, 0.0)
+    options = pymust.utils.Options()
+    options.dBThresh = -40.0  # spectrum kept to -40 dB: speckle statistics are unchanged
+    options.ElementSplitting = 1  # elements are narrower than a wavelength
+    rf: NDArray[np.float64] | None = None
+    # simus is linear in the scatterers; chunks bound its memory (and its super-linear cost)
+    for start in range(0, x.size, chunk):
+        sl = slice(start, start + chunk)
+        part, _ = pymust.simus(x[sl], z[sl], rc[sl], delays, param, options)
+        if rf is None:
+            rf = part
+        else:
+            length = max(rf.shape[0], part.shape[0])
+            rf = np.pad(rf, ((0, length - rf.shape[0]), (0, 0)))
+            rf += np.pad(part, ((0, length - part.shape[0]), (0, 0)))
+    assert rf is not None
+    return rf
+
+
+def _pymust_param(
+    pymust: Any, probe: Probe, width_mm: float, depth_mm: float, max_elements: int
+) -> Any:
+    # enough elements to open the receive aperture (depth / f-number) over the strip, if possible
+    aperture_mm = float(depth_mm) / probe.f_number
     elements = int(math.ceil((width_mm + aperture_mm) / probe.pitch_mm)) + 2
-    param = pymust.utils.Param()  # type: ignore[attr-defined]
+    param = pymust.utils.Param()
     param.fc = probe.centre_frequency_mhz * 1e6
     param.bandwidth = probe.bandwidth * 100.0
     param.pitch = probe.pitch_mm * 1e-3
     param.width = probe.pitch_mm * 0.9e-3
     param.kerf = probe.pitch_mm * 0.1e-3
-    param.Nelements = min(elements, 256)
+    param.Nelements = min(elements, max_elements)
     param.radius = math.inf
     param.height = 5e-3
     param.focus = 20e-3
@@ -299,9 +342,13 @@ def form_bmode(
     maps : TissueMaps
         Tissue on the image grid.
     probe : Probe
+        The probe.
     display : Display
+        The display chain (gain, dynamic range, TGC, noise).
     rng : numpy.random.Generator
+        Source of scatterers and noise.
     engine : {"fast", "pymust"}
+        Which B-mode engine.
 
     Returns
     -------

@@ -125,12 +125,17 @@ def build_dataset(
     frame : ndarray uint8
         ``(rows, cols)`` grey (MONOCHROME2) or ``(rows, cols, 3)`` RGB.
     info : InstanceInfo
+        Identifiers and descriptions.
     scanner : Scanner
+        The equipment.
     regions : list of Region
+        The Sequence of Ultrasound Regions entries.
     image_type : tuple of str
+        Image Type values.
     jpeg : bool
         JPEG baseline compress (RGB frames only) as YBR_FULL_422.
     jpeg_quality : int
+        Pillow JPEG quality.
     comments : str
         Appended to the image comments (after the synthetic-data note).
 

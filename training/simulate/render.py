@@ -208,6 +208,7 @@ def render_fullscreen(
     Parameters
     ----------
     bmode : ndarray uint8 (rows, cols)
+        The B-mode image.
     spacing_mm, top_mm : float
         Pixel spacing and depth of the first row.
     header : str
@@ -215,6 +216,7 @@ def render_fullscreen(
     rgb : bool
         Return an RGB frame (else grey).
     ruler_side : {"left", "right"}
+        Side of the depth ruler.
     grey_bar : bool
         Draw a grey-scale bar right of the image.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,6 +17,8 @@ __all__ = [
     "DUAL_GEOMETRY",
     "FULL_GEOMETRY",
     "OTHER_GEOMETRY",
+    "SETUPS",
+    "Setup",
 ]
 
 
@@ -80,3 +82,43 @@ DUAL_GEOMETRY = Geometry(rows=520, cols=440, spacing_mm=0.16)
 FULL_GEOMETRY = Geometry(rows=600, cols=900, spacing_mm=0.095)
 #: Second scanner without SWE (450 x 300 at 0.12 mm: 300 rows, 450 columns).
 OTHER_GEOMETRY = Geometry(rows=300, cols=450, spacing_mm=0.12)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Scanners and image geometries used for one organ."""
+
+    swe_scanner: Scanner
+    other_scanner: Scanner
+    dual: Geometry
+    full: Geometry
+    other: Geometry
+    swe_half_depth_mm: float
+
+
+THYROID_SWE_SCANNER = replace(
+    SWE_SCANNER,
+    probe=Probe(name="SL15-4-like", centre_frequency_mhz=8.0, bandwidth=0.7, f_number=1.5),
+    display=Display(gain_db=-20.0, dynamic_range_db=60.0, tgc_db_cm=7.2, noise_db=-58.0),
+)
+THYROID_OTHER_SCANNER = replace(
+    OTHER_SCANNER,
+    model_name="BMode-Sim LOGIQ-like",
+    probe=Probe(name="9L-like", centre_frequency_mhz=6.0, bandwidth=0.6, pitch_mm=0.23),
+    display=Display(gain_db=-17.0, dynamic_range_db=55.0, tgc_db_cm=5.6, noise_db=-55.0),
+)
+
+#: Per organ: prostate as the paper's Aixplorer / iU22 data, thyroid a shallower linear set-up.
+SETUPS: dict[str, Setup] = {
+    "prostate": Setup(
+        SWE_SCANNER, OTHER_SCANNER, DUAL_GEOMETRY, FULL_GEOMETRY, OTHER_GEOMETRY, 60.0
+    ),
+    "thyroid": Setup(
+        THYROID_SWE_SCANNER,
+        THYROID_OTHER_SCANNER,
+        Geometry(rows=420, cols=480, spacing_mm=0.1, top_mm=0.5),
+        Geometry(rows=600, cols=900, spacing_mm=0.065, top_mm=0.5),
+        Geometry(rows=320, cols=480, spacing_mm=0.12, top_mm=0.5),
+        38.0,
+    ),
+}

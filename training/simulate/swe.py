@@ -6,7 +6,8 @@ Model, on the SWE box's pixel grid:
   are ~1-2 mm; small stiff lesions are under-estimated, as on real scanners);
 * noise: multiplicative, spatially correlated (``noise_corr_mm``), standard deviation
   ``noise + noise_per_cm * depth``;
-* confidence (0-1): a logistic fall-off with depth (half at ``half_depth_mm``), times
+* confidence (0-1): a logistic fall-off with depth (half at ``half_depth_mm``, +-6 mm per
+  acquisition and +-4 mm smoothly across the box), times
   ``1 - fluid`` (no shear waves in fluid), times ``sqrt(transmission)`` in shadows, times random
   low-quality patches, reduced in very stiff tissue (> 100 kPa) where waves attenuate;
 * display: pixels with confidence below ``display_threshold`` are void (no colour, NaN in
@@ -88,8 +89,11 @@ def acquire_swe(
     maps : TissueMaps
         Tissue on the SWE box's pixel grid.
     rng : numpy.random.Generator
+        Source of the noise.
     quantity : {"youngs-modulus", "shear-wave-speed"}
+        What the scanner reports.
     settings : SweSettings, optional
+        Model parameters (defaults: :class:`SweSettings`).
 
     Returns
     -------
@@ -107,7 +111,11 @@ def acquire_swe(
     sd = s.noise + s.noise_per_cm * depth_cm
     measured = blurred * np.exp(sd * _smooth_noise(rng, shape, corr))
 
-    depth = 1.0 / (1.0 + np.exp((maps.z_mm[:, None] - s.half_depth_mm) / s.depth_width_mm))
+    # penetration varies across the box (coupling, tissue): +-4 mm smooth lateral variation
+    lateral = ndimage.gaussian_filter1d(rng.standard_normal(shape[1]), 3.0 / dx, mode="nearest")
+    lateral = 4.0 * lateral / max(float(lateral.std()), 1e-6)
+    half = s.half_depth_mm + float(rng.uniform(-6.0, 6.0)) + lateral[None, :]
+    depth = 1.0 / (1.0 + np.exp((maps.z_mm[:, None] - half) / s.depth_width_mm))
     fluid = ndimage.gaussian_filter(maps.fluid, (0.8 / dz, 0.8 / dx))
     patches = np.clip(1.2 + 0.35 * _smooth_noise(rng, shape, (4.0 / dz, 4.0 / dx)), 0.0, 1.0)
     stiff = np.clip(1.0 - (blurred - 100.0) / 150.0, 0.5, 1.0)

@@ -118,7 +118,7 @@ ORGANS: dict[str, OrganSpec] = {
         cysts=(0, 2),
         cyst_radius_mm=(1.5, 4.5),
         calcifications=(0, 3),
-        calc_radius_mm=(0.5, 1.5),
+        calc_radius_mm=(0.4, 1.1),
     ),
     "thyroid": OrganSpec(
         name="thyroid",
@@ -191,14 +191,14 @@ class _Ellipse:
     def weight(self, x: NDArray[np.float64], z: NDArray[np.float64]) -> NDArray[np.float32]:
         """Soft membership 0-1 on the grid ``z`` (rows) by ``x`` (columns)."""
         c, s = math.cos(self.angle), math.sin(self.angle)
-        dx = x[None, :] - self.x0
-        dz = z[:, None] - self.z0
-        u = (dx * c + dz * s) / self.a
-        v = (-dx * s + dz * c) / self.b
+        dx = (x - self.x0).astype(np.float32)[None, :]
+        dz = (z - self.z0).astype(np.float32)[:, None]
+        u = dx * np.float32(c / self.a) + dz * np.float32(s / self.a)
+        v = dx * np.float32(-s / self.b) + dz * np.float32(c / self.b)
         r = np.sqrt(u * u + v * v)
-        # signed distance to the edge, approximately in mm
-        d = (1.0 - r) * min(self.a, self.b)
-        return (0.5 * (1.0 + np.tanh(d / self.edge_mm))).astype(np.float32)
+        # signed distance to the edge, approximately in mm, over the edge width
+        d = (1.0 - r) * np.float32(min(self.a, self.b) / self.edge_mm)
+        return 0.5 + 0.5 * np.tanh(d)
 
     def bounds(self) -> tuple[float, float, float, float]:
         r = max(self.a, self.b) + 3 * self.edge_mm
@@ -333,18 +333,26 @@ class Phantom:
     def _transmission(self, x: NDArray[np.float64], z: NDArray[np.float64]) -> NDArray[np.float32]:
         spec = self.organ
         t_db = np.zeros((z.size, x.size), dtype=np.float32)
+        touched = False
         for region in self.regions:
             if region.label not in (CALCIFICATION, CYST):
                 continue
             half = region.a * 0.9
-            lateral = 0.5 * (1 + np.tanh((half - np.abs(x - region.x0)) / 0.4))
+            cols = np.nonzero(np.abs(x - region.x0) < half + 2.5)[0]
+            if cols.size == 0:
+                continue
+            cs = slice(cols[0], cols[-1] + 1)
+            lateral = 0.5 * (1 + np.tanh((half - np.abs(x[cs] - region.x0)) / 0.4))
             below = 0.5 * (1 + np.tanh((z - region.z0 - 0.5 * region.b) / 0.5))
             if region.label == CALCIFICATION:
-                t_db -= spec.shadow_db * np.outer(below, lateral).astype(np.float32)
+                profile = -spec.shadow_db * below
             else:
-                fade = np.exp(-np.maximum(z - region.z0, 0) / 15.0)
-                t_db += spec.enhancement_db * np.outer(below * fade, lateral).astype(np.float32)
-        return (10.0 ** (t_db / 10.0)).astype(np.float32)
+                profile = spec.enhancement_db * below * np.exp(-np.maximum(z - region.z0, 0) / 15.0)
+            t_db[:, cs] += np.outer(profile.astype(np.float32), lateral.astype(np.float32))
+            touched = True
+        if not touched:
+            return np.ones_like(t_db)
+        return np.power(np.float32(10.0), t_db * np.float32(0.1))
 
 
 def make_phantom(rng: np.random.Generator, organ: str = "prostate") -> Phantom:
@@ -379,7 +387,9 @@ def make_phantom(rng: np.random.Generator, organ: str = "prostate") -> Phantom:
     def jitter() -> float:
         return float(rng.normal(0.0, spec.echo_jitter_db))
 
-    gland = _Ellipse(GLAND, gx, gz, a, b, angle, float(u(0.5, 1.0)), float(u(*spec.pz_kpa)), jitter())
+    gland = _Ellipse(
+        GLAND, gx, gz, a, b, angle, float(u(0.5, 1.0)), float(u(*spec.pz_kpa)), jitter()
+    )
     phantom.regions.append(gland)
     if spec.tz_scale is not None:
         s = spec.tz_scale
