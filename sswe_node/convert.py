@@ -96,7 +96,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=None, help="instances per model call (default: config)"
     )
-    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None)
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "gpu"), default=None, help="where the model runs"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, pixel_array
-from pydicom.uid import UID
+from pydicom.uid import UID, JPEGBaseline8Bit, JPEGExtended12Bit
 
 from sswe_node.errors import (
     CorruptDicomError,
@@ -50,6 +51,7 @@ _US_SOP_CLASSES = frozenset(
         "1.2.840.10008.5.1.4.1.1.3",  # Ultrasound Multi-frame Image Storage (retired)
     }
 )
+_PILLOW_FIRST = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit})
 _SC_PREFIX = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture family
 _SC_MODALITIES = frozenset({"US", "OT", ""})
 
@@ -188,7 +190,7 @@ def decode_frame_native(ds: Dataset, index: int = 0) -> NDArray[np.uint8] | NDAr
     syntax = _transfer_syntax(ds)
     photometric = str(ds.PhotometricInterpretation).strip().upper()
     try:
-        arr = pixel_array(ds, index=index)
+        arr = _pixel_array(ds, index, syntax)
     except NotImplementedError:
         raise UnsupportedTransferSyntaxError(
             f"cannot decode pixel data in transfer syntax {syntax.name} ({syntax}); "
@@ -222,6 +224,16 @@ def decode_frame_native(ds: Dataset, index: int = 0) -> NDArray[np.uint8] | NDAr
     if photometric == "MONOCHROME1":
         out = np.float32(255.0) - out
     return out
+
+
+def _pixel_array(ds: Dataset, index: int, syntax: UID) -> NDArray[Any]:
+    """Decode one frame; lossy JPEG goes to Pillow first (about twice as fast as libjpeg)."""
+    if syntax in _PILLOW_FIRST:
+        try:
+            return pixel_array(ds, index=index, decoding_plugin="pillow")
+        except Exception:  # noqa: BLE001 - any Pillow failure: let the default plugins try
+            logger.debug("Pillow could not decode frame %d; trying the other decoders", index)
+    return pixel_array(ds, index=index)
 
 
 def _transfer_syntax(ds: Dataset) -> UID:
