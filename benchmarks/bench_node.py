@@ -271,7 +271,7 @@ def main() -> int:
         print(
             f"  reference: pynetdicom SCP keeping nothing {ingest['pynetdicom']:.1f} inst/s "
             f"(ratio to storescp {ingest['pynetdicom'] / ingest['storescp']:.2f}); the rest of "
-            "the node's time is durability: fsync of file and folder, a synced SQLite commit"
+            "the node's time is durability: fsync of file and folder, a SQLite commit"
         )
         model = _model(args.model, tmp)
         e2e = measure_end_to_end(files, tmp, model, args.batch_size)

@@ -273,8 +273,7 @@ class PackagedModel:
         rows, cols = self.manifest.grid
         if images.ndim != 3 or images.shape[1:] != (rows, cols):
             raise ModelError(
-                f"model {self.manifest.name} expects (N, {rows}, {cols}) images, "
-                f"got {images.shape}"
+                f"model {self.manifest.name} expects (N, {rows}, {cols}) images, got {images.shape}"
             )
         outputs = []
         with _device_scope(self.device):

@@ -165,4 +165,7 @@ def test_synthetic_dual_capture_is_found(arrangement: str, regions: bool) -> Non
     true_shift = (cap.plain_box[0] - cap.overlay_box[0], cap.plain_box[1] - cap.overlay_box[1])
     assert shift == true_shift
     assert reading.bmode.shape == (found.height, found.width)
-    assert reading.spacing_mm == (pytest.approx(0.16), pytest.approx(0.16)) if regions else True
+    if regions:
+        assert reading.spacing_mm == pytest.approx((0.16, 0.16))
+    else:  # no regions and no Pixel Spacing: the spacing is unknown
+        assert reading.spacing_mm is None

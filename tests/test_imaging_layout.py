@@ -132,3 +132,24 @@ def test_colour_bar_is_found_by_shape_and_hue_not_position() -> None:
     grey_bar = np.repeat(np.linspace(255, 0, 200)[:, None, None], 3, axis=2)
     frame[40:240, 333:345] = np.repeat(grey_bar, 12, axis=1)
     assert find_colour_bar(frame, colour_mask(frame)) is None
+
+
+def test_coloured_interface_band_is_not_an_overlay() -> None:
+    # Philips' blue header band and logo: a B-mode, not colour Doppler, even without regions
+    ds = _read("OBXXXX1A.dcm")
+    del ds.SequenceOfUltrasoundRegions
+    (reading,) = read_instance(ds)
+    assert reading.layout is Layout.BMODE
+    # the visible tissue is the bright top of the sector, below the 60-row header band
+    assert reading.roi.top >= 60 and reading.roi.bottom <= 200
+    assert 300 <= reading.roi.left and reading.roi.right <= 620
+
+
+def test_aloka_without_regions_reads_its_left_panel() -> None:
+    ds = _read("gdcm-US-ALOKA-16.dcm")
+    del ds.SequenceOfUltrasoundRegions
+    (reading,) = read_instance(ds)
+    assert reading.layout is Layout.BMODE and reading.layout_source == "pixels"
+    region = PixelBox(24, 32, 416, 336)
+    assert abs(reading.roi.top - region.top) <= 8 and abs(reading.roi.bottom - region.bottom) <= 8
+    assert abs(reading.roi.left - region.left) <= 8 and abs(reading.roi.right - region.right) <= 16

@@ -17,6 +17,7 @@ from sswe_node.errors import (
     ImageTooLargeError,
     NotUltrasoundError,
     PixelDecodeError,
+    UnsupportedLayoutError,
     UnsupportedTransferSyntaxError,
 )
 from sswe_node.imaging import Layout, read_file, read_instance
@@ -107,8 +108,13 @@ def test_multiframe_frames_are_evenly_spaced() -> None:
 
 
 def test_ct_is_not_ultrasound() -> None:
-    with pytest.raises(NotUltrasoundError, match="CT Image Storage"):
+    with pytest.raises(NotUltrasoundError, match="CT Image Storage") as info:
         read_instance(_read("CT_small.dcm"))
+    assert info.value.reason == "wrong-modality"
+    volume = _read("US1_UNCR.dcm")
+    volume.SOPClassUID = "1.2.840.10008.5.1.4.1.1.6.2"
+    with pytest.raises(UnsupportedLayoutError, match="3D"):
+        read_instance(volume)
 
 
 def test_corrupt_file_gives_typed_errors(tmp_path: Path) -> None:
@@ -152,3 +158,31 @@ def test_missing_image_attributes_and_size_limit() -> None:
         read_instance(ds)
     with pytest.raises(ImageTooLargeError, match="max_image_pixels"):
         read_instance(_read("US1_UNCR.dcm"), max_pixels=100_000)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "SC_ybr_full_uncompressed.dcm",
+        "SC_ybr_full_422_uncompressed.dcm",
+        "SC_rgb_dcmtk_+eb+cy+s2.dcm",  # JPEG baseline, YBR_FULL_422
+        "SC_rgb_rle.dcm",
+    ],
+)
+def test_ybr_and_rle_encodings_of_one_image_decode_alike(name: str) -> None:
+    ref = decode_frame(_read("SC_rgb.dcm"))
+    frame = decode_frame(_read(name))
+    assert frame.shape == ref.shape == (100, 100, 3)
+    assert np.mean(np.abs(frame - ref)) < 1.0 and np.max(np.abs(frame - ref)) <= 8.0
+
+
+def test_datasets_built_in_memory_without_file_meta() -> None:
+    cap = make_capture(seed=12)
+    del cap.ds.file_meta  # native pixel data: the dataset's own encoding is used
+    (reading,) = read_instance(cap.ds, scale=cap.scale)
+    assert reading.layout is Layout.DUAL_SWE
+    compressed = make_capture(seed=12).ds
+    compressed.compress(RLELossless)
+    del compressed.file_meta
+    with pytest.raises(CorruptDicomError, match="Transfer Syntax UID"):
+        read_instance(compressed)

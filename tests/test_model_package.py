@@ -110,7 +110,7 @@ def test_shear_wave_speed_package_uses_10_m_per_s(tmp_path):
 
 
 def test_toml_writer_round_trips_nested_tables():
-    data = {"a": 1, "b": "x \"q\" \\ y", "c": [1.5, 2.0], "t": {"u": True, "v": {"w": "z"}}}
+    data = {"a": 1, "b": 'x "q" \\ y', "c": [1.5, 2.0], "t": {"u": True, "v": {"w": "z"}}}
     assert tomllib.loads(dumps_toml(data)) == data
 
 

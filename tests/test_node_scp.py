@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
 
 from sswe_node.config import load_settings
 from sswe_node.node.app import Node
@@ -45,14 +46,21 @@ def _cases(node: Node) -> list[dict]:
         store.close()
 
 
-def test_stores_ultrasound_files_unchanged(start_node: StartNode) -> None:
+def test_stores_ultrasound_files_unchanged(start_node: StartNode, tmp_path: Path) -> None:
     node = start_node()
     assert echoscu(node.port, called_aet="SSWE_NODE")
-    names = ["US1_J2KI.dcm", "gdcm-US-ALOKA-16.dcm", "SC_rgb_rle.dcm"]
+    # JPEG 2000, explicit VR (ALOKA), RLE, JPEG lossless, JPEG baseline, deflate.
+    names = ["US1_J2KI.dcm", "gdcm-US-ALOKA-16.dcm", "SC_rgb_rle.dcm", "JPEG-LL.dcm",
+             "SC_rgb_jpeg_lossy_gdcm.dcm"]  # fmt: skip
     files = [Path(get_testdata_file(n)) for n in names]
+    deflated = dcmread(get_testdata_file("US1_UNCR.dcm"))
+    deflated.SOPInstanceUID = generate_uid()
+    deflated.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    deflated.save_as(tmp_path / "deflated.dcm", enforce_file_format=True)
+    files.append(tmp_path / "deflated.dcm")
     storescu_keep(files, node.port)
     cases = {c["sop_instance_uid"]: c for c in _cases(node)}
-    assert len(cases) == 3
+    assert len(cases) == len(files)
     for f in files:
         source = dcmread(f)
         case = cases[source.SOPInstanceUID]
@@ -153,3 +161,18 @@ def test_keeps_receiving_without_a_model(start_node: StartNode, tmp_path: Path) 
     storescu_keep([Path(get_testdata_file("US1_UNCR.dcm"))], node.port)
     assert [c["status"] for c in _cases(node)] == ["received"]
     assert "sswe_received_total 1" in node.render_metrics()
+
+
+def test_records_synced_files_missing_from_the_store(start_node: StartNode, tmp_path: Path) -> None:
+    # As after a power cut: the file was synced and acknowledged, its case row was lost.
+    source = Path(get_testdata_file("US1_UNCR.dcm"))
+    uid = str(dcmread(source, stop_before_pixels=True).SOPInstanceUID)
+    incoming = tmp_path / "storage" / "incoming"
+    incoming.mkdir(parents=True)
+    (incoming / f"{uid}.dcm").write_bytes(source.read_bytes())
+    (incoming / ".tmp-interrupted.part").write_bytes(b"half a file")
+    node = start_node()
+    cases = _cases(node)
+    assert [(c["sop_instance_uid"], c["status"]) for c in cases] == [(uid, "received")]
+    assert cases[0]["sop_class_uid"] == "1.2.840.10008.5.1.4.1.1.6.1"
+    assert sorted(p.name for p in incoming.iterdir()) == [f"{uid}.dcm"]

@@ -12,12 +12,13 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
+from sswe_node.cli import main
 from sswe_node.config import SendingSettings, TlsSettings, load_settings
 from sswe_node.node.app import Node
 from sswe_node.node.health import Metrics
 from sswe_node.node.sender import Sender
 from sswe_node.node.store import CaseOutcome, CaseStore, OutputRecord, ReceivedInstance, Target
-from tests.node_support import make_certificate, node_sections, sswe_node, write_config
+from tests.node_support import make_certificate, node_sections, write_config
 from tests.peers import Orthanc, free_port
 
 
@@ -121,12 +122,10 @@ def test_sends_over_tls(tmp_path: Path, sender_factory) -> None:
         destination.stop(grace_seconds=5)
 
 
-def test_echo_command(orthanc: Orthanc) -> None:
-    ok = sswe_node("echo", f"{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}")
-    assert "C-ECHO success" in ok.stdout
-    down = sswe_node("echo", f"NOBODY@127.0.0.1:{free_port()}", "--timeout", "2", check=False)
-    assert down.returncode == 1
-    assert "association failed" in down.stderr
-    bad = sswe_node("echo", "not-a-peer", check=False)
-    assert bad.returncode == 1
-    assert "AE@HOST:PORT" in bad.stderr
+def test_echo_command(orthanc: Orthanc, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["echo", f"{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}"]) == 0
+    assert "C-ECHO success" in capsys.readouterr().out
+    assert main(["echo", f"NOBODY@127.0.0.1:{free_port()}", "--timeout", "2"]) == 1
+    assert "association failed" in capsys.readouterr().err
+    assert main(["echo", "not-a-peer"]) == 1
+    assert "AE@HOST:PORT" in capsys.readouterr().err

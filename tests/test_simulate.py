@@ -189,6 +189,12 @@ def test_same_seed_same_archive_other_seed_differs(tmp_path: Path) -> None:
     assert {r["sop_uid"] for r in other}.isdisjoint(
         {r["sop_uid"] for r in _index(tmp_path / "a")["instances"]}
     )
+    # other options, other pixels: same synthetic patient, new UIDs
+    write_archive(tmp_path / "d", seed=11, opacity=0.5, **kwargs)
+    other = _index(tmp_path / "d")["instances"]
+    first = _index(tmp_path / "a")["instances"]
+    assert {r["patient_id"] for r in other} == {r["patient_id"] for r in first}
+    assert {r["sop_uid"] for r in other}.isdisjoint({r["sop_uid"] for r in first})
     px_a = pydicom.dcmread(tmp_path / "a" / files_a[0]).pixel_array
     px_c = pydicom.dcmread(
         tmp_path / "c" / files_a[0].as_posix().replace("0011", "0012")

@@ -20,9 +20,12 @@ from training.train import load_config  # noqa: E402
 CONFIGS = Path(__file__).resolve().parent.parent / "training" / "configs"
 
 
-def _config(tmp_path: Path, epochs: int = 8) -> Path:
+def _config(tmp_path: Path, epochs: int = 6) -> Path:
     text = (CONFIGS / "demo.toml").read_text()
-    text = text.replace("epochs = 150", f"epochs = {epochs}").replace("batch_size = 64", "batch_size = 8")
+    text = text.replace("epochs = 150", f"epochs = {epochs}").replace(
+        "batch_size = 64", "batch_size = 4"
+    )
+    text = text.replace("learning_rate = 0.001", "learning_rate = 0.002")
     text = text.replace("split = [0.7, 0.1, 0.2]", "split = [0.6, 0.2, 0.2]")
     path = tmp_path / "tiny.toml"
     path.write_text(text)
@@ -36,7 +39,7 @@ def _history(work: Path) -> list[dict[str, str]]:
 
 @pytest.mark.slow
 def test_train_end_to_end_loss_decreases_and_package_reloads_identically(tmp_path, capsys):
-    dataset = write_toy_dataset(tmp_path / "toy.h5", patients=10, per_patient=5, other_scanner=6)
+    dataset = write_toy_dataset(tmp_path / "toy.h5", patients=8, per_patient=4, other_scanner=6)
     out = tmp_path / "models" / "toy-sim"
     argv = ["train", "--config", str(_config(tmp_path)), "--dataset", str(dataset)]
     argv += ["--out", str(out), "--work-dir", str(tmp_path / "work")]
@@ -45,8 +48,8 @@ def test_train_end_to_end_loss_decreases_and_package_reloads_identically(tmp_pat
 
     history = _history(tmp_path / "work")
     losses = [float(row["loss"]) for row in history]
-    assert len(losses) == 8
-    assert min(losses[-3:]) < 0.8 * losses[0], losses
+    assert len(losses) == 6
+    assert min(losses[-2:]) < 0.85 * losses[0], losses
     assert (tmp_path / "work" / "logs").is_dir()  # TensorBoard
     assert (tmp_path / "work" / "checkpoints" / "best.keras").is_file()
 

@@ -89,7 +89,9 @@ def test_augmentation_off_is_identity_and_mirror_is_joint():
 
 def test_paper_augmentation_alters_about_90_percent_and_keeps_masks_binary():
     images, targets = _batch(200, seed=1)
-    out_i, out_t = (np.asarray(a) for a in augment_batch(images, targets, [7, 8], AugmentSettings()))
+    out_i, out_t = (
+        np.asarray(a) for a in augment_batch(images, targets, [7, 8], AugmentSettings())
+    )
     changed = np.abs(out_i - images).reshape(200, -1).max(axis=1) > 1e-4
     assert 0.8 < changed.mean() < 0.97
     assert set(np.unique(out_t[..., 1])) <= {0.0, 1.0}

@@ -229,7 +229,12 @@ def evaluate_model(
     train_mean = float(m.training.get("train_mean", np.nan))
     report: dict[str, Any] = {
         "disclaimer": DISCLAIMER,
-        "model": {"name": m.name, "version": m.version, "status": m.status, "path": str(model.path)},
+        "model": {
+            "name": m.name,
+            "version": m.version,
+            "status": m.status,
+            "path": str(model.path),
+        },
         "dataset": str(dataset),
         "unit": m.unit,
         "quantity": m.quantity,
@@ -282,7 +287,10 @@ def evaluate_model(
         scanners_seen = {
             f"{a} {b}".strip()
             for a, b, lab in zip(
-                data.meta["manufacturer"], data.meta["model_name"], data.meta["labelled"], strict=True
+                data.meta["manufacturer"],
+                data.meta["model_name"],
+                data.meta["labelled"],
+                strict=True,
             )
             if lab
         }
@@ -332,7 +340,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     if "baseline" in report:
         rows.append(("baseline (training mean)", report["baseline"]["summary"]))
     if "comparison" in report:
-        rows.append((f"compared: {report['comparison']['model']['name']}", report["comparison"]["summary"]))
+        rows.append(
+            (f"compared: {report['comparison']['model']['name']}", report["comparison"]["summary"])
+        )
     for name, s in rows:
         lines.append(f"| {name} | {_fmt(s, 'rmse')} | {_fmt(s, 'mae')} | {_fmt(s, 'me')} |")
     if "mae_margin_vs_baseline" in report:

@@ -157,9 +157,7 @@ def _grid_spacing(data: Any, rows: Any, grid: tuple[int, int]) -> tuple[float, f
     return (round(float(np.median(row)), 4), round(float(np.median(col)), 4))
 
 
-def split_rows(
-    meta: dict[str, Any], quantity: str, fractions: Any, seed: int
-) -> list[Any]:
+def split_rows(meta: dict[str, Any], quantity: str, fractions: Any, seed: int) -> list[Any]:
     """Split the labelled rows of one quantity into train/validation/test by patient.
 
     Only patients with labelled images of ``quantity`` take part, so that unlabelled
@@ -318,9 +316,10 @@ def train(
     callbacks = [
         keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor, save_best_only=True),
-        keras.callbacks.ModelCheckpoint(str(work / "checkpoints" / "last.keras")),
         keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, patience=t.plateau_patience, factor=t.plateau_factor,
+            monitor=monitor,
+            patience=t.plateau_patience,
+            factor=t.plateau_factor,
             min_lr=t.min_learning_rate,
         ),  # fmt: skip
         keras.callbacks.TensorBoard(str(work / "logs"), histogram_freq=0),
@@ -330,8 +329,12 @@ def train(
         callbacks.append(_EpochBar(epochs))
     started = time.monotonic()
     fit = model.fit(
-        train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0,
-        shuffle=False
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        callbacks=callbacks,
+        verbose=0,
+        shuffle=False,
     )
     seconds = time.monotonic() - started
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}

@@ -416,7 +416,7 @@ def analyse_layout(
         layout = _from_regions(tissue, frame, mask, bar, shape)
         if layout is not None:
             return layout
-    elif len(tissue) == 1 and _overlay_box(mask, tissue[0].box) is None:
+    elif len(tissue) == 1 and _overlay_box(mask, tissue[0].box, frame) is None:
         panel = tissue[0].box.clipped(shape)
         return FrameLayout(
             Layout.BMODE, panel, panel, spacing_mm=tissue[0].spacing_mm, source="regions"
@@ -425,18 +425,40 @@ def analyse_layout(
     return _from_pixels(frame, mask, bar, spacing)
 
 
-def _overlay_box(mask: NDArray[np.bool_], panel: PixelBox) -> PixelBox | None:
-    """Bounding box of the coloured overlay in a panel, or None when it has (almost) none."""
+def _overlay_box(
+    mask: NDArray[np.bool_], panel: PixelBox, frame: NDArray[np.floating] | None = None
+) -> PixelBox | None:
+    """Bounding box of the coloured overlay in a panel, or None when it has (almost) none.
+
+    With ``frame``, flat colour areas (mostly one colour) touching the edge of the panel, such
+    as the header band of a scanner's interface, are not counted as overlay.
+    """
     sub = mask[panel.slices]
     count = int(np.count_nonzero(sub))
     if count < MIN_OVERLAY_PIXELS or count < COLOUR_FRACTION * sub.size:
         return None
-    # Small coloured annotations (markers, cursors) must not stretch the box.
+    # Small coloured annotations (markers, cursors) must not stretch the box, and flat colour
+    # fills (logos, header bands of the user interface) are not overlays.
     labels, n = ndimage.label(sub)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     sizes[0] = 0
     limit = max(20, 0.02 * sizes.max())
-    kept = [sl for i, sl in enumerate(ndimage.find_objects(labels)) if sizes[i + 1] >= limit]
+    kept = []
+    for i, sl in enumerate(ndimage.find_objects(labels)):
+        if sizes[i + 1] < limit:
+            continue
+        at_edge = (
+            sl[0].start == 0 or sl[1].start == 0
+            or sl[0].stop == sub.shape[0] or sl[1].stop == sub.shape[1]
+        )  # fmt: skip
+        if frame is not None and at_edge:
+            pixels = frame[panel.slices][sl][labels[sl] == i + 1].astype(np.float32)
+            near = np.abs(pixels - np.median(pixels, axis=0)).max(axis=1) < 8.0
+            if near.mean() > 0.6:  # one colour along the edge: an interface band, not overlay
+                continue
+        kept.append(sl)
+    if not kept:
+        return None
     top, left = min(sl[0].start for sl in kept), min(sl[1].start for sl in kept)
     bottom, right = max(sl[0].stop for sl in kept), max(sl[1].stop for sl in kept)
     # Compression smears colour one or two pixels past the box edge: drop sparse edge lines.
@@ -526,7 +548,7 @@ def _from_regions(
     shape: tuple[int, ...],
 ) -> FrameLayout | None:
     boxes = [r.box.clipped(shape) for r in tissue]
-    overlays = [_overlay_box(mask, b) for b in boxes]
+    overlays = [_overlay_box(mask, b, frame) for b in boxes]
     coloured = [i for i, o in enumerate(overlays) if o is not None]
     if not coloured:
         return FrameLayout(
@@ -570,9 +592,9 @@ def _from_pixels(
     shape = frame.shape[:2]
     grey = grey_levels(frame)
     whole = PixelBox(0, 0, shape[0], shape[1])
-    overlay = _overlay_box(mask, whole)
+    overlay = _overlay_box(mask, whole, frame)
     if overlay is None:
-        roi = _tissue_box(grey, bar)
+        roi = _tissue_box(grey, bar, mask=mask)
         return FrameLayout(Layout.BMODE, roi, roi, spacing_mm=spacing)
     if bar is None:
         raise UnsupportedLayoutError(
@@ -676,7 +698,12 @@ def _snap_local(frame: NDArray[np.floating], box: PixelBox) -> PixelBox:
     return PixelBox(t, l_, b, r)
 
 
-def _tissue_box(grey: NDArray[np.floating], bar: PixelBox | None, open_size: int = 2) -> PixelBox:
+def _tissue_box(
+    grey: NDArray[np.floating],
+    bar: PixelBox | None,
+    open_size: int = 2,
+    mask: NDArray[np.bool_] | None = None,
+) -> PixelBox:
     """Return the largest bright connected area, without text and thin annotations."""
     k = 4
     h, w = grey.shape
@@ -685,6 +712,9 @@ def _tissue_box(grey: NDArray[np.floating], bar: PixelBox | None, open_size: int
         return PixelBox(0, 0, h, w)
     small = grey[: hh * k, : ww * k].reshape(hh, k, ww, k).mean(axis=(1, 3))
     bright = small > 12.0
+    if mask is not None:  # coloured interface elements are not tissue
+        coloured = mask[: hh * k, : ww * k].reshape(hh, k, ww, k).mean(axis=(1, 3))
+        bright &= coloured < 0.5
     if bar is not None:
         b = bar.expanded(k)
         bright[max(0, b.top // k) : b.bottom // k + 1, max(0, b.left // k) : b.right // k + 1] = (

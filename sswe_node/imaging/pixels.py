@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_color_lut, pixel_array
 from pydicom.uid import UID, JPEGBaseline8Bit, JPEGExtended12Bit
 
@@ -16,6 +16,7 @@ from sswe_node.errors import (
     ImageTooLargeError,
     NotUltrasoundError,
     PixelDecodeError,
+    UnsupportedLayoutError,
     UnsupportedTransferSyntaxError,
 )
 
@@ -51,6 +52,7 @@ _US_SOP_CLASSES = frozenset(
         "1.2.840.10008.5.1.4.1.1.3",  # Ultrasound Multi-frame Image Storage (retired)
     }
 )
+_US_VOLUME = "1.2.840.10008.5.1.4.1.1.6.2"  # Enhanced US Volume Storage
 _PILLOW_FIRST = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit})
 _SC_PREFIX = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture family
 _SC_MODALITIES = frozenset({"US", "OT", ""})
@@ -76,11 +78,17 @@ def check_ultrasound(ds: Dataset, *, max_pixels: int | None = None) -> None:
         The photometric interpretation is not one we decode.
     ImageTooLargeError
         The image exceeds ``max_pixels``.
+    UnsupportedLayoutError
+        A 3D ultrasound volume.
     """
     sop_class = str(ds.get("SOPClassUID", ""))
     modality = str(ds.get("Modality", "")).upper()
     is_us = sop_class in _US_SOP_CLASSES or (not sop_class and modality == "US")
     is_sc = sop_class.startswith(_SC_PREFIX) and modality in _SC_MODALITIES
+    if sop_class == _US_VOLUME:
+        raise UnsupportedLayoutError(
+            "3D ultrasound volumes (Enhanced US Volume) are not processed; send 2D captures"
+        )
     if not (is_us or is_sc):
         name = UID(sop_class).name if sop_class else "no SOP Class UID"
         raise NotUltrasoundError(
@@ -237,13 +245,26 @@ def _pixel_array(ds: Dataset, index: int, syntax: UID) -> NDArray[Any]:
 
 
 def _transfer_syntax(ds: Dataset) -> UID:
+    """Return the transfer syntax of the pixel data (set in ``ds.file_meta`` when missing).
+
+    Datasets built in memory (not read from a file) may lack File Meta Information; their
+    native pixel data is then taken in the dataset's own encoding (explicit VR little endian
+    by default). Compressed pixel data without a transfer syntax cannot be decoded.
+    """
     meta = getattr(ds, "file_meta", None)
     uid = meta.get("TransferSyntaxUID") if meta is not None else None
-    if uid is None:
-        # Datasets built in memory carry their encoding on the dataset.
-        little = getattr(ds, "is_little_endian", True)
-        implicit = getattr(ds, "is_implicit_VR", False)
-        if little is False:
-            return UID("1.2.840.10008.1.2.2")
-        return UID("1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1")
-    return UID(str(uid))
+    if uid is not None:
+        return UID(str(uid))
+    if "PixelData" in ds and bytes(ds.PixelData[:4]) == b"\xfe\xff\x00\xe0":
+        raise CorruptDicomError(
+            "compressed (encapsulated) pixel data without a Transfer Syntax UID (0002,0010)"
+        )
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if little is False:
+        uid = UID("1.2.840.10008.1.2.2")
+    else:
+        uid = UID("1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1")
+    if meta is None:
+        ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = uid
+    return uid

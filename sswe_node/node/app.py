@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sswe_node.config import Settings, load_settings
+from sswe_node.node.handlers import adopt_orphans
 from sswe_node.node.health import HealthServer, Metrics
 from sswe_node.node.scp import start_scp
 from sswe_node.node.sender import Sender
@@ -66,8 +67,9 @@ class Node:
         Path(settings.node.storage_dir).mkdir(parents=True, exist_ok=True)
         self.store = CaseStore(settings.node.database_url)
         resumed = self.store.resume()
+        adopted = adopt_orphans(Path(settings.node.storage_dir), self.store)
         pending = self.store.pending_count()
-        LOGGER.info("event=start resumed=%d pending=%d", resumed, pending)
+        LOGGER.info("event=start resumed=%d adopted=%d pending=%d", resumed, adopted, pending)
         if not settings.processing.paused:
             self.workers = [self._worker(0)]
             self.workers[0].start()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from pydicom import dcmread
 
 from sswe_node.node.status import REJECT_NO_REASON, Status
-from sswe_node.node.storage import atomic_write, free_space_mb, incoming_path
+from sswe_node.node.storage import atomic_write, free_space_mb, incoming_files, incoming_path
 from sswe_node.node.store import CaseStore, ReceivedInstance
 
 if TYPE_CHECKING:
@@ -144,6 +144,40 @@ def handle_store(
     )
     wake.set()
     return int(Status.SUCCESS)
+
+
+def adopt_orphans(storage_dir: Path, store: CaseStore) -> int:
+    """Record received files that have no case (lost by a power cut after the file was synced).
+
+    Returns
+    -------
+    int
+        How many files were recorded as pending cases.
+    """
+    files = incoming_files(storage_dir)
+    known = store.known_uids()
+    adopted = 0
+    for uid, path in sorted(files.items()):
+        if uid in known:
+            continue
+        try:
+            data = path.read_bytes()
+            meta = dcmread(io.BytesIO(data), stop_before_pixels=True).file_meta
+            info = ReceivedInstance(
+                sop_instance_uid=uid,
+                sop_class_uid=str(meta.get("MediaStorageSOPClassUID", "")),
+                path=str(path),
+                transfer_syntax=str(meta.get("TransferSyntaxUID", "")),
+            )
+        except Exception:  # noqa: BLE001 - still recorded, the worker says what is wrong
+            info = ReceivedInstance(sop_instance_uid=uid, sop_class_uid="", path=str(path))
+            data = b""
+        _read_identifiers(data, info)
+        store.record_received(info)
+        adopted += 1
+    if adopted:
+        LOGGER.warning("event=orphans-adopted count=%d", adopted)
+    return adopted
 
 
 def _read_identifiers(encoded: bytes, info: ReceivedInstance) -> None:

@@ -154,8 +154,9 @@ class Sender(threading.Thread):
             return
         try:
             for job in usable:
-                if self.stop_event.is_set() and not assoc.is_established:
-                    break
+                if not assoc.is_established:  # aborted by the peer or a timeout: retry later
+                    self._failed(job, "association lost")
+                    continue
                 try:
                     status = assoc.send_c_store(job.path)
                 except Exception as exc:  # noqa: BLE001 - a send error is retried

@@ -79,6 +79,20 @@ def output_path(storage_dir: Path, sop_instance_uid: str) -> Path:
     return storage_dir / OUTPUTS / f"{_safe(sop_instance_uid)}.dcm"
 
 
+def incoming_files(storage_dir: Path) -> dict[str, Path]:
+    """Return ``{SOP Instance UID: path}`` of the received files, removing interrupted writes."""
+    folder = storage_dir / INCOMING
+    found: dict[str, Path] = {}
+    if not folder.is_dir():
+        return found
+    for path in folder.iterdir():
+        if path.name.startswith(".tmp-"):
+            path.unlink(missing_ok=True)  # a write interrupted by a crash: never acknowledged
+        elif path.suffix == ".dcm":
+            found[path.stem] = path
+    return found
+
+
 def _safe(uid: str) -> str:
     # UIDs are digits and dots; anything else (a malformed peer) must not escape the folder.
     cleaned = "".join(c if c.isdigit() or c == "." else "_" for c in uid.strip("\0 "))

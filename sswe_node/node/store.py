@@ -206,8 +206,10 @@ class CaseOutcome:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    # FULL: a commit is on disk before the SCP acknowledges (power loss included).
-    cursor.execute("PRAGMA synchronous=FULL")
+    # NORMAL (WAL): a commit survives a crash of the process; after a power loss the last
+    # commits may be rolled back, but each acknowledged file was fsync-ed first and the node
+    # records such files again at start (see sswe_node.node.app.Node.start).
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
@@ -326,6 +328,11 @@ class CaseStore:
                 ClaimedCase(r.id, r.sop_instance_uid, r.path, r.calling_ae, r.peer_address)
                 for r in rows
             ]
+
+    def known_uids(self) -> set[str]:
+        """Return the SOP Instance UIDs of every case."""
+        with self.session() as session:
+            return set(session.scalars(select(Case.sop_instance_uid)).all())
 
     def pending_count(self) -> int:
         """Return how many cases wait for a worker."""

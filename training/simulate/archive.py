@@ -148,6 +148,8 @@ class _ArchiveWriter:
         self.seed = seed
         self.spec = ORGANS[organ]
         self.setup = SETUPS[organ]
+        # archives written with other options hold other pixels: they get other UIDs
+        self.variant = f"{organ}|{engine}|{opacity:g}|{arrangement}|{jpeg}|{other_scanner}"
         self.engine = engine
         self.opacity = opacity
         self.arrangement = arrangement
@@ -181,16 +183,16 @@ class _ArchiveWriter:
             patient_name=pat["patient_name"],
             patient_birth_date=pat["birth"],
             patient_sex=pat["sex"],
-            study_uid=_uid(self.seed, self.spec.name, p, "study", study),
+            study_uid=_uid(self.seed, self.variant, p, "study", study),
             study_id=str(study),
             study_date=pat["dates"][study - 1].strftime("%Y%m%d"),
             study_time=pat["times"][study - 1],
             accession=f"A{self.seed:04d}{p + 1:03d}{study}",
             study_description=f"US {self.spec.name} (synthetic)",
-            series_uid=_uid(self.seed, self.spec.name, p, "series", study, series),
+            series_uid=_uid(self.seed, self.variant, p, "series", study, series),
             series_number=series,
             series_description=desc,
-            sop_uid=_uid(self.seed, self.spec.name, p, "sop", study, series, number),
+            sop_uid=_uid(self.seed, self.variant, p, "sop", study, series, number),
             instance_number=number,
             body_part=self.spec.name.upper(),
         )
@@ -218,10 +220,12 @@ class _ArchiveWriter:
         )  # fmt: skip
         b = layout.boxes
         box_depth = geo.top_mm + box.top * geo.spacing_mm
+        box_x = x[box.left : box.right]
+        centre_x = float(x[geo.cols // 2])
         regions = [
-            Region(b["elastogram_panel"], TISSUE, geo.spacing_mm, geo.top_mm),
-            Region(b["swe_box"], COLOUR_FLOW, geo.spacing_mm, box_depth),
-            Region(b["bmode_panel"], TISSUE, geo.spacing_mm, geo.top_mm),
+            Region(b["elastogram_panel"], TISSUE, geo.spacing_mm, geo.top_mm, centre_x),
+            Region(b["swe_box"], COLOUR_FLOW, geo.spacing_mm, box_depth, float(box_x[w // 2])),
+            Region(b["bmode_panel"], TISSUE, geo.spacing_mm, geo.top_mm, centre_x),
             Region(b["colour_bar"], COLOUR_BAR),
         ]
         record = {
@@ -256,7 +260,8 @@ class _ArchiveWriter:
             ruler_side="right" if other else "left", grey_bar=not other,
         )  # fmt: skip
         b = layout.boxes
-        regions = [Region(b["imaging_region"], TISSUE, geo.spacing_mm, geo.top_mm)]
+        centre_x = float(x[geo.cols // 2])
+        regions = [Region(b["imaging_region"], TISSUE, geo.spacing_mm, geo.top_mm, centre_x)]
         if "grey_bar" in b:
             regions.append(Region(b["grey_bar"], GREY_BAR))
         record = {

@@ -35,6 +35,7 @@ __all__ = ["Probe", "Display", "form_bmode", "envelope_fast", "envelope_pymust",
 logger = logging.getLogger(__name__)
 
 SPEED_OF_SOUND = 1540.0  # m/s
+REFERENCE_DENSITY = 30.0  # scatterers / mm^2 of reference tissue (tissue.OrganSpec.density_ref)
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,13 @@ class Display:
     noise_db: float = -58.0
 
 
-def envelope_fast(maps: TissueMaps, probe: Probe, rng: np.random.Generator) -> NDArray[np.float32]:
-    """Return the echo envelope before attenuation, on the maps' grid (fast engine).
+def envelope_fast(
+    maps: TissueMaps,
+    probe: Probe,
+    rng: np.random.Generator,
+    display: Display | None = None,
+) -> NDArray[np.float32]:
+    """Return the echo envelope on the maps' grid (fast engine).
 
     Parameters
     ----------
@@ -117,6 +123,10 @@ def envelope_fast(maps: TissueMaps, probe: Probe, rng: np.random.Generator) -> N
         Probe whose point-spread function is used.
     rng : numpy.random.Generator
         Source of the scatterers.
+    display : Display, optional
+        When given, the echoes are attenuated with depth and the receiver noise of the display
+        chain is added before beamforming (so the noise has the PSF's grain); without it, the
+        bare envelope (used for speckle statistics).
 
     Returns
     -------
@@ -124,35 +134,43 @@ def envelope_fast(maps: TissueMaps, probe: Probe, rng: np.random.Generator) -> N
         Envelope amplitude, scaled so that dense reference tissue has unit mean power.
     """
     dz, dx = maps.spacing_mm
-    area = dz * dx
-    expected = np.maximum(maps.density * area, 0.0)
+    expected = np.maximum(maps.density * (dz * dx), 0.0)
     counts = rng.poisson(expected).astype(np.float32)
-    amp = (10.0 ** (maps.echo_db / 20.0)) * np.sqrt(counts * maps.transmission)
-    re = rng.standard_normal(amp.shape, dtype=np.float32)
-    im = rng.standard_normal(amp.shape, dtype=np.float32)
     sz, sx = probe.psf_sigma_mm()
     # sub-pixel PSFs are widened a little: scan conversion interpolates between samples
     sigma = (math.hypot(sz / dz, 0.35), math.hypot(sx / dx, 0.35))
+    ref_n = REFERENCE_DENSITY * dz * dx
+    ref = _reference_power(sigma, ref_n)
+    # per-pixel standard deviation of each quadrature component
+    power = np.exp(maps.echo_db * np.float32(math.log(10.0) / 10.0)) * counts * maps.transmission
+    if display is not None:
+        power *= (10.0 ** (-_attenuation_db(maps.z_mm, probe) / 10.0)).astype(np.float32)
+        # white receiver noise whose filtered power is noise_db below reference tissue
+        power += np.float32(10.0 ** (display.noise_db / 10.0) * ref_n)
+    amp = np.sqrt(power)
+    re = rng.standard_normal(amp.shape, dtype=np.float32)
+    im = rng.standard_normal(amp.shape, dtype=np.float32)
     re = ndimage.gaussian_filter(re * amp, sigma, mode="nearest", truncate=3.0)
     im = ndimage.gaussian_filter(im * amp, sigma, mode="nearest", truncate=3.0)
     env = np.sqrt(re * re + im * im)
-    # normalise by the power dense reference tissue would give through this PSF
-    ref = _reference_power(sigma, probe, maps)
-    return (env / np.sqrt(ref)).astype(np.float32)
+    return env * np.float32(1.0 / math.sqrt(ref))
 
 
-def _reference_power(sigma: tuple[float, float], probe: Probe, maps: TissueMaps) -> float:
-    spec_density = 30.0  # scatterers / mm^2 of reference tissue (tissue.OrganSpec.density_ref)
-    dz, dx = maps.spacing_mm
-    n = spec_density * dz * dx
-    # sum of the squared sampled Gaussian kernel, per axis
+def _attenuation_db(z_mm: NDArray[np.float64], probe: Probe) -> NDArray[np.float32]:
+    """Two-way attenuation at the centre frequency, a column vector over depth."""
+    z_cm = (np.asarray(z_mm, dtype=np.float32) / 10.0)[:, None]
+    return 2.0 * probe.attenuation_db_cm_mhz * probe.centre_frequency_mhz * z_cm
+
+
+def _reference_power(sigma: tuple[float, float], ref_n: float) -> float:
+    """Mean power of reference tissue (``ref_n`` scatterers per pixel) through the PSF."""
     total = 1.0
-    for s in sigma:
+    for s in sigma:  # sum of the squared sampled Gaussian kernel, per axis
         r = int(3.0 * s + 0.5)
         k = np.exp(-0.5 * (np.arange(-r, r + 1) / s) ** 2)
         k /= k.sum()
         total *= float((k**2).sum())
-    return 2.0 * n * total
+    return 2.0 * ref_n * total
 
 
 def envelope_pymust(
@@ -237,7 +255,7 @@ def envelope_pymust(
     exp_power = ndimage.uniform_filter(exp_power, 9)
     valid = exp_power >= np.percentile(exp_power, 20)
     gain = math.sqrt(float(np.mean(exp_power[valid])) / float(np.mean(env[valid] ** 2) + 1e-30))
-    ref_n = 30.0 * dz * dx
+    ref_n = REFERENCE_DENSITY * dz * dx
     return (env * gain / math.sqrt(ref_n)).astype(np.float32)
 
 
@@ -296,9 +314,9 @@ def log_compress(
     z_mm: NDArray[np.float64],
     probe: Probe,
     display: Display,
-    rng: np.random.Generator,
+    rng: np.random.Generator | None = None,
 ) -> NDArray[np.uint8]:
-    """Apply attenuation, noise, TGC and log compression; return 8-bit grey.
+    """Apply the display chain and log compression; return 8-bit grey.
 
     Parameters
     ----------
@@ -306,25 +324,29 @@ def log_compress(
         Envelope normalised to reference tissue (unit mean power).
     z_mm : ndarray
         Depth of each row.
-    probe, display
-        The probe (attenuation at its centre frequency) and the display settings.
-    rng : numpy.random.Generator
-        For the electronic noise.
+    probe : Probe
+        The probe (attenuation at its centre frequency).
+    display : Display
+        Gain, dynamic range, TGC and noise.
+    rng : numpy.random.Generator, optional
+        When given, the envelope is taken as unattenuated: attenuation and white receiver noise
+        are applied here (pymust engine). Without it, the envelope already carries both (fast
+        engine, see :func:`envelope_fast`).
 
     Returns
     -------
     ndarray uint8
     """
-    z_cm = (np.asarray(z_mm, dtype=np.float32) / 10.0)[:, None]
-    att_db = 2.0 * probe.attenuation_db_cm_mhz * probe.centre_frequency_mhz * z_cm
-    tgc_db = display.tgc_db_cm * z_cm
-    signal = envelope * (10.0 ** (-att_db / 20.0))
-    noise_amp = 10.0 ** (display.noise_db / 20.0) / math.sqrt(2.0)
-    n_re = rng.standard_normal(envelope.shape, dtype=np.float32) * noise_amp
-    n_im = rng.standard_normal(envelope.shape, dtype=np.float32) * noise_amp
-    total = np.sqrt((signal + n_re) ** 2 + n_im**2)
-    db = 20.0 * np.log10(total + 1e-12) + tgc_db + display.gain_db
-    grey = 255.0 * (1.0 + db / display.dynamic_range_db)
+    total = envelope
+    if rng is not None:
+        signal = envelope * (10.0 ** (-_attenuation_db(z_mm, probe) / 20.0))
+        noise_amp = 10.0 ** (display.noise_db / 20.0) / math.sqrt(2.0)
+        n_re = rng.standard_normal(envelope.shape, dtype=np.float32) * noise_amp
+        n_im = rng.standard_normal(envelope.shape, dtype=np.float32) * noise_amp
+        total = np.sqrt((signal + n_re) ** 2 + n_im**2)
+    tgc_db = display.tgc_db_cm * (np.asarray(z_mm, dtype=np.float32) / 10.0)[:, None]
+    db = np.float32(20.0) * np.log10(total + np.float32(1e-12)) + (tgc_db + display.gain_db)
+    grey = np.float32(255.0) * (np.float32(1.0) + db * np.float32(1.0 / display.dynamic_range_db))
     return np.clip(grey, 0, 255).astype(np.uint8)
 
 
@@ -355,12 +377,10 @@ def form_bmode(
     ndarray uint8, the maps' shape
     """
     if engine == "fast":
-        env = envelope_fast(maps, probe, rng)
-    elif engine == "pymust":
-        env = envelope_pymust(maps, probe, rng)
-    else:
-        raise ValueError(f"unknown engine {engine!r}; expected 'fast' or 'pymust'")
-    return log_compress(env, maps.z_mm, probe, display, rng)
+        return log_compress(envelope_fast(maps, probe, rng, display), maps.z_mm, probe, display)
+    if engine == "pymust":
+        return log_compress(envelope_pymust(maps, probe, rng), maps.z_mm, probe, display, rng)
+    raise ValueError(f"unknown engine {engine!r}; expected 'fast' or 'pymust'")
 
 
 def with_frequency(probe: Probe, centre_frequency_mhz: float) -> Probe:

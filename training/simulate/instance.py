@@ -50,6 +50,7 @@ class Region:
     data_type: int
     spacing_mm: float | None = None
     depth_at_top_mm: float = 0.0
+    lateral_at_centre_mm: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def _region_item(region: Region) -> Dataset:
         # reference pixel: top centre of the region, at the region's first depth
         item.ReferencePixelX0 = (b.right - b.left) // 2
         item.ReferencePixelY0 = 0
-        item.ReferencePixelPhysicalValueX = 0.0
+        item.ReferencePixelPhysicalValueX = region.lateral_at_centre_mm / 10.0
         item.ReferencePixelPhysicalValueY = region.depth_at_top_mm / 10.0
     return item
 

@@ -273,8 +273,6 @@ class Phantom:
         shape = (z.size, x.size)
         spec = self.organ
         log_e = np.full(shape, math.log(self.background_kpa), dtype=np.float32)
-        echo = np.zeros(shape, dtype=np.float32)
-        echo_override = np.zeros(shape, dtype=np.float32)  # for cysts and calcifications
         label = np.zeros(shape, dtype=np.uint8)
         fluid = np.zeros(shape, dtype=np.float32)
         calc = np.zeros(shape, dtype=np.float32)
@@ -304,15 +302,15 @@ class Phantom:
             label[rs, cs][w > 0.5] = region.label
         if self.stiffness_field is not None:
             log_e += 0.08 * self.stiffness_field(x, z)
-        modulus = np.exp(log_e).astype(np.float32)
-        octaves = np.log2(modulus / spec.ref_kpa)
-        echo = -spec.slope_db_per_octave * slope * octaves + offset
+        modulus = np.exp(log_e)
+        rel = log_e - np.float32(math.log(spec.ref_kpa))  # ln(E / ref)
+        echo = np.float32(-spec.slope_db_per_octave / math.log(2.0)) * slope * rel + offset
         if self.texture_field is not None:
             echo += spec.texture_db * self.texture_field(x, z)
         echo += spec.capsule_db * capsule
         echo_override = echo + calc * (22.0 - echo)
         echo = echo_override + fluid * (-45.0 - echo_override)
-        density = spec.density_ref * (modulus / spec.ref_kpa) ** (-spec.density_exponent)
+        density = np.float32(spec.density_ref) * np.exp(np.float32(-spec.density_exponent) * rel)
         density = np.clip(density, *spec.density_range)
         density = density * (1.0 - fluid) + calc * 60.0
         modulus = modulus * (1.0 - fluid)
