@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,8 @@ CONFIGS = Path(__file__).resolve().parent.parent / "training" / "configs"
 
 
 def _config(tmp_path: Path, epochs: int = 6) -> Path:
-    text = (CONFIGS / "demo.toml").read_text()
-    text = text.replace("epochs = 150", f"epochs = {epochs}").replace(
+    text = re.sub(r"(?m)^epochs = \d+", f"epochs = {epochs}", (CONFIGS / "demo.toml").read_text())
+    text = text.replace(
         "batch_size = 64", "batch_size = 4"
     )
     text = text.replace("learning_rate = 0.001", "learning_rate = 0.002")

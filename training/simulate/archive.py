@@ -43,6 +43,7 @@ import datetime as dt
 import json
 import logging
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,7 +157,8 @@ class _ArchiveWriter:
         self.jpeg = jpeg
         self.other_scanner = other_scanner
         self.records: list[dict[str, Any]] = []
-        self.h5: h5py.File | None = None
+        # ground truth of the instances written, for the parent process to store
+        self.truths: list[tuple[str, dict[str, NDArray[np.float32]], dict[str, Any]]] = []
         # US Image Type value 3 (a defined term of PS3.3 C.8.5.6.1.1)
         self.image_type3 = "ENDORECTAL" if organ == "prostate" else "SMALL PARTS"
 
@@ -319,20 +321,18 @@ class _ArchiveWriter:
             **record,
         }
         self.records.append(entry)
-        assert self.h5 is not None
-        group = self.h5.create_group(info.sop_uid)
-        for name, array in truth.items():
-            group.create_dataset(
-                name, data=array.astype(np.float32), compression="gzip", compression_opts=1,
-                shuffle=True, chunks=True,
-            )  # fmt: skip
-        group.attrs["kind"] = kind
-        group.attrs["plane_id"] = plane_id
-        group.attrs["quantity"] = record["quantity"]
-        group.attrs["unit"] = record["unit"]
-        group.attrs["box"] = truth_box.as_list()
-        group.attrs["spacing_mm"] = record["spacing_mm"]
-        group.attrs["path"] = rel.as_posix()
+        attrs = {
+            "kind": kind,
+            "plane_id": plane_id,
+            "quantity": record["quantity"],
+            "unit": record["unit"],
+            "box": truth_box.as_list(),
+            "spacing_mm": record["spacing_mm"],
+            "path": rel.as_posix(),
+        }
+        self.truths.append(
+            (info.sop_uid, {k: v.astype(np.float32) for k, v in truth.items()}, attrs)
+        )
 
     def patient(self, p: int, planes: int | None) -> int:
         pat = self.patient_info(p)
@@ -373,6 +373,30 @@ class _ArchiveWriter:
         return n_planes
 
 
+def _patient_job(
+    job: tuple[tuple[Any, ...], int, int | None],
+) -> tuple[int, list[dict[str, Any]], list[tuple[str, dict[str, NDArray[np.float32]], Any]]]:
+    """Simulate and write the DICOM files of one patient; return its records and truth."""
+    options, p, planes = job
+    writer = _ArchiveWriter(*options)
+    # single-threaded BLAS: threads only contend on small matrices (parallelise over processes)
+    with threadpool_limits(limits=1, user_api="blas"):
+        n_planes = writer.patient(p, planes)
+    return n_planes, writer.records, writer.truths
+
+
+def _store_truth(
+    h5: h5py.File, sop_uid: str, arrays: dict[str, NDArray[np.float32]], attrs: dict[str, Any]
+) -> None:
+    group = h5.create_group(sop_uid)
+    for name, array in arrays.items():
+        group.create_dataset(
+            name, data=array, compression="gzip", compression_opts=1, shuffle=True, chunks=True
+        )
+    for key, value in attrs.items():
+        group.attrs[key] = value
+
+
 def write_archive(
     out_dir: str | Path,
     patients: int = 3,
@@ -386,6 +410,7 @@ def write_archive(
     jpeg: bool = False,
     other_scanner: bool = True,
     progress: bool = False,
+    workers: int = 1,
 ) -> ArchiveSummary:
     """Write a simulated DICOM archive with its ground truth (layout: module docstring).
 
@@ -414,6 +439,8 @@ def write_archive(
         Also render every plane with the second scanner (no SWE).
     progress : bool
         Show a progress bar.
+    workers : int
+        Processes simulating patients in parallel (the output does not depend on it).
 
     Returns
     -------
@@ -431,33 +458,41 @@ def write_archive(
         raise ValueError("patients must be at least 1")
     if images_per_patient is not None and images_per_patient < 1:
         raise ValueError("images_per_patient must be at least 1")
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    writer = _ArchiveWriter(out, seed, organ, engine, opacity, arrangement, jpeg, other_scanner)
+    options = (out, seed, organ, engine, opacity, arrangement, jpeg, other_scanner)
+    jobs = [(options, p, images_per_patient) for p in range(patients)]
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=patients, unit="patient", desc="simulate")
     planes = 0
-    # single-threaded BLAS: threads only contend on small matrices (parallelise over processes)
-    with (
-        threadpool_limits(limits=1, user_api="blas"),
-        h5py.File(out / "ground_truth.h5", "w") as h5,
-    ):
-        h5.attrs["format"] = GROUND_TRUTH_FORMAT
-        h5.attrs["version"] = FORMAT_VERSION
-        h5.attrs["seed"] = seed
-        h5.attrs["organ"] = organ
-        h5.attrs["note"] = NOTE
-        writer.h5 = h5
-        for p in range(patients):
-            planes += writer.patient(p, images_per_patient)
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+    records: list[dict[str, Any]] = []
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    try:
+        results = pool.map(_patient_job, jobs) if pool is not None else map(_patient_job, jobs)
+        with h5py.File(out / "ground_truth.h5", "w") as h5:
+            h5.attrs["format"] = GROUND_TRUTH_FORMAT
+            h5.attrs["version"] = FORMAT_VERSION
+            h5.attrs["seed"] = seed
+            h5.attrs["organ"] = organ
+            h5.attrs["note"] = NOTE
+            for n_planes, patient_records, truths in results:
+                planes += n_planes
+                records.extend(patient_records)
+                for sop_uid, arrays, attrs in truths:
+                    _store_truth(h5, sop_uid, arrays, attrs)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        if bar is not None:
+            bar.close()
     spec = ORGANS[organ]
     index = {
         "format": ARCHIVE_FORMAT,
@@ -469,14 +504,14 @@ def write_archive(
         "unit": spec.unit,
         "scale": list(spec.scale),
         "note": NOTE,
-        "instances": writer.records,
+        "instances": records,
     }
     (out / "archive.json").write_text(json.dumps(index, indent=1))
     counts: dict[str, int] = {}
-    for r in writer.records:
+    for r in records:
         counts[r["kind"]] = counts.get(r["kind"], 0) + 1
     summary = ArchiveSummary(
-        out, patients, planes, len(writer.records), counts, time.perf_counter() - start
+        out, patients, planes, len(records), counts, time.perf_counter() - start
     )
     logger.info("simulated archive: %s", summary)
     return summary

@@ -55,6 +55,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not render the planes with the second scanner (no SWE)",
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes simulating patients in parallel"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -75,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
             jpeg=args.jpeg,
             other_scanner=not args.no_other_scanner,
             progress=not args.no_progress,
+            workers=args.workers,
         )
     except ValueError as exc:
         print(f"sswe-node simulate: error: {exc}")
