@@ -114,16 +114,25 @@ def test_toml_writer_round_trips_nested_tables():
     assert tomllib.loads(dumps_toml(data)) == data
 
 
-def test_shipped_default_model_is_found_from_anywhere_and_labelled_synthetic(tmp_path, monkeypatch):
-    if not (REPO / "models" / "prostate-sim" / MANIFEST_NAME).is_file():
-        pytest.skip("models/prostate-sim has not been packaged yet")
+SHIPPED = [
+    ("prostate-sim", "youngs-modulus", "kPa", 100.0),
+    ("thyroid-sim", "shear-wave-speed", "m/s", 10.0),
+]
+
+
+@pytest.mark.parametrize(("name", "quantity", "unit", "scale"), SHIPPED)
+def test_shipped_models_are_found_from_anywhere_and_labelled_synthetic(
+    tmp_path, monkeypatch, name, quantity, unit, scale
+):
+    if not (REPO / "models" / name / MANIFEST_NAME).is_file():
+        pytest.skip(f"models/{name} has not been packaged yet")
     monkeypatch.chdir(tmp_path)
-    assert resolve_model_dir("prostate-sim") == REPO / "models" / "prostate-sim"
-    model = load_model("prostate-sim")
+    assert resolve_model_dir(name) == REPO / "models" / name
+    model = load_model(name)
     m = model.manifest
-    assert (m.quantity, m.unit, m.scale, m.grid) == ("youngs-modulus", "kPa", 100.0, (96, 64))
+    assert (m.quantity, m.unit, m.scale, m.grid) == (quantity, unit, scale, (96, 64))
     assert m.parameters == 102_017
     assert "not for diagnosis" in m.intended_use
     assert "simulated" in m.trained_on.lower() or "synthetic" in m.trained_on.lower()
     values = model.predict(np.full((2, 96, 64), 0.4, np.float32))
-    assert np.isfinite(values).all() and 0 <= values.min() and values.max() <= 100
+    assert np.isfinite(values).all() and 0 <= values.min() and values.max() <= scale

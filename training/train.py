@@ -490,7 +490,7 @@ def run(args: argparse.Namespace) -> int:
         config.training.seed = args.seed
     if args.no_augment:
         config.training.augment = False
-    command = "sswe-node train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    command = "sswe-node " + shlex.join(sys.argv[1:])
     if not Path(args.dataset).is_file():
         raise SsweError(f"dataset file {args.dataset} not found")
     result = train(

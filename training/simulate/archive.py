@@ -458,6 +458,8 @@ def write_archive(
         raise ValueError("patients must be at least 1")
     if images_per_patient is not None and images_per_patient < 1:
         raise ValueError("images_per_patient must be at least 1")
+    if seed < 0:
+        raise ValueError("seed must be non-negative")
     if workers < 1:
         raise ValueError("workers must be at least 1")
     start = time.perf_counter()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -384,8 +384,3 @@ def form_bmode(
     if engine == "pymust":
         return log_compress(envelope_pymust(maps, probe, rng), maps.z_mm, probe, display, rng)
     raise ValueError(f"unknown engine {engine!r}; expected 'fast' or 'pymust'")
-
-
-def with_frequency(probe: Probe, centre_frequency_mhz: float) -> Probe:
-    """Return a copy of the probe at another centre frequency."""
-    return replace(probe, centre_frequency_mhz=centre_frequency_mhz)
