@@ -96,6 +96,11 @@ def main() -> None:
     print(f"pipeline:            {piped_s * 1000:8.1f} ms/batch  {done / piped_s:8.1f} instances/s")
     for key, values in stages.items():
         print(f"  {key:8s} {statistics.median(values) * 1000:8.1f} ms/batch")
+    build_s = statistics.median(stages["build"])
+    print(
+        f"build per instance {build_s / max(done, 1) * 1000:.1f} ms"
+        f" vs bare predict per frame {bare_s / frames * 1000:.1f} ms"
+    )
     print(f"ratio pipeline rate / bare predict rate: {(frames / piped_s) / (frames / bare_s):.3f}")
 
 

@@ -51,9 +51,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         description="Synthetic shear-wave elastography for DICOM networks (research use only).",
     )
     parser.add_argument("--version", action="version", version=f"sswe-node {__version__}")
-    parser.add_argument(
-        "--log-level", default=None, help="log level (DEBUG, INFO, WARNING, ERROR)"
-    )
+    parser.add_argument("--log-level", default=None, help="log level (DEBUG, INFO, WARNING, ERROR)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in _command_modules().items():
         module = _load(module_name)

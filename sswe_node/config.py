@@ -130,6 +130,16 @@ class Destination:
 
 
 @dataclass
+class Caller:
+    """Where a calling AE listens, for sending outputs back to it (``node.send_back_to_caller``)."""
+
+    ae_title: str = ""
+    host: str = ""
+    port: int = 104
+    tls: bool = False
+
+
+@dataclass
 class Settings:
     """All node settings."""
 
@@ -142,6 +152,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     destinations: list[Destination] = field(default_factory=list)
+    callers: list[Caller] = field(default_factory=list)
     source: str = "<defaults>"
 
 
@@ -315,3 +326,13 @@ def _check(settings: Settings, source: str) -> None:
         if dest.name in names:
             raise ConfigError(f"{source}: 'destinations[{i}].name' {dest.name!r} is repeated")
         names.add(dest.name)
+    callers = set()
+    for i, caller in enumerate(settings.callers):
+        _check_ae_title(caller.ae_title, f"callers[{i}].ae_title", source)
+        if not 1 <= caller.port <= 65535:
+            raise ConfigError(f"{source}: 'callers[{i}].port' must be 1-65535")
+        if caller.ae_title in callers:
+            raise ConfigError(f"{source}: 'callers[{i}].ae_title' {caller.ae_title!r} is repeated")
+        callers.add(caller.ae_title)
+    if not 0 <= node.caller_port <= 65535:
+        raise ConfigError(f"{source}: 'node.caller_port' must be a port number 0-65535")

@@ -106,8 +106,6 @@ def run(args: argparse.Namespace) -> int:
     """Convert, print the summary; 0 unless something failed unexpectedly."""
     from sswe_node.config import load_settings
 
-    # highdicom logs every attribute copy (with UIDs) at INFO: keep the run's log readable.
-    logging.getLogger("highdicom").setLevel(max(logging.WARNING, logging.getLogger().level))
     settings = load_settings(
         args.config,
         overrides={

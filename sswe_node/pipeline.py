@@ -4,7 +4,8 @@ MONAI Deploy style: :func:`pre_process` (reading core -> frame readings and mode
 one batched ``model.predict`` across every frame of every instance, :func:`post_process`
 (prediction back onto the region of interest, then the Parametric Map and Secondary
 Capture). Errors are caught per instance, so one bad instance never breaks a batch.
-The reading core and highdicom are imported on first use, so importing this module is cheap.
+The reading core and the output builders are imported on first use, so importing this module
+is cheap.
 """
 
 from __future__ import annotations

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,15 +50,17 @@ def write_config(
     path: Path,
     sections: dict[str, dict[str, Any]],
     destinations: Sequence[dict[str, Any]] = (),
+    callers: Sequence[dict[str, Any]] = (),
 ) -> Path:
     """Write a node TOML configuration (unset keys keep their defaults)."""
     lines: list[str] = []
     for section, values in sections.items():
         lines.append(f"[{section}]")
         lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
-    for dest in destinations:
-        lines.append("[[destinations]]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in dest.items()]
+    for table, entries in (("destinations", destinations), ("callers", callers)):
+        for entry in entries:
+            lines.append(f"[[{table}]]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in entry.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -169,3 +175,59 @@ class ServeProcess:
             self.process.kill()
             self.process.wait()
         self._log.close()
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster (Debian's server programs) on a free loopback port.
+
+    ``initdb`` refuses to run as root, so as root the cluster is made and run by the ``postgres``
+    user (``runuser``) in a folder of its own under the system temporary folder (pytest's
+    ``tmp_path`` is private to root). Authentication is ``trust`` on loopback only.
+
+    Parameters
+    ----------
+    fsync : bool
+        Keep PostgreSQL's durable commits (for benchmarks); tests turn them off for speed.
+    """
+
+    def __init__(self, fsync: bool = False) -> None:
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not found:
+            raise RuntimeError("PostgreSQL is not installed (run ./scripts/setup.sh)")
+        bindir = Path(found[-1]).parent
+        self.folder = Path(tempfile.mkdtemp(prefix="sswe-pg-"))
+        self._as_user: list[str] = []
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            os.chown(self.folder, user.pw_uid, user.pw_gid)
+            self._as_user = ["runuser", "-u", "postgres", "--"]
+        self.port = free_port()
+        self._pg_ctl = [*self._as_user, str(bindir / "pg_ctl"), "-D", str(self.folder / "data")]
+        self._run(
+            str(bindir / "initdb"), "-D", str(self.folder / "data"), "-A", "trust", "-U", "sswe",
+            "-E", "UTF8", "--no-sync", "--no-instructions",
+        )  # fmt: skip
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
+        if not fsync:
+            options += " -c fsync=off"
+        self._run(*self._pg_ctl[len(self._as_user) :], "-l", str(self.folder / "log"), "-w",
+                  "-o", options, "start")  # fmt: skip
+        self.url = f"postgresql://sswe@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *cmd: str) -> None:
+        done = subprocess.run([*self._as_user, *cmd], capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"{Path(cmd[0]).name} failed: {done.stderr[-2000:]}")
+
+    def create_database(self, name: str) -> str:
+        """Create an empty database and return its SQLAlchemy URL (driver left to the store)."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql://sswe@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        """Stop the server at once and remove its folder."""
+        subprocess.run([*self._pg_ctl, "-m", "immediate", "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -25,12 +25,11 @@ def test_each_command_has_help(name: str, capsys: pytest.CaptureFixture[str]) ->
 
 def test_console_script_runs_without_tensorflow() -> None:
     code = "import sys; from sswe_node.cli import main; main(['--version'])"
-    result = subprocess.run(
-        [sys.executable, "-c", code + "\n"], capture_output=True, text=True
-    )
+    result = subprocess.run([sys.executable, "-c", code + "\n"], capture_output=True, text=True)
     assert "sswe-node" in result.stdout
     check = subprocess.run(
         [sys.executable, "-c", "import sswe_node.cli, sys; print('tensorflow' in sys.modules)"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert check.stdout.strip() == "False"

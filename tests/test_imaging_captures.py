@@ -51,8 +51,14 @@ def make_capture(
     frames: int = 1,
     voids: bool = True,
     lut: np.ndarray | None = None,
+    elastogram_first: bool = True,
+    bar: str = "vertical",
 ) -> Capture:
-    """Build a dual SWE capture: elastogram panel + plain B-mode panel + colour bar."""
+    """Build a dual SWE capture: elastogram panel + plain B-mode panel + colour bar.
+
+    ``elastogram_first=False`` puts the elastogram in the right (or bottom) panel;
+    ``bar="horizontal"`` draws the colour bar lying below the panels (minimum on the left).
+    """
     rng = np.random.default_rng(seed)
     ph, pw = 300, 330  # panel size
     if arrangement == "left-right":
@@ -63,6 +69,12 @@ def make_capture(
         shape = (720, 520)
         o_origin, p_origin = (40, 60), (40 + ph + 20, 60)
         bar_box = (200, 460, 200 + 260, 460 + 12)
+    if bar == "horizontal":
+        bar_box = (shape[0] - 40, 120, shape[0] - 40 + 14, 120 + 240)
+    elif bar != "vertical":
+        raise ValueError(f"unknown bar orientation {bar!r}")
+    if not elastogram_first:
+        o_origin, p_origin = p_origin, o_origin
     bmode = _speckle(rng, (ph, pw))
     # SWE box inside the elastogram panel, with a smooth stiffness field and voids
     box = (40, 60, 40 + 170, 60 + 200)  # panel coordinates
@@ -87,9 +99,12 @@ def make_capture(
     rgb[top + bh, left - 1 : left + bw + 1] = 255
     rgb[top - 1 : top + bh + 1, left - 1] = 255
     rgb[top - 1 : top + bh + 1, left + bw] = 255
-    rgb[bar_box[0] : bar_box[2], bar_box[1] : bar_box[3]] = render_colour_bar(
-        bar_box[2] - bar_box[0], bar_box[3] - bar_box[1], lut=lut
-    )
+    bar_h, bar_w = bar_box[2] - bar_box[0], bar_box[3] - bar_box[1]
+    if bar == "vertical":
+        bar_rgb = render_colour_bar(bar_h, bar_w, lut=lut)
+    else:  # the vertical bar turned a quarter clockwise: minimum on the left
+        bar_rgb = render_colour_bar(bar_w, bar_h, lut=lut)[::-1].transpose(1, 0, 2)
+    rgb[bar_box[0] : bar_box[2], bar_box[1] : bar_box[3]] = bar_rgb
     rgb[10:22, 20:200] = 230  # header "text"
     pixels = np.round(rgb).astype(np.uint8)
 

@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
-from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    JPEG2000,
+    CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
+    MultiFrameTrueColorSecondaryCaptureImageStorage,
+    SecondaryCaptureImageStorage,
+    UltrasoundImageStorage,
+    UltrasoundMultiFrameImageStorage,
+    generate_uid,
+)
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
 
 from sswe_node.config import load_settings
 from sswe_node.node.app import Node
+from sswe_node.node.scp import build_ae
 from sswe_node.node.store import CaseStore
 from tests.node_support import make_certificate, node_sections, storescu_keep, write_config
 from tests.peers import dcmtk_env, echoscu
@@ -176,3 +192,93 @@ def test_records_synced_files_missing_from_the_store(start_node: StartNode, tmp_
     assert [(c["sop_instance_uid"], c["status"]) for c in cases] == [(uid, "received")]
     assert cases[0]["sop_class_uid"] == "1.2.840.10008.5.1.4.1.1.6.1"
     assert sorted(p.name for p in incoming.iterdir()) == [f"{uid}.dcm"]
+
+
+def test_ae_built_from_settings(tmp_path: Path) -> None:
+    sections = node_sections(
+        tmp_path,
+        node={"max_associations": 3, "max_pdu_size": 32768, "acse_timeout": 7.0,
+              "dimse_timeout": 8.0, "network_timeout": 9.0,
+              "allowed_calling_ae_titles": ["SCANNER", "PACS"]},
+    )  # fmt: skip
+    ae = build_ae(load_settings(write_config(tmp_path / "node.toml", sections)))
+    assert ae.maximum_associations == 3
+    assert ae.maximum_pdu_size == 32768
+    assert (ae.acse_timeout, ae.dimse_timeout, ae.network_timeout) == (7.0, 8.0, 9.0)
+    assert ae.require_calling_aet == ["SCANNER", "PACS"]
+    supported = {c.abstract_syntax: c.transfer_syntax for c in ae.supported_contexts}
+    for uid in (
+        UltrasoundImageStorage,
+        UltrasoundMultiFrameImageStorage,
+        SecondaryCaptureImageStorage,
+        MultiFrameTrueColorSecondaryCaptureImageStorage,
+    ):
+        assert JPEGBaseline8Bit in supported[uid] and JPEG2000 in supported[uid], uid
+    assert CTImageStorage in supported  # kept and reported as skipped, not refused unseen
+
+
+def test_pdu_size_reaches_the_peer(start_node: StartNode) -> None:
+    node = start_node(node={"max_pdu_size": 16384})
+    scu = AE(ae_title="PROBE")
+    scu.add_requested_context(Verification)
+    assoc = scu.associate("127.0.0.1", node.port, ae_title="SSWE_NODE")
+    try:
+        assert assoc.is_established
+        assert assoc.acceptor.maximum_length == 16384
+    finally:
+        assoc.release()
+
+
+def test_max_associations_rejects_one_more(start_node: StartNode) -> None:
+    node = start_node(node={"max_associations": 1})
+    scu = AE(ae_title="HOLDER")
+    scu.add_requested_context(Verification)
+    held = scu.associate("127.0.0.1", node.port, ae_title="SSWE_NODE")
+    assert held.is_established
+    try:
+        second = subprocess.run(
+            ["echoscu", "-aet", "SECOND", "-aec", "SSWE_NODE", "127.0.0.1", str(node.port)],
+            env=dcmtk_env(), capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert second.returncode != 0
+        assert "Association Rejected" in second.stderr
+        assert "Local Limit Exceeded" in second.stderr
+    finally:
+        held.release()
+    # Once the first association is gone, the next one is served again.
+    deadline = time.monotonic() + 10
+    while not echoscu(node.port, called_aet="SSWE_NODE"):
+        assert time.monotonic() < deadline, "still rejected after the first association ended"
+        time.sleep(0.1)
+
+
+def test_receives_multiframe_ultrasound_and_secondary_capture_classes(
+    start_node: StartNode, make_us_source, tmp_path: Path
+) -> None:
+    node = start_node()
+    cine = make_us_source(rows=64, cols=80, frames=4)
+    rgb = make_us_source(rows=64, cols=80, frames=3, seed=1)
+    rgb.SamplesPerPixel, rgb.PhotometricInterpretation, rgb.PlanarConfiguration = 3, "RGB", 0
+    rgb.PixelData = np.repeat(np.frombuffer(rgb.PixelData, np.uint8), 3).tobytes()
+    grey = make_us_source(rows=64, cols=80, frames=2, seed=2)
+    single = make_us_source(rows=64, cols=80, seed=3)
+    classes = {
+        "cine": (cine, UltrasoundMultiFrameImageStorage),
+        "rgb": (rgb, MultiFrameTrueColorSecondaryCaptureImageStorage),
+        "grey": (grey, MultiFrameGrayscaleByteSecondaryCaptureImageStorage),
+        "single": (single, SecondaryCaptureImageStorage),
+    }
+    paths = []
+    for name, (ds, sop_class) in classes.items():
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+        paths.append(tmp_path / f"{name}.dcm")
+        ds.save_as(paths[-1], enforce_file_format=True)
+    storescu_keep(paths, node.port)
+    cases = {c["sop_instance_uid"]: c for c in _cases(node)}
+    for ds, sop_class in classes.values():
+        assert cases[ds.SOPInstanceUID]["sop_class_uid"] == sop_class
+        stored = dcmread(
+            Path(node.settings.node.storage_dir, "incoming", f"{ds.SOPInstanceUID}.dcm")
+        )
+        assert stored.PixelData == ds.PixelData
+    assert dcmread(paths[1]).pixel_array.shape == (3, 64, 80, 3)

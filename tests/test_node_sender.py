@@ -13,11 +13,20 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from sswe_node.cli import main
-from sswe_node.config import SendingSettings, TlsSettings, load_settings
+from sswe_node.config import NodeSettings, SendingSettings, TlsSettings, load_settings
+from sswe_node.errors import ConfigError
 from sswe_node.node.app import Node
 from sswe_node.node.health import Metrics
 from sswe_node.node.sender import Sender
-from sswe_node.node.store import CaseOutcome, CaseStore, OutputRecord, ReceivedInstance, Target
+from sswe_node.node.store import (
+    CaseOutcome,
+    CaseStore,
+    ClaimedCase,
+    OutputRecord,
+    ReceivedInstance,
+    Target,
+)
+from sswe_node.node.worker import targets_for
 from tests.node_support import make_certificate, node_sections, write_config
 from tests.peers import Orthanc, free_port
 
@@ -129,3 +138,50 @@ def test_echo_command(orthanc: Orthanc, capsys: pytest.CaptureFixture[str]) -> N
     assert "association failed" in capsys.readouterr().err
     assert main(["echo", "not-a-peer"]) == 1
     assert "AE@HOST:PORT" in capsys.readouterr().err
+
+
+def test_send_back_targets(tmp_path: Path) -> None:
+    sections = node_sections(tmp_path, node={"send_back_to_caller": True, "caller_port": 11112})
+    destinations = [{"name": "pacs", "ae_title": "PACS", "host": "10.0.0.5", "port": 104}]
+    callers = [
+        {"ae_title": "ORTHANC", "port": 4242},
+        {"ae_title": "PACS", "host": "10.0.0.5", "port": 104},
+        {"ae_title": "SCANNER", "host": "scanner.example", "port": 5678, "tls": True},
+    ]
+    settings = load_settings(write_config(tmp_path / "node.toml", sections, destinations, callers))
+
+    def targets(calling_ae: str, address: str = "10.0.0.9") -> list[tuple]:
+        case = ClaimedCase(1, "1.2.3", "/x.dcm", calling_ae, address)
+        return [(t.name, t.ae_title, t.host, t.port, t.tls) for t in targets_for(case, settings)]
+
+    pacs = ("pacs", "PACS", "10.0.0.5", 104, False)
+    # A listed caller without host: the address it called from, at its listed port.
+    assert targets("ORTHANC") == [pacs, ("caller:ORTHANC", "ORTHANC", "10.0.0.9", 4242, False)]
+    assert targets("SCANNER")[1] == ("caller:SCANNER", "SCANNER", "scanner.example", 5678, True)
+    assert targets("PACS", "10.0.0.5") == [pacs]  # the caller is a destination: sent once
+    assert targets("OTHER") == [pacs, ("caller:OTHER", "OTHER", "10.0.0.9", 11112, False)]
+    settings.node.caller_port = 0  # only listed callers get their outputs back
+    assert targets("OTHER") == [pacs]
+    settings.node.send_back_to_caller = False
+    assert targets("ORTHANC") == [pacs]
+
+
+def test_callers_are_checked(tmp_path: Path) -> None:
+    callers = [{"ae_title": "A", "port": 1}, {"ae_title": "A", "port": 2}]
+    config = write_config(tmp_path / "node.toml", node_sections(tmp_path), callers=callers)
+    with pytest.raises(ConfigError, match=r"callers\[1\]\.ae_title"):
+        load_settings(config)
+
+
+def test_sender_uses_the_node_timeouts(tmp_path: Path) -> None:
+    node = NodeSettings(acse_timeout=3.0, dimse_timeout=4.0, network_timeout=5.0)
+    store = CaseStore(f"sqlite:///{tmp_path / 'cases.db'}")
+    sender = Sender(
+        store, "SSWE_NODE", SendingSettings(), TlsSettings(), threading.Event(),
+        threading.Event(), Metrics(), timeouts=node,
+    )  # fmt: skip
+    ae = sender.new_ae()
+    assert (ae.connection_timeout, ae.acse_timeout) == (3.0, 3.0)
+    assert (ae.dimse_timeout, ae.network_timeout) == (4.0, 5.0)
+    assert ae.maximum_pdu_size == 0 and ae.ae_title == "SSWE_NODE"
+    store.close()

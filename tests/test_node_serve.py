@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import time
@@ -14,6 +15,9 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.tag import Tag
+from pydicom.uid import UltrasoundMultiFrameImageStorage, generate_uid
 
 from sswe_node.cli import main
 from sswe_node.config import load_settings
@@ -77,6 +81,7 @@ def _config(
     workdir: Path,
     model: tuple[Path, str],
     destination_port: int | None,
+    callers: list[dict[str, Any]] | None = None,
     **extra: dict[str, Any],
 ) -> tuple[Path, int]:
     sections = node_sections(
@@ -95,7 +100,7 @@ def _config(
                 "port": destination_port,
             }
         ]
-    path = write_config(workdir / "node.toml", sections, destinations)
+    path = write_config(workdir / "node.toml", sections, destinations, callers or [])
     return path, int(sections["node"]["port"])
 
 
@@ -279,3 +284,107 @@ def test_sigkill_restart_and_late_destination(
             assert all(s["status"] == "sent" for s in sends)
     finally:
         assert second.terminate() == 0
+
+
+@pytest.fixture
+def in_process_node(tmp_path: Path, packaged_model: tuple[Path, str], require_dcmtk: None):
+    """Start a real node in this process (SCP, worker, sender); stopped after the test."""
+    from sswe_node.node.app import Node
+
+    nodes: list[Node] = []
+
+    def _start(destination_port: int | None = None, **extra: Any) -> tuple[Node, Path]:
+        config, _ = _config(tmp_path, packaged_model, destination_port, **extra)
+        node = Node(load_settings(config))
+        node.start()
+        nodes.append(node)
+        return node, config
+
+    yield _start
+    for node in nodes:
+        node.stop(grace_seconds=5)
+
+
+def _derived(orthanc: Orthanc, source_uid: str) -> list[Dataset]:
+    """The instances in Orthanc that were derived from ``source_uid``, read back."""
+    found = []
+    for instance in orthanc.instances():
+        ds = dcmread(io.BytesIO(orthanc.instance_file(instance["ID"])))
+        if ds.SOPInstanceUID != source_uid and source_uid in str(ds):
+            found.append(ds)
+    return found
+
+
+def _referenced_frames(ds: Dataset) -> set[int]:
+    """Every Referenced Frame Number anywhere in ``ds`` (Parametric Map functional groups)."""
+    frames: set[int] = set()
+    for element in ds.iterall():
+        if element.keyword == "ReferencedFrameNumber":
+            values = element.value if isinstance(element.value, MultiValue) else [element.value]
+            frames.update(int(v) for v in values)
+    return frames
+
+
+def test_outputs_go_back_to_the_calling_orthanc(
+    orthanc: Orthanc, in_process_node, sim_archive: dict[str, Path]
+) -> None:
+    # Orthanc is the calling AE, known in [[callers]]; any other caller is not sent back to.
+    node, config = in_process_node(
+        node={"send_back_to_caller": True, "caller_port": 0},
+        callers=[{"ae_title": orthanc.aet, "port": orthanc.dicom_port}],
+    )
+    orthanc.add_modality("sswe", "SSWE_NODE", "127.0.0.1", node.port)
+    [instance_id] = orthanc.upload([sim_archive["dual"]])
+    orthanc.request("POST", "/modalities/sswe/store", instance_id)  # C-STORE from ORTHANC
+    storescu_keep([sim_archive["bmode"]], node.port, calling_aet="SCANNER")
+    cases = {c["calling_ae"]: c for c in _wait_settled(config, 2, timeout=60)}
+    assert cases["ORTHANC"]["status"] == "done" and cases["SCANNER"]["status"] == "done"
+    assert cases["ORTHANC"]["outputs"] == 2  # one frame: a Parametric Map and a Secondary Capture
+    assert cases["ORTHANC"]["sends"]["sent"] == 2
+    assert cases["SCANNER"]["outputs"] == 2 and sum(cases["SCANNER"]["sends"].values()) == 0
+    store = _store(config)
+    assert {s["destination"] for s in store.list_sends()} == {"caller:ORTHANC"}
+    store.close()
+    source_uid = str(dcmread(sim_archive["dual"], stop_before_pixels=True).SOPInstanceUID)
+    derived = _derived(orthanc, source_uid)
+    assert sorted(str(ds.SOPClassUID) for ds in derived) == [
+        "1.2.840.10008.5.1.4.1.1.30",
+        "1.2.840.10008.5.1.4.1.1.7",
+    ]
+    assert len(orthanc.instances()) == 3  # the source and its two outputs, nothing from SCANNER
+
+
+def _multiframe_capture(dual: Path, out: Path, frames: int = 3) -> Dataset:
+    """A multi-frame US instance: the dual capture as a short cine loop (jitter per frame)."""
+    ds = dcmread(dual)
+    rng = np.random.default_rng(7)
+    first = ds.pixel_array.astype(np.int16)
+    jitter = rng.integers(-3, 4, size=(frames - 1, *first.shape), dtype=np.int16)
+    stack = np.concatenate([first[None], first[None] + jitter]).clip(0, 255).astype(np.uint8)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.NumberOfFrames = frames
+    ds.FrameTime = 50.0
+    ds.FrameIncrementPointer = Tag("FrameTime")
+    ds.PixelData = stack.tobytes()
+    ds.save_as(out, enforce_file_format=True)
+    return ds
+
+
+def test_multiframe_ultrasound_end_to_end(
+    orthanc: Orthanc, in_process_node, sim_archive: dict[str, Path], tmp_path: Path
+) -> None:
+    node, config = in_process_node(orthanc.dicom_port)
+    source = _multiframe_capture(sim_archive["dual"], tmp_path / "cine.dcm")
+    storescu_keep([tmp_path / "cine.dcm"], node.port)
+    [case] = _wait_settled(config, 1, timeout=60)
+    assert (case["status"], case["layout"], case["frames"]) == ("done", "dual-swe", 3), case
+    assert case["sop_class_uid"] == UltrasoundMultiFrameImageStorage
+    assert case["outputs"] == 6 and case["sends"]["sent"] == 6
+    derived = _derived(orthanc, str(source.SOPInstanceUID))
+    maps = [ds for ds in derived if ds.SOPClassUID == PARAMETRIC_MAP]
+    captures = [ds for ds in derived if ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"]
+    assert len(maps) == 3 and len(captures) == 3
+    # One Parametric Map per source frame, each naming its frame (1-based).
+    assert sorted(tuple(_referenced_frames(ds)) for ds in maps) == [(1,), (2,), (3,)]
+    assert len({str(ds.SOPInstanceUID) for ds in derived}) == 6

@@ -1,10 +1,15 @@
-"""The case store on a real SQLite file: receive, claim, finish, resend, resume, send queue."""
+"""The case store on a real SQLite file and a real PostgreSQL server: receive, claim, finish,
+resend, resume, send queue."""
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
 from sswe_node.config import SendingSettings
@@ -18,10 +23,33 @@ from sswe_node.node.store import (
     Target,
     utcnow,
 )
+from tests.node_support import Postgres
+
+_DATABASE_NUMBERS = itertools.count()
 
 
-def _store(tmp_path: Path) -> CaseStore:
-    return CaseStore(f"sqlite:///{tmp_path / 'db' / 'cases.db'}")
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    """One throwaway PostgreSQL server for this module (each test gets its own database)."""
+    try:
+        server = Postgres()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh case store URL: an SQLite file (the default), or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db' / 'cases.db'}"
+    server: Postgres = request.getfixturevalue("postgres")
+    return server.create_database(f"cases_{next(_DATABASE_NUMBERS)}")
+
+
+def _store(url: str) -> CaseStore:
+    return CaseStore(url)
 
 
 def _received(uid: str, path: str = "/x.dcm") -> ReceivedInstance:
@@ -32,14 +60,14 @@ def _received(uid: str, path: str = "/x.dcm") -> ReceivedInstance:
 
 
 def test_sqlite_uses_wal(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+    store = _store(f"sqlite:///{tmp_path / 'db' / 'cases.db'}")
     with store.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
     store.close()
 
 
-def test_case_life_cycle_and_send_queue(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_case_life_cycle_and_send_queue(url: str) -> None:
+    store = _store(url)
     first = store.record_received(_received("1.2.3.1"))
     store.record_received(_received("1.2.3.2"))
     claimed = store.claim(1)
@@ -66,8 +94,8 @@ def test_case_life_cycle_and_send_queue(tmp_path: Path) -> None:
     store.close()
 
 
-def test_resend_requeues_without_duplicates(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_resend_requeues_without_duplicates(url: str) -> None:
+    store = _store(url)
     case = store.record_received(_received("1.2.3.1"))
     store.claim(10)
     outputs = [OutputRecord("1.2.9.1", "1.2.840.10008.5.1.4.1.1.30", "/o1.dcm")]
@@ -85,8 +113,8 @@ def test_resend_requeues_without_duplicates(tmp_path: Path) -> None:
     store.close()
 
 
-def test_resend_while_processing_keeps_case_pending(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_resend_while_processing_keeps_case_pending(url: str) -> None:
+    store = _store(url)
     case = store.record_received(_received("1.2.3.1"))
     store.claim(10)
     store.record_received(_received("1.2.3.1"))  # arrives again mid-processing
@@ -95,19 +123,19 @@ def test_resend_while_processing_keeps_case_pending(tmp_path: Path) -> None:
     store.close()
 
 
-def test_resume_after_crash(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_resume_after_crash(url: str) -> None:
+    store = _store(url)
     store.record_received(_received("1.2.3.1"))
     store.claim(10)
     store.close()
-    reopened = _store(tmp_path)  # as after a restart
+    reopened = _store(url)  # as after a restart
     assert reopened.resume() == 1
     assert [c.sop_instance_uid for c in reopened.claim(10)] == ["1.2.3.1"]
     reopened.close()
 
 
-def test_filters(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_filters(url: str) -> None:
+    store = _store(url)
     for i in range(3):
         store.record_received(_received(f"1.2.3.{i}"))
     for case in store.claim(2):
@@ -131,3 +159,47 @@ def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:
     assert path.read_bytes() == b"new"
     assert [p.name for p in path.parent.iterdir()] == ["1.2.3.4.dcm"]
     assert incoming_path(tmp_path, "../../etc/passwd").parent == path.parent
+
+
+def test_concurrent_claims_never_share_a_case(url: str) -> None:
+    # Two node processes (or workers) claiming from one store each get their own cases.
+    stores = [_store(url), _store(url)]
+    for i in range(40):
+        stores[0].record_received(_received(f"1.2.3.{i}"))
+    claimed: list[list[int]] = [[], []]
+
+    def _claim(index: int) -> None:
+        while batch := stores[index].claim(3):
+            claimed[index] += [c.id for c in batch]
+
+    threads = [threading.Thread(target=_claim, args=(i,)) for i in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    everything = claimed[0] + claimed[1]
+    assert sorted(everything) == sorted(set(everything))
+    assert len(everything) == 40
+    for store in stores:
+        store.close()
+
+
+def test_postgresql_url_without_driver_uses_psycopg(postgres: Postgres) -> None:
+    store = _store(postgres.create_database("plain_url"))
+    assert store.engine.dialect.name == "postgresql"
+    assert store.engine.dialect.driver == "psycopg"
+    store.record_received(_received("1.2.3.1"))
+    assert store.counts()["cases"]["received"] == 1
+    store.close()
+
+
+def test_overlong_identifiers_are_clipped(url: str) -> None:
+    # PostgreSQL refuses values longer than a column; a non-conformant scanner must not make
+    # every C-STORE fail (SQLite would keep them whole).
+    store = _store(url)
+    info = _received("1.2.3.1")
+    info.patient_id, info.accession_number = "P" * 100, "A" * 80
+    store.record_received(info)
+    [case] = store.list_cases()
+    assert (case["patient_id"], case["accession_number"]) == ("P" * 64, "A" * 64)
+    store.close()

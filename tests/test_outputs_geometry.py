@@ -1,7 +1,8 @@
-"""Spacing from ultrasound regions, the geometry copy given to highdicom, deterministic UIDs."""
+"""Spacing from ultrasound regions, the derived map geometry, deterministic UIDs."""
 
 from __future__ import annotations
 
+import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
@@ -12,7 +13,6 @@ from sswe_node.outputs.geometry import (
     is_multiframe,
     region_spacing_mm,
     source_spacing_mm,
-    source_with_geometry,
 )
 from sswe_node.outputs.uids import derived_instance_uid, derived_uid, source_study_uid
 
@@ -50,18 +50,37 @@ def test_spacing_falls_back_to_pixel_spacing() -> None:
     assert source_spacing_mm(ds, Box(0, 0, 10, 10)) == pytest.approx((0.3, 0.2))
 
 
-def test_geometry_copy_leaves_the_source_alone(make_us_source) -> None:
+def test_map_geometry_is_derived_without_touching_the_source(make_us_source) -> None:
+    from types import SimpleNamespace
+
+    from sswe_node.outputs import build_parametric_map
+
+    model = SimpleNamespace(
+        name="m", version="1", quantity="youngs-modulus", unit="kPa", colour_bar=(0.0, 70.0)
+    )
     source = make_us_source(frames=2, patient=False)
     del source.StudyInstanceUID
     before = source.to_json_dict()
-    view = source_with_geometry(source, (0.2, 0.3))
+    values = np.ones((20, 30), np.float32)
+    pm = build_parametric_map(source, values, roi=Box(10, 20, 30, 50), model=model, frame=1,
+                              spacing_mm=(0.2, 0.3))  # fmt: skip
     assert source.to_json_dict() == before
-    assert "PixelData" not in view and "NumberOfFrames" not in view
-    assert is_multiframe(source) and not is_multiframe(view)
-    assert view.PixelSpacing == [0.2, 0.3] and view.ImagePositionPatient == [0, 0, 0]
-    assert view.FrameOfReferenceUID == source_with_geometry(source, (1, 1)).FrameOfReferenceUID
-    assert view.StudyInstanceUID == source_study_uid(source)  # derived, stable
-    assert view.PatientID is None and view.PatientName is None
+    assert "FrameOfReferenceUID" not in source and "ImagePositionPatient" not in source
+    again = build_parametric_map(source, values, roi=Box(0, 0, 20, 30), model=model)
+    assert pm.FrameOfReferenceUID == again.FrameOfReferenceUID  # one per source instance
+    assert pm.StudyInstanceUID == source_study_uid(source)  # derived, stable
+    assert pm.PatientID is None and pm.PatientName is None
+    groups = pm.SharedFunctionalGroupsSequence[0]
+    assert [float(v) for v in groups.PixelMeasuresSequence[0].PixelSpacing] == [0.2, 0.3]
+    position = pm.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0]
+    assert [float(v) for v in position.ImagePositionPatient] == [6.0, 2.0, 0.0]
+    assert is_multiframe(source) and pm.NumberOfFrames == 1
+    derivation = pm.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0]
+    reference = derivation.SourceImageSequence[0]
+    assert reference.ReferencedSOPClassUID == source.SOPClassUID  # the real class, not a stand-in
+    assert reference.ReferencedFrameNumber == 2
+    listed = pm.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]
+    assert listed.ReferencedSOPClassUID == source.SOPClassUID
 
 
 def test_uids_are_valid_stable_and_distinct(make_us_source) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
@@ -13,6 +14,7 @@ from pydicom.data import get_testdata_file
 from sswe_node.imaging.colormap import jet_lut
 from sswe_node.outputs import WARNING, build_secondary_capture
 from sswe_node.outputs.render import render_capture
+from sswe_node.outputs.secondary_capture import capture_title
 
 MODEL = SimpleNamespace(
     name="prostate-sim", version="1.2.0", quantity="youngs-modulus", unit="kPa",
@@ -51,6 +53,10 @@ def test_valid_derived_capture(
 
     back = pydicom.dcmread(path)
     assert back.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage
+    picture = render_capture(
+        bmode, values, MODEL.colour_bar, title=capture_title(MODEL), unit="kPa"
+    )
+    np.testing.assert_array_equal(hd.Image.from_dataset(back).get_frame(1), picture)
     assert back.PhotometricInterpretation == "RGB" and back.SamplesPerPixel == 3
     assert back.BurnedInAnnotation == "YES"
     assert list(back.ImageType)[:2] == ["DERIVED", "SECONDARY"]
@@ -64,11 +70,16 @@ def test_valid_derived_capture(
         source.SOPInstanceUID,
     )
     assert ref.get("ReferencedFrameNumber") == (4 if source_name == "multi-frame" else None)
-    equipment = back.ContributingEquipmentSequence[0]
+    equipment = back.ContributingEquipmentSequence[-1]
     assert (equipment.Manufacturer, equipment.ManufacturerModelName) == (
         "sswe-node",
         "prostate-sim",
     )
+    assert equipment.PurposeOfReferenceCodeSequence[0].CodeValue == "109102"
+    purposes = [
+        e.PurposeOfReferenceCodeSequence[0].CodeValue for e in back.ContributingEquipmentSequence
+    ]
+    assert purposes == (["109101", "109102"] if source.get("Manufacturer") else ["109102"])
 
 
 def test_picture_has_panels_bar_and_warning() -> None:
@@ -150,3 +161,4 @@ def test_odd_region_shapes_give_bounded_pictures(shape) -> None:
     picture = render_capture(bmode, values, (0.0, 70.0), title="t", unit="kPa")
     assert picture.shape[1] <= 2 * 1024 + 200 and picture.shape[0] <= 800
     assert picture.shape[0] >= shape[0]
+

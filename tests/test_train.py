@@ -23,9 +23,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "training" / "configs"
 
 def _config(tmp_path: Path, epochs: int = 6) -> Path:
     text = re.sub(r"(?m)^epochs = \d+", f"epochs = {epochs}", (CONFIGS / "demo.toml").read_text())
-    text = text.replace(
-        "batch_size = 64", "batch_size = 4"
-    )
+    text = text.replace("batch_size = 64", "batch_size = 4")
     text = text.replace("learning_rate = 0.001", "learning_rate = 0.002")
     text = text.replace("split = [0.7, 0.1, 0.2]", "split = [0.6, 0.2, 0.2]")
     path = tmp_path / "tiny.toml"

@@ -15,18 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.uid import (
-    JPEG2000,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLosslessSV1,
-    RLELossless,
-)
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.sop_class import (
@@ -41,6 +29,7 @@ from pynetdicom.sop_class import (
     UltrasoundMultiFrameImageStorage,
 )
 
+from sswe_node.dicom_constants import STORAGE_TRANSFER_SYNTAXES
 from sswe_node.errors import ConfigError, SsweError
 
 logger = logging.getLogger(__name__)
@@ -55,18 +44,7 @@ GET_STORAGE_CLASSES = (
     EnhancedUSVolumeStorage,
 )
 #: Transfer syntaxes accepted for C-GET sub-operations (compressed kept as stored).
-GET_TRANSFER_SYNTAXES = [
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLosslessSV1,
-    JPEG2000Lossless,
-    JPEG2000,
-    RLELossless,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-]
+GET_TRANSFER_SYNTAXES = STORAGE_TRANSFER_SYNTAXES
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _PEER = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:]+):(?P<port>[0-9]{1,5})$")

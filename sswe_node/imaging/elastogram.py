@@ -24,6 +24,7 @@ from scipy.spatial import cKDTree
 from skimage.color import rgb2lab
 
 from sswe_node.errors import ElastogramDecodeError
+from sswe_node.imaging.layout import along_bar
 from sswe_node.imaging.layout import chroma as _chroma
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ _MAX_MEDIAN_DISTANCE = 12.0
 
 @dataclass(frozen=True)
 class ColourBar:
-    """A sampled colour bar: one RGB colour per row, top (maximum) first."""
+    """A sampled colour bar: one RGB colour per step along the bar, maximum first."""
 
     colours: NDArray[np.float32]
     scale: tuple[float, float]
@@ -61,6 +62,11 @@ class ColourBar:
     def values32(self) -> NDArray[np.float32]:
         """:attr:`values` as float32."""
         return self.values.astype(np.float32)
+
+    @functools.cached_property
+    def chroma(self) -> NDArray[np.float32]:
+        """Colour content (max - min of R, G, B) of each sampled colour."""
+        return _chroma(self.colours)
 
     @functools.cached_property
     def key(self) -> bytes:
@@ -91,14 +97,15 @@ class Elastogram:
 
 
 def sample_colour_bar(bar_pixels: NDArray[np.floating], scale: tuple[float, float]) -> ColourBar:
-    """Sample a colour bar: the median colour of the central columns of each row.
+    """Sample a colour bar: the median colour across the middle of the bar at each step.
 
     Parameters
     ----------
     bar_pixels : numpy.ndarray
-        ``(h, w, 3)`` RGB pixels of the bar, 0-255.
+        ``(h, w, 3)`` RGB pixels of the bar, 0-255: vertical (maximum at the top) or, when
+        wider than tall, horizontal (maximum on the right).
     scale : tuple of float
-        ``(min, max)`` values of the bottom and top of the bar.
+        ``(min, max)`` values of the bottom (left) and top (right) of the bar.
 
     Returns
     -------
@@ -107,6 +114,7 @@ def sample_colour_bar(bar_pixels: NDArray[np.floating], scale: tuple[float, floa
     lo, hi = scale
     if not hi > lo:
         raise ElastogramDecodeError(f"the colour bar scale must increase, got {scale}")
+    bar_pixels = along_bar(bar_pixels)
     w = bar_pixels.shape[1]
     core = bar_pixels[:, w // 4 : w - w // 4 or w]
     colours = np.median(core, axis=1).astype(np.float32)
@@ -226,7 +234,9 @@ def decode_elastogram(
     else:
         unmixed = (overlay - np.float32(1.0 - a) * grey[..., None]) * np.float32(1.0 / a)
         index, dist = _lookup(bar, unmixed)
-    void = ch < max(10.0, 0.3 * a * 128.0)
+    grey_limit = max(10.0, 0.3 * a * 128.0)
+    # Grey pixels are voids, unless the bar itself is that grey there (black or white ends).
+    void = (ch < grey_limit) & (bar.chroma[index] * np.float32(a) >= 2.0 * grey_limit)
     if grey is not None:
         diff = np.abs(overlay[..., 0] - grey)
         for c in (1, 2):

@@ -8,9 +8,9 @@ Decisions worth knowing:
 
 - A region of spectral Doppler, M-mode or a Doppler trace makes the frame unsupported. A colour
   flow region (Region Data Type 2) is how SWE scanners declare their SWE box: it is read as the
-  elastogram when the frame is a dual display (a plain B-mode panel beside it, a colour bar
-  sweeping through the hues), and is unsupported colour Doppler otherwise. ECG and other
-  physiological traces, grey bars and colour bars are ignored.
+  elastogram when the frame is a dual display (a plain B-mode panel beside it, a standing or
+  lying colour bar sweeping through a colour table), and is unsupported colour Doppler
+  otherwise. ECG and other physiological traces, grey bars and colour bars are ignored.
 - Two tissue panels without colour (a dual B-mode view, e.g. the ALOKA sample in
   pydicom-data) read as a full-screen B-mode of the *first* panel in reading order (top, then
   left).
@@ -26,11 +26,23 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from pydicom.dataset import Dataset
 from scipy import ndimage
 from scipy.fft import next_fast_len
+from skimage.color import rgb2lab
 
-from sswe_node.errors import CorruptDicomError, UnsupportedLayoutError
+from sswe_node.errors import UnsupportedLayoutError
+from sswe_node.imaging.boxes import PixelBox
+from sswe_node.imaging.regions import (
+    COLOUR_BAR,
+    COLOUR_FLOW,
+    DOPPLER_TYPES,
+    SPATIAL_2D,
+    SPATIAL_M_MODE,
+    SPATIAL_SPECTRAL,
+    TISSUE,
+    Region,
+    read_regions,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +56,7 @@ __all__ = [
     "chroma",
     "grey_levels",
     "find_colour_bar",
+    "along_bar",
     "analyse_layout",
 ]
 
@@ -53,34 +66,8 @@ COLOUR_CHROMA = 40.0
 COLOUR_FRACTION = 0.01
 #: Coloured areas smaller than this (pixels) are annotations (markers, cursors), not overlays.
 MIN_OVERLAY_PIXELS = 400
-
-# PS3.3 C.8.5.5.1.1 / C.8.5.5.1.2
-_SPATIAL_FORMATS = {0: "none", 1: "2D", 2: "M-mode", 3: "spectral", 4: "waveform", 5: "graphics"}
-_DATA_TYPES = {
-    0: "none",
-    1: "tissue",
-    2: "colour flow Doppler",
-    3: "PW spectral Doppler",
-    4: "CW spectral Doppler",
-    5: "Doppler mean trace",
-    6: "Doppler mode trace",
-    7: "Doppler max trace",
-    8: "volume trace",
-    10: "ECG trace",
-    11: "pulse trace",
-    12: "phonocardiogram trace",
-    13: "grey bar",
-    14: "colour bar",
-    15: "integrated backscatter",
-    16: "area trace",
-    17: "d(area)/dt",
-    18: "other physiological input",
-}
-# Colour flow (2) is judged with the pixels: SWE scanners declare their SWE box that way.
-_DOPPLER_TYPES = frozenset({3, 4, 5, 6, 7, 8})
-_COLOUR_FLOW_TYPE = 2
-_COLOUR_BAR_TYPE = 14
-_UNITS_TO_MM = {3: 10.0}  # PhysicalUnits 3 = cm
+# M-mode and spectral regions show time, not tissue: never processed.
+_TIME_FORMATS = (SPATIAL_M_MODE, SPATIAL_SPECTRAL)
 
 
 class Layout(enum.StrEnum):
@@ -88,78 +75,6 @@ class Layout(enum.StrEnum):
 
     DUAL_SWE = "dual-swe"
     BMODE = "bmode"
-
-
-@dataclass(frozen=True)
-class PixelBox:
-    """A rectangle of pixels; ``bottom`` and ``right`` are exclusive."""
-
-    top: int
-    left: int
-    bottom: int
-    right: int
-
-    @property
-    def height(self) -> int:
-        """Rows in the box."""
-        return self.bottom - self.top
-
-    @property
-    def width(self) -> int:
-        """Columns in the box."""
-        return self.right - self.left
-
-    @property
-    def area(self) -> int:
-        """Pixels in the box (0 when empty)."""
-        return max(0, self.height) * max(0, self.width)
-
-    @property
-    def slices(self) -> tuple[slice, slice]:
-        """``(rows, cols)`` slices to index an array with."""
-        return slice(self.top, self.bottom), slice(self.left, self.right)
-
-    def shifted(self, rows: int, cols: int) -> PixelBox:
-        """Return the box moved by ``rows`` down and ``cols`` right."""
-        return PixelBox(self.top + rows, self.left + cols, self.bottom + rows, self.right + cols)
-
-    def clipped(self, shape: tuple[int, ...]) -> PixelBox:
-        """Return the part of the box inside an image of ``shape``."""
-        return PixelBox(
-            max(0, self.top),
-            max(0, self.left),
-            min(shape[0], self.bottom),
-            min(shape[1], self.right),
-        )
-
-    def inside(self, shape: tuple[int, ...]) -> bool:
-        """Whether the whole box lies inside an image of ``shape``."""
-        return (
-            self.top >= 0 and self.left >= 0 and self.bottom <= shape[0] and self.right <= shape[1]
-        )
-
-    def expanded(self, margin: int) -> PixelBox:
-        """Return the box grown by ``margin`` pixels on every side."""
-        return PixelBox(
-            self.top - margin, self.left - margin, self.bottom + margin, self.right + margin
-        )
-
-
-@dataclass(frozen=True)
-class Region:
-    """One item of the Sequence of Ultrasound Regions, reduced to what reading needs."""
-
-    box: PixelBox
-    spatial_format: int
-    data_type: int
-    spacing_mm: tuple[float, float] | None
-
-    @property
-    def description(self) -> str:
-        """Human-readable kind, e.g. ``"2D colour flow Doppler"``."""
-        fmt = _SPATIAL_FORMATS.get(self.spatial_format, f"format {self.spatial_format}")
-        kind = _DATA_TYPES.get(self.data_type, f"data type {self.data_type:#x}")
-        return f"{fmt} {kind} (Region Data Type {self.data_type:#x})"
 
 
 @dataclass(frozen=True)
@@ -194,49 +109,6 @@ class FrameLayout:
     colour_bar: PixelBox | None = None
     spacing_mm: tuple[float, float] | None = None
     source: str = "pixels"
-
-
-def read_regions(ds: Dataset) -> list[Region]:
-    """Read the Sequence of Ultrasound Regions (0018,6011); empty when absent.
-
-    Parameters
-    ----------
-    ds : pydicom.dataset.Dataset
-        The instance.
-
-    Returns
-    -------
-    list of Region
-        Regions in the order stored.
-
-    Raises
-    ------
-    CorruptDicomError
-        A region lacks its location or type.
-    """
-    regions = []
-    for i, item in enumerate(ds.get("SequenceOfUltrasoundRegions") or []):
-        try:
-            box = PixelBox(
-                int(item.RegionLocationMinY0),
-                int(item.RegionLocationMinX0),
-                int(item.RegionLocationMaxY1) + 1,
-                int(item.RegionLocationMaxX1) + 1,
-            )
-            spatial = int(item.get("RegionSpatialFormat") or 0)
-            data_type = int(item.get("RegionDataType") or 0)
-        except (AttributeError, TypeError, ValueError) as exc:
-            raise CorruptDicomError(
-                f"Sequence of Ultrasound Regions item {i + 1} is incomplete: {exc}"
-            ) from None
-        spacing = None
-        unit_x = item.get("PhysicalUnitsXDirection")
-        unit_y = item.get("PhysicalUnitsYDirection")
-        dx, dy = item.get("PhysicalDeltaX"), item.get("PhysicalDeltaY")
-        if unit_x in _UNITS_TO_MM and unit_y in _UNITS_TO_MM and dx and dy:
-            spacing = (abs(float(dy)) * _UNITS_TO_MM[unit_y], abs(float(dx)) * _UNITS_TO_MM[unit_x])
-        regions.append(Region(box, spatial, data_type, spacing))
-    return regions
 
 
 def colour_mask(frame: NDArray[np.floating]) -> NDArray[np.bool_]:
@@ -277,7 +149,11 @@ def find_colour_bar(
     mask: NDArray[np.bool_] | None = None,
     within: PixelBox | None = None,
 ) -> PixelBox | None:
-    """Find an elastography colour bar: a tall narrow strip with a monotone hue sweep.
+    """Find an elastography colour bar: a long narrow strip whose colour sweeps monotonically.
+
+    The bar may stand (vertical) or lie (horizontal). Its colours sweep through the hues (jet,
+    rainbow, turbo, viridis...) or from black through red and yellow to white ("hot"); ends of
+    low colour content (black, white) are followed from the coloured part of the bar.
 
     Parameters
     ----------
@@ -291,7 +167,7 @@ def find_colour_bar(
     Returns
     -------
     PixelBox or None
-        The bar, or None when there is none.
+        The bar, or None when there is none. See :func:`along_bar` for its direction.
     """
     if frame.ndim != 3:
         return None
@@ -308,32 +184,131 @@ def find_colour_bar(
         if sl is None:
             continue
         h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
-        if h < 32 or w < 3 or h < 3 * w:
+        long, short = max(h, w), min(h, w)
+        if long < 32 or short < 3 or long < 3 * short:
             continue
         fill = np.count_nonzero(labels[sl] == i + 1) / (h * w)
         if fill < 0.85:
             continue
         box = PixelBox(sl[0].start, sl[1].start, sl[0].stop, sl[1].stop).shifted(*offset)
-        if _is_hue_sweep(frame[box.slices]) and (best is None or box.height > best.height):
+        box = _follow_bar_ends(frame, box)
+        length = max(box.height, box.width)
+        if _is_colour_sweep(along_bar(frame[box.slices])) and (
+            best is None or length > max(best.height, best.width)
+        ):
             best = box
     return best
 
 
-def _is_hue_sweep(strip: NDArray[np.floating]) -> bool:
-    """Whether rows of a strip are uniform colours whose hue sweeps monotonically."""
+def along_bar(pixels: NDArray[np.floating]) -> NDArray[np.floating]:
+    """Return a colour bar's pixels with rows running from its maximum to its minimum.
+
+    A vertical bar (taller than wide) has its maximum at the top, as scanners draw it; a
+    horizontal bar has its maximum on the right.
+
+    Parameters
+    ----------
+    pixels : numpy.ndarray
+        ``(h, w, 3)`` pixels of the bar.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(length, thickness, 3)`` view.
+    """
+    if pixels.shape[0] >= pixels.shape[1]:
+        return pixels
+    return pixels.transpose(1, 0, 2)[::-1]
+
+
+def _follow_bar_ends(frame: NDArray[np.floating], box: PixelBox) -> PixelBox:
+    """Grow a bar along its length over ends too grey for the colour mask (black, white)."""
+    if box.height >= box.width:
+        return _follow_rows(frame, box)
+    turned = _follow_rows(
+        frame.transpose(1, 0, 2), PixelBox(box.left, box.top, box.right, box.bottom)
+    )
+    return PixelBox(turned.left, turned.top, turned.right, turned.bottom)
+
+
+def _follow_rows(frame: NDArray[np.floating], box: PixelBox) -> PixelBox:
+    """Grow a vertical bar up and down while rows continue it.
+
+    A row continues the bar when it is uniform, close to the colour of the row before (no
+    jump) and unlike the background beside the bar.
+    """
+    h, w = frame.shape[:2]
+    core = slice(box.left + box.width // 4, box.right - box.width // 4)
+    sides = [c for c in (box.left - 3, box.right + 2) if 0 <= c < w]
+
+    def colour_of(row: int, before: NDArray[np.float32]) -> NDArray[np.float32] | None:
+        pixels = frame[row, core].astype(np.float32)
+        colour = pixels.mean(axis=0)
+        if np.abs(pixels - colour).max() > 12.0 or np.abs(colour - before).max() > 24.0:
+            return None
+        beside = [np.abs(frame[row, c].astype(np.float32) - colour).max() for c in sides]
+        if beside and min(beside) < 6.0:
+            return None
+        return colour
+
+    reach = box.height  # a bar is never more than half grey
+    top, bottom = box.top, box.bottom
+    before = frame[top, core].astype(np.float32).mean(axis=0)
+    while top > 0 and box.top - top < reach:
+        colour = colour_of(top - 1, before)
+        if colour is None:
+            break
+        top, before = top - 1, colour
+    before = frame[bottom - 1, core].astype(np.float32).mean(axis=0)
+    while bottom < h and bottom - box.bottom < reach:
+        colour = colour_of(bottom, before)
+        if colour is None:
+            break
+        bottom, before = bottom + 1, colour
+    return PixelBox(top, box.left, bottom, box.right)
+
+
+def _is_colour_sweep(strip: NDArray[np.floating]) -> bool:
+    """Whether the rows of a strip are uniform colours sweeping monotonically.
+
+    The sweep goes through the hues (jet, rainbow) or from black to white through the warm
+    hues (a "hot" bar).
+    """
     w = strip.shape[1]
     core = strip[:, w // 4 : w - w // 4 or w]
     if float(core.std(axis=1).mean()) > 20.0:
         return False
     rows = core.mean(axis=1) / 255.0
+    return _is_hue_sweep(rows) or _is_heat_sweep(rows)
+
+
+def _monotone(values: NDArray[np.floating], tolerance: float) -> bool:
+    steps = np.diff(values)
+    sign = np.sign(values[-1] - values[0])
+    return bool(np.mean(steps * sign >= -tolerance) > 0.95)
+
+
+def _is_hue_sweep(rows: NDArray[np.floating]) -> bool:
+    """Whether row colours (0-1 RGB) sweep monotonically over at least a third of the hues."""
     hue = _hue_degrees(rows)
     # Jet runs red -> blue; unwrap so that a sweep through magenta cannot fool the test.
     hue = np.degrees(np.unwrap(np.radians(hue)))
-    if np.ptp(hue) < 120.0:
-        return False
-    steps = np.diff(hue)
-    sign = np.sign(hue[-1] - hue[0])
-    return bool(np.mean(steps * sign >= -2.0) > 0.95)
+    return bool(np.ptp(hue) >= 120.0) and _monotone(hue, 2.0)
+
+
+def _is_heat_sweep(rows: NDArray[np.floating]) -> bool:
+    """Whether row colours (0-1 RGB) run from near black to near white, steadily brighter.
+
+    The white end tells a heat bar from the red-to-yellow half of a colour Doppler bar.
+    """
+    lab = rgb2lab(rows[None].astype(np.float64))[0]
+    lightness, chroma_ = lab[:, 0], np.hypot(lab[:, 1], lab[:, 2])
+    darkest, brightest = int(np.argmin(lightness)), int(np.argmax(lightness))
+    return (
+        bool(lightness[darkest] < 25.0 and lightness[brightest] > 90.0)
+        and bool(chroma_[brightest] < 20.0 and np.max(chroma_) > 40.0)
+        and _monotone(lightness, 1.0)
+    )
 
 
 def _hue_degrees(rgb: NDArray[np.floating]) -> NDArray[np.floating]:
@@ -369,25 +344,25 @@ def analyse_layout(
         plain B-mode panel, or no elastography colour bar).
     """
     for region in regions:
-        if region.data_type in _DOPPLER_TYPES or region.spatial_format in (2, 3):
+        if region.data_type in DOPPLER_TYPES or region.spatial_format in _TIME_FORMATS:
             raise UnsupportedLayoutError(
                 f"the image contains a {region.description} region; only dual SWE captures "
                 "and B-mode images are processed"
             )
     shape = frame.shape[:2]
     tissue = sorted(
-        (r for r in regions if r.spatial_format == 1 and r.data_type == 1),
+        (r for r in regions if r.spatial_format == SPATIAL_2D and r.data_type == TISSUE),
         key=lambda r: (r.box.top, r.box.left),
     )
     tissue = [r for r in tissue if r.box.clipped(shape).area > 0]
-    flow = [r for r in regions if r.data_type == _COLOUR_FLOW_TYPE]
+    flow = [r for r in regions if r.data_type == COLOUR_FLOW]
     if flow and frame.ndim == 3:
         # Scanners declare the SWE box as a colour (flow) region: it is an elastogram only in
         # a dual display with a plain panel and an elastography colour bar. The regions say
         # where everything is, so only the bar region and the plain panel are analysed.
         bar = None
         for region in regions:
-            if region.data_type == _COLOUR_BAR_TYPE:
+            if region.data_type == COLOUR_BAR:
                 bar = find_colour_bar(frame, within=region.box.expanded(2))
                 if bar is not None:
                     break
@@ -398,7 +373,7 @@ def analyse_layout(
     bar = None
     if mask.any():
         for region in regions:
-            if region.data_type == _COLOUR_BAR_TYPE:
+            if region.data_type == COLOUR_BAR:
                 bar = find_colour_bar(frame, mask, within=region.box.expanded(2))
                 if bar is not None:
                     break
@@ -509,35 +484,29 @@ def _from_flow_region(
         )
     if bar is None:
         raise UnsupportedLayoutError(
-            f"{doppler} and no elastography colour bar (a tall bar sweeping through the hues); "
+            f"{doppler} and no elastography colour bar (a strip sweeping through a colour table); "
             "colour Doppler is not processed"
         )
     o = holders[0]
     p = _pair_panel(boxes, o)
     plain = boxes[p]
-    if bar is not None and bar.top < plain.bottom and plain.top < bar.bottom:
-        if bar.left < plain.right and plain.left < bar.right:
-            plain = PixelBox(plain.top, plain.left, plain.bottom, min(plain.right, bar.left))
-    # Every other pixel is enough to tell a plain panel from a coloured one.
+    # Every other pixel is enough to tell a plain panel from a coloured one. The colour bar
+    # may stand (or lie) inside the plain panel's region: its pixels do not count.
+    rows, cols = np.arange(plain.top, plain.bottom, 2), np.arange(plain.left, plain.right, 2)
     sample = colour_mask(frame[plain.top : plain.bottom : 2, plain.left : plain.right : 2])
+    near = bar.expanded(2)
+    sample &= ~(
+        ((rows >= near.top) & (rows < near.bottom))[:, None]
+        & ((cols >= near.left) & (cols < near.right))[None, :]
+    )
     if np.count_nonzero(sample) > max(MIN_OVERLAY_PIXELS / 4, COLOUR_FRACTION * sample.size):
         raise UnsupportedLayoutError(
             "colour appears in both imaging panels (colour Doppler?); a dual SWE capture has one "
             "colour-coded panel and one plain B-mode panel"
         )
-    roi = overlay_roi.shifted(boxes[p].top - boxes[o].top, boxes[p].left - boxes[o].left)
-    roi = roi.clipped(shape)
-    overlay_roi = roi.shifted(boxes[o].top - boxes[p].top, boxes[o].left - boxes[p].left)
-    return FrameLayout(
-        Layout.DUAL_SWE,
-        boxes[p],
-        roi,
-        overlay_panel=boxes[o],
-        overlay_roi=overlay_roi,
-        colour_bar=bar,
-        spacing_mm=tissue[p].spacing_mm or tissue[o].spacing_mm,
-        source="regions",
-    )
+    dy, dx = boxes[p].top - boxes[o].top, boxes[p].left - boxes[o].left
+    overlay_roi = overlay_roi.shifted(dy, dx).clipped(shape).shifted(-dy, -dx)
+    return _dual_of_regions(tissue, boxes, o, p, overlay_roi, bar)
 
 
 def _from_regions(
@@ -568,17 +537,30 @@ def _from_regions(
         return None
     if bar is None:
         raise UnsupportedLayoutError(
-            "colour overlay in one panel but no elastography colour bar (a tall bar sweeping "
-            "through the hues): colour Doppler is not processed"
+            "colour overlay in one panel but no elastography colour bar (a strip sweeping "
+            "through a colour table): colour Doppler is not processed"
         )
+    return _dual_of_regions(tissue, boxes, o, p, overlay_roi, bar)
+
+
+def _dual_of_regions(
+    tissue: list[Region],
+    boxes: list[PixelBox],
+    o: int,
+    p: int,
+    overlay_roi: PixelBox,
+    bar: PixelBox,
+) -> FrameLayout:
+    """Return the dual layout of tissue region ``o`` (elastogram) and ``p`` (plain B-mode)."""
+    dy, dx = boxes[p].top - boxes[o].top, boxes[p].left - boxes[o].left
     return FrameLayout(
         Layout.DUAL_SWE,
         boxes[p],
-        roi,
+        overlay_roi.shifted(dy, dx),
         overlay_panel=boxes[o],
         overlay_roi=overlay_roi,
         colour_bar=bar,
-        spacing_mm=tissue[p].spacing_mm,
+        spacing_mm=tissue[p].spacing_mm or tissue[o].spacing_mm,
         source="regions",
     )
 
@@ -598,8 +580,8 @@ def _from_pixels(
         return FrameLayout(Layout.BMODE, roi, roi, spacing_mm=spacing)
     if bar is None:
         raise UnsupportedLayoutError(
-            "the image has a colour overlay but no elastography colour bar (a tall bar sweeping "
-            "through the hues): colour Doppler is not processed"
+            "the image has a colour overlay but no elastography colour bar (a strip sweeping "
+            "through a colour table): colour Doppler is not processed"
         )
     shift = _panel_shift(grey, mask, overlay, bar)
     if shift is None:

@@ -11,6 +11,11 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_color_lut, pixel_array
 from pydicom.uid import UID, JPEGBaseline8Bit, JPEGExtended12Bit
 
+from sswe_node.dicom_constants import (
+    ENHANCED_US_VOLUME,
+    SECONDARY_CAPTURE_PREFIX,
+    ULTRASOUND_IMAGE_CLASSES,
+)
 from sswe_node.errors import (
     CorruptDicomError,
     ImageTooLargeError,
@@ -44,17 +49,7 @@ SUPPORTED_PHOTOMETRIC = frozenset(
     }
 )
 
-_US_SOP_CLASSES = frozenset(
-    {
-        "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound Image Storage
-        "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame Image Storage
-        "1.2.840.10008.5.1.4.1.1.6",  # Ultrasound Image Storage (retired)
-        "1.2.840.10008.5.1.4.1.1.3",  # Ultrasound Multi-frame Image Storage (retired)
-    }
-)
-_US_VOLUME = "1.2.840.10008.5.1.4.1.1.6.2"  # Enhanced US Volume Storage
 _PILLOW_FIRST = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit})
-_SC_PREFIX = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture family
 _SC_MODALITIES = frozenset({"US", "OT", ""})
 
 
@@ -83,9 +78,9 @@ def check_ultrasound(ds: Dataset, *, max_pixels: int | None = None) -> None:
     """
     sop_class = str(ds.get("SOPClassUID", ""))
     modality = str(ds.get("Modality", "")).upper()
-    is_us = sop_class in _US_SOP_CLASSES or (not sop_class and modality == "US")
-    is_sc = sop_class.startswith(_SC_PREFIX) and modality in _SC_MODALITIES
-    if sop_class == _US_VOLUME:
+    is_us = sop_class in ULTRASOUND_IMAGE_CLASSES or (not sop_class and modality == "US")
+    is_sc = sop_class.startswith(SECONDARY_CAPTURE_PREFIX) and modality in _SC_MODALITIES
+    if sop_class == ENHANCED_US_VOLUME:
         raise UnsupportedLayoutError(
             "3D ultrasound volumes (Enhanced US Volume) are not processed; send 2D captures"
         )

@@ -83,6 +83,7 @@ class Node:
             self.sends_queued,
             self.stop_event,
             self.metrics,
+            timeouts=settings.node,
         )
         self.sender.start()
         if settings.http.enabled:

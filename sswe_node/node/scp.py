@@ -7,60 +7,26 @@ import ssl
 import threading
 from pathlib import Path
 
-from pydicom.uid import (
-    JPEG2000,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from sswe_node.config import Settings
+from sswe_node.dicom_constants import (
+    SECONDARY_CAPTURE_CLASSES,
+    STORAGE_TRANSFER_SYNTAXES,
+    ULTRASOUND_IMAGE_CLASSES,
+)
 from sswe_node.node import handlers
 from sswe_node.node.health import Metrics
 from sswe_node.node.store import CaseStore
 
 LOGGER = logging.getLogger(__name__)
 
-TRANSFER_SYNTAXES = [
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    RLELossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEG2000Lossless,
-    JPEG2000,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-]
+TRANSFER_SYNTAXES = list(STORAGE_TRANSFER_SYNTAXES)
 """Transfer syntaxes accepted for storage: what ultrasound scanners send."""
 
-ULTRASOUND_CLASSES = [
-    "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound Image Storage
-    "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame Image Storage
-    "1.2.840.10008.5.1.4.1.1.6",  # Ultrasound Image Storage (retired)
-    "1.2.840.10008.5.1.4.1.1.3",  # Ultrasound Multi-frame Image Storage (retired)
-    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
-    "1.2.840.10008.5.1.4.1.1.7.1",  # Multi-frame Single Bit Secondary Capture
-    "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte Secondary Capture
-    "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word Secondary Capture
-    "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color Secondary Capture
-]
+ULTRASOUND_CLASSES = [*ULTRASOUND_IMAGE_CLASSES, *SECONDARY_CAPTURE_CLASSES]
 """The classes the node is for. Other storage classes are accepted too, so that an instance
 sent by mistake (a CT image) is kept and reported as skipped instead of refused unseen."""
 

@@ -14,7 +14,8 @@ from pydicom.filereader import read_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
-from sswe_node.config import SendingSettings, TlsSettings
+from sswe_node.config import NodeSettings, SendingSettings, TlsSettings
+from sswe_node.node.background import QueueThread
 from sswe_node.node.health import Metrics
 from sswe_node.node.store import CaseStore, SendJob, utcnow
 
@@ -42,7 +43,7 @@ def client_ssl_context(tls: TlsSettings) -> ssl.SSLContext:
     return context
 
 
-class Sender(threading.Thread):
+class Sender(QueueThread):
     """A background thread that drains the persistent send queue of the case store.
 
     Parameters
@@ -63,6 +64,10 @@ class Sender(threading.Thread):
         Counters to update.
     poll_seconds : float
         Longest sleep between looks at the queue.
+    timeouts : NodeSettings, optional
+        Its ``acse_timeout``, ``dimse_timeout`` and ``network_timeout`` are used for the
+        associations to destinations (the ACSE timeout also bounds the TCP connection), so a
+        destination that does not answer cannot hold the queue up (default: pynetdicom's).
     """
 
     def __init__(
@@ -75,30 +80,25 @@ class Sender(threading.Thread):
         stop: threading.Event,
         metrics: Metrics,
         poll_seconds: float = 1.0,
+        timeouts: NodeSettings | None = None,
     ) -> None:
-        super().__init__(name="sswe-sender", daemon=True)
-        self.store = store
+        super().__init__("sswe-sender", store, wake, stop, metrics)
         self.ae_title = ae_title
         self.sending = sending
         self.tls = tls
-        self.wake = wake
-        self.stop_event = stop
-        self.metrics = metrics
         self.poll_seconds = poll_seconds
+        self.timeouts = timeouts
 
     def run(self) -> None:
         """Send due outputs until stopped."""
-        while not self.stop_event.is_set():
-            try:
-                sent = self.send_due()
-            except Exception:  # noqa: BLE001 - keep the queue alive on unexpected errors
-                LOGGER.exception("event=sender-error")
-                sent = 0
-            if sent == 0:
-                self.wake.wait(self._sleep_seconds())
-                self.wake.clear()
+        self.drain()
 
-    def _sleep_seconds(self) -> float:
+    def step(self) -> int:
+        """Send what is due (see :meth:`send_due`)."""
+        return self.send_due()
+
+    def idle_seconds(self) -> float:
+        """Sleep until the earliest queued send is due, at most ``poll_seconds``."""
         due = self.store.next_send_due()
         if due is None:
             return self.poll_seconds
@@ -118,11 +118,21 @@ class Sender(threading.Thread):
                 self._send_group(ae_title, host, port, use_tls, chunk)
         return len(jobs)
 
+    def new_ae(self) -> AE:
+        """Return the AE that calls destinations: our AE title, no PDU limit, the timeouts."""
+        ae = AE(ae_title=self.ae_title)
+        ae.maximum_pdu_size = 0
+        if self.timeouts is not None:
+            ae.connection_timeout = self.timeouts.acse_timeout
+            ae.acse_timeout = self.timeouts.acse_timeout
+            ae.dimse_timeout = self.timeouts.dimse_timeout
+            ae.network_timeout = self.timeouts.network_timeout
+        return ae
+
     def _send_group(
         self, ae_title: str, host: str, port: int, use_tls: bool, jobs: Sequence[SendJob]
     ) -> None:
-        ae = AE(ae_title=self.ae_title)
-        ae.maximum_pdu_size = 0
+        ae = self.new_ae()
         contexts: dict[str, set[str]] = defaultdict(set)
         usable: list[SendJob] = []
         for job in jobs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import logging
 import threading
 from collections.abc import Sequence
@@ -203,6 +204,18 @@ class CaseOutcome:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def _fit_column(name: str, value: Any) -> Any:
+    """Clip a text value to its ``cases`` column length.
+
+    SQLite ignores lengths but PostgreSQL refuses longer values: a Patient ID or Accession
+    Number longer than the standard allows must not turn a C-STORE into Out of Resources.
+    """
+    length = getattr(Case.__table__.c[name].type, "length", None)
+    if isinstance(value, str) and length and len(value) > length:
+        return value[:length]
+    return value
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -221,7 +234,8 @@ def create_store_engine(url: str) -> Engine:
     Parameters
     ----------
     url : str
-        An SQLAlchemy URL: ``sqlite:///path.db`` (WAL mode) or e.g. ``postgresql://...``.
+        An SQLAlchemy URL: ``sqlite:///path.db`` (WAL mode) or e.g.
+        ``postgresql://user@host:5432/db`` (psycopg 3 unless a driver is named).
 
     Returns
     -------
@@ -233,7 +247,10 @@ def create_store_engine(url: str) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-    engine = create_engine(url, **kwargs)
+    elif parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg2") is None:
+        # A plain postgresql:// URL means psycopg2 to SQLAlchemy; we ship psycopg (3).
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    engine = create_engine(parsed, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     Base.metadata.create_all(engine)
@@ -290,7 +307,7 @@ class CaseStore:
                 "peer_address",
                 "store_seconds",
             ):
-                setattr(case, name, getattr(info, name))
+                setattr(case, name, _fit_column(name, getattr(info, name)))
             case.status = RECEIVED
             case.reason = ""
             case.message = ""
@@ -311,23 +328,33 @@ class CaseStore:
             return int(result.rowcount or 0)
 
     def claim(self, limit: int) -> list[ClaimedCase]:
-        """Mark up to ``limit`` pending cases (oldest first) ``processing`` and return them."""
+        """Mark up to ``limit`` pending cases (oldest first) ``processing`` and return them.
+
+        Safe between processes sharing the store: each row is taken with a conditional update,
+        so a case another claimer took in the meantime is left out (SQLite has no row locks;
+        PostgreSQL also skips rows locked by a concurrent claim).
+        """
         with self._claim_lock, self.session() as session, session.begin():
-            rows = session.scalars(
-                select(Case)
+            rows = session.execute(
+                select(
+                    Case.id, Case.sop_instance_uid, Case.path, Case.calling_ae, Case.peer_address
+                )
                 .where(Case.status == RECEIVED)
                 .order_by(Case.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             ).all()
             now = utcnow()
+            claimed = []
             for row in rows:
-                row.status = PROCESSING
-                row.started_at = now
-            return [
-                ClaimedCase(r.id, r.sop_instance_uid, r.path, r.calling_ae, r.peer_address)
-                for r in rows
-            ]
+                taken = session.execute(
+                    update(Case)
+                    .where(Case.id == row.id, Case.status == RECEIVED)
+                    .values(status=PROCESSING, started_at=now)
+                )
+                if taken.rowcount == 1:
+                    claimed.append(ClaimedCase(*row))
+            return claimed
 
     def known_uids(self) -> set[str]:
         """Return the SOP Instance UIDs of every case."""

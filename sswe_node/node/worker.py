@@ -13,6 +13,7 @@ from typing import Any
 from pydicom import Dataset, dcmread, dcmwrite
 
 from sswe_node.config import Settings
+from sswe_node.node.background import QueueThread
 from sswe_node.node.health import Metrics
 from sswe_node.node.storage import atomic_write, output_path
 from sswe_node.node.store import (
@@ -38,18 +39,34 @@ def load_node_model(settings: Settings) -> Any:
 
 
 def targets_for(case: ClaimedCase, settings: Settings) -> list[Target]:
-    """Return where the outputs of ``case`` go: the destinations, and the caller if asked."""
+    """Return where the outputs of ``case`` go: the destinations, and the caller if asked.
+
+    With ``node.send_back_to_caller``, a calling AE listed in ``[[callers]]`` is sent to at its
+    ``host`` (empty: the address it called from) and ``port``; any other calling AE at the
+    address it called from and ``node.caller_port`` (0: not sent back). A caller that is also a
+    configured destination (same AE title, host and port) gets the outputs once.
+    """
     targets = [Target(d.name, d.ae_title, d.host, d.port, d.tls) for d in settings.destinations]
-    if settings.node.send_back_to_caller and case.calling_ae and case.peer_address:
-        targets.append(
-            Target(
-                f"caller:{case.calling_ae}",
-                case.calling_ae,
-                case.peer_address,
-                settings.node.caller_port,
-            )
-        )
+    caller = caller_target(case.calling_ae, case.peer_address, settings)
+    if caller is not None and not any(
+        (t.ae_title, t.host, t.port) == (caller.ae_title, caller.host, caller.port) for t in targets
+    ):
+        targets.append(caller)
     return targets
+
+
+def caller_target(calling_ae: str, peer_address: str, settings: Settings) -> Target | None:
+    """Return the calling AE as a send target, or ``None`` when outputs do not go back to it."""
+    if not settings.node.send_back_to_caller or not calling_ae:
+        return None
+    name = f"caller:{calling_ae}"
+    for known in settings.callers:
+        if known.ae_title == calling_ae:
+            host = known.host or peer_address
+            return Target(name, calling_ae, host, known.port, known.tls) if host else None
+    if settings.node.caller_port and peer_address:
+        return Target(name, calling_ae, peer_address, settings.node.caller_port)
+    return None
 
 
 def encode_file(ds: Dataset) -> bytes:
@@ -59,7 +76,7 @@ def encode_file(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-class Worker(threading.Thread):
+class Worker(QueueThread):
     """A background thread that processes pending cases in batches.
 
     Parameters
@@ -95,13 +112,9 @@ class Worker(threading.Thread):
         model: Any = None,
         name: str = "sswe-worker",
     ) -> None:
-        super().__init__(name=name, daemon=True)
-        self.store = store
+        super().__init__(name, store, wake, stop, metrics)
         self.settings = settings
-        self.wake = wake
-        self.stop_event = stop
         self.sends_queued = sends_queued
-        self.metrics = metrics
         self.model_loader = model_loader
         self.model = model
         self.ready = threading.Event()
@@ -132,26 +145,26 @@ class Worker(threading.Thread):
             return
         self._process_batch = process_batch
         self.ready.set()
-        while not self.stop_event.is_set():
-            batch = self._next_batch()
-            if batch:
-                try:
-                    self.process(batch)
-                except Exception:  # noqa: BLE001 - never stop the loop; the cases resume
-                    LOGGER.exception("event=batch-error cases=%d", len(batch))
-                    for case in batch:
-                        self.store.finish(
-                            case.id, CaseOutcome(FAILED, "internal", "internal: batch error")
-                        )
+        self.drain()
+
+    def step(self) -> int:
+        """Claim a batch of pending cases and process it; return how many cases it held."""
+        batch = self._next_batch()
+        if batch:
+            try:
+                self.process(batch)
+            except Exception:  # noqa: BLE001 - recorded on each case of the batch
+                LOGGER.exception("event=batch-error cases=%d", len(batch))
+                for case in batch:
+                    self.store.finish(
+                        case.id, CaseOutcome(FAILED, "internal", "internal: batch error")
+                    )
+        return len(batch)
 
     def _next_batch(self) -> list[ClaimedCase]:
         size = self.settings.processing.batch_size
         batch = self.store.claim(size)
-        if not batch:
-            self.wake.wait(1.0)
-            self.wake.clear()
-            return []
-        if len(batch) < size and self.settings.processing.batch_wait_seconds > 0:
+        if batch and len(batch) < size and self.settings.processing.batch_wait_seconds > 0:
             # Wait briefly for more instances so inference is batched across cases.
             deadline = time.monotonic() + self.settings.processing.batch_wait_seconds
             while len(batch) < size and not self.stop_event.is_set():

@@ -1,4 +1,4 @@
-"""Derived DICOM objects: the Parametric Map and the colour Secondary Capture (highdicom)."""
+"""Derived DICOM objects: the Parametric Map and the colour Secondary Capture (plain pydicom)."""
 
 from sswe_node.outputs.derived import ModelInfo
 from sswe_node.outputs.geometry import Box, source_spacing_mm

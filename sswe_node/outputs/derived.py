@@ -4,24 +4,20 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import highdicom as hd
 from pydicom.dataset import Dataset
-from pydicom.sr.codedict import codes
 
 from sswe_node import __version__
-from sswe_node.outputs.geometry import is_multiframe
 from sswe_node.outputs.labels import WARNING, quantity_name
 
 __all__ = [
     "ModelInfo",
     "MANUFACTURER",
     "UNPAIRED_BODY_PARTS",
-    "contributing_equipment",
+    "contribution_description",
     "derivation_description",
     "series_description",
     "source_laterality",
     "mark_derived",
-    "reference_source_frame",
 ]
 
 #: Manufacturer recorded for the model in Contributing Equipment and on derived objects.
@@ -48,20 +44,12 @@ class ModelInfo(Protocol):
     colour_bar: tuple[float, float]
 
 
-def contributing_equipment(model: ModelInfo) -> list[hd.ContributingEquipment]:
-    """Record the model as processing equipment, as the IHE AI Results profile does."""
-    return [
-        hd.ContributingEquipment(
-            manufacturer=MANUFACTURER,
-            purpose_of_reference=codes.DCM.ProcessingEquipment,
-            manufacturer_model_name=model.name[:64],
-            software_versions=[str(model.version)[:64], f"sswe-node {__version__}"],
-            contribution_description=(
-                f"Synthetic {quantity_name(model.quantity)} predicted from the B-mode by model "
-                f"{model.name} {model.version}. {WARNING}"
-            )[:1024],
-        )
-    ]
+def contribution_description(model: ModelInfo) -> str:
+    """Return the Contribution Description (ST) of the model's Contributing Equipment item."""
+    return (
+        f"Synthetic {quantity_name(model.quantity)} predicted from the B-mode by model "
+        f"{model.name} {model.version}. {WARNING}"
+    )[:1024]
 
 
 def derivation_description(model: ModelInfo) -> str:
@@ -115,30 +103,3 @@ def mark_derived(derived: Dataset, source: Dataset, model: ModelInfo, kind: str)
             del derived.Laterality
     else:
         derived.Laterality = source_laterality(source)
-
-
-def reference_source_frame(derived: Dataset, source: Dataset, frame: int) -> None:
-    """Make every reference to ``source`` in ``derived`` name its class and frame.
-
-    References are searched in every Source Image Sequence (top level and in the
-    functional groups' derivation references). They get the source's SOP Class UID (the
-    geometry copy may have stood in with another) and, for multi-frame sources, the
-    Referenced Frame Number (1-based).
-    """
-    uid = str(source.SOPInstanceUID)
-    multiframe = is_multiframe(source)
-
-    def visit(dataset: Dataset) -> None:
-        for element in dataset:
-            if element.VR != "SQ":
-                continue
-            for item in element.value:
-                if element.keyword == "SourceImageSequence" and (
-                    str(item.get("ReferencedSOPInstanceUID", "")) == uid
-                ):
-                    item.ReferencedSOPClassUID = source.SOPClassUID
-                    if multiframe:
-                        item.ReferencedFrameNumber = frame + 1
-                visit(item)
-
-    visit(derived)

@@ -1,21 +1,17 @@
-"""Physical pixel spacing of ultrasound sources and the plane geometry given to them for highdicom.
+"""Physical pixel spacing of ultrasound sources and the plane geometry given to derived maps.
 
-highdicom needs a Frame of Reference and plane geometry on the source of a Parametric Map;
-ultrasound images usually have neither. :func:`source_with_geometry` returns an in-memory,
-single-frame copy of the source header (no pixel data) with a derived Frame of Reference, an
-axial plane at the origin and the spacing of the ultrasound region, which the builders hand to
-highdicom. The source itself is never changed.
+Ultrasound images rarely have a Frame of Reference or plane geometry. The Parametric Map is
+placed in a Frame of Reference derived from the source instance: an axial plane at the origin
+(rows along x, columns along y) with the spacing of the ultrasound region, the map's first pixel
+at the region of interest's top-left corner. The source itself is never changed.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import NamedTuple
 
 from pydicom.dataset import Dataset
-
-from sswe_node.outputs.uids import frame_of_reference_uid, source_series_uid, source_study_uid
 
 __all__ = [
     "Box",
@@ -24,7 +20,6 @@ __all__ = [
     "region_spacing_mm",
     "source_spacing_mm",
     "roi_position_mm",
-    "source_with_geometry",
     "is_multiframe",
 ]
 
@@ -37,41 +32,6 @@ COLUMN_DIRECTION = (0.0, 1.0, 0.0)
 _CM_UNITS = 3  # PhysicalUnitsX/YDirection: 3 = cm
 _TISSUE_2D = 1  # RegionSpatialFormat: 1 = 2D (tissue or flow)
 
-# Attributes of the source that the geometry copy must not keep: pixel data, frame timing
-# and multi-frame structure (the copy stands for one frame), and any geometry of its own.
-_DROPPED = {
-    "NumberOfFrames",
-    "FrameIncrementPointer",
-    "FrameTime",
-    "FrameTimeVector",
-    "PerFrameFunctionalGroupsSequence",
-    "SharedFunctionalGroupsSequence",
-    "ImagePositionPatient",
-    "ImageOrientationPatient",
-    "PixelSpacing",
-    "SliceThickness",
-    "SpacingBetweenSlices",
-    "FrameOfReferenceUID",
-    "PositionReferenceIndicator",
-    "SequenceOfUltrasoundRegions",
-    "IconImageSequence",
-}
-
-# Patient and study attributes highdicom reads unconditionally; empty when the source lacks them.
-_PATIENT_STUDY = (
-    "PatientID",
-    "PatientName",
-    "PatientBirthDate",
-    "PatientSex",
-    "AccessionNumber",
-    "StudyID",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-)
-
-
-_SINGLE_FRAME_US = "1.2.840.10008.5.1.4.1.1.6.1"  # Ultrasound Image Storage
 _MULTI_FRAME_CLASSES = frozenset(
     {
         "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame Image Storage
@@ -168,48 +128,3 @@ def source_spacing_mm(source: Dataset, box: Box | None = None) -> tuple[float, f
 def roi_position_mm(box: Box, spacing_mm: tuple[float, float]) -> tuple[float, float, float]:
     """Return the Image Position (Patient) of the box's first pixel in the given geometry."""
     return (box.left * spacing_mm[1], box.top * spacing_mm[0], 0.0)
-
-
-def source_with_geometry(source: Dataset, spacing_mm: tuple[float, float]) -> Dataset:
-    """Return an in-memory single-frame copy of the source header with plane geometry.
-
-    Parameters
-    ----------
-    source : pydicom.dataset.Dataset
-        The source instance (left unchanged).
-    spacing_mm : tuple of float
-        ``(row, column)`` pixel spacing to record.
-
-    Returns
-    -------
-    pydicom.dataset.Dataset
-        Header only (no pixel data), with a derived Frame of Reference UID, Image Position
-        (0, 0, 0), an axial Image Orientation, Pixel Spacing, a Slice Thickness of 1 mm,
-        Study/Series UIDs (derived when absent) and empty patient/study attributes where the
-        source has none.
-    """
-    view = Dataset()
-    for element in source:
-        if element.tag.group == 0x7FE0 or 0x6000 <= element.tag.group < 0x6100:
-            continue
-        if element.keyword in _DROPPED:
-            continue
-        view.add(copy.deepcopy(element))
-    if hasattr(source, "file_meta"):
-        view.file_meta = copy.deepcopy(source.file_meta)
-    for keyword in _PATIENT_STUDY:
-        if keyword not in view:
-            setattr(view, keyword, None)
-    if is_multiframe(source):
-        # The copy stands for one frame; highdicom would look for functional groups in a
-        # multi-frame class. References are given the source's class back after building.
-        view.SOPClassUID = _SINGLE_FRAME_US
-    view.StudyInstanceUID = source_study_uid(source)
-    view.SeriesInstanceUID = source_series_uid(source)
-    view.FrameOfReferenceUID = frame_of_reference_uid(source)
-    view.PositionReferenceIndicator = None
-    view.ImagePositionPatient = [0.0, 0.0, 0.0]
-    view.ImageOrientationPatient = [*ROW_DIRECTION, *COLUMN_DIRECTION]
-    view.PixelSpacing = [float(spacing_mm[0]), float(spacing_mm[1])]
-    view.SliceThickness = 1.0
-    return view

@@ -19,6 +19,7 @@ __all__ = [
     "TEXT_SIZE",
     "draw_text",
     "draw_texts",
+    "burn_texts",
 ]
 
 #: Burned into every Secondary Capture and written into the DICOM attributes of every output.
@@ -74,12 +75,30 @@ def draw_text(
     return draw_texts(rgb, [(text, top, left, colour)], size)
 
 
+@lru_cache(maxsize=256)
+def _glyphs(text: str, size: int) -> tuple[NDArray[np.bool_], int]:
+    """Return the pixels Pillow sets for ``text`` and the padding around its origin."""
+    left, top, right, bottom = _font(size).getbbox(text)
+    pad = size + max(0, -int(left), -int(top))
+    # getbbox measures the antialiased text; the 1-bit glyphs can be wider: pad generously.
+    image = Image.new("L", (int(right) + 4 * pad + 1, int(bottom) + 2 * pad + 1), 0)
+    draw = ImageDraw.Draw(image)
+    draw.fontmode = "1"  # crisp, un-antialiased text: exact colours, readable when enlarged
+    draw.text((pad, pad), text, fill=255, font=_font(size))
+    mask = np.asarray(image) > 0
+    mask.flags.writeable = False
+    return mask, pad
+
+
 def draw_texts(
     rgb: NDArray[np.uint8],
     lines: Sequence[tuple[str, int, int, tuple[int, int, int]]],
     size: int = TEXT_SIZE,
 ) -> NDArray[np.uint8]:
     """Burn lines of text into an RGB image (Pillow's default font, not antialiased).
+
+    Each text's glyph pixels are rendered once by Pillow and cached, then set in the image:
+    the result is what Pillow's ``ImageDraw.text`` draws, without converting the image.
 
     Parameters
     ----------
@@ -96,9 +115,23 @@ def draw_texts(
     numpy.ndarray
         A new ``(rows, columns, 3)`` uint8 image with the text.
     """
-    image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="RGB")
-    draw = ImageDraw.Draw(image)
-    draw.fontmode = "1"  # crisp, un-antialiased text: exact colours, readable when enlarged
+    return burn_texts(np.array(rgb, dtype=np.uint8, copy=True), lines, size)
+
+
+def burn_texts(
+    rgb: NDArray[np.uint8],
+    lines: Sequence[tuple[str, int, int, tuple[int, int, int]]],
+    size: int = TEXT_SIZE,
+) -> NDArray[np.uint8]:
+    """Burn lines of text into ``rgb`` in place and return it (see :func:`draw_texts`)."""
+    rows, cols = rgb.shape[:2]
     for text, top, left, colour in lines:
-        draw.text((left, top), text, fill=colour, font=_font(size))
-    return np.asarray(image, dtype=np.uint8).copy()
+        mask, pad = _glyphs(text, size)
+        y0, x0 = int(top) - pad, int(left) - pad
+        ys, xs = max(0, -y0), max(0, -x0)
+        ye, xe = min(mask.shape[0], rows - y0), min(mask.shape[1], cols - x0)
+        if ye <= ys or xe <= xs:
+            continue
+        region = rgb[y0 + ys : y0 + ye, x0 + xs : x0 + xe]
+        region[mask[ys:ye, xs:xe]] = colour
+    return rgb

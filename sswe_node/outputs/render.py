@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
 
-from sswe_node.imaging.colormap import jet_lut, render_colour_bar, values_to_rgb
-from sswe_node.outputs.labels import TEXT_SIZE, WARNING, draw_texts, format_value, text_size
+from sswe_node.imaging.colormap import jet_lut, render_colour_bar
+from sswe_node.outputs.labels import TEXT_SIZE, WARNING, burn_texts, format_value, text_size
 
 __all__ = ["render_capture", "OVERLAY_ALPHA", "MIN_PANEL_ROWS", "MAX_PANEL_COLUMNS"]
 
@@ -26,9 +27,56 @@ _WARNING_COLOUR = (255, 255, 0)
 _TEXT_COLOUR = (255, 255, 255)
 
 
-def _grey(bmode: NDArray[np.floating]) -> NDArray[np.uint8]:
-    grey = np.clip(np.nan_to_num(np.asarray(bmode, dtype=np.float32), nan=0.0), 0, 255)
-    return np.repeat(np.round(grey).astype(np.uint8)[..., None], 3, axis=2)
+def _grey(bmode: NDArray[np.float32]) -> NDArray[np.uint8]:
+    """Return the B-mode as 0-255 grey levels (NaN black)."""
+    grey = np.fmax(bmode, np.float32(0))  # fmax also turns NaN into 0
+    np.minimum(grey, np.float32(255), out=grey)
+    return np.rint(grey, out=grey).astype(np.uint8)
+
+
+@lru_cache(maxsize=4)
+def _blend_table(lut_bytes: bytes) -> NDArray[np.uint8]:
+    """Return ``(256 * n, 3)``: the overlay colour of grey level ``g`` under entry ``c``.
+
+    Row ``g * n + c`` holds ``round((1 - alpha) * g + alpha * lut[c])``, so blending a
+    whole panel is one table look-up.
+    """
+    lut = np.frombuffer(lut_bytes, dtype=np.uint8).reshape(-1, 3).astype(np.float32)
+    grey = np.arange(256, dtype=np.float32)[:, None, None]
+    blended = np.float32(1 - OVERLAY_ALPHA) * grey + np.float32(OVERLAY_ALPHA) * lut[None]
+    return np.rint(blended).astype(np.uint8).reshape(-1, 3)
+
+
+def _overlay(
+    grey: NDArray[np.uint8],
+    values: NDArray[np.float32],
+    scale: tuple[float, float],
+    lut: NDArray[np.uint8],
+) -> NDArray[np.uint8]:
+    """Return the ``(rows, columns, 3)`` B-mode with the colour overlay (grey where NaN)."""
+    low, high = scale
+    if high <= low:
+        raise ValueError(f"vmax ({high}) must be greater than vmin ({low})")
+    n = len(lut)
+    index = (values - np.float32(low)) * np.float32((n - 1) / (high - low))
+    finite = np.isfinite(index)
+    if not finite.all():
+        index[~finite] = 0
+    np.clip(index, 0, n - 1, out=index)
+    index = np.rint(index, out=index).astype(np.int32)
+    index += grey * np.int32(n)
+    table = _blend_table(np.ascontiguousarray(lut, dtype=np.uint8).tobytes())
+    overlay = np.take(table, index, axis=0)
+    if not finite.all():
+        overlay[~finite] = grey[~finite][:, None]
+    return overlay
+
+
+@lru_cache(maxsize=16)
+def _colour_bar(rows: int, width: int, lut_bytes: bytes) -> NDArray[np.uint8]:
+    bar = render_colour_bar(rows, width, np.frombuffer(lut_bytes, np.uint8).reshape(-1, 3))
+    bar.flags.writeable = False
+    return bar
 
 
 def render_capture(
@@ -71,9 +119,7 @@ def render_capture(
     lut = jet_lut() if lut is None else lut
 
     grey = _grey(bmode)
-    colour = values_to_rgb(values, low, high, lut)
-    blended = np.float32(1 - OVERLAY_ALPHA) * grey + np.float32(OVERLAY_ALPHA) * colour
-    overlay = np.where(np.isfinite(values)[..., None], np.round(blended).astype(np.uint8), grey)
+    overlay = _overlay(grey, values, (low, high), lut)
 
     # Enlarge small regions, but never beyond MAX_PANEL_COLUMNS (thin, wide regions).
     factor = min(math.ceil(MIN_PANEL_ROWS / bmode.shape[0]), MAX_PANEL_COLUMNS // bmode.shape[1])
@@ -95,11 +141,13 @@ def render_capture(
     canvas = np.zeros((height, width, 3), dtype=np.uint8)
 
     top = header_h + line_h
-    canvas[top : top + rows, _MARGIN : _MARGIN + cols] = grey
+    canvas[top : top + rows, _MARGIN : _MARGIN + cols] = grey[..., None]  # grey in R, G and B
     x_overlay = _MARGIN + cols + _GAP
     canvas[top : top + rows, x_overlay : x_overlay + cols] = overlay
     x_bar = x_overlay + cols + _GAP
-    canvas[top : top + rows, x_bar : x_bar + bar_width] = render_colour_bar(rows, bar_width, lut)
+    canvas[top : top + rows, x_bar : x_bar + bar_width] = _colour_bar(
+        rows, bar_width, np.ascontiguousarray(lut, dtype=np.uint8).tobytes()
+    )
 
     text_h = text_size("0", size)[0]
     x_label = x_bar + bar_width + 3
@@ -110,4 +158,4 @@ def render_capture(
         (unit, header_h, x_bar, _TEXT_COLOUR),
     ]
     lines += [(label, y, x_label, _TEXT_COLOUR) for label, y in zip(labels, positions, strict=True)]
-    return draw_texts(canvas, lines, size)
+    return burn_texts(canvas, lines, size)

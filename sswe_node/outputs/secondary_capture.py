@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import highdicom as hd
+import datetime
+
 import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
-from pydicom.sr.codedict import codes
 
-from sswe_node.outputs.derived import (
-    MANUFACTURER,
-    ModelInfo,
-    contributing_equipment,
-    mark_derived,
-)
-from sswe_node.outputs.geometry import is_multiframe
+from sswe_node.outputs.derived import ModelInfo
+from sswe_node.outputs.header import Code, code_item, new_derived
 from sswe_node.outputs.labels import quantity_name
-from sswe_node.outputs.numbering import derived_instance_number, derived_series_number
 from sswe_node.outputs.render import render_capture
-from sswe_node.outputs.uids import (
-    derived_instance_uid,
-    derived_series_uid,
-    source_study_uid,
-)
 
-__all__ = ["build_secondary_capture", "capture_title"]
+__all__ = ["build_secondary_capture", "capture_title", "SECONDARY_CAPTURE_STORAGE"]
+
+#: SOP Class UID of Secondary Capture Image Storage.
+SECONDARY_CAPTURE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
+
+_IMAGE_PROCESSING = Code("110001", "DCM", "Image Processing")
 
 _PATIENT_ORIENTATION_VALUES = {"A", "P", "L", "R", "H", "F"}
 
@@ -36,31 +30,14 @@ def capture_title(model: ModelInfo) -> str:
     )
 
 
-def _text(source: Dataset, keyword: str) -> str | None:
-    value = source.get(keyword, None)
-    return None if value is None or str(value) == "" else str(value)
-
-
-def _source_reference(source: Dataset, frame: int) -> Dataset:
-    item = Dataset()
-    item.ReferencedSOPClassUID = source.SOPClassUID
-    item.ReferencedSOPInstanceUID = source.SOPInstanceUID
-    if is_multiframe(source):
-        item.ReferencedFrameNumber = frame + 1
-    item.PurposeOfReferenceCodeSequence = [
-        hd.sr.CodedConcept.from_code(codes.DCM.SourceImageForImageProcessingOperation)
-    ]
-    return item
-
-
-def _patient_orientation(source: Dataset) -> tuple[str, str] | None:
+def _patient_orientation(source: Dataset) -> list[str] | None:
     value = source.get("PatientOrientation", None)
     if value is None or isinstance(value, str) or len(value) != 2:
         return None
     row, col = (str(v) for v in value)
     if set(row) <= _PATIENT_ORIENTATION_VALUES and set(col) <= _PATIENT_ORIENTATION_VALUES:
         if row and col and len(row) == 1 and len(col) == 1:
-            return (row, col)
+            return [row, col]
     return None
 
 
@@ -92,45 +69,25 @@ def build_secondary_capture(
 
     Returns
     -------
-    highdicom.sc.SCImage
+    pydicom.dataset.Dataset
         An RGB, derived Secondary Capture in the source's study with the warning burned in
         (Burned In Annotation YES) and written in Image Comments and Derivation Description.
     """
     scale = tuple(model.colour_bar) if scale is None else scale
     pixels = render_capture(bmode, values, scale, title=capture_title(model), unit=model.unit)
-    orientation = _patient_orientation(source)
-    sc = hd.sc.SCImage(
-        pixel_array=pixels,
-        photometric_interpretation="RGB",
-        bits_allocated=8,
-        coordinate_system="PATIENT",
-        study_instance_uid=source_study_uid(source),
-        series_instance_uid=derived_series_uid(source, model.name, model.version, "sc"),
-        series_number=derived_series_number(source, "sc"),
-        sop_instance_uid=derived_instance_uid(source, frame, model.name, model.version, "sc"),
-        instance_number=derived_instance_number(source, frame),
-        manufacturer=MANUFACTURER,
-        patient_id=_text(source, "PatientID"),
-        patient_name=_text(source, "PatientName"),
-        patient_birth_date=_text(source, "PatientBirthDate"),
-        patient_sex=_text(source, "PatientSex"),
-        accession_number=_text(source, "AccessionNumber"),
-        study_id=_text(source, "StudyID"),
-        study_date=_text(source, "StudyDate"),
-        study_time=_text(source, "StudyTime"),
-        referring_physician_name=_text(source, "ReferringPhysicianName"),
-        # Required by highdicom for a patient image; replaced below when the source has none.
-        patient_orientation=orientation or ("L", "F"),
-        contributing_equipment=contributing_equipment(model),
-    )
-    if orientation is None:
-        sc.PatientOrientation = None  # Type 2: unknown for ultrasound
+    sc = new_derived(source, model, sop_class_uid=SECONDARY_CAPTURE_STORAGE, kind="sc", frame=frame)
     sc.ImageType = ["DERIVED", "SECONDARY"]
-    sc.BurnedInAnnotation = "YES"
-    sc.ManufacturerModelName = model.name[:64]
-    sc.SoftwareVersions = str(model.version)[:64]
     sc.ConversionType = "WSD"
-    sc.SourceImageSequence = [_source_reference(source, frame)]
-    sc.DerivationCodeSequence = [hd.sr.CodedConcept.from_code(codes.DCM.ImageProcessing)]
-    mark_derived(sc, source, model, "SC")
+    now = datetime.datetime.now()
+    sc.DateOfSecondaryCapture = now.strftime("%Y%m%d")
+    sc.TimeOfSecondaryCapture = now.strftime("%H%M%S.%f")
+    sc.DerivationCodeSequence = [code_item(_IMAGE_PROCESSING)]
+    sc.PatientOrientation = _patient_orientation(source)  # Type 2: empty for most ultrasound
+    sc.SamplesPerPixel = 3
+    sc.PhotometricInterpretation = "RGB"
+    sc.PlanarConfiguration = 0
+    sc.Rows, sc.Columns = pixels.shape[:2]
+    sc.BitsAllocated, sc.BitsStored, sc.HighBit, sc.PixelRepresentation = 8, 8, 7, 0
+    sc.BurnedInAnnotation = "YES"
+    sc.PixelData = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
     return sc

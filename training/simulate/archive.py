@@ -54,16 +54,9 @@ from numpy.typing import NDArray
 from pydicom.uid import generate_uid
 from threadpoolctl import threadpool_limits
 
+from sswe_node.imaging.regions import COLOUR_BAR, COLOUR_FLOW, GREY_BAR, TISSUE
 from training.simulate.bmode import form_bmode
-from training.simulate.instance import (
-    COLOUR_BAR,
-    COLOUR_FLOW,
-    GREY_BAR,
-    TISSUE,
-    InstanceInfo,
-    Region,
-    build_dataset,
-)
+from training.simulate.instance import InstanceInfo, Region, build_dataset
 from training.simulate.render import Box, render_dual, render_fullscreen
 from training.simulate.scanners import SETUPS, Geometry
 from training.simulate.swe import SweSettings, acquire_swe

@@ -30,16 +30,13 @@ from pydicom.uid import (
     UltrasoundImageStorage,
 )
 
+from sswe_node.imaging.regions import SPATIAL_2D, SPATIAL_GRAPHICS, UNITS_CM, UNITS_NONE
 from training.simulate.render import Box
 from training.simulate.scanners import Scanner
 
 __all__ = ["Region", "InstanceInfo", "build_dataset"]
 
 logger = logging.getLogger(__name__)
-
-TISSUE, COLOUR_FLOW, GREY_BAR, COLOUR_BAR = 0x0001, 0x0002, 0x000D, 0x000E
-SPATIAL_2D, SPATIAL_GRAPHICS = 0x0001, 0x0005
-UNITS_NONE, UNITS_CM = 0x0000, 0x0003
 
 
 @dataclass(frozen=True)

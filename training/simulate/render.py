@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
+from sswe_node.imaging.boxes import PixelBox
 from sswe_node.imaging.colormap import render_colour_bar, values_to_rgb
 
 __all__ = ["Box", "Layout", "render_dual", "render_fullscreen"]
@@ -27,32 +28,8 @@ _OUTLINE = (210, 210, 210)
 _TEXT = (225, 225, 225)
 
 
-@dataclass(frozen=True)
-class Box:
-    """A pixel box, end exclusive."""
-
-    top: int
-    left: int
-    bottom: int
-    right: int
-
-    @property
-    def height(self) -> int:
-        """Number of rows."""
-        return self.bottom - self.top
-
-    @property
-    def width(self) -> int:
-        """Number of columns."""
-        return self.right - self.left
-
-    def shifted(self, dy: int, dx: int) -> Box:
-        """Return the box moved by ``(dy, dx)``."""
-        return Box(self.top + dy, self.left + dx, self.bottom + dy, self.right + dx)
-
-    def as_list(self) -> list[int]:
-        """Return ``[top, left, bottom, right]``."""
-        return [self.top, self.left, self.bottom, self.right]
+#: The simulator's boxes are the reading core's (``top, left, bottom, right``, end exclusive).
+Box = PixelBox
 
 
 @dataclass

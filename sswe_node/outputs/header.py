@@ -1,0 +1,231 @@
+"""The header every derived object shares, written with plain pydicom (no per-object validation).
+
+highdicom spent most of a derived object's build time on IOD look-ups, attribute copies and
+logging; the attributes themselves are few and fixed. :func:`new_derived` writes the SOP Common,
+Patient, General Study, General Series, General Equipment and General Image attributes, the
+Contributing Equipment and the Source Image Sequence the way highdicom did, for any derived
+class. Tests check the results with dciodvfy and read them back with highdicom.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+from typing import NamedTuple
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+
+from sswe_node import __version__
+from sswe_node.outputs.derived import (
+    MANUFACTURER,
+    ModelInfo,
+    contribution_description,
+    mark_derived,
+)
+from sswe_node.outputs.geometry import is_multiframe
+from sswe_node.outputs.numbering import derived_instance_number, derived_series_number
+from sswe_node.outputs.uids import derived_instance_uid, derived_series_uid, source_study_uid
+
+__all__ = [
+    "Code",
+    "SOURCE_FOR_PROCESSING",
+    "code_item",
+    "item",
+    "new_derived",
+    "source_reference",
+]
+
+
+class Code(NamedTuple):
+    """A coded concept: value, coding scheme designator and meaning."""
+
+    value: str
+    scheme: str
+    meaning: str
+
+
+ACQUISITION_EQUIPMENT = Code("109101", "DCM", "Acquisition Equipment")
+PROCESSING_EQUIPMENT = Code("109102", "DCM", "Processing Equipment")
+#: Purpose of reference of the source image in every Source Image Sequence item.
+SOURCE_FOR_PROCESSING = Code("121322", "DCM", "Source image for image processing operation")
+
+# Patient, General Study and Patient Study attributes copied from the source when present
+# (highdicom copied these modules' top-level attributes); Type 2 ones are written empty else.
+_TYPE2_PATIENT_STUDY = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyID",
+)
+_OPTIONAL_PATIENT_STUDY = (
+    "IssuerOfPatientID",
+    "IssuerOfPatientIDQualifiersSequence",
+    "PatientBirthTime",
+    "OtherPatientIDsSequence",
+    "OtherPatientNames",
+    "EthnicGroup",
+    "PatientComments",
+    "PatientSpeciesDescription",
+    "PatientBreedDescription",
+    "ResponsiblePerson",
+    "ResponsibleOrganization",
+    "PatientIdentityRemoved",
+    "DeidentificationMethod",
+    "DeidentificationMethodCodeSequence",
+    "IssuerOfAccessionNumberSequence",
+    "StudyDescription",
+    "ProcedureCodeSequence",
+    "ReferencedStudySequence",
+    "PhysiciansOfRecord",
+    "NameOfPhysiciansReadingStudy",
+    "RequestingService",
+    "AdmittingDiagnosesDescription",
+    "PatientAge",
+    "PatientSize",
+    "PatientWeight",
+    "Occupation",
+    "AdditionalPatientHistory",
+    "PregnancyStatus",
+    "ClinicalTrialSponsorName",
+    "ClinicalTrialProtocolID",
+    "ClinicalTrialProtocolName",
+    "ClinicalTrialSiteID",
+    "ClinicalTrialSiteName",
+    "ClinicalTrialSubjectID",
+    "ClinicalTrialSubjectReadingID",
+    "ClinicalTrialTimePointID",
+    "ClinicalTrialTimePointDescription",
+)
+# The source's acquisition equipment, as highdicom's ContributingEquipment.for_image_acquisition.
+_ACQUISITION_EQUIPMENT = (
+    "Manufacturer",
+    "InstitutionName",
+    "InstitutionAddress",
+    "StationName",
+    "InstitutionalDepartmentName",
+    "ManufacturerModelName",
+    "DeviceSerialNumber",
+    "SoftwareVersions",
+)
+
+
+def item(**attributes: object) -> Dataset:
+    """Return a dataset (a sequence item) with the given attributes, in keyword order given."""
+    dataset = Dataset()
+    for keyword, value in attributes.items():
+        setattr(dataset, keyword, value)
+    return dataset
+
+
+def code_item(code: Code) -> Dataset:
+    """Return a code sequence item (Code Value, Coding Scheme Designator, Code Meaning)."""
+    return item(CodeValue=code.value, CodingSchemeDesignator=code.scheme, CodeMeaning=code.meaning)
+
+
+def source_reference(source: Dataset, frame: int) -> Dataset:
+    """Return a Source Image Sequence item naming the source (and its frame when multi-frame)."""
+    reference = item(
+        ReferencedSOPClassUID=source.SOPClassUID, ReferencedSOPInstanceUID=source.SOPInstanceUID
+    )
+    if is_multiframe(source):
+        reference.ReferencedFrameNumber = frame + 1
+    reference.PurposeOfReferenceCodeSequence = [code_item(SOURCE_FOR_PROCESSING)]
+    return reference
+
+
+def _copy_present(target: Dataset, source: Dataset, keywords: tuple[str, ...]) -> None:
+    for keyword in keywords:
+        element = source.data_element(keyword) if keyword in source else None
+        if element is not None and not element.is_empty:
+            target.add(copy.deepcopy(element))
+
+
+def _contributing_equipment(source: Dataset, model: ModelInfo) -> list[Dataset]:
+    """Return the source's acquisition equipment (when it names a manufacturer), then the model."""
+    items = []
+    if source.get("Manufacturer"):
+        acquisition = Dataset()
+        _copy_present(acquisition, source, _ACQUISITION_EQUIPMENT)
+        acquisition.ContributionDescription = "Acquisition equipment of the source image(s)"
+        acquisition.PurposeOfReferenceCodeSequence = [code_item(ACQUISITION_EQUIPMENT)]
+        items.append(acquisition)
+    items.append(
+        item(
+            Manufacturer=MANUFACTURER,
+            ManufacturerModelName=model.name[:64],
+            SoftwareVersions=[str(model.version)[:64], f"sswe-node {__version__}"],
+            ContributionDescription=contribution_description(model),
+            PurposeOfReferenceCodeSequence=[code_item(PROCESSING_EQUIPMENT)],
+        )
+    )
+    return items
+
+
+def new_derived(
+    source: Dataset, model: ModelInfo, *, sop_class_uid: str, kind: str, frame: int
+) -> Dataset:
+    """Start a derived object of one source frame: everything but the image-specific modules.
+
+    Parameters
+    ----------
+    source : pydicom.dataset.Dataset
+        The source instance (read only).
+    model : ModelInfo
+        The model that produced the values.
+    sop_class_uid : str
+        SOP Class UID of the derived object.
+    kind : str
+        ``"pm"`` or ``"sc"``: picks the series, numbers and UIDs.
+    frame : int
+        0-based index of the source frame.
+
+    Returns
+    -------
+    pydicom.dataset.Dataset
+        With file meta (Explicit VR Little Endian), SOP Common (deterministic SOP Instance UID,
+        creation date and time, Contributing Equipment), patient and study attributes of the
+        source, the derived series, the model as equipment, the warning, the Derivation
+        Description and a Source Image Sequence.
+    """
+    uid = derived_instance_uid(source, frame, model.name, model.version, kind)
+    now = datetime.datetime.now()
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class_uid
+    ds.file_meta.MediaStorageSOPInstanceUID = uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta.ImplementationVersionName = f"SSWE_NODE_{__version__}"[:16]
+
+    charset = source.get("SpecificCharacterSet")
+    if charset:
+        ds.SpecificCharacterSet = charset
+    ds.SOPClassUID = sop_class_uid
+    ds.SOPInstanceUID = uid
+    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+    ds.ContentDate, ds.ContentTime = date, time
+    for keyword in _TYPE2_PATIENT_STUDY:
+        value = source.get(keyword)
+        setattr(ds, keyword, None if value is None or value == "" else value)
+    _copy_present(ds, source, _OPTIONAL_PATIENT_STUDY)
+    ds.StudyInstanceUID = source_study_uid(source)
+
+    ds.Modality = "OT"
+    ds.SeriesInstanceUID = derived_series_uid(source, model.name, model.version, kind)
+    ds.SeriesNumber = derived_series_number(source, kind)
+    ds.InstanceNumber = derived_instance_number(source, frame)
+    ds.Manufacturer = MANUFACTURER
+    ds.ManufacturerModelName = model.name[:64]
+    ds.SoftwareVersions = str(model.version)[:64]
+    ds.ContributingEquipmentSequence = _contributing_equipment(source, model)
+    ds.SourceImageSequence = [source_reference(source, frame)]
+    mark_derived(ds, source, model, kind.upper())
+    return ds
