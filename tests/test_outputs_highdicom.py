@@ -8,41 +8,64 @@ import highdicom as hd
 import numpy as np
 import pydicom
 
-from sswe_node.outputs import WARNING, Box, build_parametric_map, build_secondary_capture
-from sswe_node.outputs import source_spacing_mm
+from sswe_node.outputs import (
+    WARNING,
+    Box,
+    build_parametric_map,
+    build_secondary_capture,
+    source_spacing_mm,
+)
 
 MODEL = SimpleNamespace(
     name="prostate-sim", version="1.2.0", quantity="youngs-modulus", unit="kPa",
     colour_bar=(0.0, 70.0),
 )  # fmt: skip
 
+# Set on highdicom's own Contributing Equipment item only.
+_HIGHDICOM_ONLY = {"ContributingEquipmentSequence/ContributionDateTime"}
+# Times, random UIDs in highdicom, and what the builders set on purpose (the capture's
+# DERIVED\SECONDARY and WSD, Type 2 attributes left empty, the pixels).
+_NOT_COMPARED = {
+    "InstanceCreationDate", "InstanceCreationTime", "ContentDate", "ContentTime",
+    "DateOfSecondaryCapture", "TimeOfSecondaryCapture", "ImageType", "ConversionType",
+    "PatientOrientation", "ReferringPhysicianName", "PixelData",
+}  # fmt: skip
+
 
 def _paths(dataset: pydicom.Dataset, prefix: str = "") -> set[str]:
     """Return every attribute path of a dataset (sequence items merged)."""
     found = set()
     for element in dataset:
-        path = f"{prefix}{element.keyword}"
-        found.add(path)
+        found.add(prefix + element.keyword)
         if element.VR == "SQ":
             for child in element.value:
-                found |= _paths(child, path + "/")
+                found |= _paths(child, f"{prefix}{element.keyword}/")
     return found
 
 
-# Set on highdicom's own Contributing Equipment item, or chosen at random by highdicom.
-_HIGHDICOM_ONLY = {"ContributingEquipmentSequence/ContributionDateTime"}
-_VOLATILE = {
-    "InstanceCreationDate", "InstanceCreationTime", "ContentDate", "ContentTime",
-    "DimensionOrganizationSequence", "DimensionIndexSequence", "ContributingEquipmentSequence",
-    "ReferringPhysicianName", "ReferencedSeriesSequence",
-}  # fmt: skip
+def _same_identity(ours: pydicom.Dataset) -> dict:
+    """highdicom arguments that give the same series, instance and manufacturer as ours."""
+    return {
+        "series_instance_uid": ours.SeriesInstanceUID,
+        "series_number": ours.SeriesNumber,
+        "sop_instance_uid": ours.SOPInstanceUID,
+        "instance_number": ours.InstanceNumber,
+        "manufacturer": "sswe-node",
+    }
+
+
+def _assert_covers(ours: pydicom.Dataset, theirs: pydicom.Dataset) -> None:
+    assert _paths(theirs) - _HIGHDICOM_ONLY - _paths(ours) == set()
+    for element in theirs:
+        if element.VR != "SQ" and element.keyword not in _NOT_COMPARED:
+            assert str(ours[element.tag].value) == str(element.value), element.keyword
 
 
 def test_parametric_map_has_what_highdicom_writes(make_us_source) -> None:
-    """The plain-pydicom map carries every attribute highdicom's ParametricMap would write."""
     source = make_us_source(frames=3)
     roi = Box(30, 40, 90, 120)
-    values, spacing = _values(roi), source_spacing_mm(source, roi)
+    values = np.random.default_rng(0).random(roi.shape).astype(np.float32) * 90
+    spacing = source_spacing_mm(source, roi)
     ours = build_parametric_map(source, values, roi=roi, model=MODEL, frame=1, spacing_mm=spacing)
 
     view = pydicom.Dataset()  # what highdicom needs of the source: one frame with plane geometry
@@ -57,11 +80,7 @@ def test_parametric_map_has_what_highdicom_writes(make_us_source) -> None:
     theirs = hd.pm.ParametricMap(
         source_images=[view],
         pixel_array=values,
-        series_instance_uid=ours.SeriesInstanceUID,
-        series_number=ours.SeriesNumber,
-        sop_instance_uid=ours.SOPInstanceUID,
-        instance_number=ours.InstanceNumber,
-        manufacturer="sswe-node",
+        **_same_identity(ours),
         manufacturer_model_name=MODEL.name,
         software_versions=MODEL.version,
         device_serial_number="0",
@@ -85,47 +104,36 @@ def test_parametric_map_has_what_highdicom_writes(make_us_source) -> None:
         content_qualification="RESEARCH",
         image_flavor="STATIC",
     )
-    assert _paths(theirs) - _HIGHDICOM_ONLY <= _paths(ours)
-    for element in theirs:
-        if element.VR != "SQ" and element.keyword not in _VOLATILE | {"PixelData"}:
-            assert ours[element.tag].value == element.value, element.keyword
-    mapping = ours.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
-    expected = theirs.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
-    assert mapping == expected
+    _assert_covers(ours, theirs)
+    shared, expected = (
+        ds.SharedFunctionalGroupsSequence[0] for ds in (ours, theirs)
+    )  # fmt: skip
+    assert shared.RealWorldValueMappingSequence == expected.RealWorldValueMappingSequence
+    assert shared.PixelMeasuresSequence == expected.PixelMeasuresSequence
 
 
 def test_secondary_capture_has_what_highdicom_writes(make_us_source) -> None:
-    """The plain-pydicom capture carries every attribute highdicom's SCImage would write."""
     source = make_us_source()
-    bmode, values = _arrays()
+    rng = np.random.default_rng(0)
+    bmode, values = rng.random((120, 160)) * 255, rng.random((120, 160)) * 90
     ours = build_secondary_capture(source, values, bmode, model=MODEL)
+    patient = {
+        name: source.get(keyword)
+        for name, keyword in [
+            ("patient_id", "PatientID"), ("patient_name", "PatientName"),
+            ("patient_birth_date", "PatientBirthDate"), ("patient_sex", "PatientSex"),
+            ("accession_number", "AccessionNumber"), ("study_id", "StudyID"),
+            ("study_date", "StudyDate"), ("study_time", "StudyTime"),
+        ]
+    }  # fmt: skip
     theirs = hd.sc.SCImage(
         pixel_array=np.zeros((ours.Rows, ours.Columns, 3), np.uint8),
         photometric_interpretation="RGB",
         bits_allocated=8,
         coordinate_system="PATIENT",
         study_instance_uid=source.StudyInstanceUID,
-        series_instance_uid=ours.SeriesInstanceUID,
-        series_number=ours.SeriesNumber,
-        sop_instance_uid=ours.SOPInstanceUID,
-        instance_number=ours.InstanceNumber,
-        manufacturer="sswe-node",
-        patient_id=source.PatientID,
-        patient_name=source.PatientName,
-        patient_birth_date=source.PatientBirthDate,
-        patient_sex=source.PatientSex,
-        accession_number=source.AccessionNumber,
-        study_id=source.StudyID,
-        study_date=source.StudyDate,
-        study_time=source.StudyTime,
+        **_same_identity(ours),
+        **patient,
         patient_orientation=("L", "F"),
     )
-    missing = _paths(theirs) - _paths(ours) - {"ContributingEquipmentSequence/ContributionDateTime"}
-    assert missing == set()
-    # Times, and what the builder sets on purpose (DERIVED\\SECONDARY, WSD, Type 2 empties).
-    volatile = {"ImageType", "ConversionType", "InstanceCreationTime", "ContentTime",
-                "DateOfSecondaryCapture", "TimeOfSecondaryCapture", "InstanceCreationDate",
-                "ContentDate", "PatientOrientation", "ReferringPhysicianName", "PixelData"}  # fmt: skip
-    for element in theirs:
-        if element.VR != "SQ" and element.keyword not in volatile:
-            assert str(ours[element.tag].value) == str(element.value), element.keyword
+    _assert_covers(ours, theirs)

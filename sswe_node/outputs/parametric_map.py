@@ -138,12 +138,13 @@ def build_parametric_map(
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 2 or values.shape != roi.shape:
         raise ValueError(f"values of shape {values.shape} do not fill the ROI {roi.shape}")
-    if not np.all(np.isfinite(values)):
+    smallest, largest = float(values.min()), float(values.max())  # NaN or inf show here
+    if not (np.isfinite(smallest) and np.isfinite(largest)):
         raise ValueError("values must be finite")
     spacing_known = spacing_mm is not None
     spacing = tuple(float(s) for s in (spacing_mm or UNKNOWN_SPACING_MM))
     low, high = (float(v) for v in model.colour_bar)
-    value_range = (min(low, float(values.min())), max(high, float(values.max())))
+    value_range = (min(low, smallest), max(high, largest))
     shared = _shared_groups(model, spacing, value_range)  # checks the unit first
 
     pm = new_derived(source, model, sop_class_uid=PARAMETRIC_MAP_STORAGE, kind="pm", frame=frame)
