@@ -154,4 +154,3 @@ def test_bad_arguments_are_refused(make_us_source, shape, fill, unit) -> None:
         build_parametric_map(
             make_us_source(), np.full(shape, fill, np.float32), roi=Box(0, 0, 40, 50), model=model
         )
-

@@ -161,4 +161,3 @@ def test_odd_region_shapes_give_bounded_pictures(shape) -> None:
     picture = render_capture(bmode, values, (0.0, 70.0), title="t", unit="kPa")
     assert picture.shape[1] <= 2 * 1024 + 200 and picture.shape[0] <= 800
     assert picture.shape[0] >= shape[0]
-

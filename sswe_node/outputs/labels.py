@@ -57,6 +57,7 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+@lru_cache(maxsize=256)
 def text_size(text: str, size: int = TEXT_SIZE) -> tuple[int, int]:
     """Return ``(height, width)`` in pixels of ``text`` in the burned-in font."""
     left, top, right, bottom = _font(size).getbbox(text)

@@ -141,7 +141,9 @@ def render_capture(
     canvas = np.zeros((height, width, 3), dtype=np.uint8)
 
     top = header_h + line_h
-    canvas[top : top + rows, _MARGIN : _MARGIN + cols] = grey[..., None]  # grey in R, G and B
+    panel = canvas[top : top + rows, _MARGIN : _MARGIN + cols]
+    for channel in range(3):  # grey in R, G and B (faster than a broadcast copy)
+        panel[..., channel] = grey
     x_overlay = _MARGIN + cols + _GAP
     canvas[top : top + rows, x_overlay : x_overlay + cols] = overlay
     x_bar = x_overlay + cols + _GAP
