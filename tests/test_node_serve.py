@@ -173,13 +173,17 @@ def test_serve_end_to_end(
     serve = ServeProcess(config, port, tmp_path / "serve.log")
     try:
         good = [sim_archive["dual"], sim_archive["bmode"], sim_archive["other-scanner"]]
-        real = [Path(get_testdata_file("US1_UNCR.dcm"))]
+        real = [
+            Path(get_testdata_file("US1_UNCR.dcm")),  # GE power Doppler: skipped
+            Path(get_testdata_file("gdcm-US-ALOKA-16.dcm")),  # ALOKA dual B-mode view: done
+        ]
         bad = _bad_inputs(tmp_path, make_us_source)
         storescu_keep([*good, *real, *bad.values()], port)
-        cases = _wait_settled(config, 7)
+        cases = _wait_settled(config, 8)
         by_uid = {c["sop_instance_uid"]: c for c in cases}
         uid = {name: str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for name, p in
-               {**{"dual": good[0], "bmode": good[1], "other": good[2], "us1": real[0]},
+               {**{"dual": good[0], "bmode": good[1], "other": good[2], "us1": real[0],
+                    "aloka": real[1]},
                 **bad}.items()}  # fmt: skip
 
         # Bad inputs leave clear reasons, and the node keeps serving.
@@ -201,8 +205,10 @@ def test_serve_end_to_end(
         # Every output of a done case arrived at Orthanc once, and is valid DICOM.
         for name in ("dual", "bmode", "other"):
             assert by_uid[uid[name]]["status"] == "done", by_uid[uid[name]]
-        us1 = by_uid[uid["us1"]]
-        assert us1["status"] == "done" or us1["reason"], us1
+        assert by_uid[uid["aloka"]]["status"] == "done", by_uid[uid["aloka"]]
+        assert by_uid[uid["aloka"]]["outputs"] == 2
+        assert by_uid[uid["us1"]]["status"] == "skipped"
+        assert by_uid[uid["us1"]]["reason"] == "unsupported-layout"
         expected = sum(c["outputs"] for c in cases)
         assert expected >= 6
         stored = orthanc.wait_for_instances(expected, timeout=30)
@@ -234,7 +240,7 @@ def test_serve_end_to_end(
         assert health["status"] == "ok" and health["model_loaded"]
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as r:
             metrics = r.read().decode()
-        assert "sswe_received_total 7" in metrics
+        assert "sswe_received_total 8" in metrics
         assert f'sswe_sent_total{{destination="orthanc"}} {expected}' in metrics
         assert 'sswe_stage_seconds_count{stage="predict"}' in metrics
     finally:
