@@ -53,3 +53,90 @@ def test_bad_input_is_refused() -> None:
 
 def test_docstring_examples() -> None:
     assert doctest.testmod(grid_module).failed == 0
+
+
+def _skimage_reference(array: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The first implementation (scikit-image ``resize``), and its valid-weight map."""
+    from skimage.transform import resize
+
+    def bilinear(values: np.ndarray) -> np.ndarray:
+        return resize(values, shape, order=1, mode="edge", anti_aliasing=False, preserve_range=True)
+
+    valid = np.isfinite(array)
+    den = bilinear(valid.astype(np.float32))
+    if valid.all():
+        return bilinear(array).astype(np.float32), den
+    num = bilinear(np.where(valid, array, 0.0))
+    out = np.full(shape, np.nan, dtype=np.float32)
+    ok = den > 0.5
+    out[ok] = num[ok] / den[ok]
+    return out, den
+
+
+SHAPES = [
+    ((96, 64), (600, 900)),  # from_grid: a wide SWE box
+    ((96, 64), (431, 287)),  # from_grid: odd sizes
+    ((600, 400), (96, 64)),  # to_grid: the paper's ROI
+    ((517, 733), (96, 64)),
+    ((96, 64), (96, 64)),  # identity
+    ((1, 1), (5, 7)),
+    ((7, 1), (1, 9)),
+    ((33, 17), (100, 3)),  # up along one axis, down along the other
+    ((3, 200), (50, 50)),
+]
+
+
+@pytest.mark.parametrize(("source", "target"), SHAPES)
+def test_matches_the_first_implementation(source: tuple, target: tuple) -> None:
+    rng = np.random.default_rng(source[0] * 1000 + target[1])
+    values = rng.uniform(0.0, 70.0, source).astype(np.float32)
+    expected, _ = _skimage_reference(values, target)
+    out = to_grid(values, target)
+    assert out.shape == target and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, rtol=0, atol=5e-5)
+    np.testing.assert_allclose(from_grid(values, target), expected, rtol=0, atol=5e-5)
+
+
+@pytest.mark.parametrize(("source", "target"), SHAPES)
+def test_matches_the_first_implementation_with_voids(source: tuple, target: tuple) -> None:
+    rng = np.random.default_rng(7 + source[1] * 1000 + target[0])
+    values = rng.uniform(0.0, 10.0, source).astype(np.float32)
+    values[rng.random(source) < 0.3] = np.nan
+    # Blobs of void as well as scattered pixels, as around real SWE-box voids.
+    values[: max(1, source[0] // 3), : max(1, source[1] // 4)] = np.nan
+    expected, den = _skimage_reference(values, target)
+    out = from_grid(values, target)
+    # A cell whose valid weight is within rounding of the 0.5 threshold may fall either way.
+    settled = np.abs(den - 0.5) > 1e-5
+    np.testing.assert_array_equal(np.isnan(out)[settled], np.isnan(expected)[settled])
+    both = np.isfinite(out) & np.isfinite(expected)
+    np.testing.assert_allclose(out[both], expected[both], rtol=0, atol=5e-5)
+    if min(source) >= 3:  # big enough for both voids and values to reach the output
+        assert np.isnan(expected).any() and np.isfinite(expected).any()
+
+
+def test_infinite_values_are_voids() -> None:
+    field = np.full((40, 40), 5.0, dtype=np.float32)
+    field[:20] = np.inf
+    out = to_grid(field, (8, 8))
+    assert np.isnan(out[:3]).all()
+    assert np.allclose(out[5:], 5.0)
+
+
+def test_other_dtypes_and_strided_input() -> None:
+    rng = np.random.default_rng(3)
+    values = rng.uniform(0.0, 255.0, (120, 90))
+    expected, _ = _skimage_reference(values.astype(np.float32), (24, 18))
+    np.testing.assert_allclose(to_grid(values, (24, 18)), expected, atol=1e-4)  # float64 in
+    wide = np.repeat(values, 2, axis=1)[:, ::2]  # a non-contiguous view
+    np.testing.assert_allclose(to_grid(wide, (24, 18)), expected, atol=1e-4)
+    grey = values.astype(np.uint8)
+    expected_grey, _ = _skimage_reference(grey.astype(np.float32), (240, 180))
+    np.testing.assert_allclose(from_grid(grey, (240, 180)), expected_grey, atol=1e-4)
+
+
+def test_empty_shapes_are_refused() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        from_grid(np.ones((4, 4)), (0, 3))
+    with pytest.raises(ValueError, match="non-empty"):
+        from_grid(np.ones((0, 4)), (3, 3))

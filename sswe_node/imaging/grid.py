@@ -2,35 +2,100 @@
 
 The region of interest is mapped onto the grid edge to edge, as in the paper (600 x 400 source
 pixels onto 96 x 64): each grid cell covers ``roi extent / grid size`` millimetres, and pixel
-centres are placed at their physical positions, so anisotropic source pixels are handled
-(scikit-image ``resize`` with ``order=1``). NaN (void) values are interpolated from their valid
-neighbours only and stay NaN where no valid neighbour contributes.
+centres are placed at their physical positions, so anisotropic source pixels are handled.
+Output sample ``o`` of an axis reads the input at ``(o + 0.5) * n_in / n_out - 0.5``, clamped
+to the edge pixels, with no anti-aliasing: the same samples as scikit-image ``resize`` with
+``order=1, mode="edge", anti_aliasing=False``, computed separably in float32 (equal to it
+within float32 rounding, several times faster). NaN or infinite (void) values are interpolated
+from their valid neighbours only and stay NaN where no valid neighbour contributes.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from numpy.typing import NDArray
-from skimage.transform import resize
 
 __all__ = ["to_grid", "from_grid", "grid_spacing_mm"]
 
+#: Elements per block of the interpolation passes: the block and its scratch stay in cache,
+#: and no full-size temporaries are allocated.
+_BLOCK = 1 << 15
+#: A gather across columns costs about this many row-copied elements (measured, 600x900).
+_COLUMN_GATHER_COST = 3
 
-def _bilinear(array: NDArray[np.floating], shape: tuple[int, int]) -> NDArray[np.float32]:
-    if np.isnan(array).any():
-        valid = np.isfinite(array)
-        filled = np.where(valid, array, 0.0)
-        num = resize(filled, shape, order=1, mode="edge", anti_aliasing=False, preserve_range=True)
-        den = resize(
-            valid.astype(np.float32), shape, order=1, mode="edge", anti_aliasing=False,
-            preserve_range=True,
-        )  # fmt: skip
-        out = np.full(shape, np.nan, dtype=np.float32)
-        ok = den > 0.5
-        out[ok] = num[ok] / den[ok]
-        return out
-    out = resize(array, shape, order=1, mode="edge", anti_aliasing=False, preserve_range=True)
-    return out.astype(np.float32, copy=False)
+
+@lru_cache(maxsize=128)
+def _taps(n_in: int, n_out: int) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float32]]:
+    """Return the lower and upper input index and the weight of the upper one, per output."""
+    position = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    np.clip(position, 0.0, n_in - 1, out=position)
+    lower = np.floor(position).astype(np.intp)
+    upper = np.minimum(lower + 1, n_in - 1)
+    weight = (position - lower).astype(np.float32)
+    for array in (lower, upper, weight):
+        array.flags.writeable = False
+    return lower, upper, weight
+
+
+def _rows(array: NDArray[np.float32], n_out: int) -> NDArray[np.float32]:
+    """Interpolate along axis 0: ``out[i] = a[lo] + w * (a[hi] - a[lo])``, block by block."""
+    lower, upper, weight = _taps(array.shape[0], n_out)
+    cols = array.shape[1]
+    out = np.empty((n_out, cols), dtype=np.float32)
+    step = max(1, _BLOCK // cols)
+    scratch = np.empty((min(step, n_out), cols), dtype=np.float32)
+    for start in range(0, n_out, step):
+        stop = min(start + step, n_out)
+        block, high = out[start:stop], scratch[: stop - start]
+        np.take(array, lower[start:stop], axis=0, out=block, mode="clip")
+        np.take(array, upper[start:stop], axis=0, out=high, mode="clip")
+        high -= block
+        high *= weight[start:stop, None]
+        block += high
+    return out
+
+
+def _columns(array: NDArray[np.float32], n_out: int) -> NDArray[np.float32]:
+    """Interpolate along axis 1, a block of rows at a time."""
+    lower, upper, weight = _taps(array.shape[1], n_out)
+    rows = array.shape[0]
+    out = np.empty((rows, n_out), dtype=np.float32)
+    step = max(1, _BLOCK // n_out)
+    scratch = np.empty((min(step, rows), n_out), dtype=np.float32)
+    for start in range(0, rows, step):
+        stop = min(start + step, rows)
+        block, high = out[start:stop], scratch[: stop - start]
+        np.take(array[start:stop], lower, axis=1, out=block, mode="clip")
+        np.take(array[start:stop], upper, axis=1, out=high, mode="clip")
+        high -= block
+        high *= weight
+        block += high
+    return out
+
+
+def _separable(array: NDArray[np.float32], shape: tuple[int, int]) -> NDArray[np.float32]:
+    """Bilinear resampling of a finite array, the cheaper axis order first."""
+    (h, w), (rows, cols) = array.shape, shape
+    columns_first = _COLUMN_GATHER_COST * h * cols + rows * cols
+    rows_first = rows * w + _COLUMN_GATHER_COST * rows * cols
+    if columns_first <= rows_first:
+        return _rows(_columns(array, cols), rows)
+    return _columns(_rows(array, rows), cols)
+
+
+def _bilinear(array: NDArray[np.float32], shape: tuple[int, int]) -> NDArray[np.float32]:
+    if min(shape) < 1:
+        raise ValueError(f"expected a positive output shape, got {shape}")
+    valid = np.isfinite(array)
+    if valid.all():
+        return _separable(array, shape)
+    num = _separable(np.where(valid, array, np.float32(0.0)), shape)
+    den = _separable(valid.astype(np.float32), shape)
+    out = np.full(shape, np.nan, dtype=np.float32)
+    np.divide(num, den, out=out, where=den > 0.5)
+    return out
 
 
 def to_grid(array: NDArray[np.floating], grid: tuple[int, int] = (96, 64)) -> NDArray[np.float32]:
@@ -67,7 +132,7 @@ def from_grid(array: NDArray[np.floating], shape: tuple[int, int]) -> NDArray[np
     Parameters
     ----------
     array : numpy.ndarray
-        ``(rows, cols)`` values on the model grid.
+        ``(rows, cols)`` values on the model grid (NaN allowed, as in `to_grid`).
     shape : tuple of int
         ``(h, w)`` of the region of interest in source pixels.
 
@@ -75,10 +140,16 @@ def from_grid(array: NDArray[np.floating], shape: tuple[int, int]) -> NDArray[np
     -------
     numpy.ndarray
         ``shape`` float32.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from_grid(np.ones((96, 64)), (600, 900)).shape
+    (600, 900)
     """
     array = np.asarray(array, dtype=np.float32)
-    if array.ndim != 2:
-        raise ValueError(f"expected a 2-D array, got shape {array.shape}")
+    if array.ndim != 2 or min(array.shape) < 1:
+        raise ValueError(f"expected a non-empty 2-D array, got shape {array.shape}")
     return _bilinear(array, (int(shape[0]), int(shape[1])))
 
 
