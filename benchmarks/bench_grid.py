@@ -86,7 +86,10 @@ def main() -> None:
                 f"{name:34s} {'yes' if voids else 'no':>5s} {base_ms:7.2f}ms {our_ms:7.2f}ms "
                 f"{base_ms / our_ms:6.1f} {diff:9.1e}"
             )
-    print(f"speed-up (skimage time / grid time), geometric mean: {statistics.geometric_mean(ratios):.1f}")
+    print(
+        "speed-up (skimage time / grid time), geometric mean: "
+        f"{statistics.geometric_mean(ratios):.1f}"
+    )
 
 
 if __name__ == "__main__":

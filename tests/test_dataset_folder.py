@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from pydicom.data import get_testdata_file
 from pydicom.fileset import FileSet
 from pydicom.uid import generate_uid
 
+import training.dataset
 from sswe_node.cli import main
 from sswe_node.errors import ConfigError
 from training.datafile import DatasetWriter, dataset_summary, read_dataset
@@ -161,3 +163,103 @@ def test_multiframe_instance_gives_one_row_per_frame(tmp_path: Path, make_us_sou
     assert list(data.meta["frame"]) == [0, 2, 4]  # evenly spaced, first and last included
     assert len(set(data.meta["sop_uid"])) == 1
     assert not np.array_equal(data.images[0], data.images[1])
+
+
+@pytest.fixture(scope="module")
+def thyroid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulated thyroid archive: one dual capture (m/s, bar 0-10) and one full-screen B-mode."""
+    simulate = pytest.importorskip("training.simulate", reason="the simulator is not there yet")
+    root = tmp_path_factory.mktemp("thyroid") / "archive"
+    simulate.write_archive(
+        root, patients=1, seed=5, organ="thyroid", images_per_patient=1, opacity=1.0,
+        other_scanner=False,
+    )  # fmt: skip
+    return root
+
+
+def _label_error(data, archive: Path) -> float:
+    """Median absolute difference of the labelled rows to the simulator's ground truth."""
+    from sswe_node.imaging.grid import to_grid
+
+    errors = []
+    with h5py.File(archive / "ground_truth.h5") as truth:
+        for row in np.flatnonzero(data.meta["labelled"]):
+            expected = to_grid(truth[data.meta["sop_uid"][row]]["swe"][:], data.labels.shape[1:])
+            both = np.isfinite(expected) & np.isfinite(data.labels[row])
+            errors.append(np.abs(data.labels[row][both] - expected[both]))
+    return float(np.median(np.concatenate(errors)))
+
+
+def test_quantity_follows_the_organ() -> None:
+    assert BuildOptions(organ="thyroid").quantity == "shear-wave-speed"
+    assert BuildOptions(organ="Thyroid").quantity == "shear-wave-speed"
+    assert BuildOptions(organ="prostate").quantity == "youngs-modulus"
+    assert BuildOptions(organ="liver").quantity == "youngs-modulus"
+    assert BuildOptions(organ="thyroid", quantity="youngs-modulus").quantity == "youngs-modulus"
+    assert BuildOptions().quantity is None  # decided per instance from BodyPartExamined
+    with pytest.raises(ConfigError, match="--quantity"):
+        BuildOptions(quantity="kPa")
+    assert doctest.testmod(training.dataset).failed == 0
+
+
+def test_cli_thyroid_labels_are_shear_wave_speed(
+    thyroid: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "thyroid.h5"
+    common = ["--workers", "1", "--key-file", str(tmp_path / "key")]
+    argv = ["dataset", "build", str(out), "--folder", str(thyroid), "--organ", "thyroid",
+            "--scale", "0", "10", *common]  # fmt: skip
+    (tmp_path / "key").write_text("thyroid-test-key\n")
+    assert main(argv) == 0
+    assert "labels: shear-wave-speed in m/s (the default for --organ thyroid)" in (
+        capsys.readouterr().out
+    )
+    data = read_dataset(out)
+    labelled = data.meta["labelled"]
+    assert labelled.sum() == 1 and len(data) == 2
+    assert list(data.meta["quantity"][labelled]) == ["shear-wave-speed"]
+    assert list(data.meta["unit"][labelled]) == ["m/s"]
+    assert data.manifest["options"]["quantity"] == "shear-wave-speed"
+    assert np.nanmax(data.labels) <= 10.0 + 1e-3
+    assert _label_error(data, thyroid) <= 0.2  # m/s
+    # The same file cannot grow with the other quantity: the labels would mix units.
+    assert main([*argv, "--quantity", "youngs-modulus"]) == 1
+    assert "options quantity differ" in capsys.readouterr().err
+
+
+def test_body_part_decides_the_quantity_without_organ(thyroid: Path, tmp_path: Path) -> None:
+    out = tmp_path / "by-body-part.h5"
+    report = build_from_folder(thyroid, out, KEY, BuildOptions(scale=(0.0, 10.0), workers=1))
+    assert report.labelled == 1
+    data = read_dataset(out)
+    labelled = data.meta["labelled"]
+    assert list(data.meta["organ"][labelled]) == ["thyroid"]  # from BodyPartExamined THYROID
+    assert list(data.meta["unit"][labelled]) == ["m/s"]
+    assert data.manifest["options"]["quantity"] is None
+    forced = BuildOptions(scale=(0.0, 10.0), workers=1, quantity="youngs-modulus")
+    build_from_folder(thyroid, tmp_path / "forced.h5", KEY, forced)
+    assert set(read_dataset(tmp_path / "forced.h5").meta["unit"]) == {"kPa", ""}
+
+
+def test_cli_dual_capture_without_scale_is_an_error_that_says_how_to_fix_it(
+    thyroid: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "no-scale.h5"
+    argv = ["dataset", "build", str(out), "--folder", str(thyroid), "--organ", "thyroid",
+            "--workers", "1", "--key-file", str(tmp_path / "key")]  # fmt: skip
+    (tmp_path / "key").write_text("thyroid-test-key\n")
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "rejected no-scale: 1" in captured.out
+    assert "1 dual SWE capture(s) rejected as no-scale" in captured.err
+    assert "--scale MIN MAX" in captured.err and "in m/s (e.g. --scale 0 10)" in captured.err
+    assert "new dataset file" in captured.err
+    data = read_dataset(out)  # the B-mode row was still written
+    assert (len(data), int(data.meta["labelled"].sum())) == (1, 0)
+    # A folder without dual captures needs no scale and succeeds.
+    bmode_only = tmp_path / "bmode"
+    bmode_only.mkdir()
+    _save(_copy("gdcm-US-ALOKA-16.dcm", "PAT-FIVE"), bmode_only / "b.dcm")
+    assert main(["dataset", "build", str(tmp_path / "b.h5"), "--folder", str(bmode_only),
+                 "--workers", "1", "--key-file", str(tmp_path / "key")]) == 0  # fmt: skip
+    assert "no-scale" not in capsys.readouterr().err

@@ -33,6 +33,12 @@ NOTICE = (
 CONFIDENT = 0.75
 #: Rejections of files (not of instances), found again by every walk of the folder.
 FILE_REASONS = frozenset({"not-dicom", "unreadable-header", "duplicate"})
+#: Quantities shown by elastograms (``--quantity``), with their units.
+QUANTITY_UNITS = {"youngs-modulus": "kPa", "shear-wave-speed": "m/s"}
+#: The quantity an organ's elastograms usually show when ``--quantity`` is not given: thyroid
+#: SWE is read as shear-wave speed (m/s), prostate and the others as Young's modulus (kPa).
+ORGAN_QUANTITY = {"thyroid": "shear-wave-speed"}
+DEFAULT_QUANTITY = "youngs-modulus"
 #: Options that must stay the same across incremental builds of one file.
 _STABLE_OPTIONS = ("grid", "organ", "min_coverage", "scale", "quantity", "opacity", "max_frames")
 
@@ -51,8 +57,10 @@ class BuildOptions:
         Minimum fraction of SWE-box pixels with confidence > 0.75 for a labelled row.
     scale : tuple of float, optional
         Colour bar range ``(min, max)`` for decoding elastograms (passed to ``read_instance``).
-    quantity : str
+    quantity : str, optional
         ``"youngs-modulus"`` (kPa) or ``"shear-wave-speed"`` (m/s) shown by the elastograms.
+        Default: follow the organ (`quantity_for_organ`), at once when ``organ`` is given,
+        else per instance from its BodyPartExamined (then ``None`` here).
     opacity : float, optional
         Known elastogram overlay opacity (0-1]; estimated per frame when not given (slower).
     max_frames : int
@@ -69,7 +77,7 @@ class BuildOptions:
     organ: str | None = None
     min_coverage: float = 0.2
     scale: tuple[float, float] | None = None
-    quantity: str = "youngs-modulus"
+    quantity: str | None = None
     opacity: float | None = None
     max_frames: int = 16
     workers: int = 2
@@ -85,6 +93,12 @@ class BuildOptions:
             raise ConfigError(f"--opacity must be within (0, 1], got {self.opacity}")
         if len(self.grid) != 2 or min(self.grid) < 8:
             raise ConfigError(f"--grid must be two sizes >= 8, got {self.grid}")
+        if self.quantity is not None and self.quantity not in QUANTITY_UNITS:
+            raise ConfigError(
+                f"--quantity must be one of {', '.join(QUANTITY_UNITS)}, got {self.quantity!r}"
+            )
+        if self.quantity is None and self.organ:
+            object.__setattr__(self, "quantity", quantity_for_organ(self.organ))
 
     def stable(self) -> dict[str, Any]:
         """Return the options that define the file's content (kept in the manifest)."""
@@ -93,6 +107,27 @@ class BuildOptions:
             k: (list(values[k]) if isinstance(values[k], tuple) else values[k])
             for k in _STABLE_OPTIONS
         }
+
+
+def quantity_for_organ(organ: str | None) -> str:
+    """Return the quantity an organ's elastograms show by default.
+
+    Parameters
+    ----------
+    organ : str, optional
+        Organ name or BodyPartExamined, any case.
+
+    Returns
+    -------
+    str
+        ``"shear-wave-speed"`` for the thyroid, else ``"youngs-modulus"``.
+
+    Examples
+    --------
+    >>> quantity_for_organ("THYROID"), quantity_for_organ("prostate"), quantity_for_organ(None)
+    ('shear-wave-speed', 'youngs-modulus', 'youngs-modulus')
+    """
+    return ORGAN_QUANTITY.get(str(organ or "").strip().lower(), DEFAULT_QUANTITY)
 
 
 @dataclass
@@ -199,12 +234,13 @@ def _process(path: Path, sop_uid: str, *, options: BuildOptions, secret: bytes) 
     outcome = _Outcome(sop_uid, [], [])
     try:
         ds = dcmread(path)
+        organ = options.organ or str(ds.get("BodyPartExamined", "") or "").strip().lower()
         readings = read_instance(
             ds,
             grid=options.grid,
             scale=options.scale,
             max_frames=options.max_frames,
-            quantity=options.quantity,
+            quantity=options.quantity or quantity_for_organ(organ),
             opacity=options.opacity,
         )
     except SsweError as exc:
@@ -218,7 +254,6 @@ def _process(path: Path, sop_uid: str, *, options: BuildOptions, secret: bytes) 
         outcome.rejections.append("no-frames")
         return outcome
     key = PseudonymKey(secret, "worker")
-    organ = options.organ or str(ds.get("BodyPartExamined", "") or "").strip().lower()
     common = {
         "patient_key": key.patient_key(
             str(ds.get("PatientID", "") or ""), str(ds.get("StudyInstanceUID", ""))

@@ -22,7 +22,9 @@ examples:
   sswe-node dataset info train.h5
 
 Dual captures need the colour bar range (--scale MIN MAX, in kPa or m/s) unless the scanner
-stores the values; without it they are rejected as "no-scale".
+stores the values; without it they are rejected as "no-scale" (and the command fails).
+The quantity follows the organ unless --quantity is given: thyroid shear-wave speed (m/s),
+other organs Young's modulus (kPa); without --organ, each instance's BodyPartExamined decides.
 
 Patient IDs are replaced by HMAC-SHA256 keyed hashes. The key comes from --key-file, else the
 SSWE_DATASET_KEY environment variable, else OUT.key (generated on first use; keep it secret and
@@ -96,8 +98,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="colour bar range of the elastograms (needed unless the scanner stores values)",
     )  # fmt: skip
     opts.add_argument(
-        "--quantity", choices=("youngs-modulus", "shear-wave-speed"), default="youngs-modulus",
-        help="what the elastograms show (kPa or m/s; default youngs-modulus)",
+        "--quantity", choices=("youngs-modulus", "shear-wave-speed"),
+        help="what the elastograms show (kPa or m/s; default: by organ, thyroid "
+        "shear-wave-speed, others youngs-modulus)",
     )  # fmt: skip
     opts.add_argument(
         "--opacity", type=float,
@@ -142,6 +145,7 @@ def _build(args: argparse.Namespace) -> int:
     if key.origin.startswith("generated:"):
         print(f"generated a pseudonymisation key: {key.origin[10:]} (keep it secret)")
     command = _command_line(args)
+    print(_quantity_line(args, options.quantity))
     if args.folder is not None:
         report = build_from_folder(args.folder, args.out, key, options, command=command)
     else:
@@ -155,7 +159,45 @@ def _build(args: argparse.Namespace) -> int:
     )
     for reason, count in sorted(report.rejections.items()):
         print(f"  rejected {reason}: {count}")
+    if report.rejections.get("no-scale"):
+        print(_no_scale_error(report.rejections["no-scale"], options.quantity), file=sys.stderr)
+        return 1
     return 0
+
+
+def _quantity_line(args: argparse.Namespace, quantity: str | None) -> str:
+    """Say which quantity the labels will be in, and why."""
+    from training.dataset import DEFAULT_QUANTITY, ORGAN_QUANTITY, QUANTITY_UNITS
+
+    if quantity is None:
+        by_organ = ", ".join(f"{o}: {q}" for o, q in ORGAN_QUANTITY.items())
+        return (
+            f"labels: quantity by each instance's BodyPartExamined ({by_organ}; others: "
+            f"{DEFAULT_QUANTITY}); --organ or --quantity sets one for all"
+        )
+    why = "--quantity" if args.quantity else f"the default for --organ {args.organ}"
+    return f"labels: {quantity} in {QUANTITY_UNITS[quantity]} ({why})"
+
+
+#: Typical colour bar ranges, only to illustrate ``--scale`` (scanners and presets differ).
+_EXAMPLE_SCALE = {"youngs-modulus": "0 70", "shear-wave-speed": "0 10"}
+
+
+def _no_scale_error(count: int, quantity: str | None) -> str:
+    """Explain the ``no-scale`` rejections and how to avoid them."""
+    from training.dataset import QUANTITY_UNITS
+
+    if quantity:
+        unit, example = QUANTITY_UNITS[quantity], f"e.g. --scale {_EXAMPLE_SCALE[quantity]}"
+    else:
+        unit, example = "kPa or m/s", "e.g. --scale 0 70 for kPa, --scale 0 10 for m/s"
+    return (
+        f"sswe-node dataset build: error: {count} dual SWE capture(s) rejected as no-scale: "
+        f"the colour bar range of their elastograms is unknown, so they gave no labels (the "
+        f"other rows were written). Build into a new dataset file (an existing file keeps its "
+        f"first options) with --scale MIN MAX, the range the scanner's colour bar shows in "
+        f"{unit} ({example})."
+    )
 
 
 def _retrieve(args: argparse.Namespace, progress: bool) -> tuple[list[Path], str]:
@@ -242,7 +284,8 @@ def _format_summary(s: dict[str, Any]) -> str:
     lines.append("  rejections: " + (", ".join(f"{k}: {v}" for k, v in rejections.items()) or "-"))
     options = manifest.get("options", {})
     if options:
-        lines.append("  options: " + ", ".join(f"{k}={v}" for k, v in options.items()))
+        shown = dict(options, quantity=options.get("quantity") or "by-organ")
+        lines.append("  options: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     for build in manifest.get("builds", []):
         lines.append(
             f"  build {build.get('started', '?')}: +{build.get('rows', 0)} rows from "
