@@ -173,7 +173,7 @@ class _Destination:
 
 
 def measure_end_to_end(
-    files: list[Path], tmp: Path, model: tuple[str, str], batch_size: int
+    files: list[Path], tmp: Path, model: tuple[str, str], batch_size: int, log: Path | None = None
 ) -> dict[str, float]:
     """Send every file in one burst; return latency percentiles and throughput."""
     work = tmp / "e2e"
@@ -190,7 +190,7 @@ def measure_end_to_end(
             "model": {"name": model[0], "models_dir": model[1]},
             "processing": {"batch_size": batch_size, "batch_wait_seconds": 0.2},
             "http": {"enabled": True, "port": http_port},
-            "logging": {"level": "WARNING"},
+            "logging": {"level": "INFO" if log else "WARNING"},
         },
         [{"name": "bench", "ae_title": "BENCHDEST", "host": "127.0.0.1",
           "port": destination.port}],
@@ -230,6 +230,8 @@ def measure_end_to_end(
     finally:
         _stop(node)
         destination.stop()
+        if log is not None:
+            shutil.copy(work / "serve.log", log)
     latencies = sorted(
         max(destination.arrivals[uid]) - t for uid, t in sent.items() if uid in destination.arrivals
     )
@@ -252,6 +254,9 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="packaged model (default: tiny U-Net)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument(
+        "--log", type=Path, default=None, help="keep the end-to-end node's INFO log here"
+    )
     args = parser.parse_args()
     if shutil.which("storescp") is None:
         print("dcmtk is not installed", file=sys.stderr)
@@ -274,7 +279,7 @@ def main() -> int:
             "the node's time is durability: fsync of file and folder, a SQLite commit"
         )
         model = _model(args.model, tmp)
-        e2e = measure_end_to_end(files, tmp, model, args.batch_size)
+        e2e = measure_end_to_end(files, tmp, model, args.batch_size, args.log)
         print(
             f"end to end ({model[0]}, batch {args.batch_size}): "
             f"{e2e['completed']:.0f}/{e2e['instances']:.0f} instances, latency p50 "

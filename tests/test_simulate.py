@@ -320,7 +320,8 @@ def test_fast_engine_and_pymust_agree_on_speckle_statistics() -> None:
 
     Tolerances: envelope SNR within 12 % (fully developed speckle gives 1.91; one pymust image
     estimates it to ~5 %), speckle grain size (autocorrelation FWHM) within 25 % axially and
-    laterally.
+    laterally. The fast engine's side is averaged over 64 images (its mean SNR, 1.83 over 800
+    seeds, is then estimated to ~1 %): with 8, one unlucky set of seeds alone spent the margin.
     """
     spacing, crop = 0.05, 12
     maps = _homogeneous(4.0, spacing, 100.0)
@@ -331,7 +332,7 @@ def test_fast_engine_and_pymust_agree_on_speckle_statistics() -> None:
         _speckle_stats(
             envelope_fast(maps, probe, np.random.default_rng(s))[crop:-crop, crop:-crop], spacing
         )
-        for s in range(8)
+        for s in range(64)
     ]
     snr_f, ax_f, lat_f = np.mean(fast, axis=0)
     assert 1.6 < snr_p < 2.2, snr_p  # pymust's own speckle is (nearly) fully developed

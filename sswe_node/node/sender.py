@@ -9,6 +9,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -22,6 +23,8 @@ from sswe_node.node.store import CaseStore, SendJob, utcnow
 LOGGER = logging.getLogger(__name__)
 
 _MAX_CONTEXTS = 120
+# Transfer syntaxes pynetdicom converts between when sending a file.
+_CONVERTIBLE = frozenset({str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)})
 
 
 def backoff_seconds(attempts: int, settings: SendingSettings) -> float:
@@ -68,6 +71,9 @@ class Sender(QueueThread):
         Its ``acse_timeout``, ``dimse_timeout`` and ``network_timeout`` are used for the
         associations to destinations (the ACSE timeout also bounds the TCP connection), so a
         destination that does not answer cannot hold the queue up (default: pynetdicom's).
+    linger_seconds : float
+        How long an association is kept open, while cases are in processing, for outputs
+        that are not due yet (0: released as soon as the due outputs are sent).
     """
 
     def __init__(
@@ -81,6 +87,7 @@ class Sender(QueueThread):
         metrics: Metrics,
         poll_seconds: float = 1.0,
         timeouts: NodeSettings | None = None,
+        linger_seconds: float = 2.0,
     ) -> None:
         super().__init__("sswe-sender", store, wake, stop, metrics)
         self.ae_title = ae_title
@@ -88,6 +95,7 @@ class Sender(QueueThread):
         self.tls = tls
         self.poll_seconds = poll_seconds
         self.timeouts = timeouts
+        self.linger_seconds = linger_seconds
 
     def run(self) -> None:
         """Send due outputs until stopped."""
@@ -132,17 +140,14 @@ class Sender(QueueThread):
     def _send_group(
         self, ae_title: str, host: str, port: int, use_tls: bool, jobs: Sequence[SendJob]
     ) -> None:
+        """Send ``jobs`` on one association, then keep it for what gets due while work is left.
+
+        While cases wait for or are in processing, the association stays open up to
+        ``linger_seconds`` for the outputs of the next batches, so a burst costs one
+        association per destination rather than one per batch.
+        """
         ae = self.new_ae()
-        contexts: dict[str, set[str]] = defaultdict(set)
-        usable: list[SendJob] = []
-        for job in jobs:
-            try:
-                meta = read_file_meta_info(job.path)
-            except Exception as exc:  # noqa: BLE001 - a lost output file fails for good
-                self._failed(job, f"cannot read output: {type(exc).__name__}", final=True)
-                continue
-            contexts[str(meta.MediaStorageSOPClassUID)].add(str(meta.TransferSyntaxUID))
-            usable.append(job)
+        usable, contexts = self._usable(jobs)
         if not usable:
             return
         for sop_class, syntaxes in contexts.items():
@@ -163,31 +168,88 @@ class Sender(QueueThread):
                 self._failed(job, reason)
             return
         try:
-            for job in usable:
-                if not assoc.is_established:  # aborted by the peer or a timeout: retry later
-                    self._failed(job, "association lost")
-                    continue
-                try:
-                    status = assoc.send_c_store(job.path)
-                except Exception as exc:  # noqa: BLE001 - a send error is retried
-                    self._failed(job, f"{type(exc).__name__}: {exc}")
-                    continue
-                code = int(getattr(status, "Status", -1)) if status else -1
-                if code in (0x0000, 0xB000, 0xB007, 0xB006):
-                    self.store.mark_sent(job.id)
-                    self.metrics.inc("sent_total", destination=job.destination)
-                    LOGGER.info(
-                        "event=sent output=%d destination=%s status=0x%04X", job.id,
-                        job.destination, code,
-                    )  # fmt: skip
-                elif code == -1:
-                    self._failed(job, "no response (connection lost or timed out)")
-                else:
-                    self._failed(job, f"C-STORE status 0x{code:04X}")
+            self._send_on(assoc, usable)
+            accepted = {
+                (str(c.abstract_syntax), str(c.transfer_syntax[0])) for c in assoc.accepted_contexts
+            }
+            while assoc.is_established and not self.stop_event.is_set():
+                more = self._next_due((ae_title, host, port, use_tls))
+                fits, _ = self._usable(more, accepted) if more else ([], {})
+                if not fits:
+                    break  # nothing more, or outputs this association cannot carry
+                self._send_on(assoc, fits)
         finally:
             if assoc.is_established:
                 assoc.release()
         self.metrics.observe("stage_seconds", time.perf_counter() - started, stage="send")
+
+    def _usable(
+        self, jobs: Sequence[SendJob], accepted: set[tuple[str, str]] | None = None
+    ) -> tuple[list[SendJob], dict[str, set[str]]]:
+        """Return the jobs whose output file is readable (and fits ``accepted``), by context.
+
+        A job whose file cannot be read fails for good; one that does not fit the accepted
+        contexts is left queued for a new association.
+        """
+        contexts: dict[str, set[str]] = defaultdict(set)
+        usable: list[SendJob] = []
+        classes = {sop_class for sop_class, _ in accepted} if accepted is not None else set()
+        for job in jobs:
+            try:
+                meta = read_file_meta_info(job.path)
+            except Exception as exc:  # noqa: BLE001 - a lost output file fails for good
+                self._failed(job, f"cannot read output: {type(exc).__name__}", final=True)
+                continue
+            sop_class = str(meta.MediaStorageSOPClassUID)
+            syntax = str(meta.TransferSyntaxUID)
+            if accepted is not None and not (
+                (sop_class, syntax) in accepted or (sop_class in classes and syntax in _CONVERTIBLE)
+            ):
+                break  # keep the queue's order: the rest goes on the next association
+            contexts[sop_class].add(syntax)
+            usable.append(job)
+        return usable, contexts
+
+    def _next_due(self, destination: tuple[str, str, int, bool]) -> list[SendJob]:
+        """Return the sends due to ``destination``, waiting for them while work is in progress.
+
+        Returns nothing at once when another destination has sends due (it is not held up)
+        or when no case waits for or is in processing.
+        """
+        deadline = time.monotonic() + self.linger_seconds
+        while not self.stop_event.is_set():
+            jobs = self.store.due_sends(limit=_MAX_CONTEXTS, destination=destination)
+            if jobs:
+                return jobs
+            left = deadline - time.monotonic()
+            if left <= 0 or self.store.due_sends(limit=1) or not self.store.work_in_progress():
+                return []
+            self.wake.wait(min(left, self.poll_seconds))
+            self.wake.clear()
+        return []
+
+    def _send_on(self, assoc: Any, jobs: Sequence[SendJob]) -> None:
+        for job in jobs:
+            if not assoc.is_established:  # aborted by the peer or a timeout: retry later
+                self._failed(job, "association lost")
+                continue
+            try:
+                status = assoc.send_c_store(job.path)
+            except Exception as exc:  # noqa: BLE001 - a send error is retried
+                self._failed(job, f"{type(exc).__name__}: {exc}")
+                continue
+            code = int(getattr(status, "Status", -1)) if status else -1
+            if code in (0x0000, 0xB000, 0xB007, 0xB006):
+                self.store.mark_sent(job.id)
+                self.metrics.inc("sent_total", destination=job.destination)
+                LOGGER.info(
+                    "event=sent output=%d destination=%s status=0x%04X", job.id,
+                    job.destination, code,
+                )  # fmt: skip
+            elif code == -1:
+                self._failed(job, "no response (connection lost or timed out)")
+            else:
+                self._failed(job, f"C-STORE status 0x{code:04X}")
 
     def _failed(self, job: SendJob, error: str, final: bool = False) -> None:
         attempts = job.attempts + 1

@@ -14,7 +14,7 @@ INCOMING = "incoming"
 OUTPUTS = "outputs"
 
 
-def atomic_write(path: Path, chunks: list[bytes] | bytes) -> None:
+def atomic_write(path: Path, chunks: list[bytes] | bytes, *, sync_folder: bool = True) -> None:
     """Write ``chunks`` to ``path`` so that it is either absent or complete, even after a crash.
 
     The bytes go to a temporary file in the same folder, which is flushed, ``fsync``-ed and
@@ -26,6 +26,10 @@ def atomic_write(path: Path, chunks: list[bytes] | bytes) -> None:
         The final file name; its folder is created when missing.
     chunks : bytes or list of bytes
         The content, written in order.
+    sync_folder : bool
+        ``False`` leaves the folder's ``fsync`` to the caller, who writes several files and
+        calls :func:`sync_folder_of` once before relying on any of them (the file itself is
+        always ``fsync``-ed).
 
     Raises
     ------
@@ -49,6 +53,18 @@ def atomic_write(path: Path, chunks: list[bytes] | bytes) -> None:
         except OSError:
             pass
         raise
+    if sync_folder:
+        sync_folder_of(path)
+
+
+def sync_folder_of(path: Path) -> None:
+    """``fsync`` the folder holding ``path``, making renames into it durable.
+
+    Raises
+    ------
+    OSError
+        When the ``fsync`` fails.
+    """
     _fsync_dir(path.parent)
 
 

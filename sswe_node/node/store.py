@@ -204,6 +204,30 @@ class CaseOutcome:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class CaseFinish:
+    """One case's end, for :meth:`CaseStore.finish_many`."""
+
+    case_id: int
+    outcome: CaseOutcome
+    outputs: Sequence[OutputRecord] = ()
+    targets: Sequence[Target] = ()
+
+
+def _apply_outcome(case: Case, outcome: CaseOutcome, now: dt.datetime) -> None:
+    case.status = outcome.status
+    case.reason = outcome.reason
+    case.message = outcome.message
+    case.layout = outcome.layout
+    case.frames = outcome.frames
+    case.model_name = outcome.model_name
+    case.model_version = outcome.model_version
+    case.read_seconds = outcome.timings.get("read")
+    case.predict_seconds = outcome.timings.get("predict")
+    case.build_seconds = outcome.timings.get("build")
+    case.finished_at = now
+
+
 def _fit_column(name: str, value: Any) -> Any:
     """Clip a text value to its ``cases`` column length.
 
@@ -367,6 +391,16 @@ class CaseStore:
             query = select(func.count()).select_from(Case).where(Case.status == RECEIVED)
             return int(session.scalar(query) or 0)
 
+    def work_in_progress(self) -> int:
+        """Return how many cases wait for or are in processing (outputs may still come)."""
+        with self.session() as session:
+            query = (
+                select(func.count())
+                .select_from(Case)
+                .where(Case.status.in_((RECEIVED, PROCESSING)))
+            )
+            return int(session.scalar(query) or 0)
+
     def finish(
         self,
         case_id: int,
@@ -379,47 +413,69 @@ class CaseStore:
         An output or send that already exists (a re-processed resend) is updated and queued
         again rather than duplicated.
         """
+        self.finish_many([CaseFinish(case_id, outcome, outputs, targets)])
+
+    def finish_many(self, finished: Sequence[CaseFinish]) -> int:
+        """Record several finished cases (a worker's batch) in one transaction.
+
+        Each case is recorded as :meth:`finish` does; a case received again while it was
+        processed is left pending. One commit for the batch instead of one per case.
+
+        Returns
+        -------
+        int
+            How many sends were queued.
+        """
+        if not finished:
+            return 0
         with self.session() as session, session.begin():
-            case = session.get(Case, case_id)
-            if case is None:
-                raise KeyError(f"no case {case_id}")
-            if case.status != PROCESSING:
-                # Received again while we worked on it: leave it pending for the new copy.
-                LOGGER.info("event=case-superseded case=%d", case_id)
-                return
-            case.status = outcome.status
-            case.reason = outcome.reason
-            case.message = outcome.message
-            case.layout = outcome.layout
-            case.frames = outcome.frames
-            case.model_name = outcome.model_name
-            case.model_version = outcome.model_version
-            case.read_seconds = outcome.timings.get("read")
-            case.predict_seconds = outcome.timings.get("predict")
-            case.build_seconds = outcome.timings.get("build")
-            case.finished_at = utcnow()
+            ids = [item.case_id for item in finished]
+            cases = {c.id: c for c in session.scalars(select(Case).where(Case.id.in_(ids)))}
+            missing = [i for i in ids if i not in cases]
+            if missing:
+                raise KeyError(f"no case {missing[0]}")
+            current = [item for item in finished if cases[item.case_id].status == PROCESSING]
+            for item in finished:
+                if cases[item.case_id].status != PROCESSING:
+                    # Received again while we worked on it: leave it pending for the new copy.
+                    LOGGER.info("event=case-superseded case=%d", item.case_id)
             now = utcnow()
-            for record in outputs:
-                out = session.scalars(
-                    select(Output).where(Output.sop_instance_uid == record.sop_instance_uid)
-                ).one_or_none()
+            for item in current:
+                _apply_outcome(cases[item.case_id], item.outcome, now)
+            records = [(item, r) for item in current for r in item.outputs]
+            if not records:
+                return 0
+            uids = [r.sop_instance_uid for _, r in records]
+            known = {
+                o.sop_instance_uid: o
+                for o in session.scalars(select(Output).where(Output.sop_instance_uid.in_(uids)))
+            }
+            rows: list[tuple[CaseFinish, Output]] = []
+            for item, record in records:
+                out = known.get(record.sop_instance_uid)
                 if out is None:
                     out = Output(sop_instance_uid=record.sop_instance_uid)
                     session.add(out)
-                out.case_id = case.id
+                    known[record.sop_instance_uid] = out
+                out.case_id = item.case_id
                 out.sop_class_uid = record.sop_class_uid
                 out.path = record.path
                 out.created_at = now
-                session.flush()
-                for target in targets:
-                    send = session.scalars(
-                        select(Send).where(
-                            Send.output_id == out.id, Send.destination == target.name
-                        )
-                    ).one_or_none()
+                rows.append((item, out))
+            session.flush()
+            out_ids = [out.id for _, out in rows]
+            sends = {
+                (s.output_id, s.destination): s
+                for s in session.scalars(select(Send).where(Send.output_id.in_(out_ids)))
+            }
+            queued = 0
+            for item, out in rows:
+                for target in item.targets:
+                    send = sends.get((out.id, target.name))
                     if send is None:
                         send = Send(output_id=out.id, destination=target.name)
                         session.add(send)
+                        sends[(out.id, target.name)] = send
                     send.ae_title = target.ae_title
                     send.host = target.host
                     send.port = target.port
@@ -430,20 +486,37 @@ class CaseStore:
                     send.last_error = ""
                     send.queued_at = now
                     send.sent_at = None
+                    queued += 1
+            return queued
 
     # -- sending -------------------------------------------------------------------------------
 
-    def due_sends(self, limit: int = 100, now: dt.datetime | None = None) -> list[SendJob]:
-        """Return queued sends whose next attempt is due, oldest first."""
+    def due_sends(
+        self,
+        limit: int = 100,
+        now: dt.datetime | None = None,
+        destination: tuple[str, str, int, bool] | None = None,
+    ) -> list[SendJob]:
+        """Return queued sends whose next attempt is due, oldest first.
+
+        ``destination``: only those to this ``(ae_title, host, port, tls)``.
+        """
         now = now or utcnow()
+        query = (
+            select(Send, Output.path, Output.sop_instance_uid)
+            .join(Output, Send.output_id == Output.id)
+            .where(Send.status == QUEUED, Send.next_attempt_at <= now)
+        )
+        if destination is not None:
+            ae_title, host, port, tls = destination
+            query = query.where(
+                Send.ae_title == ae_title,
+                Send.host == host,
+                Send.port == port,
+                Send.tls == int(tls),
+            )
         with self.session() as session:
-            rows = session.execute(
-                select(Send, Output.path, Output.sop_instance_uid)
-                .join(Output, Send.output_id == Output.id)
-                .where(Send.status == QUEUED, Send.next_attempt_at <= now)
-                .order_by(Send.next_attempt_at, Send.id)
-                .limit(limit)
-            ).all()
+            rows = session.execute(query.order_by(Send.next_attempt_at, Send.id).limit(limit)).all()
             return [
                 SendJob(
                     s.id,
@@ -467,13 +540,13 @@ class CaseStore:
 
     def mark_sent(self, send_id: int) -> None:
         """Record a successful C-STORE of a queued output."""
-        with self.session() as session, session.begin():
-            send = session.get(Send, send_id)
-            if send is not None:
-                send.status = SENT
-                send.attempts += 1
-                send.sent_at = utcnow()
-                send.last_error = ""
+        # One UPDATE, no ORM load: called once per C-STORE, on the sender's critical path.
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(Send)
+                .where(Send.id == send_id)
+                .values(status=SENT, attempts=Send.attempts + 1, sent_at=utcnow(), last_error="")
+            )
 
     def mark_send_failed(self, send_id: int, error: str, retry_at: dt.datetime | None) -> None:
         """Record a failed attempt: queued again at ``retry_at``, or failed for good if ``None``."""

@@ -15,10 +15,11 @@ from pydicom import Dataset, dcmread, dcmwrite
 from sswe_node.config import Settings
 from sswe_node.node.background import QueueThread
 from sswe_node.node.health import Metrics
-from sswe_node.node.storage import atomic_write, output_path
+from sswe_node.node.storage import atomic_write, output_path, sync_folder_of
 from sswe_node.node.store import (
     DONE,
     FAILED,
+    CaseFinish,
     CaseOutcome,
     CaseStore,
     ClaimedCase,
@@ -74,6 +75,27 @@ def encode_file(ds: Dataset) -> bytes:
     buffer = io.BytesIO()
     dcmwrite(buffer, ds, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def warm_up(model: Any) -> None:
+    """Trace the model's forward pass and import the reading core and output builders.
+
+    Without it the first batch after start-up pays for graph tracing and imports (about a
+    second), on top of its own work. A failure is only logged: the first batch retries.
+    """
+    started = time.perf_counter()
+    try:
+        import numpy as np
+
+        import sswe_node.imaging  # noqa: F401 - imported on first use by the pipeline
+        import sswe_node.outputs  # noqa: F401
+
+        rows, cols = model.manifest.grid
+        model.predict(np.zeros((1, rows, cols), np.float32))
+    except Exception as exc:  # noqa: BLE001 - the node keeps going; the first batch is slower
+        LOGGER.warning("event=warm-up-failed error=%s", type(exc).__name__)
+        return
+    LOGGER.info("event=warm-up seconds=%.2f", time.perf_counter() - started)
 
 
 class Worker(QueueThread):
@@ -144,6 +166,7 @@ class Worker(QueueThread):
             LOGGER.error("event=pipeline-import-failed error=%s", self.error)
             return
         self._process_batch = process_batch
+        warm_up(self.model)
         self.ready.set()
         self.drain()
 
@@ -177,20 +200,26 @@ class Worker(QueueThread):
         return batch
 
     def process(self, batch: Sequence[ClaimedCase]) -> None:
-        """Process one batch of claimed cases and record every outcome."""
+        """Process one batch of claimed cases and record every outcome.
+
+        Every output of the batch is written (each file ``fsync``-ed), the outputs folder is
+        ``fsync``-ed once, then every case is recorded and its sends queued in one transaction,
+        and the sender is woken: outputs are durable before they are queued.
+        """
         started = time.perf_counter()
         datasets: list[Dataset] = []
         readable: list[ClaimedCase] = []
+        finished: list[tuple[ClaimedCase, CaseOutcome, list[OutputRecord]]] = []
         for case in batch:
             try:
                 datasets.append(dcmread(case.path))
                 readable.append(case)
             except Exception as exc:  # noqa: BLE001 - recorded as the case's reason
                 message = f"corrupt: not readable DICOM ({type(exc).__name__})"
-                self._record(case, CaseOutcome(FAILED, "corrupt", message), [])
+                finished.append((case, CaseOutcome(FAILED, "corrupt", message), []))
         results = self._process_batch(datasets, self.model, self.settings) if datasets else []
         manifest = self.model.manifest
-        queued = 0
+        written: list[Path] = []
         for case, result in zip(readable, results, strict=True):
             outcome = CaseOutcome(
                 status=result.status,
@@ -206,33 +235,61 @@ class Worker(QueueThread):
             try:
                 for ds in result.outputs:
                     path = output_path(self.storage_dir, str(ds.SOPInstanceUID))
-                    atomic_write(path, encode_file(ds))
+                    atomic_write(path, encode_file(ds), sync_folder=False)
+                    written.append(path)
                     records.append(
                         OutputRecord(str(ds.SOPInstanceUID), str(ds.SOPClassUID), str(path))
                     )
             except Exception as exc:  # noqa: BLE001 - e.g. disk full while writing outputs
-                outcome = CaseOutcome(FAILED, "output-write", f"output-write: {type(exc).__name__}")
+                outcome = _output_write_failed(exc)
                 records = []
-            queued += self._record(case, outcome, records)
+            finished.append((case, outcome, records))
+        if written:
+            try:
+                for folder in {path.parent: path for path in written}.values():
+                    sync_folder_of(folder)
+            except OSError as exc:  # the renames may not be durable: queue nothing
+                finished = [
+                    (case, _output_write_failed(exc), []) if records else (case, outcome, records)
+                    for case, outcome, records in finished
+                ]
+        queued = self._record(finished)
         if queued:
             self.sends_queued.set()
         self.metrics.observe("batch_seconds", time.perf_counter() - started)
         self.metrics.inc("batches_total")
 
-    def _record(self, case: ClaimedCase, outcome: CaseOutcome, records: list[OutputRecord]) -> int:
-        targets = targets_for(case, self.settings) if outcome.status == DONE else []
-        self.store.finish(case.id, outcome, records, targets)
-        self.metrics.inc("processed_total", status=outcome.status)
-        for stage, seconds in outcome.timings.items():
-            self.metrics.observe("stage_seconds", seconds, stage=stage)
-        log = LOGGER.info if outcome.status == DONE else LOGGER.warning
-        log(
-            "event=case-%s case=%d layout=%s frames=%d outputs=%d reason=%s",
-            outcome.status,
-            case.id,
-            outcome.layout,
-            outcome.frames,
-            len(records),
-            outcome.reason or "-",
+    def _record(
+        self, finished: Sequence[tuple[ClaimedCase, CaseOutcome, list[OutputRecord]]]
+    ) -> int:
+        """Record a batch's outcomes in one transaction; return how many sends were queued."""
+        queued = self.store.finish_many(
+            [
+                CaseFinish(
+                    case.id,
+                    outcome,
+                    records,
+                    targets_for(case, self.settings) if outcome.status == DONE else [],
+                )
+                for case, outcome, records in finished
+            ]
         )
-        return len(records) * len(targets)
+        for case, outcome, records in finished:
+            self.metrics.inc("processed_total", status=outcome.status)
+            for stage, seconds in outcome.timings.items():
+                self.metrics.observe("stage_seconds", seconds, stage=stage)
+            log = LOGGER.info if outcome.status == DONE else LOGGER.warning
+            log(
+                "event=case-%s case=%d layout=%s frames=%d outputs=%d reason=%s",
+                outcome.status,
+                case.id,
+                outcome.layout,
+                outcome.frames,
+                len(records),
+                outcome.reason or "-",
+            )
+        return queued
+
+
+def _output_write_failed(exc: BaseException) -> CaseOutcome:
+    return CaseOutcome(FAILED, "output-write", f"output-write: {type(exc).__name__}")

@@ -136,27 +136,142 @@ def envelope_fast(
     ndarray float32
         Envelope amplitude, scaled so that dense reference tissue has unit mean power.
     """
+    power = _power_fast(maps, probe, rng, display)
+    return np.sqrt(power, out=power)
+
+
+def _power_fast(
+    maps: TissueMaps,
+    probe: Probe,
+    rng: np.random.Generator,
+    display: Display | None,
+) -> NDArray[np.float32]:
+    """Echo power (squared envelope) of the fast engine, reference tissue at unit mean."""
     dz, dx = maps.spacing_mm
-    expected = np.maximum(maps.density * (dz * dx), 0.0)
-    counts = rng.poisson(expected).astype(np.float32)
+    expected = np.maximum(maps.density * np.float32(dz * dx), np.float32(0.0))
+    counts = poisson_counts(expected, rng)
     sz, sx = probe.psf_sigma_mm()
     # sub-pixel PSFs are widened a little: scan conversion interpolates between samples
     sigma = (math.hypot(sz / dz, 0.35), math.hypot(sx / dx, 0.35))
     ref_n = REFERENCE_DENSITY * dz * dx
     ref = _reference_power(sigma, ref_n)
-    # per-pixel standard deviation of each quadrature component
-    power = np.exp(maps.echo_db * np.float32(math.log(10.0) / 10.0)) * counts * maps.transmission
+    # per-pixel variance of each quadrature component, in place to spare memory passes
+    power = maps.echo_db * np.float32(math.log(10.0) / 10.0)
+    np.exp(power, out=power)
+    power *= counts
+    power *= maps.transmission
     if display is not None:
-        power *= (10.0 ** (-_attenuation_db(maps.z_mm, probe) / 10.0)).astype(np.float32)
+        power *= _attenuation_gain(maps.z_mm, probe)
         # white receiver noise whose filtered power is noise_db below reference tissue
         power += np.float32(10.0 ** (display.noise_db / 10.0) * ref_n)
-    amp = np.sqrt(power)
-    re = rng.standard_normal(amp.shape, dtype=np.float32)
-    im = rng.standard_normal(amp.shape, dtype=np.float32)
-    re = ndimage.gaussian_filter(re * amp, sigma, mode="nearest", truncate=3.0)
-    im = ndimage.gaussian_filter(im * amp, sigma, mode="nearest", truncate=3.0)
-    env = np.sqrt(re * re + im * im)
-    return env * np.float32(1.0 / math.sqrt(ref))
+    amp = np.sqrt(power, out=power)
+    re, im = gaussian_pair(amp.shape, rng)
+    re *= amp
+    im *= amp
+    kernels = [_gaussian_kernel(s) for s in sigma]
+    for axis, kernel in enumerate(kernels):
+        for part in (re, im):
+            ndimage.correlate1d(part, kernel, axis=axis, output=part, mode="nearest")
+    re *= re
+    im *= im
+    re += im
+    re *= np.float32(1.0 / ref)
+    return re
+
+
+def poisson_counts(expected: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np.float32]:
+    """Draw Poisson counts of the given (small) means by inverse-CDF sampling.
+
+    Exact in distribution (up to float32 rounding of the CDF) and several times faster than
+    ``Generator.poisson`` for means below one: one uniform per pixel, then only the pixels
+    still above the running CDF are visited, a geometrically shrinking set.
+
+    Parameters
+    ----------
+    expected : ndarray float32
+        Mean count per pixel (non-negative).
+    rng : numpy.random.Generator
+        Source of the uniforms.
+
+    Returns
+    -------
+    ndarray float32, the shape of ``expected``
+    """
+    lam = np.ascontiguousarray(expected, dtype=np.float32).ravel()
+    if lam.size == 0 or float(lam.max()) > _POISSON_INVERSION_MAX:
+        return rng.poisson(expected).astype(np.float32)
+    u = rng.random(lam.size, dtype=np.float32)
+    # counts 0 and 1 (nearly all pixels) on the whole grid, the rest on the few pixels left
+    p0 = np.exp(-lam)
+    cdf1 = p0 * lam
+    cdf1 += p0
+    counts = (u >= p0).astype(np.float32)
+    above = u >= cdf1
+    counts += above
+    idx = np.flatnonzero(above)  # pixels with at least two scatterers
+    lam_s = lam[idx].astype(np.float64)
+    term = p0[idx] * lam_s * lam_s / 2.0
+    cdf = cdf1[idx] + term
+    u_s = u[idx].astype(np.float64)
+    k = 2
+    while idx.size and k < _POISSON_MAX_COUNT:
+        keep = u_s >= cdf
+        idx, term, cdf, lam_s, u_s = idx[keep], term[keep], cdf[keep], lam_s[keep], u_s[keep]
+        k += 1
+        counts[idx] = k
+        term *= lam_s / k
+        cdf += term
+    return counts.reshape(expected.shape)
+
+
+def gaussian_pair(
+    shape: tuple[int, ...], rng: np.random.Generator
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Draw two independent standard normal float32 arrays (Box-Muller transform).
+
+    Exact in distribution up to float32 rounding (the radius from a 24-bit uniform reaches
+    5.8 standard deviations) and about twice as fast as two ``standard_normal`` calls.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape of each array.
+    rng : numpy.random.Generator
+        Source of the two uniforms per element.
+
+    Returns
+    -------
+    (ndarray float32, ndarray float32)
+    """
+    radius = rng.random(shape, dtype=np.float32)
+    angle = rng.random(shape, dtype=np.float32)
+    np.subtract(np.float32(1.0), radius, out=radius)  # (0, 1]: the logarithm stays finite
+    np.log(radius, out=radius)
+    radius *= np.float32(-2.0)
+    np.sqrt(radius, out=radius)
+    angle *= np.float32(2.0 * math.pi)
+    first = np.cos(angle)
+    second = np.sin(angle, out=angle)
+    first *= radius
+    second *= radius
+    return first, second
+
+
+#: Above this mean, inverse-CDF sampling loses its edge (and float32 exp(-mean) its precision).
+_POISSON_INVERSION_MAX = 8.0
+_POISSON_MAX_COUNT = 64
+
+
+def _gaussian_kernel(sigma: float, truncate: float = 3.0) -> NDArray[np.float64]:
+    """Return the sampled Gaussian of ``scipy.ndimage.gaussian_filter`` (same radius, unit sum)."""
+    r = int(truncate * sigma + 0.5)
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    return k / k.sum()
+
+
+def _attenuation_gain(z_mm: NDArray[np.float64], probe: Probe) -> NDArray[np.float32]:
+    """Two-way intensity attenuation factor, a column vector over depth."""
+    return (10.0 ** (-_attenuation_db(z_mm, probe) / 10.0)).astype(np.float32)
 
 
 def _attenuation_db(z_mm: NDArray[np.float64], probe: Probe) -> NDArray[np.float32]:
@@ -169,10 +284,7 @@ def _reference_power(sigma: tuple[float, float], ref_n: float) -> float:
     """Mean power of reference tissue (``ref_n`` scatterers per pixel) through the PSF."""
     total = 1.0
     for s in sigma:  # sum of the squared sampled Gaussian kernel, per axis
-        r = int(3.0 * s + 0.5)
-        k = np.exp(-0.5 * (np.arange(-r, r + 1) / s) ** 2)
-        k /= k.sum()
-        total *= float((k**2).sum())
+        total *= float((_gaussian_kernel(s) ** 2).sum())
     return 2.0 * ref_n * total
 
 
@@ -347,10 +459,27 @@ def log_compress(
         n_re = rng.standard_normal(envelope.shape, dtype=np.float32) * noise_amp
         n_im = rng.standard_normal(envelope.shape, dtype=np.float32) * noise_amp
         total = np.sqrt((signal + n_re) ** 2 + n_im**2)
-    tgc_db = display.tgc_db_cm * (np.asarray(z_mm, dtype=np.float32) / 10.0)[:, None]
-    db = np.float32(20.0) * np.log10(total + np.float32(1e-12)) + (tgc_db + display.gain_db)
-    grey = np.float32(255.0) * (np.float32(1.0) + db * np.float32(1.0 / display.dynamic_range_db))
-    return np.clip(grey, 0, 255).astype(np.uint8)
+    power = np.square(total, dtype=np.float32)
+    return _grey_from_power(power, z_mm, display)
+
+
+def _grey_from_power(
+    power: NDArray[np.float32], z_mm: NDArray[np.float64], display: Display
+) -> NDArray[np.uint8]:
+    """Log-compress echo power to 8-bit grey (overwrites ``power``).
+
+    ``255 * (1 + (10 log10(power) + tgc + gain) / dynamic range)``, one pass per operation.
+    """
+    scale = np.float32(255.0 * 10.0 / display.dynamic_range_db)
+    tgc_db = display.tgc_db_cm * (np.asarray(z_mm, dtype=np.float64) / 10.0) + display.gain_db
+    row_offset = (255.0 * (1.0 + tgc_db / display.dynamic_range_db)).astype(np.float32)[:, None]
+    grey = power
+    grey += np.float32(1e-24)  # the old amplitude floor of 1e-12, squared
+    np.log10(grey, out=grey)
+    grey *= scale
+    grey += row_offset
+    np.clip(grey, 0.0, 255.0, out=grey)
+    return grey.astype(np.uint8)
 
 
 def form_bmode(
@@ -380,7 +509,7 @@ def form_bmode(
     ndarray uint8, the maps' shape
     """
     if engine == "fast":
-        return log_compress(envelope_fast(maps, probe, rng, display), maps.z_mm, probe, display)
+        return _grey_from_power(_power_fast(maps, probe, rng, display), maps.z_mm, display)
     if engine == "pymust":
         return log_compress(envelope_pymust(maps, probe, rng), maps.z_mm, probe, display, rng)
     raise ValueError(f"unknown engine {engine!r}; expected 'fast' or 'pymust'")

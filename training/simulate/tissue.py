@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.linalg.blas import sgemm as _sgemm
 
 __all__ = [
     "ORGANS",
@@ -165,14 +166,34 @@ class _Field:
         k = 2 * np.pi / wl
         return cls(k * np.cos(theta), k * np.sin(theta), rng.uniform(0, 2 * np.pi, n))
 
-    def __call__(self, x: NDArray[np.float64], z: NDArray[np.float64]) -> NDArray[np.float32]:
+    def _factors(
+        self, x: NDArray[np.float64], z: NDArray[np.float64], scale: float
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         # cos(a + b) = cos a cos b - sin a sin b: one matrix product over all terms
         az = np.outer(z, self.kz) + self.phase
         ax = np.outer(x, self.kx)
-        left = np.concatenate([np.cos(az), -np.sin(az)], axis=1).astype(np.float32)
-        right = np.concatenate([np.cos(ax), np.sin(ax)], axis=1).astype(np.float32)
-        out = left @ right.T
-        return out * np.float32(math.sqrt(2.0 / len(self.kx)))
+        gain = scale * math.sqrt(2.0 / len(self.kx))
+        left = np.concatenate([np.cos(az), -np.sin(az)], axis=1) * gain
+        right = np.concatenate([np.cos(ax), np.sin(ax)], axis=1)
+        return left.astype(np.float32), right.astype(np.float32)
+
+    def __call__(self, x: NDArray[np.float64], z: NDArray[np.float64]) -> NDArray[np.float32]:
+        left, right = self._factors(x, z, 1.0)
+        return left @ right.T
+
+    def add_to(
+        self,
+        out: NDArray[np.float32],
+        x: NDArray[np.float64],
+        z: NDArray[np.float64],
+        scale: float,
+    ) -> None:
+        """Add ``scale`` times the field on the grid to ``out`` (C-contiguous), in place."""
+        left, right = self._factors(x, z, scale)
+        # out += left @ right.T as one BLAS call on the Fortran view of out: no temporary
+        result = _sgemm(1.0, right, left, beta=1.0, c=out.T, trans_b=True, overwrite_c=True)
+        if not np.shares_memory(result, out):  # the wrapper had to copy: write back
+            out[...] = result.T
 
 
 @dataclass
@@ -195,14 +216,46 @@ class _Ellipse:
         dz = (z - self.z0).astype(np.float32)[:, None]
         u = dx * np.float32(c / self.a) + dz * np.float32(s / self.a)
         v = dx * np.float32(-s / self.b) + dz * np.float32(c / self.b)
-        r = np.sqrt(u * u + v * v)
-        # signed distance to the edge, approximately in mm, over the edge width
-        d = (1.0 - r) * np.float32(min(self.a, self.b) / self.edge_mm)
-        return 0.5 + 0.5 * np.tanh(d)
+        # in place: these boxes cover much of the image, and fresh arrays cost page faults
+        u *= u
+        v *= v
+        u += v
+        r = np.sqrt(u, out=u)
+        # signed distance to the edge, approximately in mm, over the edge width: (1 - r) * k
+        k = np.float32(min(self.a, self.b) / self.edge_mm)
+        d = np.multiply(r, -k, out=r)
+        d += k
+        w = np.tanh(d, out=d)
+        w *= np.float32(0.5)
+        w += np.float32(0.5)
+        return w
 
     def bounds(self) -> tuple[float, float, float, float]:
         r = max(self.a, self.b) + 3 * self.edge_mm
         return self.x0 - r, self.x0 + r, self.z0 - r, self.z0 + r
+
+
+class _Window:
+    """The bounding window (row and column slices) of a union of boxes."""
+
+    def __init__(self) -> None:
+        self.bounds: list[int] | None = None
+
+    def __bool__(self) -> bool:
+        return self.bounds is not None
+
+    def add(self, rows: slice, cols: slice) -> None:
+        box = [rows.start, rows.stop, cols.start, cols.stop]
+        if self.bounds is None:
+            self.bounds = box
+            return
+        b = self.bounds
+        self.bounds = [min(b[0], box[0]), max(b[1], box[1]), min(b[2], box[2]), max(b[3], box[3])]
+
+    def slices(self) -> tuple[slice, slice]:
+        assert self.bounds is not None
+        r0, r1, c0, c1 = self.bounds
+        return slice(r0, r1), slice(c0, c1)
 
 
 @dataclass
@@ -272,13 +325,17 @@ class Phantom:
         z = np.asarray(z_mm, dtype=np.float64)
         shape = (z.size, x.size)
         spec = self.organ
+        # every full-size operation costs a memory pass: regions, cysts, calcifications and the
+        # capsule touch only their bounding windows, and arrays are updated in place
         log_e = np.full(shape, math.log(self.background_kpa), dtype=np.float32)
         label = np.zeros(shape, dtype=np.uint8)
         fluid = np.zeros(shape, dtype=np.float32)
         calc = np.zeros(shape, dtype=np.float32)
-        slope = np.full(shape, 1.0, dtype=np.float32)
+        slope: NDArray[np.float32] | None = None  # all ones until an inverted lesion
         offset = np.full(shape, spec.background_echo_db, dtype=np.float32)
-        capsule = np.zeros(shape, dtype=np.float32)
+        capsules: list[tuple[slice, slice, NDArray[np.float32]]] = []
+        fluid_win = _Window()
+        calc_win = _Window()
         for region in self.regions:
             x0, x1, z0, z1 = region.bounds()
             ci = np.nonzero((x >= x0) & (x <= x1))[0]
@@ -289,37 +346,63 @@ class Phantom:
             cs = slice(ci[0], ci[-1] + 1)
             w = region.weight(x[cs], z[rs])
             if region.label == CYST:
-                fluid[rs, cs] = np.maximum(fluid[rs, cs], w)
+                np.maximum(fluid[rs, cs], w, out=fluid[rs, cs])
+                fluid_win.add(rs, cs)
                 continue
             if region.label == CALCIFICATION:
-                calc[rs, cs] = np.maximum(calc[rs, cs], w)
+                np.maximum(calc[rs, cs], w, out=calc[rs, cs])
+                calc_win.add(rs, cs)
             if region.label == GLAND:
-                capsule[rs, cs] = 4.0 * w * (1.0 - w)
-            target = math.log(region.modulus_kpa)
-            log_e[rs, cs] += w * (target - log_e[rs, cs])
-            offset[rs, cs] += w * (region.echo_offset_db - offset[rs, cs])
-            slope[rs, cs] += w * (region.slope_sign - slope[rs, cs])
+                capsules.append((rs, cs, np.float32(4.0) * w * (np.float32(1.0) - w)))
+            target = np.float32(math.log(region.modulus_kpa))
+            view = log_e[rs, cs]
+            view += w * (target - view)
+            view = offset[rs, cs]
+            view += w * (np.float32(region.echo_offset_db) - view)
+            if slope is None and region.slope_sign != 1.0:
+                slope = np.ones(shape, dtype=np.float32)
+            if slope is not None:
+                view = slope[rs, cs]
+                view += w * (np.float32(region.slope_sign) - view)
             label[rs, cs][w > 0.5] = region.label
         if self.stiffness_field is not None:
-            log_e += 0.08 * self.stiffness_field(x, z)
+            self.stiffness_field.add_to(log_e, x, z, 0.08)
         modulus = np.exp(log_e)
-        rel = log_e - np.float32(math.log(spec.ref_kpa))  # ln(E / ref)
-        echo = np.float32(-spec.slope_db_per_octave / math.log(2.0)) * slope * rel + offset
+        rel = log_e  # ln(E / ref), in place
+        rel -= np.float32(math.log(spec.ref_kpa))
+        echo = rel * np.float32(-spec.slope_db_per_octave / math.log(2.0))
+        if slope is not None:
+            echo *= slope
+        echo += offset
         if self.texture_field is not None:
-            echo += spec.texture_db * self.texture_field(x, z)
-        echo += spec.capsule_db * capsule
-        echo_override = echo + calc * (22.0 - echo)
-        echo = echo_override + fluid * (-45.0 - echo_override)
-        density = np.float32(spec.density_ref) * np.exp(np.float32(-spec.density_exponent) * rel)
-        density = np.clip(density, *spec.density_range)
-        density = density * (1.0 - fluid) + calc * 60.0
-        modulus = modulus * (1.0 - fluid)
-        label[fluid > 0.5] = CYST
+            self.texture_field.add_to(echo, x, z, spec.texture_db)
+        for rs, cs, cap in capsules:
+            echo[rs, cs] += np.float32(spec.capsule_db) * cap
+        density = rel * np.float32(-spec.density_exponent)
+        np.exp(density, out=density)
+        density *= np.float32(spec.density_ref)
+        np.clip(density, *spec.density_range, out=density)
+        if calc_win:
+            win = calc_win.slices()
+            view = echo[win]
+            view += calc[win] * (np.float32(22.0) - view)
+        if fluid_win:
+            win = fluid_win.slices()
+            f = fluid[win]
+            view = echo[win]
+            view += f * (np.float32(-45.0) - view)
+            solid = np.float32(1.0) - f
+            density[win] *= solid
+            modulus[win] *= solid
+            label[win][f > 0.5] = CYST
+        if calc_win:
+            win = calc_win.slices()
+            density[win] += calc[win] * np.float32(60.0)
         transmission = self._transmission(x, z)
         return TissueMaps(
-            modulus_kpa=modulus.astype(np.float32),
-            echo_db=echo.astype(np.float32),
-            density=density.astype(np.float32),
+            modulus_kpa=modulus.astype(np.float32, copy=False),
+            echo_db=echo.astype(np.float32, copy=False),
+            density=density.astype(np.float32, copy=False),
             fluid=fluid,
             transmission=transmission,
             label=label,
@@ -330,8 +413,9 @@ class Phantom:
 
     def _transmission(self, x: NDArray[np.float64], z: NDArray[np.float64]) -> NDArray[np.float32]:
         spec = self.organ
-        t_db = np.zeros((z.size, x.size), dtype=np.float32)
-        touched = False
+        out = np.ones((z.size, x.size), dtype=np.float32)
+        shadows: list[tuple[slice, NDArray[np.float32], NDArray[np.float32]]] = []
+        window = _Window()
         for region in self.regions:
             if region.label not in (CALCIFICATION, CYST):
                 continue
@@ -346,11 +430,17 @@ class Phantom:
                 profile = -spec.shadow_db * below
             else:
                 profile = spec.enhancement_db * below * np.exp(-np.maximum(z - region.z0, 0) / 15.0)
-            t_db[:, cs] += np.outer(profile.astype(np.float32), lateral.astype(np.float32))
-            touched = True
-        if not touched:
-            return np.ones_like(t_db)
-        return np.power(np.float32(10.0), t_db * np.float32(0.1))
+            shadows.append((cs, profile.astype(np.float32), lateral.astype(np.float32)))
+            window.add(slice(0, z.size), cs)
+        if not window:
+            return out
+        _, win = window.slices()
+        t_db = np.zeros((z.size, win.stop - win.start), dtype=np.float32)
+        for cs, profile, lateral in shadows:
+            t_db[:, cs.start - win.start : cs.stop - win.start] += np.outer(profile, lateral)
+        t_db *= np.float32(0.1)
+        out[:, win] = np.power(np.float32(10.0), t_db, out=t_db)
+        return out
 
 
 def make_phantom(rng: np.random.Generator, organ: str = "prostate") -> Phantom:
