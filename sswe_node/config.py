@@ -197,18 +197,33 @@ def load_settings(
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read configuration: {exc}") from None
 
+    origins: dict[str, str] = {}
     for name, text in sorted(environ.items()):
         if name.startswith(ENV_PREFIX):
             keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
             _set_dotted(raw, keys, _parse_env_value(text), f"environment variable {name}")
+            origins[".".join(keys)] = f"environment variable {name} (over {path})"
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(raw, dotted.split("."), value, f"override {dotted}")
+            origins[dotted] = f"command-line option for {dotted} (over {path})"
 
-    settings = _build(Settings, {k: v for k, v in raw.items()}, prefix="", source=str(path))
+    try:
+        settings = _build(Settings, {k: v for k, v in raw.items()}, prefix="", source=str(path))
+        _check(settings, str(path))
+    except ConfigError as exc:
+        raise _blame_override(exc, str(path), origins) from None
     settings.source = str(path)
-    _check(settings, str(path))
     return settings
+
+
+def _blame_override(exc: ConfigError, source: str, origins: Mapping[str, str]) -> ConfigError:
+    """Name the environment variable or flag, not the file, when an override is the bad value."""
+    message = str(exc)
+    for dotted, origin in origins.items():
+        if f"'{dotted}'" in message and message.startswith(f"{source}:"):
+            return ConfigError(origin + message[len(source) :])
+    return exc
 
 
 def _parse_env_value(text: str) -> Any:

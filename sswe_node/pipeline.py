@@ -110,6 +110,37 @@ def _layout_name(layout: Any) -> str:
     return str(getattr(layout, "value", layout))
 
 
+#: BodyPartExamined values (upper case) that fit a model's organ; others are warned about.
+ORGAN_BODY_PARTS: dict[str, frozenset[str]] = {
+    "prostate": frozenset({"PROSTATE", "PELVIS", "ABDOMENPELVIS", "RECTUM"}),
+    "thyroid": frozenset({"THYROID", "NECK", "HEADNECK"}),
+}
+
+
+def warn_if_other_organ(ds: Dataset, organ: str) -> bool:
+    """Log a warning when the source's Body Part Examined does not fit the model's organ.
+
+    sSWE networks are organ specific (the paper's prostate network fails on the thyroid), so a
+    mismatch is worth an operator's attention; the image is still processed, since Body Part
+    Examined is often missing or generic.
+
+    Returns
+    -------
+    bool
+        Whether the body part was known and did not fit.
+    """
+    body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper().replace(" ", "")
+    fitting = ORGAN_BODY_PARTS.get(organ.lower())
+    if not body_part or fitting is None or body_part in fitting:
+        return False
+    logger.warning(
+        "event=organ-mismatch body_part=%s model_organ=%s: the model was not trained for this "
+        "organ; its synthetic SWE is unvalidated here",
+        body_part, organ,
+    )  # fmt: skip
+    return True
+
+
 def pre_process(ds: Dataset, model: Any, settings: Settings) -> tuple[list[Any], NDArray]:
     """Read one instance into frame readings and model inputs.
 
@@ -137,6 +168,7 @@ def pre_process(ds: Dataset, model: Any, settings: Settings) -> tuple[list[Any],
 
     if str(ds.get("Manufacturer", "")) == MANUFACTURER:
         raise OwnOutputError("the instance is a synthetic SWE output of sswe-node")
+    warn_if_other_organ(ds, str(getattr(model.manifest, "organ", "")))
     grid = tuple(model.manifest.grid)
     # No colour-bar scale: inference needs the B-mode only, not the decoded elastogram.
     readings = read_instance(

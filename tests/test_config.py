@@ -56,8 +56,15 @@ def test_bad_values_fail_clearly(tmp_path: Path, text: str, key: str) -> None:
 
 
 def test_bad_environment_value_is_reported() -> None:
-    with pytest.raises(ConfigError, match="node.port"):
+    with pytest.raises(ConfigError, match="node.port") as info:
         load_settings(DEFAULT_CONFIG_PATH, environ={"SSWE_NODE__NODE__PORT": "many"})
+    assert str(info.value).startswith("environment variable SSWE_NODE__NODE__PORT")
+
+
+def test_unknown_environment_key_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="node.prot") as info:
+        load_settings(DEFAULT_CONFIG_PATH, environ={"SSWE_NODE__NODE__PROT": "1"})
+    assert "SSWE_NODE__NODE__PROT" in str(info.value)
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -156,3 +156,19 @@ def test_prediction_failure_fails_the_batch_with_a_reason(model, archive) -> Non
     results = process_batch([pydicom.dcmread(archive["bmode"])], wrong, load_settings())
     assert (results[0].status, results[0].reason) == ("failed", "predict")
     assert results[0].outputs == []
+
+
+def test_organ_mismatch_is_warned(caplog: pytest.LogCaptureFixture) -> None:
+    from pydicom import Dataset
+
+    from sswe_node.pipeline import warn_if_other_organ
+
+    ds = Dataset()
+    ds.BodyPartExamined = "THYROID"
+    with caplog.at_level("WARNING", logger="sswe_node.pipeline"):
+        assert warn_if_other_organ(ds, "prostate")
+    assert "organ-mismatch" in caplog.text
+    ds.BodyPartExamined = "PROSTATE"
+    assert not warn_if_other_organ(ds, "prostate")
+    del ds.BodyPartExamined
+    assert not warn_if_other_organ(ds, "prostate")

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, _config
 
 from sswe_node.config import NodeSettings, SendingSettings, TlsSettings
 from sswe_node.node.background import QueueThread
@@ -23,6 +23,7 @@ from sswe_node.node.store import CaseStore, SendJob, utcnow
 LOGGER = logging.getLogger(__name__)
 
 _MAX_CONTEXTS = 120
+_CHUNKED_LOCK = threading.Lock()
 # Transfer syntaxes pynetdicom converts between when sending a file.
 _CONVERTIBLE = frozenset({str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)})
 
@@ -234,7 +235,7 @@ class Sender(QueueThread):
                 self._failed(job, "association lost")
                 continue
             try:
-                status = assoc.send_c_store(job.path)
+                status = self._send_file(assoc, job.path)
             except Exception as exc:  # noqa: BLE001 - a send error is retried
                 self._failed(job, f"{type(exc).__name__}: {exc}")
                 continue
@@ -250,6 +251,32 @@ class Sender(QueueThread):
                 self._failed(job, "no response (connection lost or timed out)")
             else:
                 self._failed(job, f"C-STORE status 0x{code:04X}")
+
+    def _send_file(self, assoc: Any, path: str) -> Any:
+        """C-STORE the file at ``path``; its encoded bytes are sent as they are when possible.
+
+        When the peer accepted the file's own SOP class and transfer syntax, pynetdicom's
+        chunked send streams the stored bytes (no decoding and re-encoding, which would cost
+        more CPU, under the GIL, than the rest of sending); otherwise the dataset is read and
+        converted to an accepted transfer syntax.
+        """
+        meta = read_file_meta_info(path)
+        key = (str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID))
+        exact = any(
+            (str(c.abstract_syntax), str(c.transfer_syntax[0])) == key
+            for c in assoc.accepted_contexts
+        )
+        if not exact:
+            return assoc.send_c_store(path)
+        with _CHUNKED_LOCK:
+            # pynetdicom reads this process-wide switch during the call only; the lock keeps
+            # two senders from interleaving their set and restore.
+            previous = _config.STORE_SEND_CHUNKED_DATASET
+            _config.STORE_SEND_CHUNKED_DATASET = True
+            try:
+                return assoc.send_c_store(path)
+            finally:
+                _config.STORE_SEND_CHUNKED_DATASET = previous
 
     def _failed(self, job: SendJob, error: str, final: bool = False) -> None:
         attempts = job.attempts + 1
