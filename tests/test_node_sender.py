@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, evt
+from pynetdicom.events import Event
+from pynetdicom.sop_class import UltrasoundImageStorage
 
 from sswe_node.cli import main
 from sswe_node.config import NodeSettings, SendingSettings, TlsSettings, load_settings
@@ -185,3 +189,48 @@ def test_sender_uses_the_node_timeouts(tmp_path: Path) -> None:
     assert (ae.dimse_timeout, ae.network_timeout) == (4.0, 5.0)
     assert ae.maximum_pdu_size == 0 and ae.ae_title == "SSWE_NODE"
     store.close()
+
+
+def test_sends_stored_bytes_on_one_association(tmp_path: Path, sender_factory) -> None:
+    """A peer preferring Implicit VR still gets the stored Explicit VR file, unchanged."""
+    received: list[tuple[str, bytes]] = []
+    associations: list[int] = []
+    ae = AE(ae_title="IMPLICIT")
+    ae.add_supported_context(
+        UltrasoundImageStorage, [ImplicitVRLittleEndian, ExplicitVRLittleEndian]
+    )
+    ae.maximum_pdu_size = 0
+
+    def _store(event: Event) -> int:
+        received.append(
+            (str(event.context.transfer_syntax), bytes(event.request.DataSet.getvalue()))
+        )
+        return 0
+
+    port = free_port()
+    handlers = [(evt.EVT_C_STORE, _store), (evt.EVT_ACCEPTED, lambda e: associations.append(1))]
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
+    try:
+        store = CaseStore(f"sqlite:///{tmp_path / 'cases.db'}")
+        source = Path(get_testdata_file("US1_UNCR.dcm"))
+        case = store.record_received(ReceivedInstance("1.2.3.4", UltrasoundImageStorage, "/x"))
+        store.claim(1)
+        records = []
+        for index in range(3):
+            ds = dcmread(source)
+            ds.SOPInstanceUID = f"1.2.3.4.{index}"
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            path = tmp_path / f"out{index}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            records.append(OutputRecord(ds.SOPInstanceUID, UltrasoundImageStorage, str(path)))
+        target = Target("peer", "IMPLICIT", "127.0.0.1", port)
+        store.finish(case, CaseOutcome("done"), records, [target])
+        sender_factory(store)
+        _wait(lambda: store.counts()["sends"]["sent"] == 3)
+        store.close()
+    finally:
+        server.shutdown()
+    assert len(associations) == 1
+    assert {syntax for syntax, _ in received} == {ExplicitVRLittleEndian}
+    stored = Path(records[0].path).read_bytes()
+    assert stored.endswith(received[0][1])  # the dataset bytes as stored, not re-encoded

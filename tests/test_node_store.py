@@ -16,6 +16,7 @@ from sswe_node.config import SendingSettings
 from sswe_node.node.sender import backoff_seconds
 from sswe_node.node.storage import atomic_write, incoming_path
 from sswe_node.node.store import (
+    CaseFinish,
     CaseOutcome,
     CaseStore,
     OutputRecord,
@@ -202,4 +203,38 @@ def test_overlong_identifiers_are_clipped(url: str) -> None:
     store.record_received(info)
     [case] = store.list_cases()
     assert (case["patient_id"], case["accession_number"]) == ("P" * 64, "A" * 64)
+    store.close()
+
+
+def test_finish_many_records_a_batch_at_once(url: str) -> None:
+    store = _store(url)
+    first = store.record_received(_received("1.2.3.1"))
+    second = store.record_received(_received("1.2.3.2"))
+    third = store.record_received(_received("1.2.3.3"))
+    store.claim(10)
+    store.record_received(_received("1.2.3.3"))  # arrives again mid-processing
+    target = [Target("pacs", "PACS", "127.0.0.1", 4242), Target("b", "B", "127.0.0.1", 104)]
+    pm, sc = "1.2.840.10008.5.1.4.1.1.30", "1.2.840.10008.5.1.4.1.1.7"
+    queued = store.finish_many(
+        [
+            CaseFinish(first, CaseOutcome("done"), [OutputRecord("9.1", pm, "/a"),
+                                                    OutputRecord("9.2", sc, "/b")], target),
+            CaseFinish(second, CaseOutcome("failed", "corrupt", "corrupt: x")),
+            CaseFinish(third, CaseOutcome("done"), [OutputRecord("9.3", pm, "/c")], target),
+        ]
+    )  # fmt: skip
+    assert queued == 4  # the superseded third case queues nothing
+    status = {c["sop_instance_uid"]: c["status"] for c in store.list_cases()}
+    assert status == {"1.2.3.1": "done", "1.2.3.2": "failed", "1.2.3.3": "received"}
+    assert len(store.due_sends(destination=("PACS", "127.0.0.1", 4242, False))) == 2
+    assert store.work_in_progress() == 1
+    # Processed again (a resend): the same outputs and sends are queued again, not duplicated.
+    store.record_received(_received("1.2.3.1"))
+    (again,) = [c for c in store.claim(10) if c.id == first]
+    for send in store.due_sends():
+        store.mark_sent(send.id)
+    outputs = [OutputRecord("9.1", pm, "/a"), OutputRecord("9.2", sc, "/b")]
+    assert store.finish_many([CaseFinish(again.id, CaseOutcome("done"), outputs, target)]) == 4
+    assert len(store.list_sends()) == 4
+    assert store.counts()["sends"] == {"queued": 4, "sent": 0, "failed": 0}
     store.close()

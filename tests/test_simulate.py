@@ -17,7 +17,15 @@ from sswe_node.cli import main as cli_main
 from sswe_node.imaging.colormap import jet_lut
 from tests.peers import storescu
 from training.simulate import write_archive
-from training.simulate.bmode import Probe, envelope_fast, envelope_pymust, form_bmode
+from training.simulate.bmode import (
+    Probe,
+    envelope_fast,
+    envelope_pymust,
+    form_bmode,
+    gaussian_pair,
+    log_compress,
+    poisson_counts,
+)
 from training.simulate.scanners import SWE_SCANNER, Geometry
 from training.simulate.swe import acquire_swe
 from training.simulate.tissue import CYST, TissueMaps, make_phantom
@@ -299,6 +307,40 @@ def _homogeneous(width_mm: float, spacing: float, density: float) -> TissueMaps:
         z_mm=z,
         x_mm=x,
     )
+
+
+@pytest.mark.parametrize("mean", [0.05, 0.37, 1.5, 12.0])
+def test_poisson_counts_follow_the_poisson_law(mean: float) -> None:
+    """The fast sampler's counts against the exact probabilities (chi-square, 400 000 pixels)."""
+    counts = poisson_counts(np.full((400, 1000), mean, np.float32), np.random.default_rng(3))
+    assert counts.dtype == np.float32 and counts.shape == (400, 1000)
+    k_max = int(stats.poisson.ppf(0.9999, mean))
+    observed = np.bincount(np.minimum(counts.astype(int).ravel(), k_max + 1), minlength=k_max + 2)
+    expected = stats.poisson.pmf(np.arange(k_max + 1), mean)
+    expected = np.append(expected, 1.0 - expected.sum()) * counts.size
+    chi2 = float((((observed - expected) ** 2) / np.maximum(expected, 1e-9)).sum())
+    assert stats.chi2.sf(chi2, len(expected) - 1) > 1e-4, (observed, expected)
+
+
+def test_gaussian_pair_is_two_independent_standard_normals() -> None:
+    a, b = gaussian_pair((500, 800), np.random.default_rng(4))
+    assert a.dtype == b.dtype == np.float32
+    for x in (a, b):
+        assert abs(float(x.mean())) < 0.005 and abs(float(x.std()) - 1.0) < 0.005
+        assert stats.kstest(x.ravel()[::20], "norm").pvalue > 1e-4
+    assert abs(float(np.corrcoef(a.ravel(), b.ravel())[0, 1])) < 0.01
+    assert abs(float(np.corrcoef(a.ravel(), (b * b).ravel())[0, 1])) < 0.01
+
+
+def test_fast_bmode_equals_log_compressed_envelope() -> None:
+    """form_bmode's fused power-to-grey path matches envelope_fast followed by log_compress."""
+    geo = Geometry(rows=120, cols=160, spacing_mm=0.1)
+    maps = make_phantom(np.random.default_rng(5)).maps(*geo.axes())
+    probe, display = SWE_SCANNER.probe, SWE_SCANNER.display
+    grey = form_bmode(maps, probe, display, np.random.default_rng(6))
+    env = envelope_fast(maps, probe, np.random.default_rng(6), display)
+    reference = log_compress(env, maps.z_mm, probe, display)
+    assert np.abs(grey.astype(int) - reference.astype(int)).max() <= 1
 
 
 def _speckle_stats(env: np.ndarray, spacing: float) -> tuple[float, float, float]:

@@ -25,7 +25,8 @@ LOGGER = logging.getLogger(__name__)
 _MAX_CONTEXTS = 120
 _CHUNKED_LOCK = threading.Lock()
 # Transfer syntaxes pynetdicom converts between when sending a file.
-_CONVERTIBLE = frozenset({str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)})
+_CONVERTIBLE_ORDER = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+_CONVERTIBLE = frozenset(str(s) for s in _CONVERTIBLE_ORDER)
 
 
 def backoff_seconds(attempts: int, settings: SendingSettings) -> float:
@@ -88,7 +89,7 @@ class Sender(QueueThread):
         metrics: Metrics,
         poll_seconds: float = 1.0,
         timeouts: NodeSettings | None = None,
-        linger_seconds: float = 2.0,
+        linger_seconds: float = 0.0,
     ) -> None:
         super().__init__("sswe-sender", store, wake, stop, metrics)
         self.ae_title = ae_title
@@ -151,11 +152,19 @@ class Sender(QueueThread):
         usable, contexts = self._usable(jobs)
         if not usable:
             return
+        split = sum(len(syntaxes) + 1 for syntaxes in contexts.values()) <= _MAX_CONTEXTS
         for sop_class, syntaxes in contexts.items():
-            ordered = list(syntaxes) + [
-                s for s in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) if s not in syntaxes
-            ]
-            ae.add_requested_context(sop_class, ordered)
+            fallbacks = [s for s in _CONVERTIBLE_ORDER if s not in syntaxes]
+            if not split:  # too many classes for a context per syntax: one context each
+                ae.add_requested_context(sop_class, sorted(syntaxes) + fallbacks)
+                continue
+            # One context per stored transfer syntax, so an acceptor that prefers another
+            # syntax still accepts the stored one and the files go as they are; then one
+            # with the uncompressed syntaxes pynetdicom can convert to.
+            for syntax in sorted(syntaxes):
+                ae.add_requested_context(sop_class, [syntax])
+            if fallbacks:
+                ae.add_requested_context(sop_class, fallbacks)
         tls_args = (client_ssl_context(self.tls), None) if use_tls else None
         started = time.perf_counter()
         assoc = ae.associate(host, port, ae_title=ae_title, tls_args=tls_args)

@@ -372,8 +372,9 @@ def _patient_job(
     """Simulate and write the DICOM files of one patient; return its records and truth."""
     options, p, planes = job
     writer = _ArchiveWriter(*options)
-    # single-threaded BLAS: threads only contend on small matrices (parallelise over processes)
-    with threadpool_limits(limits=1, user_api="blas"):
+    # one thread per native pool (BLAS, OpenMP): threads only contend on small matrices and
+    # oversubscribe the cores when patients run in parallel processes
+    with threadpool_limits(limits=1):
         n_planes = writer.patient(p, planes)
     return n_planes, writer.records, writer.truths
 
