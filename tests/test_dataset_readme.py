@@ -28,5 +28,5 @@ def test_readme_dataset_commands(tmp_path: Path) -> None:
         outputs.append(done.stdout)
     assert "generated a pseudonymisation key" in outputs[1]
     info = outputs[2]
-    assert "2 labelled, 4 unlabelled; 2 patients" in info, info
-    assert "by organ: prostate: 6" in info and "not for diagnosis" in info
+    assert "12 labelled, 24 unlabelled; 6 patients" in info, info
+    assert "by organ: prostate: 36" in info and "not for diagnosis" in info

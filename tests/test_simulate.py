@@ -404,3 +404,11 @@ def test_both_engines_form_comparable_bmode_images() -> None:
     assert abs(float(fast.mean()) - float(slow.mean())) < 15
     with pytest.raises(ValueError, match="engine"):
         form_bmode(maps, probe, display, np.random.default_rng(0), "field-ii")
+
+
+def test_refuses_to_mix_archives_in_one_folder(tmp_path: Path) -> None:
+    from training.simulate import write_archive
+
+    (tmp_path / "old.dcm").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match="not empty"):
+        write_archive(tmp_path, patients=1, images_per_patient=1)

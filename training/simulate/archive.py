@@ -456,8 +456,11 @@ def write_archive(
         raise ValueError("seed must be non-negative")
     if workers < 1:
         raise ValueError("workers must be at least 1")
-    start = time.perf_counter()
     out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        # Mixing two archives in one folder would leave images without matching ground truth.
+        raise FileExistsError(f"{out} is not empty: write a simulated archive to a new folder")
+    start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     options = (out, seed, organ, engine, opacity, arrangement, jpeg, other_scanner)
     jobs = [(options, p, images_per_patient) for p in range(patients)]

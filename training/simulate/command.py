@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 HELP = (
     "write a simulated phantom ultrasound DICOM archive (dual SWE captures, full-screen and "
@@ -80,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             workers=args.workers,
         )
-    except ValueError as exc:
-        print(f"sswe-node simulate: error: {exc}")
+    except (ValueError, FileExistsError) as exc:
+        print(f"sswe-node simulate: error: {exc}", file=sys.stderr)
         return 2
     print(summary)
     return 0
