@@ -57,7 +57,7 @@ def test_train_end_to_end_loss_decreases_and_package_reloads_identically(tmp_pat
     assert m.parameters == 102_017 and m.quantity == "youngs-modulus"
     assert m.training["split"]["by"] == "patient" and m.training["split"]["seed"] == 0
     assert m.training["split"]["test_patients"] == 2
-    assert "SIMULATED" in m.trained_on
+    assert "from dataset file toy.h5" in m.trained_on and "ToyScanner" in m.trained_on
     assert {"train", "validation", "test_per_patient"} <= set(m.metrics)
     assert (out / "evaluation" / "report.md").is_file()
 
@@ -100,3 +100,23 @@ def test_bad_config_key_names_the_key(tmp_path):
     path.write_text("[training]\nepochs = 'many'\n")
     with pytest.raises(ConfigError, match="wrong type"):
         load_config(path)
+
+
+def test_trained_on_comes_from_the_dataset() -> None:
+    import numpy as np
+
+    from training.train import describe_training_data
+
+    class Data:
+        meta = {
+            "manufacturer": np.array(["SSWE Simulator", "SSWE Simulator", "ACME"]),
+            "model_name": np.array(["SWE-Sim", "SWE-Sim", "X1"]),
+            "patient_key": np.array(["a", "b", "c"]),
+        }
+
+    simulated = describe_training_data(Data(), [0, 1], "sim.h5")
+    assert simulated.startswith("SIMULATED data only")
+    assert "2 labelled images of 2 patients" in simulated
+    real = describe_training_data(Data(), [2], "hospital.h5", "note")
+    assert "SIMULATED" not in real and "ACME X1" in real and real.endswith("note")
+    assert describe_training_data(Data(), [0, 2], "mix.h5").startswith("MIXED")

@@ -375,9 +375,7 @@ def train(
         "device": "GPU" if gpus else "CPU",
         "backend": keras.backend.backend(),
     }
-    trained_on = config.model.trained_on or (
-        f"{len(train_rows)} labelled images from dataset file {dataset.name}"
-    )
+    trained_on = describe_training_data(data, train_rows, dataset.name, config.model.trained_on)
     manifest = write_package(
         model,
         out,
@@ -509,3 +507,53 @@ def run(args: argparse.Namespace) -> int:
     for split_name, values in m.metrics.items():
         print(f"  {split_name}: {values}")
     return 0
+
+
+SIMULATOR_MANUFACTURER = "SSWE Simulator"
+
+
+def describe_training_data(data: Any, rows: Any, dataset_name: str, note: str = "") -> str:
+    """Say what a model was trained on, from the dataset itself (never from the config alone).
+
+    Parameters
+    ----------
+    data : DatasetArrays
+        The dataset.
+    rows : array of int
+        The training rows.
+    dataset_name : str
+        The dataset file name.
+    note : str
+        The config's ``model.trained_on`` text, appended as a note.
+
+    Returns
+    -------
+    str
+        E.g. ``"SIMULATED data only (...): 137 labelled images of 35 patients from sim.h5;
+        scanners: SSWE Simulator SWE-Sim Aixplorer-like"``.
+    """
+    import numpy as np
+
+    rows = np.asarray(rows)
+    scanners = sorted(
+        {
+            f"{m} {n}".strip()
+            for m, n in zip(
+                data.meta["manufacturer"][rows], data.meta["model_name"][rows], strict=True
+            )
+        }
+    )
+    patients = len(np.unique(data.meta["patient_key"][rows]))
+    text = (
+        f"{len(rows)} labelled images of {patients} patients from dataset file {dataset_name}; "
+        f"scanners: {', '.join(scanners) or 'unknown'}"
+    )
+    manufacturers = set(data.meta["manufacturer"][rows].tolist())
+    if manufacturers == {SIMULATOR_MANUFACTURER}:
+        text = (
+            "SIMULATED data only (a phantom archive written by `sswe-node simulate`; no real "
+            "patients, no real scanner): " + text
+        )
+    elif SIMULATOR_MANUFACTURER in manufacturers:
+        text = "MIXED simulated and real data: " + text
+    return f"{text}. {note}".strip() if note else text
