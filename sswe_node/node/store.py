@@ -335,6 +335,7 @@ class CaseStore:
             case.status = RECEIVED
             case.reason = ""
             case.message = ""
+            case.layout = None  # decided again by the new processing
             case.received_at = utcnow()
             case.started_at = None
             case.finished_at = None
