@@ -40,8 +40,8 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     Parameters
     ----------
     selected : str, optional
-        The sub-command about to run; only its module is imported to configure its options,
-        the others contribute their one-line help.
+        The sub-command about to run: only its module is imported (the others' help is not
+        shown then). Without one, every module is imported for the top-level help.
 
     Returns
     -------
@@ -55,6 +55,11 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=None, help="log level (DEBUG, INFO, WARNING, ERROR)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in _command_modules().items():
+        if selected is not None and name != selected:
+            # Importing every module (pynetdicom, SQLAlchemy, h5py, SciPy...) only for help
+            # text that is not printed would cost each command about a second at start-up.
+            sub.add_parser(name).set_defaults(_run=None)
+            continue
         module = _load(module_name)
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
         if name == selected:

@@ -209,7 +209,7 @@ def load_settings(
             origins[dotted] = f"command-line option for {dotted} (over {path})"
 
     try:
-        settings = _build(Settings, {k: v for k, v in raw.items()}, prefix="", source=str(path))
+        settings = _build(Settings, raw, prefix="", source=str(path))
         _check(settings, str(path))
     except ConfigError as exc:
         raise _blame_override(exc, str(path), origins) from None

@@ -8,6 +8,7 @@ are imported only when a model is loaded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import tomllib
@@ -302,19 +303,11 @@ def _compile(keras_model: Any, grid: tuple[int, int]) -> Any:
     return lambda x: keras.ops.convert_to_numpy(keras_model(x, training=False))
 
 
-class _NoScope:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def _device_scope(device: str) -> Any:
     import keras
 
     if device == "auto" or keras.backend.backend() != "tensorflow":
-        return _NoScope()
+        return contextlib.nullcontext()
     import tensorflow as tf
 
     return tf.device("/CPU:0" if device == "cpu" else "/GPU:0")

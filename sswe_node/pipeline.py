@@ -221,6 +221,7 @@ def post_process(
     )
 
     manifest = model.manifest
+    scale = _display_range(model, settings)
     outputs: list[Dataset] = []
     for reading, prediction in zip(readings, predictions, strict=True):
         roi = Box(reading.roi.top, reading.roi.left, reading.roi.bottom, reading.roi.right)
@@ -240,7 +241,7 @@ def post_process(
                     reading.bmode,
                     model=manifest,
                     frame=reading.frame,
-                    scale=_display_range(model, settings),
+                    scale=scale,
                 )
             )
     return outputs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -412,3 +413,15 @@ def test_refuses_to_mix_archives_in_one_folder(tmp_path: Path) -> None:
     (tmp_path / "old.dcm").write_bytes(b"x")
     with pytest.raises(FileExistsError, match="not empty"):
         write_archive(tmp_path, patients=1, images_per_patient=1)
+
+
+def test_command_module_does_not_load_the_simulator() -> None:
+    """``sswe-node`` imports every command module, so this one must stay light."""
+    code = (
+        "import sys, training.simulate.command; "
+        "print(sorted(m for m in ('training.simulate.archive', 'h5py', 'scipy') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -88,13 +88,8 @@ class DatasetArrays:
         )
 
 
-def _empty_column(kind: str) -> h5py.Dataset | NDArray[Any]:
-    return {
-        "str": np.empty(0, dtype=object),
-        "int": np.empty(0, dtype=np.int64),
-        "float": np.empty(0, dtype=np.float64),
-        "bool": np.empty(0, dtype=bool),
-    }[kind]
+#: HDF5 dtype of each kind of metadata column.
+_DTYPES: dict[str, Any] = {"str": _STR, "int": np.int64, "float": np.float64, "bool": bool}
 
 
 class DatasetWriter:
@@ -136,13 +131,18 @@ class DatasetWriter:
                 )
             meta = f.create_group("meta")
             for column, kind in META_COLUMNS.items():
-                dtype = _STR if kind == "str" else _empty_column(kind).dtype
-                meta.create_dataset(column, shape=(0,), maxshape=(None,), dtype=dtype, chunks=True)
+                meta.create_dataset(
+                    column, shape=(0,), maxshape=(None,), dtype=_DTYPES[kind], chunks=True
+                )
             _create_processed(f)
         else:
-            _check_format(f, self.path)
-            if tuple(f.attrs["grid"]) != self.grid:
-                raise ValueError(f"{self.path}: grid {tuple(f.attrs['grid'])} != {self.grid}")
+            try:
+                _check_format(f, self.path)
+                if tuple(f.attrs["grid"]) != self.grid:
+                    raise ValueError(f"{self.path}: grid {tuple(f.attrs['grid'])} != {self.grid}")
+            except ValueError:
+                f.close()  # refused: do not keep the file open (and locked) for writing
+                raise
 
     def __enter__(self) -> DatasetWriter:
         return self

@@ -452,8 +452,10 @@ class PacsClient:
             if not status:
                 raise PacsError(f"C-{method.upper()} timed out or was aborted")
             final = int(status.Status)
+        if final is None:
+            raise PacsError(f"C-{method.upper()} ended without a final status")
         if final not in (0x0000, 0xB000):
-            raise PacsError(f"C-{method.upper()} ended with status 0x{final or 0:04X}")
+            raise PacsError(f"C-{method.upper()} ended with status 0x{final:04X}")
 
 
 def _handle_store(event: evt.Event, cache: Path) -> int:

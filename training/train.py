@@ -96,9 +96,9 @@ def load_config(path: str | Path) -> TrainConfig:
     for section, cls in sections.items():
         table = raw.get(section, {})
         defaults = cls()
+        known = {f.name for f in fields(cls)}
         values = {}
         for key, value in table.items():
-            known = {f.name: f for f in fields(cls)}
             if key not in known:
                 raise ConfigError(f"{path}: unknown key '{section}.{key}' (known: {sorted(known)})")
             expected = getattr(defaults, key)
@@ -509,9 +509,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-SIMULATOR_MANUFACTURER = "SSWE Simulator"
-
-
 def describe_training_data(data: Any, rows: Any, dataset_name: str, note: str = "") -> str:
     """Say what a model was trained on, from the dataset itself (never from the config alone).
 
@@ -532,7 +529,7 @@ def describe_training_data(data: Any, rows: Any, dataset_name: str, note: str = 
         E.g. ``"SIMULATED data only (...): 137 labelled images of 35 patients from sim.h5;
         scanners: SSWE Simulator SWE-Sim Aixplorer-like"``.
     """
-    import numpy as np
+    from training.simulate.scanners import SIMULATOR_MANUFACTURER
 
     rows = np.asarray(rows)
     scanners = sorted(

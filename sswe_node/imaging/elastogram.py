@@ -244,10 +244,11 @@ def decode_elastogram(
         void |= diff < 6.0 * a
     step = max(1, int(np.sqrt(void.size / 6000)))
     valid_dist = dist[::step, ::step][~void[::step, ::step]]
-    if valid_dist.size == 0 or float(np.median(valid_dist)) > _MAX_MEDIAN_DISTANCE:
+    median = float(np.median(valid_dist)) if valid_dist.size else float("inf")
+    if median > _MAX_MEDIAN_DISTANCE:
         raise ElastogramDecodeError(
             "the colours in the SWE box do not match the colour bar "
-            f"(median colour distance {float(np.median(dist)):.1f} in CIELAB)"
+            f"(median colour distance of the coloured pixels {median:.1f} in CIELAB)"
         )
     values = bar.values32[index]
     values[void] = np.nan

@@ -360,25 +360,12 @@ def analyse_layout(
         # Scanners declare the SWE box as a colour (flow) region: it is an elastogram only in
         # a dual display with a plain panel and an elastography colour bar. The regions say
         # where everything is, so only the bar region and the plain panel are analysed.
-        bar = None
-        for region in regions:
-            if region.data_type == COLOUR_BAR:
-                bar = find_colour_bar(frame, within=region.box.expanded(2))
-                if bar is not None:
-                    break
-        if bar is None:
-            bar = find_colour_bar(frame)
+        bar = _find_bar(frame, regions)
         return _from_flow_region(flow[0], tissue, frame, bar, shape)
     mask = colour_mask(frame)
     bar = None
     if mask.any():
-        for region in regions:
-            if region.data_type == COLOUR_BAR:
-                bar = find_colour_bar(frame, mask, within=region.box.expanded(2))
-                if bar is not None:
-                    break
-        if bar is None:
-            bar = find_colour_bar(frame, mask)
+        bar = _find_bar(frame, regions, mask)
         if bar is not None:
             mask = mask.copy()
             mask[bar.expanded(2).clipped(shape).slices] = False
@@ -398,6 +385,18 @@ def analyse_layout(
         )
     spacing = tissue[0].spacing_mm if tissue else pixel_spacing_mm
     return _from_pixels(frame, mask, bar, spacing)
+
+
+def _find_bar(
+    frame: NDArray[np.floating], regions: list[Region], mask: NDArray[np.bool_] | None = None
+) -> PixelBox | None:
+    """Find the colour bar in a colour bar region first, then anywhere in the frame."""
+    for region in regions:
+        if region.data_type == COLOUR_BAR:
+            bar = find_colour_bar(frame, mask, within=region.box.expanded(2))
+            if bar is not None:
+                return bar
+    return find_colour_bar(frame, mask)
 
 
 def _overlay_box(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydicom import dcmread
+from pydicom.filereader import read_file_meta_info
 
 from sswe_node.node.status import REJECT_NO_REASON, Status
 from sswe_node.node.storage import atomic_write, free_space_mb, incoming_files, incoming_path
@@ -161,8 +162,7 @@ def adopt_orphans(storage_dir: Path, store: CaseStore) -> int:
         if uid in known:
             continue
         try:
-            data = path.read_bytes()
-            meta = dcmread(io.BytesIO(data), stop_before_pixels=True).file_meta
+            meta = read_file_meta_info(path)  # the file's head only, not its pixel data
             info = ReceivedInstance(
                 sop_instance_uid=uid,
                 sop_class_uid=str(meta.get("MediaStorageSOPClassUID", "")),
@@ -171,8 +171,7 @@ def adopt_orphans(storage_dir: Path, store: CaseStore) -> int:
             )
         except Exception:  # noqa: BLE001 - still recorded, the worker says what is wrong
             info = ReceivedInstance(sop_instance_uid=uid, sop_class_uid="", path=str(path))
-            data = b""
-        _read_identifiers(data, info)
+        _read_identifiers(path, info)
         store.record_received(info)
         adopted += 1
     if adopted:
@@ -180,10 +179,14 @@ def adopt_orphans(storage_dir: Path, store: CaseStore) -> int:
     return adopted
 
 
-def _read_identifiers(encoded: bytes, info: ReceivedInstance) -> None:
-    """Fill the study/series/patient identifiers; a broken dataset leaves them empty."""
+def _read_identifiers(source: bytes | Path, info: ReceivedInstance) -> None:
+    """Fill the study/series/patient identifiers from encoded bytes or a file.
+
+    A broken dataset leaves them empty.
+    """
     try:
-        ds = dcmread(io.BytesIO(encoded), stop_before_pixels=True, specific_tags=_IDENTIFYING_TAGS)
+        fp = source if isinstance(source, Path) else io.BytesIO(source)
+        ds = dcmread(fp, stop_before_pixels=True, specific_tags=_IDENTIFYING_TAGS)
         info.study_instance_uid = str(ds.get("StudyInstanceUID", "") or "")
         info.series_instance_uid = str(ds.get("SeriesInstanceUID", "") or "")
         info.patient_id = str(ds.get("PatientID", "") or "")

@@ -246,8 +246,8 @@ class Worker(QueueThread):
             finished.append((case, outcome, records))
         if written:
             try:
-                for folder in {path.parent: path for path in written}.values():
-                    sync_folder_of(folder)
+                for path in {path.parent: path for path in written}.values():
+                    sync_folder_of(path)  # once per folder
             except OSError as exc:  # the renames may not be durable: queue nothing
                 finished = [
                     (case, _output_write_failed(exc), []) if records else (case, outcome, records)

@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 from pydicom.dataset import Dataset
 
+from sswe_node.imaging.regions import SPATIAL_2D, UNITS_CM
+
 __all__ = [
     "Box",
     "ROW_DIRECTION",
@@ -28,9 +30,6 @@ logger = logging.getLogger(__name__)
 #: Image Orientation (Patient) given to ultrasound sources: rows along x, columns along y.
 ROW_DIRECTION = (1.0, 0.0, 0.0)
 COLUMN_DIRECTION = (0.0, 1.0, 0.0)
-
-_CM_UNITS = 3  # PhysicalUnitsX/YDirection: 3 = cm
-_TISSUE_2D = 1  # RegionSpatialFormat: 1 = 2D (tissue or flow)
 
 _MULTI_FRAME_CLASSES = frozenset(
     {
@@ -82,11 +81,11 @@ def region_spacing_mm(source: Dataset, box: Box | None = None) -> tuple[float, f
     best: tuple[int, tuple[float, float]] | None = None
     for region in source.get("SequenceOfUltrasoundRegions", None) or []:
         try:
-            if int(region.get("RegionSpatialFormat", 0)) != _TISSUE_2D:
+            if int(region.get("RegionSpatialFormat", 0)) != SPATIAL_2D:
                 continue
-            if int(region.PhysicalUnitsXDirection) != _CM_UNITS:
+            if int(region.PhysicalUnitsXDirection) != UNITS_CM:
                 continue
-            if int(region.PhysicalUnitsYDirection) != _CM_UNITS:
+            if int(region.PhysicalUnitsYDirection) != UNITS_CM:
                 continue
             dx, dy = abs(float(region.PhysicalDeltaX)), abs(float(region.PhysicalDeltaY))
             x0, y0 = int(region.RegionLocationMinX0), int(region.RegionLocationMinY0)

@@ -6,7 +6,7 @@ Output layout (format ``sswe-sim-archive``, version 1)::
     OUT/archive.json                                       index of every instance
     OUT/ground_truth.h5                                    ground truth, one group per SOP UID
 
-Per patient, 3-5 image planes (``planes_per_patient`` to fix it). Every plane gives
+Per patient, 3-5 image planes (``images_per_patient`` to fix it). Every plane gives
 
 * ``dual``: the SWE scanner's dual display (study 1, series 1), RGB;
 * ``bmode``: the SWE scanner's full-screen B-mode (study 1, series 2), MONOCHROME2;
@@ -411,7 +411,7 @@ def write_archive(
     Parameters
     ----------
     out_dir : str or Path
-        Output folder (created; existing archive files in it are replaced).
+        Output folder (created); it must be absent or empty (``FileExistsError`` otherwise).
     patients : int
         Number of synthetic patients.
     seed : int

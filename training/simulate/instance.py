@@ -69,7 +69,6 @@ class InstanceInfo:
     series_description: str
     sop_uid: str
     instance_number: int
-    frame_of_reference_uid: str | None = None
     body_part: str = "PROSTATE"
 
 

@@ -19,7 +19,11 @@ __all__ = [
     "OTHER_GEOMETRY",
     "SETUPS",
     "Setup",
+    "SIMULATOR_MANUFACTURER",
 ]
+
+#: Manufacturer (0008,0070) of every simulated scanner; tells simulated training data apart.
+SIMULATOR_MANUFACTURER = "SSWE Simulator"
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ class Scanner:
 
 
 SWE_SCANNER = Scanner(
-    manufacturer="SSWE Simulator",
+    manufacturer=SIMULATOR_MANUFACTURER,
     model_name="SWE-Sim Aixplorer-like",
     serial="SIM-SWE-0001",
     software="sswe-sim 1.0",
@@ -64,7 +68,7 @@ SWE_SCANNER = Scanner(
 )
 
 OTHER_SCANNER = Scanner(
-    manufacturer="SSWE Simulator",
+    manufacturer=SIMULATOR_MANUFACTURER,
     model_name="BMode-Sim iU22-like",
     serial="SIM-BM-0002",
     software="sswe-sim 1.0",
