@@ -85,7 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = _command_modules()
-    selected = next((a for a in argv if a in commands), None)
+    # The first command named, unless the top-level help comes first (it lists every command).
+    selected = next((a for a in argv if a in commands or a in ("-h", "--help")), None)
+    if selected not in commands:
+        selected = None
     parser = build_parser(selected)
     args = parser.parse_args(argv)
     if args.command is None:

@@ -33,3 +33,29 @@ def test_console_script_runs_without_tensorflow() -> None:
         text=True,
     )
     assert check.stdout.strip() == "False"
+
+
+def test_top_level_help_before_a_command_still_lists_every_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help", "cases"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "C-ECHO a DICOM peer" in out and "list and filter cases" in out
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    code = (
+        "import sys\n"
+        "from sswe_node.cli import main\n"
+        "try:\n"
+        "    main(['cases', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('training.train', 'sswe_node.node.app', 'sswe_node.node.echo')"
+        " if m in sys.modules), file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "usage: sswe-node cases" in result.stdout
+    assert result.stderr.strip().splitlines()[-1] == "[]"

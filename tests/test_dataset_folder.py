@@ -134,6 +134,16 @@ def test_incremental_build_refuses_other_key_or_options(archive: Path, tmp_path:
         build_from_folder(archive, out, KEY, BuildOptions(workers=1, min_coverage=0.5))
 
 
+def test_writer_refusing_another_grid_closes_the_file(tmp_path: Path) -> None:
+    out = tmp_path / "ds.h5"
+    DatasetWriter(out, grid=(96, 64)).close()
+    with pytest.raises(ValueError, match=r"grid \(96, 64\) != \(32, 32\)") as refused:
+        DatasetWriter(out, grid=(32, 32))
+    # The error's traceback keeps the refused writer alive: its file must be closed already.
+    with h5py.File(out, "w"):
+        assert refused.traceback
+
+
 def test_cli_build_and_info(archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "cli.h5"
     assert main(["dataset", "build", str(out), "--folder", str(archive), "--workers", "1"]) == 0

@@ -138,8 +138,9 @@ class DatasetWriter:
         else:
             try:
                 _check_format(f, self.path)
-                if tuple(f.attrs["grid"]) != self.grid:
-                    raise ValueError(f"{self.path}: grid {tuple(f.attrs['grid'])} != {self.grid}")
+                stored = tuple(int(g) for g in f.attrs["grid"])
+                if stored != self.grid:
+                    raise ValueError(f"{self.path}: grid {stored} != {self.grid}")
             except ValueError:
                 f.close()  # refused: do not keep the file open (and locked) for writing
                 raise

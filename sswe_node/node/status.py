@@ -10,14 +10,9 @@ class Status(IntEnum):
 
     SUCCESS = 0x0000
     OUT_OF_RESOURCES = 0xA700
-    DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
-    CANNOT_UNDERSTAND = 0xC000
     CANNOT_UNDERSTAND_UIDS = 0xC210
-    PROCESSING_FAILURE = 0x0110
 
 
 # A-ASSOCIATE-RJ (result, source, diagnostic) triples (PS3.8 9.3.4).
-REJECT_CALLING_AE = (0x01, 0x01, 0x03)
-"""Rejected permanent, by the service user: calling AE title not recognised."""
 REJECT_NO_REASON = (0x01, 0x01, 0x01)
 """Rejected permanent, by the service user: no reason given (used for unknown peer addresses)."""

@@ -63,16 +63,11 @@ def sync_folder_of(path: Path) -> None:
     Raises
     ------
     OSError
-        When the ``fsync`` fails.
+        When the folder cannot be opened or ``fsync``-ed.
     """
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - some platforms cannot open folders
+    if os.name == "nt":  # pragma: no cover - Windows cannot open a folder to fsync it
         return
+    fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
