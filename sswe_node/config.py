@@ -99,7 +99,6 @@ class SendingSettings:
     max_attempts: int = 10
     initial_backoff_seconds: float = 5.0
     max_backoff_seconds: float = 600.0
-    senders: int = 1
 
 
 @dataclass
@@ -308,7 +307,6 @@ def _check(settings: Settings, source: str) -> None:
         "processing.workers": settings.processing.workers,
         "processing.batch_size": settings.processing.batch_size,
         "sending.max_attempts": settings.sending.max_attempts,
-        "sending.senders": settings.sending.senders,
         "reading.max_frames": settings.reading.max_frames,
     }
     for key, value in positives.items():

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sswe_node.config import Settings, load_settings
+from sswe_node.errors import SsweError
 from sswe_node.node.handlers import adopt_orphans
 from sswe_node.node.health import HealthServer, Metrics
 from sswe_node.node.scp import start_scp
@@ -210,7 +211,14 @@ def run(args: argparse.Namespace) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # thread dump for operators
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    node.start()
+    try:
+        node.start()
+    except OSError as exc:  # e.g. the port is taken: one clear line, not a traceback
+        node.stop()
+        raise SsweError(
+            f"cannot listen on {settings.node.host}:{settings.node.port}: {exc.strerror or exc}",
+            reason="listen",
+        ) from None
     try:
         while not stop.wait(0.5):
             pass
