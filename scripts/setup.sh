@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(dcmtk dicom3tools orthanc postgresql)
+DEBIAN_PACKAGES=(dcmtk dicom3tools orthanc orthanc-dicomweb postgresql tesseract-ocr tesseract-ocr-eng)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
