@@ -12,7 +12,8 @@ from pydicom.sequence import Sequence
 from sswe_node.errors import UnsupportedLayoutError
 from sswe_node.imaging import Layout, PixelBox, read_instance
 from sswe_node.imaging.colormap import render_colour_bar
-from sswe_node.imaging.layout import colour_mask, find_colour_bar, read_regions
+from sswe_node.imaging.colour_bar import colour_mask, find_colour_bar
+from sswe_node.imaging.regions import read_regions
 from tests.test_imaging_captures import make_capture
 
 

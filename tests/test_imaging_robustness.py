@@ -9,8 +9,8 @@ import pytest
 from sswe_node.errors import UnsupportedLayoutError
 from sswe_node.imaging import Layout, PixelBox, read_instance
 from sswe_node.imaging.colormap import render_colour_bar
+from sswe_node.imaging.colour_bar import colour_mask, find_colour_bar
 from sswe_node.imaging.elastogram import sample_colour_bar
-from sswe_node.imaging.layout import colour_mask, find_colour_bar
 from tests.test_imaging_captures import decoding_errors, make_capture
 
 

@@ -2,7 +2,8 @@
 
 import logging
 
-from sswe_node.imaging.layout import Layout, PixelBox
+from sswe_node.imaging.boxes import PixelBox
+from sswe_node.imaging.frame_layout import Layout
 from sswe_node.imaging.reader import FrameReading, read_file, read_instance
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

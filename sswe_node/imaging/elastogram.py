@@ -24,8 +24,8 @@ from scipy.spatial import cKDTree
 from skimage.color import rgb2lab
 
 from sswe_node.errors import ElastogramDecodeError
-from sswe_node.imaging.layout import along_bar
-from sswe_node.imaging.layout import chroma as _chroma
+from sswe_node.imaging.colour_bar import along_bar
+from sswe_node.imaging.colour_bar import chroma as _chroma
 
 logger = logging.getLogger(__name__)
 

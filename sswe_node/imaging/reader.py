@@ -20,26 +20,23 @@ from sswe_node.errors import (
     ElastogramDecodeError,
     UnsupportedLayoutError,
 )
+from sswe_node.imaging.boxes import PixelBox
+from sswe_node.imaging.colour_bar import grey_levels
 from sswe_node.imaging.elastogram import (
     decode_elastogram,
     read_ssi_quantification,
     sample_colour_bar,
 )
+from sswe_node.imaging.frame_layout import FrameLayout, Layout
 from sswe_node.imaging.grid import from_grid, grid_spacing_mm, to_grid
-from sswe_node.imaging.layout import (
-    FrameLayout,
-    Layout,
-    PixelBox,
-    analyse_layout,
-    grey_levels,
-    read_regions,
-)
+from sswe_node.imaging.layout import analyse_layout
 from sswe_node.imaging.pixels import (
     check_ultrasound,
     decode_frame_native,
     frame_count,
     select_frames,
 )
+from sswe_node.imaging.regions import read_regions
 
 logger = logging.getLogger(__name__)
 
