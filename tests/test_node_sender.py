@@ -20,16 +20,10 @@ from sswe_node.cli import main
 from sswe_node.config import NodeSettings, SendingSettings, TlsSettings, load_settings
 from sswe_node.errors import ConfigError
 from sswe_node.node.app import Node
-from sswe_node.node.health import Metrics
+from sswe_node.node.metrics import Metrics
+from sswe_node.node.records import CaseOutcome, ClaimedCase, OutputRecord, ReceivedInstance, Target
 from sswe_node.node.sender import Sender
-from sswe_node.node.store import (
-    CaseOutcome,
-    CaseStore,
-    ClaimedCase,
-    OutputRecord,
-    ReceivedInstance,
-    Target,
-)
+from sswe_node.node.store import CaseStore
 from sswe_node.node.worker import targets_for
 from tests.node_support import make_certificate, node_sections, write_config
 from tests.peers import Orthanc, free_port

@@ -13,17 +13,11 @@ import pytest
 from sqlalchemy import text
 
 from sswe_node.config import SendingSettings
+from sswe_node.node.records import CaseFinish, CaseOutcome, OutputRecord, ReceivedInstance, Target
+from sswe_node.node.schema import utcnow
 from sswe_node.node.sender import backoff_seconds
 from sswe_node.node.storage import atomic_write, incoming_path
-from sswe_node.node.store import (
-    CaseFinish,
-    CaseOutcome,
-    CaseStore,
-    OutputRecord,
-    ReceivedInstance,
-    Target,
-    utcnow,
-)
+from sswe_node.node.store import CaseStore
 from tests.node_support import Postgres
 
 _DATABASE_NUMBERS = itertools.count()

@@ -15,7 +15,8 @@ from typing import Any
 from sswe_node.config import Settings, load_settings
 from sswe_node.errors import SsweError
 from sswe_node.node.handlers import adopt_orphans
-from sswe_node.node.health import HealthServer, Metrics
+from sswe_node.node.health import HealthServer
+from sswe_node.node.metrics import Metrics
 from sswe_node.node.scp import start_scp
 from sswe_node.node.sender import Sender
 from sswe_node.node.store import CaseStore

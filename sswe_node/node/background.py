@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from sswe_node.node.health import Metrics
+from sswe_node.node.metrics import Metrics
 from sswe_node.node.store import CaseStore
 
 LOGGER = logging.getLogger(__name__)

@@ -10,7 +10,8 @@ from typing import Any
 
 from sswe_node.config import load_settings
 from sswe_node.errors import ConfigError
-from sswe_node.node.store import CASE_STATUSES, CaseStore
+from sswe_node.node.schema import CASE_STATUSES
+from sswe_node.node.store import CaseStore
 
 HELP = "list and filter cases in the case store"
 

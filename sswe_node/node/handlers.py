@@ -15,14 +15,15 @@ from typing import TYPE_CHECKING
 from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
 
+from sswe_node.node.records import ReceivedInstance
 from sswe_node.node.status import REJECT_NO_REASON, Status
 from sswe_node.node.storage import atomic_write, free_space_mb, incoming_files, incoming_path
-from sswe_node.node.store import CaseStore, ReceivedInstance
+from sswe_node.node.store import CaseStore
 
 if TYPE_CHECKING:
     from pynetdicom.events import Event
 
-    from sswe_node.node.health import Metrics
+    from sswe_node.node.metrics import Metrics
 
 LOGGER = logging.getLogger(__name__)
 

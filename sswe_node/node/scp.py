@@ -18,7 +18,7 @@ from sswe_node.dicom_constants import (
     ULTRASOUND_IMAGE_CLASSES,
 )
 from sswe_node.node import handlers
-from sswe_node.node.health import Metrics
+from sswe_node.node.metrics import Metrics
 from sswe_node.node.store import CaseStore
 
 LOGGER = logging.getLogger(__name__)

@@ -17,8 +17,10 @@ from pynetdicom import AE, _config
 
 from sswe_node.config import NodeSettings, SendingSettings, TlsSettings
 from sswe_node.node.background import QueueThread
-from sswe_node.node.health import Metrics
-from sswe_node.node.store import CaseStore, SendJob, utcnow
+from sswe_node.node.metrics import Metrics
+from sswe_node.node.records import SendJob
+from sswe_node.node.schema import utcnow
+from sswe_node.node.store import CaseStore
 
 LOGGER = logging.getLogger(__name__)
 

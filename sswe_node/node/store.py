@@ -1,4 +1,8 @@
-"""The case store: SQLAlchemy models of cases, outputs and send attempts, with plain functions."""
+"""The case store: the repository of cases, outputs and sends over SQLAlchemy.
+
+The tables are in :mod:`sswe_node.node.schema` (under Alembic migrations,
+:mod:`sswe_node.node.migrate`); the records passed in and out in :mod:`sswe_node.node.records`.
+"""
 
 from __future__ import annotations
 
@@ -7,211 +11,38 @@ import importlib.util
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    DateTime,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    event,
-    func,
-    select,
-    update,
-)
+from sqlalchemy import create_engine, event, func, select, update
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm import Session
+
+from sswe_node.node.migrate import upgrade
+from sswe_node.node.records import (
+    CaseFinish,
+    CaseOutcome,
+    ClaimedCase,
+    OutputRecord,
+    ReceivedInstance,
+    SendJob,
+    Target,
+)
+from sswe_node.node.schema import (
+    CASE_STATUSES,
+    FAILED,
+    PROCESSING,
+    QUEUED,
+    RECEIVED,
+    SEND_STATUSES,
+    SENT,
+    Case,
+    Output,
+    Send,
+    utcnow,
+)
 
 LOGGER = logging.getLogger(__name__)
-
-# Case status values (a case is one received instance).
-RECEIVED = "received"
-PROCESSING = "processing"
-DONE = "done"
-FAILED = "failed"
-SKIPPED = "skipped"
-CASE_STATUSES = (RECEIVED, PROCESSING, DONE, FAILED, SKIPPED)
-
-# Send status values.
-QUEUED = "queued"
-SENT = "sent"
-SEND_STATUSES = (QUEUED, SENT, FAILED)
-
-
-def utcnow() -> dt.datetime:
-    """Return the current UTC time as a naive datetime (the form stored in the database)."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-class Base(DeclarativeBase):
-    """Declarative base of the case store tables."""
-
-
-class Case(Base):
-    """One received instance and what became of it."""
-
-    __tablename__ = "cases"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True, index=True)
-    sop_class_uid: Mapped[str] = mapped_column(String(64), default="")
-    study_instance_uid: Mapped[str] = mapped_column(String(64), default="")
-    series_instance_uid: Mapped[str] = mapped_column(String(64), default="")
-    patient_id: Mapped[str] = mapped_column(String(64), default="")
-    accession_number: Mapped[str] = mapped_column(String(64), default="")
-    calling_ae: Mapped[str] = mapped_column(String(16), default="")
-    peer_address: Mapped[str] = mapped_column(String(64), default="")
-    transfer_syntax: Mapped[str] = mapped_column(String(64), default="")
-    path: Mapped[str] = mapped_column(Text, default="")
-    layout: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    frames: Mapped[int] = mapped_column(Integer, default=0)
-    model_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    model_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    status: Mapped[str] = mapped_column(String(16), default=RECEIVED, index=True)
-    reason: Mapped[str] = mapped_column(String(64), default="")
-    message: Mapped[str] = mapped_column(Text, default="")
-    times_received: Mapped[int] = mapped_column(Integer, default=1)
-    received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    store_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
-    read_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
-    predict_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
-    build_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
-
-    outputs: Mapped[list[Output]] = relationship(back_populates="case")
-
-
-class Output(Base):
-    """One derived instance (Parametric Map or Secondary Capture) written for a case."""
-
-    __tablename__ = "outputs"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
-    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
-    sop_class_uid: Mapped[str] = mapped_column(String(64), default="")
-    path: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-
-    case: Mapped[Case] = relationship(back_populates="outputs")
-    sends: Mapped[list[Send]] = relationship(back_populates="output")
-
-
-class Send(Base):
-    """The queued or finished sending of one output to one destination."""
-
-    __tablename__ = "sends"
-    __table_args__ = (UniqueConstraint("output_id", "destination"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    output_id: Mapped[int] = mapped_column(ForeignKey("outputs.id"), index=True)
-    destination: Mapped[str] = mapped_column(String(64))
-    ae_title: Mapped[str] = mapped_column(String(16))
-    host: Mapped[str] = mapped_column(String(255))
-    port: Mapped[int] = mapped_column(Integer)
-    tls: Mapped[int] = mapped_column(Integer, default=0)
-    status: Mapped[str] = mapped_column(String(16), default=QUEUED, index=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
-    last_error: Mapped[str] = mapped_column(Text, default="")
-    queued_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-
-    output: Mapped[Output] = relationship(back_populates="sends")
-
-
-@dataclass
-class ReceivedInstance:
-    """What the SCP knows about an instance it has just written to disk."""
-
-    sop_instance_uid: str
-    sop_class_uid: str
-    path: str
-    transfer_syntax: str = ""
-    study_instance_uid: str = ""
-    series_instance_uid: str = ""
-    patient_id: str = ""
-    accession_number: str = ""
-    calling_ae: str = ""
-    peer_address: str = ""
-    store_seconds: float | None = None
-
-
-@dataclass
-class ClaimedCase:
-    """A case handed to a worker (a detached snapshot of the row)."""
-
-    id: int
-    sop_instance_uid: str
-    path: str
-    calling_ae: str
-    peer_address: str
-
-
-@dataclass
-class OutputRecord:
-    """A derived instance already written to disk, to record and queue."""
-
-    sop_instance_uid: str
-    sop_class_uid: str
-    path: str
-
-
-@dataclass
-class Target:
-    """A destination for outputs (configured, or the calling AE)."""
-
-    name: str
-    ae_title: str
-    host: str
-    port: int
-    tls: bool = False
-
-
-@dataclass
-class SendJob:
-    """A send that is due now (a detached snapshot)."""
-
-    id: int
-    path: str
-    sop_instance_uid: str
-    destination: str
-    ae_title: str
-    host: str
-    port: int
-    tls: bool
-    attempts: int
-
-
-@dataclass
-class CaseOutcome:
-    """How processing one case ended."""
-
-    status: str
-    reason: str = ""
-    message: str = ""
-    layout: str | None = None
-    frames: int = 0
-    model_name: str | None = None
-    model_version: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class CaseFinish:
-    """One case's end, for :meth:`CaseStore.finish_many`."""
-
-    case_id: int
-    outcome: CaseOutcome
-    outputs: Sequence[OutputRecord] = ()
-    targets: Sequence[Target] = ()
 
 
 def _apply_outcome(case: Case, outcome: CaseOutcome, now: dt.datetime) -> None:
@@ -226,6 +57,12 @@ def _apply_outcome(case: Case, outcome: CaseOutcome, now: dt.datetime) -> None:
     case.predict_seconds = outcome.timings.get("predict")
     case.build_seconds = outcome.timings.get("build")
     case.finished_at = now
+    case.warnings = ",".join(outcome.warnings)
+    case.scale_min = outcome.scale_min
+    case.scale_max = outcome.scale_max
+    case.scale_unit = outcome.scale_unit
+    case.scale_source = outcome.scale_source
+    case.ood_score = outcome.ood_score
 
 
 def _fit_column(name: str, value: Any) -> Any:
@@ -253,7 +90,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_store_engine(url: str) -> Engine:
-    """Create the engine for a case store URL, creating the SQLite folder and the tables.
+    """Create the engine for a case store URL: the SQLite folder, the tables, their migrations.
 
     Parameters
     ----------
@@ -277,7 +114,7 @@ def create_store_engine(url: str) -> Engine:
     engine = create_engine(parsed, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    Base.metadata.create_all(engine)
+    upgrade(engine)
     return engine
 
 
@@ -330,6 +167,8 @@ class CaseStore:
                 "calling_ae",
                 "peer_address",
                 "store_seconds",
+                "called_ae",
+                "content_sha256",
             ):
                 setattr(case, name, _fit_column(name, getattr(info, name)))
             case.status = RECEIVED
@@ -362,7 +201,12 @@ class CaseStore:
         with self._claim_lock, self.session() as session, session.begin():
             rows = session.execute(
                 select(
-                    Case.id, Case.sop_instance_uid, Case.path, Case.calling_ae, Case.peer_address
+                    Case.id,
+                    Case.sop_instance_uid,
+                    Case.path,
+                    Case.calling_ae,
+                    Case.peer_address,
+                    Case.called_ae,
                 )
                 .where(Case.status == RECEIVED)
                 .order_by(Case.id)
@@ -481,6 +325,7 @@ class CaseStore:
                     send.host = target.host
                     send.port = target.port
                     send.tls = int(target.tls)
+                    send.url = target.url
                     send.status = QUEUED
                     send.attempts = 0
                     send.next_attempt_at = now
@@ -529,6 +374,7 @@ class CaseStore:
                     s.port,
                     bool(s.tls),
                     s.attempts,
+                    s.url,
                 )  # fmt: skip
                 for s, path, uid in rows
             ]
@@ -650,6 +496,7 @@ def _case_dict(case: Case, outputs: int, sends: dict[str, int]) -> dict[str, Any
         "patient_id": case.patient_id,
         "accession_number": case.accession_number,
         "calling_ae": case.calling_ae,
+        "called_ae": case.called_ae,
         "transfer_syntax": case.transfer_syntax,
         "layout": case.layout,
         "frames": case.frames,
@@ -658,6 +505,15 @@ def _case_dict(case: Case, outputs: int, sends: dict[str, int]) -> dict[str, Any
         "status": case.status,
         "reason": case.reason,
         "message": case.message,
+        "warnings": [w for w in case.warnings.split(",") if w],
+        "scale": {
+            "min": case.scale_min,
+            "max": case.scale_max,
+            "unit": case.scale_unit,
+            "source": case.scale_source,
+        },
+        "ood_score": case.ood_score,
+        "content_sha256": case.content_sha256,
         "times_received": case.times_received,
         "received_at": _iso(case.received_at),
         "started_at": _iso(case.started_at),

@@ -14,18 +14,11 @@ from pydicom import Dataset, dcmread, dcmwrite
 
 from sswe_node.config import Settings
 from sswe_node.node.background import QueueThread
-from sswe_node.node.health import Metrics
+from sswe_node.node.metrics import Metrics
+from sswe_node.node.records import CaseFinish, CaseOutcome, ClaimedCase, OutputRecord, Target
+from sswe_node.node.schema import DONE, FAILED
 from sswe_node.node.storage import atomic_write, output_path, sync_folder_of
-from sswe_node.node.store import (
-    DONE,
-    FAILED,
-    CaseFinish,
-    CaseOutcome,
-    CaseStore,
-    ClaimedCase,
-    OutputRecord,
-    Target,
-)
+from sswe_node.node.store import CaseStore
 
 LOGGER = logging.getLogger(__name__)
 
