@@ -9,6 +9,7 @@ import io
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -105,47 +106,87 @@ def handle_store(
     """
     start = time.perf_counter()
     request = event.request
-    sop_uid = str(request.AffectedSOPInstanceUID or "").strip("\0 ")
-    sop_class = str(request.AffectedSOPClassUID or "").strip("\0 ")
-    calling_ae = event.assoc.requestor.ae_title
-    if not sop_uid or not sop_class:
+    info = ReceivedInstance(
+        sop_instance_uid=str(request.AffectedSOPInstanceUID or "").strip("\0 "),
+        sop_class_uid=str(request.AffectedSOPClassUID or "").strip("\0 "),
+        path="",
+        transfer_syntax=str(event.context.transfer_syntax),
+        calling_ae=event.assoc.requestor.ae_title,
+        peer_address=str(event.assoc.requestor.address),
+    )
+    status, _case_id = keep_instance(
+        lambda: event.encoded_dataset(include_meta=True),
+        info, storage_dir, store, min_free_space_mb, wake, metrics, start,
+    )  # fmt: skip
+    return status
+
+
+def keep_instance(
+    encode: Callable[[], bytes],
+    info: ReceivedInstance,
+    storage_dir: Path,
+    store: CaseStore,
+    min_free_space_mb: float,
+    wake: threading.Event,
+    metrics: Metrics,
+    start: float,
+) -> tuple[int, int | None]:
+    """Persist one received instance durably, record it as a pending case, wake the workers.
+
+    The one receiving path of the node: the C-STORE handler and the STOW-RS route both call
+    it, so both keep the persist-before-success rule, the free-space watermark and the records.
+
+    Parameters
+    ----------
+    encode : callable
+        Returns the instance in the DICOM file format (file meta + the sender's bytes); called
+        only once the instance is to be kept.
+    info : ReceivedInstance
+        UIDs, transfer syntax, caller and address; ``path``, identifiers and ``store_seconds``
+        are filled in here.
+    storage_dir, store, min_free_space_mb, wake, metrics
+        As for :func:`handle_store`.
+    start : float
+        ``time.perf_counter()`` when receiving began (for ``store_seconds``).
+
+    Returns
+    -------
+    tuple of (int, int or None)
+        The DIMSE status (``0x0000``, ``0xA700`` Out of Resources, ``0xC210`` without UIDs)
+        and the case id when kept.
+    """
+    calling_ae = info.calling_ae
+    if not info.sop_instance_uid or not info.sop_class_uid:
         metrics.inc("store_refused_total", reason="no-uid")
-        return int(Status.CANNOT_UNDERSTAND_UIDS)
+        return int(Status.CANNOT_UNDERSTAND_UIDS), None
     try:
         if free_space_mb(storage_dir) < min_free_space_mb:
             LOGGER.error("event=store-refused reason=disk-full calling_ae=%s", calling_ae)
             metrics.inc("store_refused_total", reason="disk-full")
-            return int(Status.OUT_OF_RESOURCES)
-        encoded = event.encoded_dataset(include_meta=True)
-        path = incoming_path(storage_dir, sop_uid)
+            return int(Status.OUT_OF_RESOURCES), None
+        encoded = encode()
+        path = incoming_path(storage_dir, info.sop_instance_uid)
         atomic_write(path, encoded)
-        info = ReceivedInstance(
-            sop_instance_uid=sop_uid,
-            sop_class_uid=sop_class,
-            path=str(path),
-            transfer_syntax=str(event.context.transfer_syntax),
-            calling_ae=calling_ae,
-            peer_address=str(event.assoc.requestor.address),
-        )
+        info.path = str(path)
         _read_identifiers(encoded, info)
         info.store_seconds = time.perf_counter() - start
         case_id = store.record_received(info)
     except Exception as exc:  # noqa: BLE001 - any failure to persist must not acknowledge
         LOGGER.error("event=store-failed error=%s calling_ae=%s", type(exc).__name__, calling_ae)
         metrics.inc("store_refused_total", reason="error")
-        return int(Status.OUT_OF_RESOURCES)
+        return int(Status.OUT_OF_RESOURCES), None
     metrics.inc("received_total")
     metrics.observe("stage_seconds", time.perf_counter() - start, stage="store")
     LOGGER.info(
         "event=received case=%d sop_class=%s transfer_syntax=%s calling_ae=%s bytes=%d",
         case_id,
-        sop_class,
+        info.sop_class_uid,
         info.transfer_syntax,
         calling_ae,
         len(encoded),
     )
     wake.set()
-    return int(Status.SUCCESS)
+    return int(Status.SUCCESS), case_id
 
 
 def adopt_orphans(storage_dir: Path, store: CaseStore) -> int:
