@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sswe_node.errors import ModelError
+from sswe_node.quantities import QUANTITY_UNITS
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,6 @@ MANIFEST_NAME = "model.toml"
 MANIFEST_FORMAT = "sswe-model"
 MANIFEST_VERSION = 1
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-QUANTITY_UNITS = {"youngs-modulus": "kPa", "shear-wave-speed": "m/s"}
 LATENT_LAYER = "latent"
 
 

@@ -17,6 +17,7 @@ all-NaN labels. Rows are appended in chunks, so a file can grow incrementally.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -352,3 +353,38 @@ def split_by_patient(
     bounds = np.round(np.cumsum(weights) * len(patients)).astype(int)
     groups = np.split(patients, bounds[:-1])
     return [np.flatnonzero(np.isin(patient_keys, g)) for g in groups]
+
+
+def split_rows(
+    meta: Mapping[str, NDArray[Any]], quantity: str, fractions: Iterable[float], seed: int
+) -> list[NDArray[np.intp]]:
+    """Split the labelled rows of one quantity into train/validation/test by patient.
+
+    Only patients with labelled images of ``quantity`` take part, so that unlabelled
+    images (other scanners, full-screen B-mode) never shrink the labelled splits.
+
+    Parameters
+    ----------
+    meta : mapping
+        The dataset's metadata columns (``labelled``, ``quantity``, ``patient_key``).
+    quantity : str
+        The quantity whose labelled rows are split.
+    fractions : iterable of float
+        Fractions of patients per split (train, validation, test).
+    seed : int
+        Seed of the patient shuffle.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        Row indices (into the whole dataset) of the train, validation and test splits.
+    """
+    rows = np.flatnonzero(meta["labelled"].astype(bool) & (meta["quantity"] == quantity))
+    parts = split_by_patient(meta["patient_key"][rows], tuple(fractions), int(seed))
+    return [rows[part] for part in parts]
+
+
+def patients_digest(keys: Iterable[Any]) -> str:
+    """Return a SHA-256 over the sorted patient keys of a split (to check splits later)."""
+    text = "\n".join(sorted({str(k) for k in keys}))
+    return hashlib.sha256(text.encode()).hexdigest()

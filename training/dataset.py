@@ -20,6 +20,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.fileset import FileSet
 
 from sswe_node.errors import ConfigError, SsweError
+from sswe_node.quantities import QUANTITY_UNITS
 from training.datafile import DatasetWriter, Sample
 from training.pseudonym import PseudonymKey
 
@@ -33,8 +34,6 @@ NOTICE = (
 CONFIDENT = 0.75
 #: Rejections of files (not of instances), found again by every walk of the folder.
 FILE_REASONS = frozenset({"not-dicom", "unreadable-header", "duplicate"})
-#: Quantities shown by elastograms (``--quantity``), with their units.
-QUANTITY_UNITS = {"youngs-modulus": "kPa", "shear-wave-speed": "m/s"}
 #: The quantity an organ's elastograms usually show when ``--quantity`` is not given: thyroid
 #: SWE is read as shear-wave speed (m/s), prostate and the others as Young's modulus (kPa).
 ORGAN_QUANTITY = {"thyroid": "shear-wave-speed"}

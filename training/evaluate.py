@@ -94,7 +94,7 @@ def evaluation_rows(
     is the same dataset the model was trained on. ``split="all"`` uses every row (for a
     dataset of patients the model never saw).
     """
-    from training.train import patients_digest, split_rows
+    from training.datafile import patients_digest, split_rows
 
     keys = data.meta["patient_key"]
     if split == "all":

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import os
 import re
-import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -29,8 +27,11 @@ from pynetdicom.sop_class import (
     UltrasoundMultiFrameImageStorage,
 )
 
+from sswe_node.aetitle import Peer
 from sswe_node.dicom_constants import STORAGE_TRANSFER_SYNTAXES
 from sswe_node.errors import ConfigError, SsweError
+from sswe_node.node.status import Status
+from sswe_node.node.storage import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,6 @@ GET_STORAGE_CLASSES = (
 GET_TRANSFER_SYNTAXES = STORAGE_TRANSFER_SYNTAXES
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-_PEER = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:]+):(?P<port>[0-9]{1,5})$")
 _SERIES_DONE = ".series"
 
 
@@ -57,36 +57,8 @@ class PacsError(SsweError):
     reason = "pacs"
 
 
-@dataclass(frozen=True)
-class PacsPeer:
-    """A remote Query/Retrieve SCP.
-
-    Attributes
-    ----------
-    ae_title, host : str
-    port : int
-    """
-
-    ae_title: str
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> PacsPeer:
-        """Parse ``AE@HOST:PORT`` (e.g. ``ORTHANC@pacs.local:4242``).
-
-        Raises
-        ------
-        ConfigError
-            When the text does not have that shape.
-        """
-        match = _PEER.match(text.strip())
-        if not match or not 0 < int(match["port"]) < 65536:
-            raise ConfigError(f"--pacs must look like AE@HOST:PORT, got {text!r}")
-        return cls(match["aet"], match["host"], int(match["port"]))
-
-    def __str__(self) -> str:
-        return f"{self.ae_title}@{self.host}:{self.port}"
+#: A remote Query/Retrieve SCP (``AE@HOST:PORT``): the node's one peer type and parser.
+PacsPeer = Peer
 
 
 @dataclass(frozen=True)
@@ -459,7 +431,12 @@ class PacsClient:
 
 
 def _handle_store(event: evt.Event, cache: Path) -> int:
-    """Store one received instance in the cache; return a DIMSE status."""
+    """Keep one received instance in the cache, durably; return a DIMSE status.
+
+    The same durable write as the node's own SCP (:func:`sswe_node.node.storage.atomic_write`:
+    temporary file, ``fsync``, rename, folder ``fsync``), so a crash never leaves a half-written
+    file that looks cached, and Success is only answered once the instance is on disk.
+    """
     try:
         ds = event.dataset
         path = cached_path(
@@ -468,16 +445,13 @@ def _handle_store(event: evt.Event, cache: Path) -> int:
             str(ds.get("SeriesInstanceUID", "")),
             str(event.request.AffectedSOPInstanceUID),
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{threading.get_ident()}.part")
-        tmp.write_bytes(event.encoded_dataset(include_meta=True))
-        os.replace(tmp, path)  # atomic: a half-written file never looks cached
+        atomic_write(path, event.encoded_dataset(include_meta=True))
     except PacsError:
-        return 0xC210
+        return int(Status.CANNOT_UNDERSTAND_UIDS)
     except OSError as exc:
         logger.error("cannot write to the retrieval cache: %s", exc)
-        return 0xA700
-    return 0x0000
+        return int(Status.OUT_OF_RESOURCES)
+    return int(Status.SUCCESS)
 
 
 def _start_store_scp(cache: Path, ae_title: str, bind: str, port: int) -> Any:

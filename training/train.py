@@ -8,7 +8,6 @@ model with its manifest and evaluate it on the held-out test patients.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import shlex
@@ -25,6 +24,7 @@ import numpy as np
 from sswe_node.errors import ConfigError, SsweError
 from sswe_node.model import Manifest
 from training.augment import AugmentSettings
+from training.datafile import patients_digest, split_rows
 
 logger = logging.getLogger(__name__)
 
@@ -155,30 +155,6 @@ def _grid_spacing(data: Any, rows: Any, grid: tuple[int, int]) -> tuple[float, f
     if not len(row) or not len(col):
         return (1.0, 1.0)
     return (round(float(np.median(row)), 4), round(float(np.median(col)), 4))
-
-
-def split_rows(meta: dict[str, Any], quantity: str, fractions: Any, seed: int) -> list[Any]:
-    """Split the labelled rows of one quantity into train/validation/test by patient.
-
-    Only patients with labelled images of ``quantity`` take part, so that unlabelled
-    images (other scanners, full-screen B-mode) never shrink the labelled splits.
-
-    Returns
-    -------
-    list of numpy.ndarray
-        Row indices (into the whole dataset) of the train, validation and test splits.
-    """
-    from training.datafile import split_by_patient
-
-    rows = np.flatnonzero(meta["labelled"].astype(bool) & (meta["quantity"] == quantity))
-    parts = split_by_patient(meta["patient_key"][rows], tuple(fractions), int(seed))
-    return [rows[part] for part in parts]
-
-
-def patients_digest(keys: Any) -> str:
-    """Return a SHA-256 over the sorted patient keys of a split (to check splits later)."""
-    text = "\n".join(sorted({str(k) for k in keys}))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class _EpochBar:

@@ -37,13 +37,11 @@ from sswe_node.imaging.pixels import (
     select_frames,
 )
 from sswe_node.imaging.regions import read_regions
+from sswe_node.quantities import QUANTITY_UNITS
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["FrameReading", "read_instance", "read_file", "QUANTITY_UNITS"]
-
-#: The unit each quantity is decoded in.
-QUANTITY_UNITS = {"youngs-modulus": "kPa", "shear-wave-speed": "m/s"}
 
 
 @dataclass

@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
+from sswe_node.aetitle import Peer, add_calling_aet, parse_peer, peer_argument
 from sswe_node.config import TlsSettings, load_settings
-from sswe_node.errors import ConfigError
 from sswe_node.node.sender import client_ssl_context
 
 HELP = "C-ECHO a DICOM peer given as AE@HOST:PORT"
 
-_PEER = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>[^:]+|\[[^\]]+\]):(?P<port>\d{1,5})$")
-
-
-def parse_peer(text: str) -> tuple[str, str, int]:
-    """Parse ``AE@HOST:PORT`` into its parts.
-
-    Raises
-    ------
-    ConfigError
-        When the text does not have that form.
-    """
-    match = _PEER.match(text.strip())
-    if not match or not 1 <= int(match["port"]) <= 65535:
-        raise ConfigError(f"peer {text!r} must be AE@HOST:PORT, e.g. PACS@127.0.0.1:4242")
-    return match["ae"], match["host"].strip("[]"), int(match["port"])
+__all__ = ["HELP", "configure_parser", "echo", "parse_peer", "run"]
 
 
 def echo(
@@ -82,24 +67,27 @@ def echo(
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add this sub-command's options."""
-    parser.add_argument("peer", help="the peer as AE@HOST:PORT")
+    parser.add_argument(
+        "peer", type=peer_argument, metavar="AE@HOST:PORT", help="the peer (IPv6: AE@[::1]:104)"
+    )
     parser.add_argument("--config", default=None, help="node configuration file (TOML)")
-    parser.add_argument("--calling-ae", default=None, help="our AE title (default node.ae_title)")
+    add_calling_aet(parser, help="our AE title (default node.ae_title)", aliases=("--calling-ae",))
     parser.add_argument("--tls", action="store_true", help="use DICOM TLS (tls.* settings)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
 
 
 def run(args: argparse.Namespace) -> int:
     """C-ECHO the peer; exit 0 on success, 1 otherwise."""
-    ae_title, host, port = parse_peer(args.peer)
+    peer = args.peer if isinstance(args.peer, Peer) else parse_peer(args.peer)
+    ae_title, host, port = peer
     settings = load_settings(args.config)
     ok, text = echo(
         ae_title,
         host,
         port,
-        calling_ae=args.calling_ae or settings.node.ae_title,
+        calling_ae=args.calling_aet or settings.node.ae_title,
         tls=settings.tls if args.tls else None,
         timeout=args.timeout,
     )
-    print(f"{ae_title}@{host}:{port}: {text}", file=sys.stdout if ok else sys.stderr)
+    print(f"{peer}: {text}", file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1
