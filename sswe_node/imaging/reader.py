@@ -37,6 +37,7 @@ from sswe_node.imaging.pixels import (
     select_frames,
 )
 from sswe_node.imaging.regions import read_regions
+from sswe_node.imaging.strain import strain_bar_reason
 from sswe_node.quantities import QUANTITY_UNITS
 
 logger = logging.getLogger(__name__)
@@ -251,6 +252,9 @@ def _read_frame(
     if found.layout is not Layout.DUAL_SWE:
         return reading
     assert found.overlay_roi is not None and found.colour_bar is not None
+    strain = strain_bar_reason(frame, found.colour_bar)  # relative strain is never kPa
+    if strain is not None:
+        raise UnsupportedLayoutError(strain)
     reading.quantity = quantity
     reading.unit = QUANTITY_UNITS[quantity]
     raw = read_ssi_quantification(ds, (found.overlay_roi.height, found.overlay_roi.width))
