@@ -14,13 +14,17 @@ import logging
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sswe_node.errors import ModelError
 from sswe_node.quantities import QUANTITY_UNITS
+from sswe_node.shipped import PACKAGE_DATA
+
+if TYPE_CHECKING:
+    from sswe_node.trust import TrustStats
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +32,15 @@ MANIFEST_NAME = "model.toml"
 MANIFEST_FORMAT = "sswe-model"
 MANIFEST_VERSION = 1
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+#: Name of the layer whose output is the latent (bottleneck) feature map: the one definition
+#: (``training.unet`` builds it under this name; encoder and decoder are split there).
 LATENT_LAYER = "latent"
+#: MC dropout passes when the manifest does not say.
+DEFAULT_MC_PASSES = 8
+#: Reflection padding (pixels) when the manifest does not say.
+DEFAULT_PAD = 8
+#: Default capture uncertainty threshold, as a fraction of the model's scale (10 kPa, 1 m/s).
+DEFAULT_SD_FRACTION = 0.1
 
 
 @dataclass
@@ -67,6 +79,11 @@ class Manifest:
         ``"release"`` or ``"provisional"``.
     architecture, training, metrics : dict
         Builder settings, training provenance (dataset, command, split), metrics per split.
+    inference : dict
+        How to run it (see :class:`InferenceSettings`).
+    trust : dict
+        Training statistics for the OOD gate and scanner alignment (see
+        :class:`sswe_node.trust.TrustStats`), with their own SHA-256.
     """
 
     name: str
@@ -87,6 +104,27 @@ class Manifest:
     architecture: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    inference: dict[str, Any] = field(default_factory=dict)
+    trust: dict[str, Any] = field(default_factory=dict)
+
+    def trust_stats(self) -> TrustStats | None:
+        """Return the OOD and alignment statistics, ``None`` when the manifest has none.
+
+        Raises
+        ------
+        ModelError
+            When the table does not match its SHA-256 (edited or damaged).
+        """
+        if not self.trust:
+            return None
+        from sswe_node.trust import TrustStats
+
+        try:
+            return TrustStats.from_dict(self.trust)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(
+                f"model {self.name}: [trust] statistics unusable: {exc}", reason="model-checksum"
+            ) from None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "<manifest>") -> Manifest:
@@ -136,6 +174,8 @@ class Manifest:
             architecture=dict(raw.get("architecture", {})),
             training=dict(raw.get("training", {})),
             metrics=dict(raw.get("metrics", {})),
+            inference=dict(raw.get("inference", {})),
+            trust=dict(raw.get("trust", {})),
         )
 
 
@@ -181,6 +221,8 @@ def resolve_model_dir(name_or_path: str | Path, models_dir: str | Path = "models
     candidates = [base / str(name_or_path)]
     if not base.is_absolute():
         candidates.append(PACKAGE_ROOT / base / str(name_or_path))
+        if base == Path("models"):  # an installed wheel's shipped models (package data)
+            candidates.append(PACKAGE_DATA / "models" / str(name_or_path))
     for candidate in candidates:
         if (candidate / MANIFEST_NAME).is_file():
             return candidate
@@ -198,8 +240,108 @@ def read_manifest(model_dir: str | Path) -> Manifest:
     return Manifest.from_dict(raw, str(path))
 
 
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How a model is run (the manifest's ``[inference]`` table; defaults for older ones).
+
+    Attributes
+    ----------
+    mc_passes : int
+        Stochastic (MC dropout) passes per frame; 1 runs the network once, without dropout,
+        and gives no standard deviation.
+    pad : int
+        Pixels of reflection padding added around the input and cropped from the output (the
+        network's zero padding then falls outside the map: no rim). A multiple of
+        ``2 ** depth``.
+    sd_threshold : float
+        Standard deviation (in the unit) above which a capture greys the map out.
+    align_scanners : bool
+        Whether latent features of other scanners are aligned to the training scanners'.
+    """
+
+    mc_passes: int = DEFAULT_MC_PASSES
+    pad: int = DEFAULT_PAD
+    sd_threshold: float = 0.0
+    align_scanners: bool = True
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest) -> InferenceSettings:
+        """Read ``manifest.inference`` (missing keys take the defaults)."""
+        raw = manifest.inference
+        try:
+            settings = cls(
+                mc_passes=int(raw.get("mc_passes", DEFAULT_MC_PASSES)),
+                pad=int(raw.get("pad", DEFAULT_PAD)),
+                sd_threshold=float(raw.get("sd_threshold", DEFAULT_SD_FRACTION * manifest.scale)),
+                align_scanners=bool(raw.get("align_scanners", True)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"model {manifest.name}: malformed [inference] table: {exc}") from None
+        if settings.mc_passes < 1 or settings.pad < 0 or settings.sd_threshold < 0:
+            raise ModelError(f"model {manifest.name}: [inference] values out of range")
+        return settings
+
+
+@dataclass
+class Inference:
+    """What one inference call gives for ``N`` frames.
+
+    Attributes
+    ----------
+    values : numpy.ndarray
+        ``(N, rows, cols)`` float32 prediction in the model's unit (the MC mean).
+    sd : numpy.ndarray or None
+        ``(N, rows, cols)`` float32 per-pixel standard deviation over the MC passes, in the
+        unit; ``None`` with one pass.
+    passes : int
+        MC passes run.
+    ood_score : numpy.ndarray or None
+        ``(N,)`` out-of-distribution score (percentile of the training frames'); ``None``
+        when the manifest has no trust statistics.
+    channel_mean, channel_var : numpy.ndarray
+        ``(N, C)`` per-frame latent channel mean and variance (before alignment).
+    aligned : numpy.ndarray
+        ``(N,)`` bool: whether the frame's latent features were aligned.
+    """
+
+    values: NDArray[np.float32]
+    sd: NDArray[np.float32] | None
+    passes: int
+    ood_score: NDArray[np.float64] | None
+    channel_mean: NDArray[np.float32]
+    channel_var: NDArray[np.float32]
+    aligned: NDArray[np.bool_]
+
+
+class Aligner(Protocol):
+    """Gives the latent alignment of each frame (e.g. from per-scanner running statistics)."""
+
+    def __call__(
+        self, channel_mean: NDArray[np.float32], channel_var: NDArray[np.float32]
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_]] | None:
+        """Return per-frame ``(scale, shift, aligned)``: ``(N, C)``, ``(N, C)``, ``(N,)``."""
+        ...
+
+
+@runtime_checkable
+class SsweModel(Protocol):
+    """The model the pipeline and the workers use (a :class:`PackagedModel` is one)."""
+
+    manifest: Manifest
+
+    def predict(self, images: NDArray[np.floating]) -> NDArray[np.float32]:
+        """``(N, rows, cols)`` 0-1 B-mode -> ``(N, rows, cols)`` prediction in the unit."""
+        ...
+
+
 class PackagedModel:
-    """A loaded packaged model with a compiled, batched forward pass.
+    """A loaded packaged model with compiled, batched forward passes.
+
+    The network is cut at its dropout layers and at the latent layer (:data:`LATENT_LAYER`)
+    (see :class:`_Graph`), so that latent features can be read (t-SNE, OOD scores, scanner
+    statistics) and aligned before decoding, and MC dropout passes share the work before the
+    first dropout. The input is reflection padded
+    by ``inference.pad`` pixels and the output cropped back.
 
     Parameters
     ----------
@@ -210,7 +352,7 @@ class PackagedModel:
     path : pathlib.Path
         The model folder.
     batch_size : int
-        Largest batch sent through the compiled function at once.
+        Largest batch (frames; times the MC passes inside) sent through a compiled call.
     device : str
         ``"auto"``, ``"cpu"`` or ``"gpu"``.
     """
@@ -229,19 +371,38 @@ class PackagedModel:
         self.path = path
         self.batch_size = int(batch_size)
         self.device = device
-        self._forward = _compile(keras_model, manifest.grid)
-        self._latent_forward: Any = None
+        self.inference = InferenceSettings.from_manifest(manifest)
+        self.trust = manifest.trust_stats()
+        depth = int(manifest.architecture.get("depth", 2))
+        if self.inference.pad % (2**depth):
+            raise ModelError(f"model {manifest.name}: pad must be a multiple of {2**depth}")
+        self._depth = depth
+        self._network = _flexible_copy(keras_model)
+        self._graph = _Graph(self._network, depth)
+        self._calls: dict[Any, Any] = {}
 
     def __repr__(self) -> str:
         m = self.manifest
         return f"PackagedModel({m.name!r} {m.version}, {m.quantity} in {m.unit}, {self.path})"
 
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the latent feature map."""
+        return self._graph.channels
+
+    @property
+    def latent_pixels(self) -> int:
+        """Latent pixels of one (unpadded) frame."""
+        rows, cols = self.manifest.grid
+        return (rows // 2**self._depth) * (cols // 2**self._depth)
+
     def predict_normalised(self, images: NDArray[np.floating]) -> NDArray[np.float32]:
-        """Return the raw network output (0-1) for ``(N, rows, cols)`` images."""
-        return self._run(self._forward, images)[..., 0]
+        """Return the deterministic network output (0-1) for ``(N, rows, cols)`` images."""
+        images = self._check(images)
+        return self._chunks(self._call(("det",)), images, 1)[0]
 
     def predict(self, images: NDArray[np.floating]) -> NDArray[np.float32]:
-        """Predict stiffness maps.
+        """Predict stiffness maps (one deterministic pass, dropout off).
 
         Parameters
         ----------
@@ -259,35 +420,258 @@ class PackagedModel:
         return values[0] if single else values
 
     def latent(self, images: NDArray[np.floating]) -> NDArray[np.float32]:
-        """Return the latent (bottleneck) feature maps ``(N, h, w, filters)`` for t-SNE."""
-        if self._latent_forward is None:
-            import keras
+        """Return the latent feature maps ``(N, h, w, filters)`` (padding cropped)."""
+        images = self._check(images)
+        return self._chunks(self._call(("latent",)), images, 1)[0]
 
-            sub = keras.Model(
-                self.keras_model.inputs, self.keras_model.get_layer(LATENT_LAYER).output
-            )
-            self._latent_forward = _compile(sub, self.manifest.grid)
-        return self._run(self._latent_forward, images)
+    def features(
+        self, images: NDArray[np.floating]
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """Return per-frame latent channel means and variances, each ``(N, C)``."""
+        images = self._check(images)
+        mean, var = self._chunks(self._call(("features",)), images, 1)
+        return mean, var
 
-    def _run(self, forward: Any, images: NDArray[np.floating]) -> NDArray[np.float32]:
+    def infer(
+        self,
+        images: NDArray[np.floating],
+        *,
+        passes: int | None = None,
+        aligner: Aligner | None = None,
+    ) -> Inference:
+        """Predict with uncertainty, OOD scores and (optionally) scanner alignment.
+
+        Parameters
+        ----------
+        images : numpy.ndarray
+            ``(N, rows, cols)`` B-mode on the model grid, 0-1.
+        passes : int, optional
+            MC dropout passes (default the manifest's ``mc_passes``). All passes of a chunk
+            of frames run as one compiled call on the tiled batch.
+        aligner : Aligner, optional
+            Gives per-frame latent alignments from the frames' latent statistics; ignored when
+            the manifest switches alignment off.
+
+        Returns
+        -------
+        Inference
+        """
+        images = self._check(images)
+        passes = int(passes or self.inference.mc_passes)
+        n = len(images)
+        mean, var = self._chunks(self._call(("features",)), images, 1)
+        channels = self.latent_channels
+        scale = np.ones((n, channels), np.float32)
+        shift = np.zeros((n, channels), np.float32)
+        aligned = np.zeros(n, bool)
+        if aligner is not None and self.inference.align_scanners and n:
+            answer = aligner(mean, var)
+            if answer is not None:
+                scale, shift, aligned = (np.asarray(a) for a in answer)
+                scale, shift = scale.astype(np.float32), shift.astype(np.float32)
+        chunk = max(1, self.batch_size // passes) if passes > 1 else self.batch_size
+        values, sd = self._chunks(self._call(("mc", passes)), images, 1, scale, shift, size=chunk)
+        unit = np.float32(self.manifest.scale)
+        ood = self.trust.score(images, mean) if self.trust is not None and n else None
+        return Inference(
+            values=values * unit,
+            sd=sd * unit if passes > 1 else None,
+            passes=passes,
+            ood_score=ood,
+            channel_mean=mean,
+            channel_var=var,
+            aligned=aligned.astype(bool),
+        )
+
+    def _check(self, images: NDArray[np.floating]) -> NDArray[np.float32]:
         images = np.asarray(images, dtype=np.float32)
         rows, cols = self.manifest.grid
         if images.ndim != 3 or images.shape[1:] != (rows, cols):
             raise ModelError(
                 f"model {self.manifest.name} expects (N, {rows}, {cols}) images, got {images.shape}"
             )
-        outputs = []
+        return images
+
+    def _chunks(
+        self, forward: Any, images: NDArray[np.float32], _: int, *extra: NDArray, size: int = 0
+    ) -> list[NDArray[np.float32]]:
+        """Run ``forward`` over chunks of frames; concatenate each of its outputs."""
+        size = size or self.batch_size
+        parts: list[list[NDArray[np.float32]]] = []
         with _device_scope(self.device):
-            for start in range(0, len(images), self.batch_size):
-                chunk = images[start : start + self.batch_size, :, :, None]
-                outputs.append(np.asarray(forward(chunk), dtype=np.float32))
-        if not outputs:
-            return np.zeros((0, rows, cols, 1), np.float32)
-        return np.concatenate(outputs, axis=0)
+            for start in range(0, len(images), size):
+                args = [a[start : start + size] for a in (images, *extra)]
+                out = forward(*args)
+                out = out if isinstance(out, tuple | list) else (out,)
+                parts.append([np.asarray(o, dtype=np.float32) for o in out])
+        if not parts:
+            probe = forward(
+                *[
+                    a[:1] if len(a) else np.zeros((1, *a.shape[1:]), a.dtype)
+                    for a in (images, *extra)
+                ]
+            )
+            probe = probe if isinstance(probe, tuple | list) else (probe,)
+            return [np.zeros((0, *np.shape(o)[1:]), np.float32) for o in probe]
+        return [np.concatenate(group, axis=0) for group in zip(*parts, strict=True)]
+
+    def _call(self, kind: Any) -> Any:
+        if kind not in self._calls:
+            self._calls[kind] = self._build(kind)
+        return self._calls[kind]
+
+    def _build(self, kind: Any) -> Any:
+        import keras
+        from keras import ops
+
+        pad = self.inference.pad
+        rows, cols = self.manifest.grid
+        lpad = pad // 2**self._depth
+        lrows, lcols = rows // 2**self._depth, cols // 2**self._depth
+        graph = self._graph
+        if kind[0] == "mc" and kind[1] > 1:
+            masks = graph.masks((rows + 2 * pad, cols + 2 * pad), int(kind[1]))
+
+        def padded(x: Any) -> Any:
+            x = x[..., None]
+            if pad:
+                x = ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="reflect")
+            return x
+
+        def crop(y: Any) -> Any:
+            return y[:, pad : pad + rows, pad : pad + cols, 0]
+
+        def latent_crop(z: Any) -> Any:
+            return z[:, lpad : lpad + lrows, lpad : lpad + lcols, :]
+
+        def encode(x: Any) -> tuple[Any, list[Any]]:
+            skips = []
+            for segment in graph.segments:
+                x, skip = segment(x, training=False)
+                skips.append(skip)
+            return graph.bottom(x, training=False), skips
+
+        if kind == ("det",):
+
+            def fn(x: Any) -> Any:
+                latent, skips = encode(padded(x))
+                return crop(graph.decoder([latent, *skips], training=False))
+
+        elif kind == ("latent",):
+
+            def fn(x: Any) -> Any:
+                return latent_crop(encode(padded(x))[0])
+
+        elif kind == ("features",):
+
+            def fn(x: Any) -> Any:
+                z = latent_crop(encode(padded(x))[0])
+                return ops.mean(z, axis=(1, 2)), ops.var(z, axis=(1, 2))
+
+        else:
+            passes = int(kind[1])
+
+            def fn(x: Any, scale: Any, shift: Any) -> Any:
+                if passes == 1:
+                    latent, skips = encode(padded(x))
+                    latent = latent * scale[:, None, None, :] + shift[:, None, None, :]
+                    y = crop(graph.decoder([latent, *skips], training=False))
+                    return y, ops.zeros_like(y)
+                # The same T dropout masks for every frame: a frame's result never depends
+                # on the batch it came in. The part before the first dropout runs once.
+                h = padded(x)
+                skips = []
+                for level, segment in enumerate(graph.segments):
+                    h, skip = segment(h, training=False)
+                    if level == 0:
+                        skips.append(ops.repeat(skip, passes, axis=0))
+                        shape = ops.shape(h)
+                        h = ops.reshape(h[:, None] * masks[level][None], (-1, *shape[1:]))
+                    else:
+                        skips.append(skip)
+                        shape = ops.shape(h)
+                        tiled = ops.reshape(h, (-1, passes, *shape[1:]))
+                        h = ops.reshape(tiled * masks[level][None], (-1, *shape[1:]))
+                latent = graph.bottom(h, training=False)
+                scale = ops.repeat(scale, passes, axis=0)
+                shift = ops.repeat(shift, passes, axis=0)
+                latent = latent * scale[:, None, None, :] + shift[:, None, None, :]
+                y = crop(graph.decoder([latent, *skips], training=False))
+                y = ops.reshape(y, (-1, passes, rows, cols))
+                sd = ops.std(y, axis=1) * np.float32(np.sqrt(passes / (passes - 1)))
+                return ops.mean(y, axis=1), sd
+
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            image = tf.TensorSpec([None, rows, cols], tf.float32)
+            if kind[0] != "mc":
+                return tf.function(fn, input_signature=[image])
+            channels = tf.TensorSpec([None, self.latent_channels], tf.float32)
+            return tf.function(fn, input_signature=[image, channels, channels])
+        if backend == "jax":
+            import jax
+
+            return jax.jit(fn)
+        return fn
 
 
-def _compile(keras_model: Any, grid: tuple[int, int]) -> Any:
-    """Return a compiled inference function, avoiding ``model.predict``'s per-call overhead."""
+class _Graph:
+    """The U-Net cut into pieces at its dropout layers and at :data:`LATENT_LAYER`.
+
+    ``segments[level]`` maps the level's input (the network input, or the previous level's
+    dropout output) to ``(pooled, skip)``: the level's max-pooling output and its skip
+    features (``enc{level}_b``). ``bottom`` maps the last dropout output to the latent
+    features; ``decoder`` maps ``[latent, skip_0, ...]`` to the output. Dropout is applied
+    between segments with fixed masks (:meth:`masks`), so MC passes are reproducible.
+    """
+
+    def __init__(self, network: Any, depth: int) -> None:
+        import keras
+
+        try:
+            source = network.inputs
+            self.segments = []
+            self.rates = []
+            for level in range(depth):
+                pooled = network.get_layer(f"enc{level}_pool").output
+                skip = network.get_layer(f"enc{level}_b").output
+                self.segments.append(keras.Model(source, [pooled, skip]))
+                dropout = network.get_layer(f"enc{level}_dropout")
+                self.rates.append(float(dropout.rate))
+                source = dropout.output
+            latent = network.get_layer(LATENT_LAYER).output
+            self.bottom = keras.Model(source, latent)
+            skips = [network.get_layer(f"enc{level}_b").output for level in range(depth)]
+            self.decoder = keras.Model([latent, *skips], network.outputs)
+        except Exception as exc:  # noqa: BLE001 - not the U-Net of training.unet
+            raise ModelError(
+                f"the network is not a U-Net with enc<level>_pool/_b/_dropout and a "
+                f"{LATENT_LAYER!r} layer: {exc}"
+            ) from None
+        self.channels = int(latent.shape[-1])
+        self.depth = depth
+
+    def masks(self, padded: tuple[int, int], passes: int, seed: int = 0) -> list[NDArray]:
+        """Return per level the ``(passes, h, w, c)`` dropout masks (scaled by 1/keep)."""
+        rng = np.random.default_rng(seed)
+        masks = []
+        for level, (segment, rate) in enumerate(zip(self.segments, self.rates, strict=True)):
+            h, w = padded[0] // 2 ** (level + 1), padded[1] // 2 ** (level + 1)
+            c = int(segment.outputs[0].shape[-1])
+            keep = 1.0 - rate
+            mask = (rng.random((passes, h, w, c)) < keep).astype(np.float32) / np.float32(keep)
+            masks.append(mask)
+        return masks
+
+
+def compile_forward(keras_model: Any, grid: tuple[int, int]) -> Any:
+    """Return a compiled inference function of a Keras model (dropout off).
+
+    It avoids ``model.predict``'s per-call overhead: ``f(x)`` with ``x`` of shape
+    ``(N, rows, cols, 1)`` float32 returns the network output.
+    """
     import keras
 
     backend = keras.backend.backend()
@@ -301,6 +685,24 @@ def _compile(keras_model: Any, grid: tuple[int, int]) -> Any:
 
         return jax.jit(lambda x: keras_model(x, training=False))
     return lambda x: keras.ops.convert_to_numpy(keras_model(x, training=False))
+
+
+def _flexible_copy(keras_model: Any) -> Any:
+    """Return the same network with an input of any size (it is fully convolutional)."""
+    import keras
+
+    config = keras_model.get_config()
+    try:
+        config["layers"][0]["config"]["batch_shape"] = (None, None, None, 1)
+        copy = keras.Model.from_config(config)
+        copy.set_weights(keras_model.get_weights())
+    except Exception as exc:  # noqa: BLE001 - not a plain functional U-Net
+        raise ModelError(f"cannot prepare the network for padded inference: {exc}") from None
+    return copy
+
+
+#: Deprecated private name of :func:`compile_forward`.
+_compile = compile_forward
 
 
 def _device_scope(device: str) -> Any:

@@ -6,9 +6,12 @@ import logging
 import math
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from sswe_node.model import (
     MANIFEST_FORMAT,
@@ -18,6 +21,9 @@ from sswe_node.model import (
     Manifest,
     sha256_file,
 )
+
+if TYPE_CHECKING:
+    from sswe_node.trust import TrustStats
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +54,7 @@ def write_package(
     training: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
     intended_use: str = INTENDED_USE,
+    inference: Mapping[str, Any] | None = None,
 ) -> Manifest:
     """Save a model and its manifest into ``out_dir`` (created; existing files replaced).
 
@@ -71,6 +78,9 @@ def write_package(
         Builder settings, training provenance, metrics per split.
     intended_use : str
         Intended-use statement.
+    inference : mapping, optional
+        The ``[inference]`` table (default :func:`default_inference`). Trust statistics are
+        added afterwards by :func:`add_statistics`.
 
     Returns
     -------
@@ -111,6 +121,7 @@ def write_package(
         "architecture": dict(architecture or {}),
         "training": dict(training or {}),
         "metrics": dict(metrics or {}),
+        "inference": dict(inference or default_inference(quantity, scale)),
     }
     (out / MANIFEST_NAME).write_text(dumps_toml(raw), encoding="utf-8")
     logger.info("wrote model package %s (%s)", out, status)
@@ -179,3 +190,137 @@ def _value(value: Any) -> str:
     if isinstance(value, Mapping):
         return "{" + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + "}"
     return _string(str(value))
+
+
+def default_inference(quantity: str, scale: float | None = None) -> dict[str, Any]:
+    """Return the default ``[inference]`` table (MC passes, padding, thresholds)."""
+    from sswe_node.model import DEFAULT_MC_PASSES, DEFAULT_PAD, DEFAULT_SD_FRACTION
+
+    scale = float(DEFAULT_SCALE[quantity] if scale is None else scale)
+    return {
+        "mc_passes": DEFAULT_MC_PASSES,
+        "pad": DEFAULT_PAD,
+        "sd_threshold": round(DEFAULT_SD_FRACTION * scale, 6),
+        "align_scanners": True,
+    }
+
+
+def compute_statistics(
+    model: Any,
+    images: NDArray[np.floating],
+    scanners: Sequence[str],
+    source: Mapping[str, Any],
+    *,
+    seed: int = 0,
+) -> TrustStats:
+    """Compute the trust statistics of a loaded model on its training frames.
+
+    Parameters
+    ----------
+    model : sswe_node.model.PackagedModel
+        The packaged model (its padding and latent layer are used, as at inference).
+    images : numpy.ndarray
+        ``(N, rows, cols)`` training frames, 0-1.
+    scanners : sequence of str
+        Each frame's scanner (Manufacturer + Model Name).
+    source : mapping
+        How the frames were chosen (recorded in the manifest).
+    seed : int
+        Seed of the out-of-fold split of the score distributions.
+
+    Returns
+    -------
+    TrustStats
+    """
+    from sswe_node.trust import ChannelStats, Gaussian, TrustStats, image_statistics
+
+    mean, var = model.features(images)
+    channels = ChannelStats.from_frames(mean, var, model.latent_pixels)
+    return TrustStats(
+        image=Gaussian.fit(image_statistics(images), seed=seed),
+        latent=Gaussian.fit(mean, seed=seed),
+        channels=channels,
+        scanners=sorted({str(s) for s in scanners}),
+        source={**dict(source), "frames": int(len(images))},
+    )
+
+
+def write_statistics(model_dir: str | Path, stats: TrustStats) -> Manifest:
+    """Write ``stats`` into the manifest's ``[trust]`` table (``[inference]`` added if missing)."""
+    import tomllib
+
+    from sswe_node.model import read_manifest
+
+    path = Path(model_dir) / MANIFEST_NAME
+    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    raw.setdefault("inference", default_inference(raw["quantity"], raw.get("scale")))
+    raw["trust"] = stats.to_dict()
+    staged = path.with_suffix(".toml.tmp")
+    staged.write_text(dumps_toml(raw), encoding="utf-8")
+    staged.replace(path)
+    manifest = read_manifest(model_dir)
+    manifest.trust_stats()  # the digest survives the TOML round trip
+    return manifest
+
+
+def training_rows(manifest: Manifest, data: Any) -> tuple[NDArray[np.intp], dict[str, Any]]:
+    """Return the dataset rows of the model's training split and a note on how they match.
+
+    The split is re-drawn from the seed and fractions in the manifest (as ``evaluate`` does);
+    ``matches_training_split`` says whether its test patients are those the model was trained
+    without (a re-made dataset has new pseudonyms, so a different split).
+    """
+    from training.datafile import patients_digest, split_rows
+
+    record = manifest.training.get("split", {})
+    fractions = record.get("fractions", [0.7, 0.1, 0.2])
+    seed = int(record.get("seed", 0))
+    train, _, test = split_rows(data.meta, manifest.quantity, fractions, seed)
+    same = patients_digest(data.meta["patient_key"][test]) == record.get("test_patients_sha256")
+    return train, {"split": "train", "seed": seed, "matches_training_split": bool(same)}
+
+
+def add_statistics(
+    model_dir: str | Path,
+    dataset: str | Path,
+    *,
+    models_dir: str | Path = "models",
+    command: str = "",
+) -> Manifest:
+    """Add trust statistics to an already packaged model, from its training dataset.
+
+    No retraining: the model's training split is re-drawn from the dataset (see
+    :func:`training_rows`) and its frames' image statistics and pooled latent features are
+    written to the manifest's ``[trust]`` table, under their own SHA-256.
+
+    Parameters
+    ----------
+    model_dir : str or path-like
+        Model name or folder.
+    dataset : path-like
+        The dataset file the model was (or could have been) trained on.
+    models_dir : str or path-like
+        Where named models live.
+    command : str
+        The command line, recorded in the manifest.
+
+    Returns
+    -------
+    Manifest
+        The updated manifest.
+    """
+    from sswe_node.model import load_model, resolve_model_dir
+    from training.datafile import read_dataset
+
+    folder = resolve_model_dir(model_dir, models_dir)
+    model = load_model(folder)
+    data = read_dataset(dataset)
+    rows, note = training_rows(model.manifest, data)
+    if not len(rows):
+        raise ValueError(f"{dataset}: no labelled {model.manifest.quantity} training rows")
+    meta = data.meta
+    scanners = [f"{meta['manufacturer'][r]} {meta['model_name'][r]}".strip() for r in rows]
+    source = {"dataset": str(dataset), "command": command, **note}
+    stats = compute_statistics(model, data.images[rows], scanners, source)
+    logger.info("trust statistics of %s from %d frames of %s", folder, len(rows), dataset)
+    return write_statistics(folder, stats)

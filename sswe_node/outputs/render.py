@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from sswe_node.imaging.colormap import jet_lut, render_colour_bar
 from sswe_node.outputs.labels import TEXT_SIZE, WARNING, burn_texts, format_value, text_size
 
-__all__ = ["render_capture", "OVERLAY_ALPHA", "MIN_PANEL_ROWS", "MAX_PANEL_COLUMNS"]
+__all__ = ["render_capture", "OOD_BANNER", "OVERLAY_ALPHA", "MIN_PANEL_ROWS", "MAX_PANEL_COLUMNS"]
 
 #: Opacity of the colour overlay on the B-mode.
 OVERLAY_ALPHA = 0.6
@@ -25,6 +25,13 @@ _GAP = 6
 _BAR_WIDTH = 14
 _WARNING_COLOUR = (255, 255, 0)
 _TEXT_COLOUR = (255, 255, 255)
+_BANNER_COLOUR = (255, 64, 64)
+#: Hatching of uncertain pixels: a line every ``_HATCH_PERIOD`` pixels, in this grey.
+_HATCH_PERIOD = 6
+_HATCH_GREY = 160
+
+#: Banner burned into captures of images unlike the model's training data.
+OOD_BANNER = "OUTSIDE THE MODEL'S TRAINING DATA"
 
 
 def _grey(bmode: NDArray[np.float32]) -> NDArray[np.uint8]:
@@ -87,6 +94,9 @@ def render_capture(
     title: str,
     unit: str,
     lut: NDArray[np.uint8] | None = None,
+    uncertain: NDArray[np.bool_] | None = None,
+    legend: str | None = None,
+    banner: str | None = None,
 ) -> NDArray[np.uint8]:
     """Render the picture of a Secondary Capture.
 
@@ -104,12 +114,20 @@ def render_capture(
         Unit written next to the colour bar.
     lut : numpy.ndarray, optional
         Colour table (default the scanner-like jet table).
+    uncertain : numpy.ndarray, optional
+        ``(rows, columns)`` bool: pixels whose colour is withheld (plain grey B-mode with
+        diagonal hatching), e.g. where the predicted standard deviation is too high.
+    legend : str, optional
+        A header line explaining the hatching.
+    banner : str, optional
+        A red header line (e.g. :data:`OOD_BANNER`).
 
     Returns
     -------
     numpy.ndarray
-        ``(rows, columns, 3)`` uint8 RGB: a header with the warning and ``title``, then the
-        plain B-mode, the B-mode with the colour overlay and a labelled colour bar.
+        ``(rows, columns, 3)`` uint8 RGB: a header with the warning, the banner, ``title`` and
+        the legend, then the plain B-mode, the B-mode with the colour overlay and a labelled
+        colour bar.
     """
     bmode = np.asarray(bmode, dtype=np.float32)
     values = np.asarray(values, dtype=np.float32)
@@ -120,6 +138,10 @@ def render_capture(
 
     grey = _grey(bmode)
     overlay = _overlay(grey, values, (low, high), lut)
+    if uncertain is not None:
+        uncertain = np.asarray(uncertain, dtype=bool)
+        if uncertain.shape != values.shape:
+            raise ValueError(f"uncertain {uncertain.shape} must match values {values.shape}")
 
     # Enlarge small regions, but never beyond MAX_PANEL_COLUMNS (thin, wide regions).
     factor = min(math.ceil(MIN_PANEL_ROWS / bmode.shape[0]), MAX_PANEL_COLUMNS // bmode.shape[1])
@@ -127,16 +149,27 @@ def render_capture(
     if factor > 1:
         grey = grey.repeat(factor, axis=0).repeat(factor, axis=1)
         overlay = overlay.repeat(factor, axis=0).repeat(factor, axis=1)
+        if uncertain is not None:
+            uncertain = uncertain.repeat(factor, axis=0).repeat(factor, axis=1)
     rows, cols = grey.shape[:2]
+    if uncertain is not None and uncertain.any():
+        overlay = _hatch(overlay, grey, uncertain)
 
     size = max(TEXT_SIZE, rows // 40)  # text grows with large images, to stay readable
     bar_width = max(_BAR_WIDTH, size + 3)
     line_h = text_size("Hg", size)[0] + 3
     labels = [format_value(v) for v in (high, (low + high) / 2, low)]
     label_w = max(text_size(t, size)[1] for t in [*labels, unit]) + 4
-    header_h = 2 * line_h + _MARGIN
+    extra = [
+        (text, colour)
+        for text, colour in ((banner, _BANNER_COLOUR), (legend, _TEXT_COLOUR))
+        if text
+    ]
+    header_h = (2 + len(extra)) * line_h + _MARGIN
     body_w = 2 * cols + 2 * _GAP + bar_width + label_w
-    width = 2 * _MARGIN + max(body_w, text_size(WARNING, size)[1], text_size(title, size)[1])
+    width = 2 * _MARGIN + max(
+        body_w, *(text_size(text, size)[1] for text in [WARNING, title, *(t for t, _ in extra)])
+    )
     height = header_h + line_h + rows + _MARGIN
     canvas = np.zeros((height, width, 3), dtype=np.uint8)
 
@@ -154,10 +187,26 @@ def render_capture(
     text_h = text_size("0", size)[0]
     x_label = x_bar + bar_width + 3
     positions = (top, top + (rows - text_h) // 2, top + rows - text_h)
+    header = [(WARNING, _WARNING_COLOUR), (banner, _BANNER_COLOUR), (title, _TEXT_COLOUR)]
+    header += [(legend, _TEXT_COLOUR)]
+    header = [(text, colour) for text, colour in header if text]
     lines = [
-        (WARNING, _MARGIN // 2, _MARGIN, _WARNING_COLOUR),
-        (title, _MARGIN // 2 + line_h, _MARGIN, _TEXT_COLOUR),
-        (unit, header_h, x_bar, _TEXT_COLOUR),
+        (text, _MARGIN // 2 + k * line_h, _MARGIN, colour)
+        for k, (text, colour) in enumerate(header)
     ]
+    lines.append((unit, header_h, x_bar, _TEXT_COLOUR))
     lines += [(label, y, x_label, _TEXT_COLOUR) for label, y in zip(labels, positions, strict=True)]
     return burn_texts(canvas, lines, size)
+
+
+def _hatch(
+    overlay: NDArray[np.uint8], grey: NDArray[np.uint8], uncertain: NDArray[np.bool_]
+) -> NDArray[np.uint8]:
+    """Withhold the colour of ``uncertain`` pixels: plain B-mode crossed by diagonal lines."""
+    rows, cols = uncertain.shape
+    diagonal = (np.arange(rows)[:, None] + np.arange(cols)[None, :]) % _HATCH_PERIOD == 0
+    out = overlay.copy()
+    plain = uncertain & ~diagonal
+    out[plain] = grey[plain][:, None]
+    out[uncertain & diagonal] = _HATCH_GREY
+    return out
