@@ -149,7 +149,7 @@ def test_ground_truth_matches_archive_and_rendering(archive: Path) -> None:
             if rec["kind"] != "dual":
                 t, le, b, r = rec["boxes"]["imaging_region"]
                 assert group["true_modulus"].shape == (b - t, r - le)
-                assert set(group.keys()) == {"true_modulus"}
+                assert set(group.keys()) == {"true_modulus", "label"}
                 continue
             t, le, b, r = rec["boxes"]["swe_box"]
             true = group["true_modulus"][()]
@@ -194,7 +194,9 @@ def test_same_seed_same_archive_other_seed_differs(tmp_path: Path) -> None:
         h5py.File(tmp_path / "b/ground_truth.h5") as hb,
     ):
         for uid in ha:
-            assert np.array_equal(ha[uid]["true_modulus"][()], hb[uid]["true_modulus"][()])
+            assert np.array_equal(
+                ha[uid]["true_modulus"][()], hb[uid]["true_modulus"][()], equal_nan=True
+            )
     other = _index(tmp_path / "c")["instances"]
     assert {r["sop_uid"] for r in other}.isdisjoint(
         {r["sop_uid"] for r in _index(tmp_path / "a")["instances"]}

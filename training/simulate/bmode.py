@@ -73,6 +73,20 @@ class Probe:
     axial_factor : float
         Axial widening of the Gaussian-spectrum pulse (fast engine only): pymust's pulse-echo
         spectrum (one-cycle excitation through the probe response) is narrower.
+    focus_mm : float or None
+        Transmit focus depth (fast engine only). None: plane-wave transmit (the SWE mode's
+        B-mode), the same lateral resolution at every depth. Otherwise the lateral FWHM grows
+        away from the focus as ``sqrt(1 + ((z - focus) / depth_of_field_mm) ** 2)``, capped at
+        3x, and in a sector (``apex_mm`` > 0) also with the beam spread ``(apex + z) / (apex +
+        focus)``.
+    depth_of_field_mm : float
+        See ``focus_mm``.
+    apex_mm : float
+        Distance of the virtual apex of a sector probe (convex, endocavity) behind the face;
+        0 for a linear array.
+    speckle_density : float
+        Scatterers per resolution cell relative to the tissue model (fast engine only): below
+        1 the speckle is sparser (less fully developed), above 1 denser. Mean brightness is kept.
     """
 
     name: str = "SL10-2"
@@ -84,6 +98,20 @@ class Probe:
     attenuation_db_cm_mhz: float = 0.5
     lateral_factor: float = 1.05
     axial_factor: float = 1.37
+    focus_mm: float | None = None
+    depth_of_field_mm: float = 15.0
+    apex_mm: float = 0.0
+    speckle_density: float = 1.0
+
+    def lateral_widening(self, z_mm: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Return the lateral PSF width at each depth relative to the width at the focus."""
+        z = np.asarray(z_mm, dtype=np.float64)
+        if self.focus_mm is None:
+            return np.ones_like(z)
+        out = np.sqrt(1.0 + ((z - self.focus_mm) / self.depth_of_field_mm) ** 2)
+        if self.apex_mm > 0:
+            out *= (self.apex_mm + np.maximum(z, 0.0)) / (self.apex_mm + self.focus_mm)
+        return np.clip(out, 0.6, 3.0)
 
     @property
     def wavelength_mm(self) -> float:
@@ -114,12 +142,16 @@ class Display:
         TGC slope (compensates the two-way attenuation, not exactly).
     noise_db : float
         Electronic noise power relative to reference tissue at the probe face.
+    tgc_curve_db : tuple of float
+        The operator's TGC sliders: gain offsets (dB) at equally spaced depths from the top to
+        the bottom of the image, interpolated linearly (empty: none).
     """
 
     gain_db: float = -22.0
     dynamic_range_db: float = 60.0
     tgc_db_cm: float = 5.4
     noise_db: float = -58.0
+    tgc_curve_db: tuple[float, ...] = ()
 
 
 def envelope_fast(
@@ -160,13 +192,13 @@ def _power_fast(
 ) -> NDArray[np.float32]:
     """Echo power (squared envelope) of the fast engine, reference tissue at unit mean."""
     dz, dx = maps.spacing_mm
-    expected = maps.density * np.float32(dz * dx)
+    expected = maps.density * np.float32(dz * dx * probe.speckle_density)
     np.maximum(expected, np.float32(0.0), out=expected)
     counts = poisson_counts(expected, rng)
     sz, sx = probe.psf_sigma_mm()
     # sub-pixel PSFs are widened a little: scan conversion interpolates between samples
     sigma = (math.hypot(sz / dz, 0.35), math.hypot(sx / dx, 0.35))
-    ref_n = REFERENCE_DENSITY * dz * dx
+    ref_n = REFERENCE_DENSITY * dz * dx * probe.speckle_density
     ref = _reference_power(sigma, ref_n)
     # per-pixel variance of each quadrature component, in place: every fresh full-size array
     # costs page faults and a memory pass
@@ -183,10 +215,20 @@ def _power_fast(
     re *= amp
     im *= amp
     # the separable PSF: two 1-D filters per quadrature component (what gaussian_filter does)
-    for axis, s in enumerate(sigma):
-        kernel = _gaussian_kernel(s)
+    kernel = _gaussian_kernel(sigma[0])
+    for part in (re, im):
+        ndimage.correlate1d(part, kernel, axis=0, output=part, mode="nearest")
+    # lateral filtering acts along rows only, so each band of depths can have its own width
+    # (transmit focus, sector beam spread) at no extra cost
+    for rows, s in _lateral_bands(maps.z_mm, probe, sx / dx):
+        kernel = _gaussian_kernel(math.hypot(s, 0.35))
         for part in (re, im):
-            ndimage.correlate1d(part, kernel, axis=axis, output=part, mode="nearest")
+            ndimage.correlate1d(part[rows], kernel, axis=1, output=part[rows], mode="nearest")
+    if probe.focus_mm is not None:
+        # the reference power was computed for the focal width: keep mean brightness per band
+        power_scale = _band_power_scale(maps.z_mm, probe, sigma, sx / dx)
+        re *= power_scale
+        im *= power_scale
     re *= re
     im *= im
     re += im
@@ -270,6 +312,34 @@ def gaussian_pair(
     first *= radius
     second *= radius
     return first, second
+
+
+def _lateral_bands(
+    z_mm: NDArray[np.float64], probe: Probe, sigma_px: float, bands: int = 8
+) -> list[tuple[slice, float]]:
+    """Split the rows into depth bands, each with its lateral PSF sigma in pixels."""
+    widen = probe.lateral_widening(z_mm)
+    if probe.focus_mm is None or len(z_mm) < bands:
+        return [(slice(0, len(z_mm)), float(sigma_px * widen.mean()))]
+    edges = np.linspace(0, len(z_mm), bands + 1).round().astype(int)
+    return [
+        (slice(a, b), float(sigma_px * widen[a:b].mean()))
+        for a, b in zip(edges[:-1], edges[1:], strict=True)
+        if b > a
+    ]
+
+
+def _band_power_scale(
+    z_mm: NDArray[np.float64], probe: Probe, sigma: tuple[float, float], sigma_px: float
+) -> NDArray[np.float32]:
+    """Amplitude factor per row that keeps reference tissue at unit power in every band."""
+    axial = float((_gaussian_kernel(sigma[0]) ** 2).sum())
+    focal = float((_gaussian_kernel(sigma[1]) ** 2).sum())
+    out = np.ones(len(z_mm), dtype=np.float32)
+    for rows, s in _lateral_bands(z_mm, probe, sigma_px):
+        lateral = float((_gaussian_kernel(math.hypot(s, 0.35)) ** 2).sum())
+        out[rows] = math.sqrt(focal / lateral) if lateral > 0 and axial > 0 else 1.0
+    return out[:, None]
 
 
 #: Above this mean, inverse-CDF sampling loses its edge (and float32 exp(-mean) its precision).
@@ -486,7 +556,11 @@ def _grey_from_power(
     ``255 * (1 + (10 log10(power) + tgc + gain) / dynamic range)``, one pass per operation.
     """
     scale = np.float32(255.0 * 10.0 / display.dynamic_range_db)
-    tgc_db = display.tgc_db_cm * (np.asarray(z_mm, dtype=np.float64) / 10.0) + display.gain_db
+    z = np.asarray(z_mm, dtype=np.float64)
+    tgc_db = display.tgc_db_cm * (z / 10.0) + display.gain_db
+    if display.tgc_curve_db and len(z) > 1:
+        knots = np.linspace(z[0], z[-1], len(display.tgc_curve_db))
+        tgc_db = tgc_db + np.interp(z, knots, np.asarray(display.tgc_curve_db, np.float64))
     row_offset = (255.0 * (1.0 + tgc_db / display.dynamic_range_db)).astype(np.float32)[:, None]
     grey = power
     grey += np.float32(1e-24)  # the old amplitude floor of 1e-12, squared

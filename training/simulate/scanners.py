@@ -28,18 +28,36 @@ SIMULATOR_MANUFACTURER = "SSWE Simulator"
 
 @dataclass(frozen=True)
 class Geometry:
-    """Pixel grid of an imaging region: ``rows`` x ``cols`` at ``spacing_mm``, from ``top_mm``."""
+    """Pixel grid of an imaging region: ``rows`` x ``cols`` at ``spacing_mm``, from ``top_mm``.
+
+    ``kind`` is the probe's image shape: ``"linear"`` (a rectangle), ``"convex"`` or
+    ``"endocavity"`` (a sector from a virtual apex ``apex_mm`` behind the probe face, of half
+    opening angle ``half_angle_deg``; pixels outside the fan are black).
+    """
 
     rows: int
     cols: int
     spacing_mm: float
     top_mm: float = 1.0
+    kind: str = "linear"
+    apex_mm: float = 0.0
+    half_angle_deg: float = 90.0
 
     def axes(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Return ``(x_mm, z_mm)``: lateral position of each column, depth of each row."""
         x = (np.arange(self.cols) - (self.cols - 1) / 2.0) * self.spacing_mm
         z = self.top_mm + np.arange(self.rows) * self.spacing_mm
         return x, z
+
+    def fan_mask(self) -> NDArray[np.bool_] | None:
+        """Return the pixels inside the sector (None for a linear probe: all of them)."""
+        if self.kind == "linear":
+            return None
+        x, z = self.axes()
+        depth = z[:, None] + self.apex_mm
+        angle = np.degrees(np.arctan2(np.abs(x)[None, :], depth))
+        radius = np.hypot(x[None, :], depth)
+        return (angle <= self.half_angle_deg) & (radius >= self.apex_mm)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,12 @@ Model, on the SWE box's pixel grid:
   acquisition and +-4 mm smoothly across the box), times
   ``1 - fluid`` (no shear waves in fluid), times ``sqrt(transmission)`` in shadows, times random
   low-quality patches, reduced in very stiff tissue (> 100 kPa) where waves attenuate;
+* artefacts (:meth:`SweSettings.draw` draws them per acquisition; 0 = off): noise grows where
+  the confidence is low (``edge_noise`` x (1 - confidence), noisy low-confidence edges of
+  voids), the lateral edges of the box are biased by ``box_edge_bias`` and lose confidence over
+  ``box_edge_mm`` (shear waves enter the box from its sides), probe pressure stiffens the
+  tissue right under the top of the box (``precompression``, decaying over 4 mm), and shadows
+  void the signal below calcifications (confidence x ``transmission ** shadow_exponent``);
 * display: pixels with confidence below ``display_threshold`` are void (no colour, NaN in
   ``swe``).
 
@@ -44,6 +50,30 @@ class SweSettings:
     half_depth_mm: float = 60.0
     depth_width_mm: float = 6.0
     display_threshold: float = 0.35
+    edge_noise: float = 0.0
+    box_edge_mm: float = 0.0
+    box_edge_bias: float = 0.0
+    precompression: float = 0.0
+    shadow_exponent: float = 0.5
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, half_depth_mm: float) -> SweSettings:
+        """Draw the artefacts and quality of one acquisition."""
+        u = rng.uniform
+        return cls(
+            noise=float(u(0.04, 0.09)),
+            noise_per_cm=float(u(0.015, 0.035)),
+            half_depth_mm=half_depth_mm * float(u(0.85, 1.1)),
+            edge_noise=float(u(0.15, 0.45)),
+            box_edge_mm=float(u(1.0, 3.0)),
+            box_edge_bias=float(u(-0.25, 0.25)),
+            precompression=float(u(0.0, 0.35)),
+            shadow_exponent=float(u(0.5, 1.2)),
+        )
+
+    def record(self) -> dict[str, float]:
+        """Return the settings as a JSON-able dict."""
+        return {k: round(float(v), 4) for k, v in self.__dict__.items()}
 
 
 @dataclass
@@ -109,7 +139,7 @@ def acquire_swe(
     depth_cm = (maps.z_mm / 10.0).astype(np.float32)[:, None]
     corr = (s.noise_corr_mm / dz, s.noise_corr_mm / dx)
     sd = s.noise + s.noise_per_cm * depth_cm
-    measured = blurred * np.exp(sd * _smooth_noise(rng, shape, corr))
+    noise = _smooth_noise(rng, shape, corr)
 
     # penetration varies across the box (coupling, tissue): +-4 mm smooth lateral variation
     lateral = ndimage.gaussian_filter1d(rng.standard_normal(shape[1]), 3.0 / dx, mode="nearest")
@@ -119,8 +149,20 @@ def acquire_swe(
     fluid = ndimage.gaussian_filter(maps.fluid, (0.8 / dz, 0.8 / dx))
     patches = np.clip(1.2 + 0.35 * _smooth_noise(rng, shape, (4.0 / dz, 4.0 / dx)), 0.0, 1.0)
     stiff = np.clip(1.0 - (blurred - 100.0) / 150.0, 0.5, 1.0)
-    conf = depth * np.clip(1.0 - 1.5 * fluid, 0.0, 1.0) * np.sqrt(np.minimum(maps.transmission, 1))
+    shadow = np.minimum(maps.transmission, 1) ** s.shadow_exponent
+    conf = depth * np.clip(1.0 - 1.5 * fluid, 0.0, 1.0) * shadow
     conf = np.clip(conf * patches * stiff, 0.0, 1.0).astype(np.float32)
+    bias = np.ones(shape, dtype=np.float32)
+    if s.box_edge_mm > 0:
+        cols = np.arange(shape[1]) * dx
+        edge = np.exp(-np.minimum(cols, cols[-1] - cols) / s.box_edge_mm)[None, :]
+        bias *= (1.0 + s.box_edge_bias * edge).astype(np.float32)
+        conf *= (1.0 - 0.6 * edge).astype(np.float32)
+    if s.precompression > 0:
+        below_top = (maps.z_mm - maps.z_mm[0])[:, None]
+        bias *= (1.0 + s.precompression * np.exp(-below_top / 4.0)).astype(np.float32)
+    sd = sd + s.edge_noise * (1.0 - conf)
+    measured = blurred * bias * np.exp(sd * noise)
 
     if quantity == "youngs-modulus":
         true_v, meas_v, unit = true_e.astype(np.float32), measured.astype(np.float32), "kPa"

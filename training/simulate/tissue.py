@@ -56,6 +56,9 @@ __all__ = [
     "TissueMaps",
     "make_phantom",
     "modulus_to_speed",
+    "PatientTraits",
+    "draw_patient_traits",
+    "LESION_ECHO_SHARES",
 ]
 
 logger = logging.getLogger(__name__)
@@ -208,6 +211,7 @@ class _Ellipse:
     modulus_kpa: float
     echo_offset_db: float
     slope_sign: float = 1.0
+    echogenicity: str = ""
 
     def weight(self, x: NDArray[np.float64], z: NDArray[np.float64]) -> NDArray[np.float32]:
         """Soft membership 0-1 on the grid ``z`` (rows) by ``x`` (columns)."""
@@ -302,6 +306,32 @@ class Phantom:
     regions: list[_Ellipse] = field(default_factory=list)
     stiffness_field: _Field | None = None
     texture_field: _Field | None = None
+    echo_slope_db_per_octave: float | None = None
+    traits: PatientTraits | None = None
+
+    def record(self) -> dict[str, object]:
+        """Return what was drawn for this plane (for ``archive.json``)."""
+        slope = self.echo_slope_db_per_octave
+        return {
+            "echo_slope_db_per_octave": round(
+                float(self.organ.slope_db_per_octave if slope is None else slope), 3
+            ),
+            "background_kpa": round(self.background_kpa, 2),
+            "lesions": [
+                {
+                    "x_mm": round(r.x0, 2),
+                    "z_mm": round(r.z0, 2),
+                    "radius_mm": round(0.5 * (r.a + r.b), 2),
+                    "modulus_kpa": round(r.modulus_kpa, 1),
+                    "echogenicity": r.echogenicity,
+                }
+                for r in self.regions
+                if r.label == LESION
+            ],
+            "cysts": sum(1 for r in self.regions if r.label == CYST),
+            "calcifications": sum(1 for r in self.regions if r.label == CALCIFICATION),
+            "patient": None if self.traits is None else self.traits.record(),
+        }
 
     def lesion_count(self) -> int:
         """Return the number of stiff lesions in the plane."""
@@ -370,7 +400,10 @@ class Phantom:
         modulus = np.exp(log_e)
         rel = log_e  # ln(E / ref), in place
         rel -= np.float32(math.log(spec.ref_kpa))
-        echo = rel * np.float32(-spec.slope_db_per_octave / math.log(2.0))
+        slope_db = self.echo_slope_db_per_octave
+        if slope_db is None:
+            slope_db = spec.slope_db_per_octave
+        echo = rel * np.float32(-slope_db / math.log(2.0))
         if slope is not None:
             echo *= slope
         echo += offset
@@ -443,7 +476,65 @@ class Phantom:
         return out
 
 
-def make_phantom(rng: np.random.Generator, organ: str = "prostate") -> Phantom:
+#: Share of hypo-, iso- and hyperechoic stiff lesions (population level). Prostate carcinoma:
+#: about 60 % hypoechoic, 30-35 % isoechoic, a few percent hyperechoic on TRUS; thyroid
+#: nodules: about 55 % hypo-, 30 % iso-, 15 % hyperechoic.
+LESION_ECHO_SHARES: dict[str, tuple[float, float, float]] = {
+    "prostate": (0.62, 0.32, 0.06),
+    "thyroid": (0.55, 0.30, 0.15),
+}
+
+
+_ECHO_KINDS = ("hypo", "iso", "hyper")
+
+
+@dataclass(frozen=True)
+class PatientTraits:
+    """The stiffness-echogenicity relation of one patient (drawn by :func:`draw_patient_traits`).
+
+    Attributes
+    ----------
+    echo_slope_db_per_octave : float
+        How much darker tissue gets per doubling of Young's modulus in this patient.
+    lesion_shares : tuple of float
+        Probabilities of a stiff lesion being hypo-, iso- or hyperechoic.
+    gland_echo_db : float
+        Offset of the gland's mean echogenicity (patient-level: age, inflammation, BPH).
+    """
+
+    echo_slope_db_per_octave: float
+    lesion_shares: tuple[float, float, float]
+    gland_echo_db: float = 0.0
+
+    def record(self) -> dict[str, object]:
+        """Return the traits as a JSON-able dict."""
+        return {
+            "echo_slope_db_per_octave": round(self.echo_slope_db_per_octave, 3),
+            "lesion_shares": {
+                name: round(self.lesion_shares[i], 3) for i, name in enumerate(_ECHO_KINDS)
+            },
+            "gland_echo_db": round(self.gland_echo_db, 2),
+        }
+
+
+def draw_patient_traits(rng: np.random.Generator, organ: str, vary: bool = True) -> PatientTraits:
+    """Draw one patient's stiffness-echogenicity relation.
+
+    The slope is drawn from N(5, 1.5) dB per octave clipped to [1.5, 9]; the gland offset from
+    N(0, 2) dB; the lesion shares are the population's (:data:`LESION_ECHO_SHARES`). With
+    ``vary=False``, the organ's nominal slope, no offset.
+    """
+    spec = ORGANS[organ]
+    shares = LESION_ECHO_SHARES[organ]
+    if not vary:
+        return PatientTraits(spec.slope_db_per_octave, shares, 0.0)
+    slope = float(np.clip(rng.normal(spec.slope_db_per_octave, 1.5), 1.5, 9.0))
+    return PatientTraits(slope, shares, float(rng.normal(0.0, 2.0)))
+
+
+def make_phantom(
+    rng: np.random.Generator, organ: str = "prostate", traits: PatientTraits | None = None
+) -> Phantom:
     """Draw one random image plane.
 
     Parameters
@@ -452,6 +543,9 @@ def make_phantom(rng: np.random.Generator, organ: str = "prostate") -> Phantom:
         Source of randomness (the plane is a pure function of its state).
     organ : {"prostate", "thyroid"}
         Which parameter set of :data:`ORGANS` to use.
+    traits : PatientTraits, optional
+        The patient's stiffness-echogenicity relation. Without it, the organ's nominal slope
+        and a fraction ``isoechoic_fraction`` of inverted (iso/hyperechoic) lesions.
 
     Returns
     -------
@@ -466,7 +560,11 @@ def make_phantom(rng: np.random.Generator, organ: str = "prostate") -> Phantom:
         background_kpa=float(u(*spec.background_kpa)),
         stiffness_field=_Field.random(rng, wavelength_mm=(6, 30)),
         texture_field=_Field.random(rng, wavelength_mm=(2, 12)),
+        echo_slope_db_per_octave=None if traits is None else traits.echo_slope_db_per_octave,
+        traits=traits,
     )
+    slope_db = spec.slope_db_per_octave if traits is None else traits.echo_slope_db_per_octave
+    gland_offset = 0.0 if traits is None else traits.gland_echo_db
     a = float(u(*spec.gland_axes_mm[0]))
     b = float(u(*spec.gland_axes_mm[1]))
     gx, gz = float(u(-4, 4)), float(u(*spec.gland_depth_mm))
@@ -476,8 +574,9 @@ def make_phantom(rng: np.random.Generator, organ: str = "prostate") -> Phantom:
         return float(rng.normal(0.0, spec.echo_jitter_db))
 
     gland = _Ellipse(
-        GLAND, gx, gz, a, b, angle, float(u(0.5, 1.0)), float(u(*spec.pz_kpa)), jitter()
-    )
+        GLAND, gx, gz, a, b, angle, float(u(0.5, 1.0)), float(u(*spec.pz_kpa)),
+        jitter() + gland_offset,
+    )  # fmt: skip
     phantom.regions.append(gland)
     if spec.tz_scale is not None:
         s = spec.tz_scale
@@ -499,12 +598,29 @@ def make_phantom(rng: np.random.Generator, organ: str = "prostate") -> Phantom:
             px, pz = inside_point(0.75)
         else:
             px, pz = float(u(-25, 25)), float(u(8, 50))
-        sign = -1.0 if u(0, 1) < spec.isoechoic_fraction else 1.0
+        kpa = float(u(*spec.lesion_kpa))
+        offset = jitter()
+        if traits is None:
+            inverted = u(0, 1) < spec.isoechoic_fraction
+            sign, kind = (-1.0, "inverted") if inverted else (1.0, "hypo")
+        else:
+            kind = str(rng.choice(("hypo", "iso", "hyper"), p=traits.lesion_shares))
+            if kind == "iso":
+                # as bright as the gland around it, whatever its stiffness
+                sign = 0.0
+                offset = (
+                    -slope_db * math.log2(gland.modulus_kpa / spec.ref_kpa)
+                    + gland.echo_offset_db
+                    + float(rng.normal(0.0, 1.0))
+                )
+            elif kind == "hyper":
+                sign, offset = -0.5, offset + 2.0
+            else:
+                sign = 1.0
         phantom.regions.append(
             _Ellipse(
                 LESION, px, pz, rad * float(u(0.7, 1.3)), rad * float(u(0.7, 1.3)),
-                float(u(0, math.pi)), float(u(0.4, 1.0)), float(u(*spec.lesion_kpa)),
-                jitter(), sign,
+                float(u(0, math.pi)), float(u(0.4, 1.0)), kpa, offset, sign, kind,
             )
         )  # fmt: skip
     for _ in range(int(rng.integers(spec.cysts[0], spec.cysts[1] + 1))):
