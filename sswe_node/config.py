@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sswe_node.errors import ConfigError
 
@@ -99,15 +100,28 @@ class SendingSettings:
     max_attempts: int = 10
     initial_backoff_seconds: float = 5.0
     max_backoff_seconds: float = 600.0
+    stow_batch_size: int = 20
 
 
 @dataclass
 class HttpSettings:
-    """The small HTTP endpoint serving ``/health`` and Prometheus ``/metrics``."""
+    """The small HTTP endpoint: ``/health``, Prometheus ``/metrics`` and optionally STOW-RS.
+
+    ``stow_enabled`` adds ``POST /dicom-web/studies`` (STOW-RS); a request must carry
+    ``Authorization: Bearer <token>`` with ``stow_token`` or the content of ``stow_token_file``
+    unless ``stow_allow_anonymous``. ``certificate`` and ``private_key`` (PEM) serve HTTPS.
+    """
 
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = 8080
+    stow_enabled: bool = False
+    stow_token: str = ""
+    stow_token_file: str = ""
+    stow_allow_anonymous: bool = False
+    stow_max_request_mb: int = 1024
+    certificate: str = ""
+    private_key: str = ""
 
 
 @dataclass
@@ -119,13 +133,31 @@ class LoggingSettings:
 
 @dataclass
 class Destination:
-    """A DICOM peer that receives the derived instances."""
+    """A peer that receives the derived instances: C-STORE, or STOW-RS when ``url`` is set.
+
+    A STOW-RS destination (``url = "https://host/dicom-web"``, the DICOMweb base URL) may
+    authenticate with a bearer token (``token_env``: an environment variable holding it, or
+    ``token_file``), HTTP basic (``username`` with ``password_env`` or ``password_file``), and/or
+    a client certificate (``client_certificate``, ``client_key``, PEM). ``ca_certificates``
+    verifies the server (default: the system's); ``verify = false`` does not (tests only).
+    """
 
     name: str = ""
     ae_title: str = ""
     host: str = ""
     port: int = 104
     tls: bool = False
+    url: str = ""
+    token_env: str = ""
+    token_file: str = ""
+    username: str = ""
+    password_env: str = ""
+    password_file: str = ""
+    client_certificate: str = ""
+    client_key: str = ""
+    ca_certificates: str = ""
+    verify: bool = True
+    timeout: float = 30.0
 
 
 @dataclass
@@ -307,6 +339,7 @@ def _check(settings: Settings, source: str) -> None:
         "processing.workers": settings.processing.workers,
         "processing.batch_size": settings.processing.batch_size,
         "sending.max_attempts": settings.sending.max_attempts,
+        "sending.stow_batch_size": settings.sending.stow_batch_size,
         "reading.max_frames": settings.reading.max_frames,
     }
     for key, value in positives.items():
@@ -328,8 +361,15 @@ def _check(settings: Settings, source: str) -> None:
         raise ConfigError(f"{source}: 'tls.enabled' needs 'tls.certificate' and 'tls.private_key'")
     if settings.model.device not in {"auto", "cpu", "gpu"}:
         raise ConfigError(f"{source}: 'model.device' must be auto, cpu or gpu")
+    _check_stow_server(settings.http, source)
     names = set()
     for i, dest in enumerate(settings.destinations):
+        if dest.url:
+            _check_web_destination(dest, f"destinations[{i}]", source)
+            if dest.name in names:
+                raise ConfigError(f"{source}: 'destinations[{i}].name' {dest.name!r} is repeated")
+            names.add(dest.name)
+            continue
         _check_ae_title(dest.ae_title, f"destinations[{i}].ae_title", source)
         if not dest.host:
             raise ConfigError(f"{source}: 'destinations[{i}].host' must not be empty")
@@ -349,3 +389,46 @@ def _check(settings: Settings, source: str) -> None:
         callers.add(caller.ae_title)
     if not 0 <= node.caller_port <= 65535:
         raise ConfigError(f"{source}: 'node.caller_port' must be a port number 0-65535")
+
+
+def _check_stow_server(http: HttpSettings, source: str) -> None:
+    if http.stow_enabled and not http.enabled:
+        raise ConfigError(f"{source}: 'http.stow_enabled' needs 'http.enabled = true'")
+    if http.stow_token and http.stow_token_file:
+        raise ConfigError(f"{source}: give 'http.stow_token' or 'http.stow_token_file', not both")
+    if http.stow_enabled and not (
+        http.stow_token or http.stow_token_file or http.stow_allow_anonymous
+    ):
+        raise ConfigError(
+            f"{source}: 'http.stow_enabled' needs 'http.stow_token' or 'http.stow_token_file' "
+            "(or 'http.stow_allow_anonymous = true' to accept writes from anyone)"
+        )
+    if http.stow_max_request_mb < 1:
+        raise ConfigError(f"{source}: 'http.stow_max_request_mb' must be at least 1")
+    if bool(http.certificate) != bool(http.private_key):
+        raise ConfigError(f"{source}: 'http.certificate' and 'http.private_key' go together")
+
+
+def _check_web_destination(dest: Destination, key: str, source: str) -> None:
+    """Check a STOW-RS destination (``url`` set) and give it a name."""
+    parts = urlsplit(dest.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{source}: '{key}.url' must be an http(s) DICOMweb base URL, got {dest.url!r}"
+        )
+    if dest.host:
+        raise ConfigError(f"{source}: '{key}' has both 'url' (STOW-RS) and 'host' (C-STORE)")
+    if dest.token_env and dest.token_file:
+        raise ConfigError(f"{source}: '{key}': give 'token_env' or 'token_file', not both")
+    if dest.password_env and dest.password_file:
+        raise ConfigError(f"{source}: '{key}': give 'password_env' or 'password_file', not both")
+    if (dest.token_env or dest.token_file) and dest.username:
+        raise ConfigError(f"{source}: '{key}': a bearer token or HTTP basic, not both")
+    if bool(dest.password_env or dest.password_file) and not dest.username:
+        raise ConfigError(f"{source}: '{key}': a password needs 'username'")
+    if dest.client_key and not dest.client_certificate:
+        raise ConfigError(f"{source}: '{key}.client_key' needs 'client_certificate'")
+    if dest.timeout <= 0:
+        raise ConfigError(f"{source}: '{key}.timeout' must be positive, got {dest.timeout}")
+    dest.name = dest.name or dest.ae_title or parts.hostname
+

@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Any
 
 
+#: Orthanc's DICOMweb plugin as the Debian package ``orthanc-dicomweb`` installs it.
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+
 def free_port() -> int:
     """Return a TCP port on loopback that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -84,6 +88,9 @@ class Orthanc:
         ``{name: (aet, host, port)}`` peers it may C-MOVE to.
     dicom_port : int, optional
         Its DICOM port (default: a free one), e.g. one a node was told to send to earlier.
+    dicomweb : bool
+        Load the DICOMweb plugin (Debian ``orthanc-dicomweb``): QIDO-RS, WADO-RS and STOW-RS
+        under :attr:`dicomweb_url` (``http://127.0.0.1:PORT/dicom-web``).
     """
 
     def __init__(
@@ -92,6 +99,7 @@ class Orthanc:
         aet: str = "ORTHANC",
         modalities: dict[str, tuple[str, str, int]] | None = None,
         dicom_port: int | None = None,
+        dicomweb: bool = False,
     ) -> None:
         if shutil.which("Orthanc") is None:
             raise RuntimeError("Orthanc is not installed (run ./scripts/setup.sh)")
@@ -101,6 +109,7 @@ class Orthanc:
         self.dicom_port = dicom_port or free_port()
         self.http_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
+        self.dicomweb_url = f"{self.url}/dicom-web"
         config = {
             "Name": "sswe-test",
             "StorageDirectory": str(self.workdir / "storage"),
@@ -123,6 +132,11 @@ class Orthanc:
             "StorageCompression": False,
             "HttpDescribeErrors": True,
         }
+        if dicomweb:
+            if not Path(DICOMWEB_PLUGIN).is_file():
+                raise RuntimeError(f"{DICOMWEB_PLUGIN} is missing (run ./scripts/setup.sh)")
+            config["Plugins"] = [DICOMWEB_PLUGIN]
+            config["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "Ssl": False}
         self.config_path = self.workdir / "orthanc.json"
         self.config_path.write_text(json.dumps(config, indent=2))
         self._log = open(self.workdir / "orthanc.log", "w")  # noqa: SIM115

@@ -20,6 +20,8 @@ from sswe_node.node.metrics import Metrics
 from sswe_node.node.scp import start_scp
 from sswe_node.node.sender import Sender
 from sswe_node.node.store import CaseStore
+from sswe_node.node.stow_server import stow_route
+from sswe_node.node.web_session import server_ssl_context
 from sswe_node.node.worker import Worker, load_node_model
 
 LOGGER = logging.getLogger(__name__)
@@ -86,12 +88,15 @@ class Node:
             self.stop_event,
             self.metrics,
             timeouts=settings.node,
+            destinations=settings.destinations,
         )
         self.sender.start()
         if settings.http.enabled:
             self.http = HealthServer(
-                settings.http.host, settings.http.port, self.health, self.render_metrics
-            )
+                settings.http.host, settings.http.port, self.health, self.render_metrics,
+                post=stow_route(settings, self.store, self.cases_waiting, self.metrics),
+                ssl_context=server_ssl_context(settings.http),
+            )  # fmt: skip
             self.http.start()
         self.ae, self.server = start_scp(settings, self.store, self.cases_waiting, self.metrics)
         if pending:
@@ -200,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(level)
     if level != "DEBUG":
         # One line per node event: the libraries' per-PDU and per-module chatter is debug.
-        for name in ("pynetdicom", "highdicom"):
+        for name in ("pynetdicom", "highdicom", "dicomweb_client"):
             logging.getLogger(name).setLevel(logging.WARNING)
     node = Node(settings)
     stop = threading.Event()

@@ -24,7 +24,11 @@ _COLUMNS = (
     ("outputs", 7),
     ("sent", 5),
     ("queued", 6),
+    ("failed", 6),
     ("calling_ae", 16),
+    ("called_ae", 16),
+    ("model_name", 14),
+    ("warnings", 24),
     ("received_at", 24),
 )
 
@@ -41,6 +45,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--limit", type=int, default=100, help="at most N cases (0: all)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--sends", action="store_true",
+        help="list the sends (destination, URL, status, attempts, last error) instead",
+    )  # fmt: skip
 
 
 def _parse_since(text: str | None) -> dt.datetime | None:
@@ -63,9 +71,12 @@ def format_table(cases: list[dict[str, Any]]) -> str:
         row = dict(case)
         row["sent"] = case["sends"]["sent"]
         row["queued"] = case["sends"]["queued"]
+        row["failed"] = case["sends"]["failed"]
         cells = []
         for name, width in _COLUMNS:
             value = row.get(name)
+            if isinstance(value, list):  # warnings: comma-separated codes
+                value = ",".join(value)
             text = "-" if value in (None, "") else str(value)
             cells.append(text[:width].ljust(width))
         lines.append(" ".join(cells).rstrip())
@@ -74,10 +85,34 @@ def format_table(cases: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def format_sends(sends: list[dict[str, Any]]) -> str:
+    """Return the sends as a text table: case, destination, status, attempts, last error."""
+    lines = ["CASE  DESTINATION      STATUS  TRIES  LAST ERROR"]
+    for send in sends:
+        lines.append(
+            f"{send['case_id']:<5} {send['destination'][:16]:<16} {send['status']:<7} "
+            f"{send['attempts']:<6} {send['last_error'] or '-'}"
+        )
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     """Print the matching cases."""
     settings = load_settings(args.config, overrides={"node.database_url": args.database})
     store = CaseStore(settings.node.database_url)
+    if getattr(args, "sends", False):
+        try:
+            sends = store.list_sends()
+        finally:
+            store.close()
+        if args.status:
+            sends = [s for s in sends if s["status"] == args.status]
+        if args.json:
+            json.dump(sends, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            print(format_sends(sends))
+        return 0
     try:
         cases = store.list_cases(
             status=args.status,

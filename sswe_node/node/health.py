@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +24,11 @@ class HealthServer:
         Returns the ``/health`` JSON body as a dictionary (``"status": "ok"`` when healthy).
     metrics : callable
         Returns the ``/metrics`` text.
+    post : callable, optional
+        Answers every ``POST`` request, given the request handler (the STOW-RS route,
+        :mod:`sswe_node.node.stow_server`); without it a ``POST`` gets 405.
+    ssl_context : ssl.SSLContext, optional
+        Serve HTTPS with this server-side context.
     """
 
     def __init__(
@@ -31,10 +37,23 @@ class HealthServer:
         port: int,
         health: Callable[[], dict[str, Any]],
         metrics: Callable[[], str],
+        post: Callable[[BaseHTTPRequestHandler], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         outer = self
 
         class _Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+                if outer._post is None:
+                    self._reply(405, "text/plain", b"method not allowed\n")
+                    return
+                try:
+                    outer._post(self)
+                except Exception as exc:  # noqa: BLE001 - report, keep serving
+                    LOGGER.error("event=http-error method=POST error=%s", type(exc).__name__)
+                    self.close_connection = True
+                    self._reply(500, "text/plain", b"error\n")
+
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
                 try:
                     if self.path.split("?")[0] == "/health":
@@ -62,7 +81,14 @@ class HealthServer:
 
         self._health = health
         self._metrics = metrics
+        self._post = post
         self._server = ThreadingHTTPServer((host, port), _Handler)
+        if ssl_context is not None:
+            # The handshake happens on the first read, in the request's thread, so a slow
+            # client cannot hold up the accepting loop.
+            self._server.socket = ssl_context.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(

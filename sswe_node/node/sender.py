@@ -15,12 +15,15 @@ from pydicom.filereader import read_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config
 
-from sswe_node.config import NodeSettings, SendingSettings, TlsSettings
+from sswe_node.config import Destination, NodeSettings, SendingSettings, TlsSettings
 from sswe_node.node.background import QueueThread
 from sswe_node.node.metrics import Metrics
 from sswe_node.node.records import SendJob
 from sswe_node.node.schema import utcnow
 from sswe_node.node.store import CaseStore
+from sswe_node.node.stow_client import RETRY as STOW_RETRY
+from sswe_node.node.stow_client import SENT as STOW_SENT
+from sswe_node.node.stow_client import StowOutcome, StowSender, web_destinations
 
 LOGGER = logging.getLogger(__name__)
 
@@ -78,6 +81,9 @@ class Sender(QueueThread):
     linger_seconds : float
         How long an association is kept open, while cases are in processing, for outputs
         that are not due yet (0: released as soon as the due outputs are sent).
+    destinations : sequence of Destination
+        The configured destinations; those with a ``url`` give the STOW-RS credentials and
+        time-out (sends with a ``url`` go by STOW-RS, :mod:`sswe_node.node.stow_client`).
     """
 
     def __init__(
@@ -92,8 +98,10 @@ class Sender(QueueThread):
         poll_seconds: float = 1.0,
         timeouts: NodeSettings | None = None,
         linger_seconds: float = 0.0,
+        destinations: Sequence[Destination] = (),
     ) -> None:
         super().__init__("sswe-sender", store, wake, stop, metrics)
+        self.web = StowSender(web_destinations(destinations), sending.stow_batch_size)
         self.ae_title = ae_title
         self.sending = sending
         self.tls = tls
@@ -119,8 +127,13 @@ class Sender(QueueThread):
     def send_due(self) -> int:
         """Send every due output once (grouped by destination); return how many were tried."""
         jobs = self.store.due_sends(limit=500)
+        web = [job for job in jobs if job.url]
+        if web:  # STOW-RS destinations
+            self.web.send(web, self._web_outcome, self.stop_event.is_set)
         groups: dict[tuple[str, str, int, bool], list[SendJob]] = defaultdict(list)
         for job in jobs:
+            if job.url:
+                continue
             groups[(job.ae_title, job.host, job.port, job.tls)].append(job)
         for (ae_title, host, port, use_tls), group in groups.items():
             if self.stop_event.is_set():
@@ -288,6 +301,24 @@ class Sender(QueueThread):
                 return assoc.send_c_store(path)
             finally:
                 _config.STORE_SEND_CHUNKED_DATASET = previous
+
+    def _web_outcome(self, outcome: StowOutcome) -> None:
+        """Record a STOW-RS outcome: sent, retried with back-off, or failed for good."""
+        job = outcome.job
+        if outcome.outcome == STOW_SENT:
+            self.store.mark_sent(job.id)
+            self.metrics.inc("sent_total", destination=job.destination)
+            LOGGER.info(
+                "event=sent output=%d destination=%s stow=%s", job.id, job.destination,
+                outcome.reason.replace(" ", "-"),
+            )  # fmt: skip
+            return
+        if outcome.outcome == STOW_RETRY:
+            LOGGER.warning(
+                "event=send-deferred output=%d destination=%s reason=%s", job.id,
+                job.destination, outcome.reason.replace(" ", "-"),
+            )  # fmt: skip
+        self._failed(job, outcome.reason, final=outcome.outcome != STOW_RETRY)
 
     def _failed(self, job: SendJob, error: str, final: bool = False) -> None:
         attempts = job.attempts + 1

@@ -467,18 +467,22 @@ class CaseStore:
         """Return every send row with its output UID (for checks and reports)."""
         with self.session() as session:
             rows = session.execute(
-                select(Send, Output.sop_instance_uid).join(Output, Send.output_id == Output.id)
+                select(Send, Output.sop_instance_uid, Output.case_id)
+                .join(Output, Send.output_id == Output.id)
+                .order_by(Send.id)
             ).all()
             return [
                 {
                     "id": s.id,
+                    "case_id": case_id,
                     "output_sop_instance_uid": uid,
                     "destination": s.destination,
+                    "url": s.url,
                     "status": s.status,
                     "attempts": s.attempts,
                     "last_error": s.last_error,
                 }
-                for s, uid in rows
+                for s, uid, case_id in rows
             ]
 
 

@@ -40,7 +40,9 @@ def targets_for(case: ClaimedCase, settings: Settings) -> list[Target]:
     address it called from and ``node.caller_port`` (0: not sent back). A caller that is also a
     configured destination (same AE title, host and port) gets the outputs once.
     """
-    targets = [Target(d.name, d.ae_title, d.host, d.port, d.tls) for d in settings.destinations]
+    targets = [
+        Target(d.name, d.ae_title, d.host, d.port, d.tls, d.url) for d in settings.destinations
+    ]
     caller = caller_target(case.calling_ae, case.peer_address, settings)
     if caller is not None and not any(
         (t.ae_title, t.host, t.port) == (caller.ae_title, caller.host, caller.port) for t in targets

@@ -1,0 +1,136 @@
+"""HTTP sessions for DICOMweb peers: bearer token, HTTP basic, client certificate, CA file."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from sswe_node.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class WebAuth:
+    """How to authenticate to a DICOMweb server (secrets are read when a session is made).
+
+    Attributes
+    ----------
+    token_env, token_file : str
+        An environment variable, or a file, holding a bearer token (``Authorization: Bearer``).
+    username : str
+        HTTP basic user name; the password from ``password_env`` or ``password_file``.
+    password_env, password_file : str
+        Where the HTTP basic password is.
+    client_certificate, client_key : str
+        A client certificate (PEM) and its key (PEM; empty when inside the certificate file).
+    ca_certificates : str
+        CA bundle (PEM) that verifies the server; empty: the system's.
+    verify : bool
+        ``False`` accepts any server certificate (tests only).
+    """
+
+    token_env: str = ""
+    token_file: str = ""
+    username: str = ""
+    password_env: str = ""
+    password_file: str = ""
+    client_certificate: str = ""
+    client_key: str = ""
+    ca_certificates: str = ""
+    verify: bool = True
+
+    @classmethod
+    def of(cls, settings: object) -> WebAuth:
+        """Return the authentication named by an object with these attribute names.
+
+        Used with :class:`sswe_node.config.Destination` and the dataset command's options.
+        """
+        names = cls.__dataclass_fields__
+        return cls(**{n: getattr(settings, n) for n in names if hasattr(settings, n)})
+
+    def token(self) -> str:
+        """Return the bearer token, or ``""`` when none is configured.
+
+        Raises
+        ------
+        ConfigError
+            When the variable is unset or the file cannot be read or is empty.
+        """
+        if self.token_env:
+            value = os.environ.get(self.token_env, "").strip()
+            if not value:
+                raise ConfigError(f"environment variable {self.token_env} (bearer token) is unset")
+            return value
+        if self.token_file:
+            return read_secret(self.token_file, "bearer token")
+        return ""
+
+    def password(self) -> str:
+        """Return the HTTP basic password (``""`` when none is configured)."""
+        if self.password_env:
+            value = os.environ.get(self.password_env, "")
+            if not value:
+                raise ConfigError(f"environment variable {self.password_env} (password) is unset")
+            return value
+        if self.password_file:
+            return read_secret(self.password_file, "password")
+        return ""
+
+
+def make_session(auth: WebAuth) -> requests.Session:
+    """Return a :class:`requests.Session` that authenticates as ``auth`` says.
+
+    Raises
+    ------
+    ConfigError
+        When a configured secret cannot be read.
+    """
+    session = requests.Session()
+    apply_auth(session, auth)
+    return session
+
+
+def apply_auth(session: requests.Session, auth: WebAuth) -> None:
+    """Set (again) the credentials of ``session``: secrets are re-read, so rotation works."""
+    token = auth.token()
+    if token:
+        session.headers["Authorization"] = f"Bearer {token}"
+    elif auth.username:
+        session.auth = (auth.username, auth.password())
+    if auth.client_certificate:
+        session.cert = (
+            (auth.client_certificate, auth.client_key)
+            if auth.client_key
+            else auth.client_certificate
+        )
+    if not auth.verify:
+        session.verify = False
+    elif auth.ca_certificates:
+        session.verify = auth.ca_certificates
+
+
+def read_secret(path: str, what: str) -> str:
+    """Return the stripped content of a secret file (:class:`ConfigError` when unusable)."""
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what} file {path}: {exc.strerror or exc}") from None
+    if not value:
+        raise ConfigError(f"the {what} file {path} is empty")
+    return value
+
+
+def server_ssl_context(http: object) -> ssl.SSLContext | None:
+    """Return the HTTPS context of the node's HTTP server (``None``: plain HTTP).
+
+    ``http`` has ``certificate`` and ``private_key`` (PEM paths, both empty for plain HTTP).
+    """
+    certificate = getattr(http, "certificate", "")
+    if not certificate:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, getattr(http, "private_key", "") or None)
+    return context
