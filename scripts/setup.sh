@@ -23,9 +23,25 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.sswe-node-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "setup: installing Python packages into .venv"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+  echo "setup: installing Python packages into .venv (versions from constraints.txt)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test]"
+  # One TensorFlow distribution: an environment made before pyproject.toml asked for
+  # `tensorflow` may hold `tensorflow-cpu`, which installs the same files; never keep both.
+  if .venv/bin/python -m pip show -q tensorflow-cpu >/dev/null 2>&1 \
+    && ! .venv/bin/python -m pip show -q tensorflow >/dev/null 2>&1; then
+    .venv/bin/python -m pip uninstall -q -y tensorflow-cpu
+  fi
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[training,postgres,test]"
   touch "$stamp"
 fi
+
+# pynetdicom installs its own echoscu/storescu/findscu/... scripts into .venv/bin, which would
+# shadow dcmtk's (in /usr/bin) whenever the environment is activated: `storescu -R` would then
+# fail with "unrecognized arguments". They stay available as `python -m pynetdicom storescu`.
+for tool in echoscu echoscp storescu storescp findscu getscu movescu; do
+  script=.venv/bin/$tool
+  if [ -f "$script" ] && grep -q pynetdicom "$script"; then
+    rm -f "$script"
+  fi
+done

@@ -24,8 +24,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sswe_node.errors import ConfigError
+from sswe_node.shipped import shipped_path
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "node.toml"
+#: ``config/node.toml`` of the checkout, or the copy an installed wheel carries.
+DEFAULT_CONFIG_PATH = shipped_path("config/node.toml")
 ENV_PREFIX = "SSWE_NODE__"
 ENV_CONFIG_FILE = "SSWE_NODE_CONFIG"
 
