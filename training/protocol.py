@@ -268,7 +268,7 @@ def _train_pair(
     train(with_aug, dataset, model_out, epochs=epochs, work_dir=work / "augment",
           command=command, progress=False)  # fmt: skip
     train(without, dataset, ablation_out, epochs=epochs, work_dir=work / "no-augment",
-          command=command, progress=False)  # fmt: skip
+          command=command, progress=False, evaluate=False)  # fmt: skip
 
 
 def run_protocol(
