@@ -41,6 +41,20 @@ from tests.node_support import write_config  # noqa: E402
 from tests.peers import dcmtk_env, free_port, wait_for_port  # noqa: E402
 
 
+def dcmtk(tool: str) -> str | None:
+    """Return dcmtk's ``tool`` by absolute path: /usr/bin first, never a script of .venv/bin.
+
+    pynetdicom installs scripts of the same names (storescu, storescp...) that take other
+    options; with the environment activated they would come first on PATH.
+    """
+    venv_bin = Path(sys.prefix) / "bin"
+    for folder in ("/usr/bin", *os.environ.get("PATH", "").split(os.pathsep)):
+        found = shutil.which(tool, path=folder)
+        if found and Path(found).parent.resolve() != venv_bin.resolve():
+            return found
+    return None
+
+
 def _sources(tmp: Path, count: int) -> list[Path]:
     from training.simulate import write_archive
 
@@ -68,7 +82,7 @@ def _model(name: str | None, tmp: Path) -> tuple[str, str]:
 def _storescu(files: list[Path], port: int, aec: str) -> float:
     start = time.perf_counter()
     subprocess.run(
-        ["storescu", "-R", "-xe", "-aec", aec, "127.0.0.1", str(port), *map(str, files)],
+        [dcmtk("storescu"), "-R", "-xe", "-aec", aec, "127.0.0.1", str(port), *map(str, files)],
         env=dcmtk_env(), check=True, capture_output=True, timeout=600,
     )  # fmt: skip
     return time.perf_counter() - start
@@ -112,7 +126,7 @@ def measure_ingest(files: list[Path], tmp: Path, repeats: int) -> dict[str, floa
     out = work / "storescp"
     out.mkdir()
     storescp = subprocess.Popen(
-        ["storescp", "-od", str(out), "+B", "-aet", "STORESCP", str(scp_port)],
+        [dcmtk("storescp"), "-od", str(out), "+B", "-aet", "STORESCP", str(scp_port)],
         env=dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -258,7 +272,7 @@ def main() -> int:
         "--log", type=Path, default=None, help="keep the end-to-end node's INFO log here"
     )
     args = parser.parse_args()
-    if shutil.which("storescp") is None:
+    if dcmtk("storescp") is None:
         print("dcmtk is not installed", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as name:

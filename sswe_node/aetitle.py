@@ -95,6 +95,11 @@ def peer_argument(text: str) -> Peer:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def peer_text_argument(text: str) -> str:
+    """``argparse`` type checking ``AE@HOST:PORT`` and keeping it as (normalised) text."""
+    return str(peer_argument(text))
+
+
 def ae_title_argument(text: str) -> str:
     """``argparse`` type for an AE title: a malformed one is a usage error (exit 2)."""
     try:

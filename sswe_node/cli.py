@@ -3,6 +3,16 @@
 Sub-commands are found through the ``sswe_node.commands`` entry-point group (see
 ``pyproject.toml``), so the node itself never imports the training toolkit. A sub-command
 module provides ``HELP`` (one line), ``configure_parser(parser)`` and ``run(args) -> int``.
+
+Habits every sub-command shares (as dcmtk's and pynetdicom's tools do):
+
+- exit status 0 on success, 1 on a runtime failure, 2 on a usage error (argparse's);
+- ``-v``/``--verbose``, ``-q``/``--quiet`` and ``--log-level LEVEL`` before or after the
+  sub-command; TensorFlow's start-up lines (``cpu_feature_guard``, oneDNN, absl) are silenced
+  unless the level is DEBUG;
+- progress bars only when standard error is a terminal, and never with ``--no-progress``;
+- AE options spelled ``--aet`` (ours), ``--aec`` (theirs), ``--aem`` (C-MOVE destination), see
+  :mod:`sswe_node.aetitle`.
 """
 
 from __future__ import annotations
@@ -18,9 +28,21 @@ from types import ModuleType
 
 from sswe_node import __version__
 from sswe_node.errors import SsweError
+from sswe_node.tf_chatter import silence as silence_tensorflow
 
 ENTRY_POINT_GROUP = "sswe_node.commands"
-COMMAND_ORDER = ("serve", "convert", "echo", "cases", "simulate", "dataset", "train", "evaluate")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+COMMAND_ORDER = (
+    "serve",
+    "convert",
+    "echo",
+    "cases",
+    "simulate",
+    "dataset",
+    "train",
+    "evaluate",
+    "model",
+)
 
 
 def _command_modules() -> dict[str, str]:
@@ -32,6 +54,45 @@ def _command_modules() -> dict[str, str]:
 
 def _load(module_name: str) -> ModuleType:
     return importlib.import_module(module_name)
+
+
+def _add_logging_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``-v``/``-q``/``--log-level``; after the sub-command they override the ones before it."""
+    default = None if top else argparse.SUPPRESS
+    group = parser.add_argument_group("logging")
+    group.add_argument(
+        "-v", "--verbose", action="count", default=default, help="more log lines (DEBUG)"
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="count",
+        default=default,
+        help="fewer log lines (-q WARNING, -qq ERROR)",
+    )
+    group.add_argument(
+        "--log-level",
+        default=default,
+        type=str.upper,
+        choices=LOG_LEVELS,
+        metavar="LEVEL",
+        help="log level: " + ", ".join(LOG_LEVELS),
+    )
+
+
+def log_level(args: argparse.Namespace) -> str | None:
+    """Return the level asked for on the command line (``None``: the command's default).
+
+    ``--log-level`` wins; otherwise each ``-v`` is one level more verbose than INFO and each
+    ``-q`` one level quieter.
+    """
+    if getattr(args, "log_level", None):
+        return str(args.log_level).upper()
+    steps = (getattr(args, "quiet", None) or 0) - (getattr(args, "verbose", None) or 0)
+    if steps == 0:
+        return None
+    index = LOG_LEVELS.index("INFO") + steps
+    return LOG_LEVELS[min(max(index, 0), len(LOG_LEVELS) - 1)]
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
@@ -52,7 +113,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         description="Synthetic shear-wave elastography for DICOM networks (research use only).",
     )
     parser.add_argument("--version", action="version", version=f"sswe-node {__version__}")
-    parser.add_argument("--log-level", default=None, help="log level (DEBUG, INFO, WARNING, ERROR)")
+    _add_logging_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in _command_modules().items():
         if selected is not None and name != selected:
@@ -64,6 +125,8 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
         if name == selected:
             module.configure_parser(cmd)
+            for command_parser in _with_nested(cmd):
+                _add_logging_options(command_parser, top=False)
             cmd.set_defaults(_run=module.run)
         else:
             cmd.set_defaults(_run=None)
@@ -94,12 +157,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    level = (args.log_level or "INFO").upper()
+    args.log_level = log_level(args)
+    for name in ("verbose", "quiet"):  # folded into log_level
+        if hasattr(args, name):
+            delattr(args, name)
+    level = args.log_level or "INFO"
     logging.basicConfig(
         level=getattr(logging, level, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    silence_tensorflow(level)  # before any TensorFlow import, here or in worker processes
+    if getattr(args, "no_progress", None) is False and not _is_terminal(sys.stderr):
+        args.no_progress = True  # a bar in a log file or a pipe is only noise
     try:
         return int(args._run(args) or 0)
     except SsweError as exc:
@@ -112,6 +182,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+
+
+def _with_nested(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Return the parser and those of its own sub-commands (``dataset build``, ``dataset info``)."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for nested in dict.fromkeys(action.choices.values()):
+                found.extend(_with_nested(nested))
+    return found
+
+
+def _is_terminal(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):
+        return False
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -100,6 +100,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--device", choices=("auto", "cpu", "gpu"), default=None, help="where the model runs"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,8 +117,11 @@ def run(args: argparse.Namespace) -> int:
         },
     )
     summary = convert(args.inputs, args.out, settings, png=args.png, progress=not args.no_progress)
-    print("\n".join(summary.lines()))
-    print(f"outputs in {args.out} (synthetic SWE: research use, not for diagnosis)")
+    if getattr(args, "json", False):
+        print(json.dumps({**summary.as_dict(), "out": str(args.out)}, indent=2))
+    else:
+        print("\n".join(summary.lines()))
+        print(f"outputs in {args.out} (synthetic SWE: research use, not for diagnosis)")
     return 1 if summary.unexpected else 0
 
 

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sswe_node.aetitle import add_calling_aet, add_move_aet, peer_text_argument
+
 HELP = "build or inspect a training dataset from a DICOM folder or PACS (research use only)"
 
 _EPILOG = """\
@@ -60,14 +62,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     source = build.add_argument_group("source (one of)")
     where = source.add_mutually_exclusive_group(required=True)
     where.add_argument("--folder", type=Path, help="DICOM folder tree (DICOMDIR too)")
-    where.add_argument("--pacs", metavar="AE@HOST:PORT", help="Query/Retrieve SCP to pull from")
+    where.add_argument(
+        "--pacs", type=peer_text_argument, metavar="AE@HOST:PORT",
+        help="Query/Retrieve SCP to pull from (IPv6: AE@[::1]:104)",
+    )  # fmt: skip
     pacs = build.add_argument_group("PACS retrieval")
     pacs.add_argument(
         "--retrieve", choices=("move", "get"), default="move",
         help="C-MOVE to our temporary storage SCP (default) or C-GET",
     )  # fmt: skip
-    pacs.add_argument("--calling-aet", default="SSWE_DATASET", help="our AE title as SCU")
-    pacs.add_argument("--move-aet", help="AE title the PACS knows our storage SCP by (C-MOVE)")
+    add_calling_aet(pacs, default="SSWE_DATASET", help="our AE title as SCU (SSWE_DATASET)")
+    add_move_aet(pacs, help="AE title the PACS knows our storage SCP by (C-MOVE destination)")
     pacs.add_argument("--move-port", type=int, help="port of our temporary storage SCP (C-MOVE)")
     pacs.add_argument(
         "--move-bind", default="0.0.0.0", help="address our storage SCP listens on (0.0.0.0)"
@@ -113,6 +118,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     opts.add_argument("--key-file", type=Path, help="pseudonymisation key file")
     opts.add_argument("--no-progress", action="store_true", help="no progress bars")
+    opts.add_argument(
+        "--json", action="store_true", help="print the build's summary as JSON (the rest: stderr)"
+    )
 
     info = sub.add_parser("info", help="print a dataset file's summary")
     info.add_argument("file", type=Path, help="dataset file")
@@ -142,23 +150,27 @@ def _build(args: argparse.Namespace) -> int:
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     key = load_key(args.key_file, args.out)
+    say = sys.stderr if args.json else sys.stdout  # with --json, stdout is the JSON only
     if key.origin.startswith("generated:"):
-        print(f"generated a pseudonymisation key: {key.origin[10:]} (keep it secret)")
+        print(f"generated a pseudonymisation key: {key.origin[10:]} (keep it secret)", file=say)
     command = _command_line(args)
-    print(_quantity_line(args, options.quantity))
+    print(_quantity_line(args, options.quantity), file=say)
     if args.folder is not None:
         report = build_from_folder(args.folder, args.out, key, options, command=command)
     else:
-        folders, source = _retrieve(args, options.progress)
+        folders, source = _retrieve(args, options.progress, say)
         report = build_from_folder(folders, args.out, key, options, command=command, source=source)
     rejected = sum(report.rejections.values())
     print(
         f"{args.out}: +{report.rows} rows ({report.labelled} labelled, {report.unlabelled} "
         f"unlabelled) from {report.instances_new} new instances; {report.instances_skipped} "
-        f"already in the file; {rejected} rejected in {report.seconds:.1f} s"
+        f"already in the file; {rejected} rejected in {report.seconds:.1f} s",
+        file=say,
     )
     for reason, count in sorted(report.rejections.items()):
-        print(f"  rejected {reason}: {count}")
+        print(f"  rejected {reason}: {count}", file=say)
+    if args.json:
+        print(json.dumps({"file": str(args.out), **report.as_dict()}, indent=2, sort_keys=True))
     if report.rejections.get("no-scale"):
         print(_no_scale_error(report.rejections["no-scale"], options.quantity), file=sys.stderr)
         return 1
@@ -200,7 +212,7 @@ def _no_scale_error(count: int, quantity: str | None) -> str:
     )
 
 
-def _retrieve(args: argparse.Namespace, progress: bool) -> tuple[list[Path], str]:
+def _retrieve(args: argparse.Namespace, progress: bool, say: Any) -> tuple[list[Path], str]:
     from training.pacs import PacsClient, PacsPeer, QueryFilters, read_patient_list, series_folder
 
     peer = PacsPeer.parse(args.pacs)
@@ -221,7 +233,8 @@ def _retrieve(args: argparse.Namespace, progress: bool) -> tuple[list[Path], str
     )  # fmt: skip
     print(
         f"{peer}: {len(series)} series; fetched {report.instances_fetched} instances, "
-        f"{report.instances_cached} already in {cache}"
+        f"{report.instances_cached} already in {cache}",
+        file=say,
     )
     folders = [series_folder(cache, s.study_uid, s.series_uid) for s in series]
     return [f for f in folders if f.is_dir()], f"pacs:{peer} via C-{args.retrieve.upper()}"
@@ -232,7 +245,7 @@ def _command_line(args: argparse.Namespace) -> str:
     import shlex
 
     words = ["sswe-node", "dataset", "build", str(args.out)]
-    skip = {"command", "dataset_command", "_run", "log_level", "out", "no_progress"}
+    skip = {"command", "dataset_command", "_run", "log_level", "out", "no_progress", "json"}
     if args.folder is not None:
         skip |= _PACS_ONLY
     for name, value in vars(args).items():

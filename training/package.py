@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -119,7 +118,7 @@ def write_package(
         "weights": WEIGHTS_NAME,
         "sha256": sha256_file(weights),
         "architecture": dict(architecture or {}),
-        "training": dict(training or {}),
+        "training": {**dict(training or {}), "software": software_versions()},
         "metrics": dict(metrics or {}),
         "inference": dict(inference or default_inference(quantity, scale)),
     }
@@ -140,56 +139,49 @@ def _inference_copy(keras_model: Any) -> Any:
 
 
 def dumps_toml(data: Mapping[str, Any]) -> str:
-    """Serialise a mapping of strings, numbers, booleans, lists and tables to TOML."""
-    lines: list[str] = ["# sSWE packaged model manifest (written by training.package)."]
-    _emit_table(data, [], lines)
-    return "\n".join(lines) + "\n"
+    """Serialise a mapping of strings, numbers, booleans, lists and tables to TOML (tomli-w).
+
+    ``None`` values are left out (TOML has no null), tuples become arrays, numpy scalars
+    their Python values, and anything else its ``str``.
+    """
+    import tomli_w
+
+    header = "# sSWE packaged model manifest (written by training.package).\n"
+    return header + tomli_w.dumps(_plain(data))
 
 
-def _emit_table(data: Mapping[str, Any], path: list[str], lines: list[str]) -> None:
-    tables = []
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            tables.append((key, value))
-        elif value is not None:
-            lines.append(f"{_key(key)} = {_value(value)}")
-    for key, value in tables:
-        lines.append("")
-        lines.append("[" + ".".join(_key(k) for k in [*path, key]) + "]")
-        _emit_table(value, [*path, key], lines)
-
-
-def _key(key: str) -> str:
-    bare = key.replace("_", "").replace("-", "").isalnum() and key.isascii()
-    return key if bare else _string(key)
-
-
-def _string(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    escaped = escaped.replace("\t", "\\t").replace("\r", "\\r")
-    return f'"{escaped}"'
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return _string(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    if hasattr(value, "item"):  # numpy scalars
-        return _value(value.item())
+def _plain(value: Any) -> Any:
+    """Turn ``value`` into what TOML can hold: tables, arrays, strings, numbers, booleans."""
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + "}"
-    return _string(str(value))
+        return {str(k): _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool | int | float | str):
+        return value
+    if hasattr(value, "item"):  # numpy scalars
+        return _plain(value.item())
+    return str(value)
+
+
+def software_versions() -> dict[str, str]:
+    """Return the versions of what trained and saved a model: Python, Keras, its backend."""
+    import platform
+
+    import keras
+
+    from sswe_node import __version__
+
+    versions = {
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+        "keras_backend": keras.backend.backend(),
+        "sswe_node": __version__,
+    }
+    if versions["keras_backend"] == "tensorflow":
+        import tensorflow as tf
+
+        versions["tensorflow"] = tf.__version__
+    return versions
 
 
 def default_inference(quantity: str, scale: float | None = None) -> dict[str, Any]:

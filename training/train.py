@@ -157,28 +157,6 @@ def _grid_spacing(data: Any, rows: Any, grid: tuple[int, int]) -> tuple[float, f
     return (round(float(np.median(row)), 4), round(float(np.median(col)), 4))
 
 
-class _EpochBar:
-    """A tqdm progress bar over epochs (as a Keras callback)."""
-
-    def __new__(cls, epochs: int, initial: int = 0) -> Any:
-        import keras
-        from tqdm.auto import tqdm
-
-        class Bar(keras.callbacks.Callback):
-            def on_train_begin(self, logs: Any = None) -> None:
-                self.bar = tqdm(total=epochs, desc="train", unit="epoch", file=sys.stderr)
-
-            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-                self.bar.n = epoch + 1
-                shown = {k: f"{v:.4g}" for k, v in (logs or {}).items() if "loss" in k}
-                self.bar.set_postfix(shown, refresh=True)
-
-            def on_train_end(self, logs: Any = None) -> None:
-                self.bar.close()
-
-        return Bar()
-
-
 def train(
     config: TrainConfig,
     dataset: str | Path,
@@ -302,7 +280,10 @@ def train(
         keras.callbacks.CSVLogger(str(work / "history.csv"), append=resume),
     ]
     if progress:
-        callbacks.append(_EpochBar(epochs))
+        from tqdm.keras import TqdmCallback
+
+        # One bar over epochs (verbose=0: no per-batch bar), on stderr.
+        callbacks.append(TqdmCallback(epochs=epochs, verbose=0, file=sys.stderr, desc="train"))
     started = time.monotonic()
     fit = model.fit(
         train_ds,
@@ -453,6 +434,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-evaluate", action="store_true", help="skip the test-split evaluation report"
     )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -476,7 +458,7 @@ def run(args: argparse.Namespace) -> int:
         work_dir=args.work_dir,
         command=command,
         evaluate=not args.no_evaluate,
-        progress=sys.stderr.isatty(),
+        progress=not getattr(args, "no_progress", False) and sys.stderr.isatty(),
     )
     m = result.manifest
     print(f"wrote {result.out_dir} ({m.name} {m.version}, {m.parameters} parameters)")

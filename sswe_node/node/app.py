@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sswe_node.aetitle import add_calling_aet
 from sswe_node.config import Settings, load_settings
 from sswe_node.errors import SsweError
 from sswe_node.node.handlers import adopt_orphans
@@ -183,7 +184,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add this sub-command's options."""
     parser.add_argument("--config", default=None, help="node configuration file (TOML)")
     parser.add_argument("--port", type=int, default=None, help="DICOM port (node.port)")
-    parser.add_argument("--ae-title", default=None, help="our AE title (node.ae_title)")
+    add_calling_aet(parser, help="our AE title (node.ae_title)", aliases=("--ae-title",))
     parser.add_argument("--storage", default=None, help="storage folder (node.storage_dir)")
     parser.add_argument(
         "--database", default=None, help="case store SQLAlchemy URL (node.database_url)"
@@ -196,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
         args.config,
         overrides={
             "node.port": args.port,
-            "node.ae_title": args.ae_title,
+            "node.ae_title": args.calling_aet,
             "node.storage_dir": args.storage,
             "node.database_url": args.database,
         },

@@ -81,8 +81,11 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             workers=args.workers,
         )
-    except (ValueError, FileExistsError) as exc:
+    except ValueError as exc:  # an option value write_archive refuses: a usage error
         print(f"sswe-node simulate: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. a non-empty --out folder: a runtime failure
+        print(f"sswe-node simulate: error: {exc}", file=sys.stderr)
+        return 1
     print(summary)
     return 0
