@@ -3,7 +3,10 @@
 Run: .venv/bin/python benchmarks/bench_simulate.py [--images 40] [--pymust-images 1]
 
 An "image" is the phantom draw, tissue rasterisation and B-mode formation (scatterers, PSF,
-display chain) of one imaging region. Reported per geometry:
+display chain) of one imaging region, with the variability of ``write_archive`` (the patient's
+stiffness-echogenicity relation, the profile's acquisition drawn per image: PSF, focus bands,
+TGC sliders, speckle density, zoom, pressure, and the sector's fan). Reported per profile
+(prostate: dual panel, full-screen B-mode-only protocol):
 
 * ``1 proc``: wall-clock images/s of one process;
 * ``1 core CPU``: CPU-time images/s of that process (robust on a shared machine);
@@ -32,33 +35,56 @@ from threadpoolctl import threadpool_limits
 
 from training.simulate import write_archive
 from training.simulate.bmode import form_bmode
-from training.simulate.scanners import DUAL_GEOMETRY, FULL_GEOMETRY, SWE_SCANNER, Geometry
-from training.simulate.tissue import make_phantom
+from training.simulate.profiles import PROFILES, draw_acquisition, gland_depth
+from training.simulate.scanners import SWE_SCANNER, Geometry
+from training.simulate.tissue import draw_patient_traits, make_phantom
 
 SMALL = Geometry(rows=100, cols=100, spacing_mm=0.05, top_mm=18.0)
 GOAL = 20.0
 REPEATS = 3
 
 
-def simulate_images(geo: Geometry, engine: str, n: int, offset: int = 0) -> tuple[float, float]:
-    """Draw, rasterise and image ``n`` planes; return (wall seconds, CPU seconds)."""
-    x, z = geo.axes()
+def simulate_images(
+    geo: Geometry | str, engine: str, n: int, offset: int = 0
+) -> tuple[float, float]:
+    """Draw, rasterise and image ``n`` planes; return (wall seconds, CPU seconds).
+
+    ``geo`` is a fixed geometry (nominal SWE scanner) or a prostate profile name (``"dual"``,
+    ``"bmode"``, ``"other-scanner"``) whose acquisition is drawn per image.
+    """
     rng = np.random.default_rng(offset)
     wall, cpu = time.perf_counter(), time.process_time()
     for i in range(n):
+        if isinstance(geo, str):
+            traits = draw_patient_traits(np.random.default_rng([1, offset + i, 9001]), "prostate")
+            phantom = make_phantom(np.random.default_rng([1, offset + i]), "prostate", traits)
+            acq = draw_acquisition(
+                PROFILES["prostate"][geo], np.random.default_rng([1, offset + i, 101]),
+                gland_depth(phantom),
+            )  # fmt: skip
+            image = form_bmode(acq.maps(phantom), acq.probe, acq.display, rng, engine)
+            fan = acq.geometry.fan_mask()
+            if fan is not None:
+                image[~fan] = 0
+            continue
+        x, z = geo.axes()
         phantom = make_phantom(np.random.default_rng([1, offset + i]))
         form_bmode(phantom.maps(x, z), SWE_SCANNER.probe, SWE_SCANNER.display, rng, engine)
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def engine_only_cpu_rate(geo: Geometry, n: int) -> float:
+def engine_only_cpu_rate(kind: str, n: int) -> float:
     """CPU-time images/s of the B-mode formation alone (tissue maps made beforehand)."""
-    x, z = geo.axes()
-    maps = [make_phantom(np.random.default_rng([2, i])).maps(x, z) for i in range(n)]
+    profile = PROFILES["prostate"][kind]
+    work = []
+    for i in range(n):
+        phantom = make_phantom(np.random.default_rng([2, i]))
+        acq = draw_acquisition(profile, np.random.default_rng([2, i, 101]), gland_depth(phantom))
+        work.append((acq.maps(phantom), acq))
     rng = np.random.default_rng(0)
     cpu = time.process_time()
-    for m in maps:
-        form_bmode(m, SWE_SCANNER.probe, SWE_SCANNER.display, rng, "fast")
+    for m, acq in work:
+        form_bmode(m, acq.probe, acq.display, rng, "fast")
     return n / (time.process_time() - cpu)
 
 
@@ -72,7 +98,7 @@ def _init_worker() -> None:
 
 
 def two_process_rate(
-    pool: ProcessPoolExecutor, geo: Geometry, n: int, repeats: int = REPEATS
+    pool: ProcessPoolExecutor, geo: Geometry | str, n: int, repeats: int = REPEATS
 ) -> tuple[list[float], float]:
     """Return the wall images/s of each run (two workers, ``n`` images each), median CPU ms/img."""
     list(pool.map(simulate_images, [geo] * 2, ["fast"] * 2, [2, 2], [0, 1000]))  # warm caches
@@ -101,12 +127,13 @@ def main() -> None:
     try:
         list(pool.map(simulate_images, [SMALL] * 2, ["fast"] * 2, [1, 1]))  # start the workers
         with threadpool_limits(limits=1):
-            for name, geo in (("dual panel", DUAL_GEOMETRY), ("full-screen", FULL_GEOMETRY)):
-                simulate_images(geo, "fast", 2)  # warm caches
-                wall, cpu = simulate_images(geo, "fast", n)
-                runs, two_cpu_ms = two_process_rate(pool, geo, n)
+            for name, kind in (("dual panel", "dual"), ("full-screen", "bmode")):
+                geo = PROFILES["prostate"][kind].geometry
+                simulate_images(kind, "fast", 2)  # warm caches
+                wall, cpu = simulate_images(kind, "fast", n)
+                runs, two_cpu_ms = two_process_rate(pool, kind, n)
                 two = float(np.median(runs))
-                engine_only = engine_only_cpu_rate(geo, n)
+                engine_only = engine_only_cpu_rate(kind, n)
                 rates[name] = (n / cpu, two, runs)
                 label = f"{name} {geo.rows}x{geo.cols} @{geo.spacing_mm} mm"
                 print(

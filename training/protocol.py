@@ -1,6 +1,6 @@
 """The paper's evaluation protocol on a simulated archive, as one command.
 
-``python -m training.protocol`` (or ``sswe-node evaluate --protocol paper``) runs, on an archive
+``python -m training.protocol`` runs, on an archive
 written by ``sswe-node simulate --qse`` and the dataset file built from it:
 
 1. training (``--train``): the model with augmentation and the same recipe without it (the

@@ -24,8 +24,9 @@ from numpy.typing import NDArray
 
 from training.simulate.bmode import Display, Probe
 from training.simulate.scanners import SETUPS, Geometry, Scanner
+from training.simulate.tissue import GLAND, Phantom, TissueMaps
 
-__all__ = ["ScannerProfile", "Acquisition", "PROFILES", "draw_acquisition"]
+__all__ = ["ScannerProfile", "Acquisition", "PROFILES", "draw_acquisition", "gland_depth"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,20 @@ class Acquisition:
             return x, z
         return x / (1.0 + 0.5 * self.compression), z * (1.0 + self.compression) + self.shift_mm
 
+    def maps(self, phantom: Phantom, lateral_shift: float = 0.0) -> TissueMaps:
+        """Rasterise the phantom as this acquisition sees it, on the display grid.
+
+        ``lateral_shift`` (mm) moves the probe sideways. With probe pressure the tissue
+        coordinates differ from the image grid; the maps keep the image's depths and spacing.
+        """
+        x_disp, z_disp = self.geometry.axes()
+        x, z = self.tissue_axes()
+        maps = phantom.maps(x + lateral_shift, z)
+        if x is x_disp and z is z_disp and lateral_shift == 0.0:
+            return maps
+        spacing = (self.geometry.spacing_mm, self.geometry.spacing_mm)
+        return replace(maps, z_mm=z_disp, x_mm=x_disp, spacing_mm=spacing)
+
     def record(self) -> dict[str, object]:
         """Return the settings as a JSON-able dict (``archive.json``)."""
         p, d, g = self.probe, self.display, self.geometry
@@ -160,6 +175,11 @@ def _profiles(organ: str) -> dict[str, ScannerProfile]:
 
 #: Per organ, the profile of each kind of image (``dual``, ``bmode``, ``other-scanner``).
 PROFILES: dict[str, dict[str, ScannerProfile]] = {o: _profiles(o) for o in SETUPS}
+
+
+def gland_depth(phantom: Phantom) -> float:
+    """Return the depth of the gland centre of a phantom (mm)."""
+    return next((r.z0 for r in phantom.regions if r.label == GLAND), 25.0)
 
 
 def draw_acquisition(
