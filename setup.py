@@ -14,8 +14,8 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-#: Files of each model folder that the wheel carries (not the evaluation figures).
-MODEL_FILES = ("model.toml", "model.keras", "evaluation/report.md", "evaluation/report.json")
+#: Files of each model folder's evaluation that the wheel carries (not the figures).
+EVALUATION_FILES = ("evaluation/report.md", "evaluation/report.json")
 
 
 def shipped_files() -> list[tuple[Path, str]]:
@@ -25,10 +25,12 @@ def shipped_files() -> list[tuple[Path, str]]:
     if (models / "README.md").is_file():
         files.append((models / "README.md", "models/README.md"))
     for manifest in sorted(models.glob("*/model.toml")):
-        for name in MODEL_FILES:
-            source = manifest.parent / name
-            if source.is_file():
-                files.append((source, f"models/{manifest.parent.name}/{name}"))
+        folder = manifest.parent
+        # Every file of the package itself (manifest, weights, sidecars such as trust.npz).
+        names = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name[0] != ".")
+        for name in [*names, *EVALUATION_FILES]:
+            if (folder / name).is_file():
+                files.append((folder / name, f"models/{folder.name}/{name}"))
     return files
 
 
