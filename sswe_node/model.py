@@ -83,7 +83,8 @@ class Manifest:
         How to run it (see :class:`InferenceSettings`).
     trust : dict
         Training statistics for the OOD gate and scanner alignment (see
-        :class:`sswe_node.trust.TrustStats`), with their own SHA-256.
+        :class:`sswe_node.trust.TrustStats`), with their own SHA-256 (and that of the
+        alignment reference file beside the manifest).
     """
 
     name: str
@@ -107,8 +108,10 @@ class Manifest:
     inference: dict[str, Any] = field(default_factory=dict)
     trust: dict[str, Any] = field(default_factory=dict)
 
-    def trust_stats(self) -> TrustStats | None:
+    def trust_stats(self, folder: str | Path) -> TrustStats | None:
         """Return the OOD and alignment statistics, ``None`` when the manifest has none.
+
+        ``folder`` is the package folder (the alignment reference file lives there).
 
         Raises
         ------
@@ -120,7 +123,7 @@ class Manifest:
         from sswe_node.trust import TrustStats
 
         try:
-            return TrustStats.from_dict(self.trust)
+            return TrustStats.load(self.trust, folder)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(
                 f"model {self.name}: [trust] statistics unusable: {exc}", reason="model-checksum"
@@ -257,12 +260,16 @@ class InferenceSettings:
         Standard deviation (in the unit) above which a capture greys the map out.
     align_scanners : bool
         Whether latent features of other scanners are aligned to the training scanners'.
+    sd_scale : float
+        Factor applied to the MC dropout standard deviation (post-hoc calibration fitted on
+        the validation split so that mean |error| = 0.8 sd there; 1: none).
     """
 
     mc_passes: int = DEFAULT_MC_PASSES
     pad: int = DEFAULT_PAD
     sd_threshold: float = 0.0
     align_scanners: bool = True
+    sd_scale: float = 1.0
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> InferenceSettings:
@@ -274,10 +281,14 @@ class InferenceSettings:
                 pad=int(raw.get("pad", DEFAULT_PAD)),
                 sd_threshold=float(raw.get("sd_threshold", DEFAULT_SD_FRACTION * manifest.scale)),
                 align_scanners=bool(raw.get("align_scanners", True)),
+                sd_scale=float(raw.get("sd_scale", 1.0)),
             )
         except (TypeError, ValueError) as exc:
             raise ModelError(f"model {manifest.name}: malformed [inference] table: {exc}") from None
-        if settings.mc_passes < 1 or settings.pad < 0 or settings.sd_threshold < 0:
+        if (
+            min(settings.mc_passes, settings.sd_scale) <= 0
+            or min(settings.pad, settings.sd_threshold) < 0
+        ):
             raise ModelError(f"model {manifest.name}: [inference] values out of range")
         return settings
 
@@ -298,8 +309,10 @@ class Inference:
     ood_score : numpy.ndarray or None
         ``(N,)`` out-of-distribution score (percentile of the training frames'); ``None``
         when the manifest has no trust statistics.
-    channel_mean, channel_var : numpy.ndarray
-        ``(N, C)`` per-frame latent channel mean and variance (before alignment).
+    pooled : numpy.ndarray
+        ``(N, C)`` per-frame latent channel means (before alignment; the OOD features).
+    latent : numpy.ndarray
+        ``(N, h, w, C)`` latent maps (before alignment).
     aligned : numpy.ndarray
         ``(N,)`` bool: whether the frame's latent features were aligned.
     """
@@ -308,8 +321,8 @@ class Inference:
     sd: NDArray[np.float32] | None
     passes: int
     ood_score: NDArray[np.float64] | None
-    channel_mean: NDArray[np.float32]
-    channel_var: NDArray[np.float32]
+    pooled: NDArray[np.float32]
+    latent: NDArray[np.float32]
     aligned: NDArray[np.bool_]
 
 
@@ -317,9 +330,12 @@ class Aligner(Protocol):
     """Gives the latent alignment of each frame (e.g. from per-scanner running statistics)."""
 
     def __call__(
-        self, channel_mean: NDArray[np.float32], channel_var: NDArray[np.float32]
+        self, latent: NDArray[np.float32]
     ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_]] | None:
-        """Return per-frame ``(scale, shift, aligned)``: ``(N, C)``, ``(N, C)``, ``(N,)``."""
+        """Map ``(N, F)`` flattened latent maps to ``(scale, shift, aligned)``.
+
+        ``scale`` and ``shift`` are ``(N, F)``, ``aligned`` is ``(N,)`` bool.
+        """
         ...
 
 
@@ -372,7 +388,7 @@ class PackagedModel:
         self.batch_size = int(batch_size)
         self.device = device
         self.inference = InferenceSettings.from_manifest(manifest)
-        self.trust = manifest.trust_stats()
+        self.trust = manifest.trust_stats(path)
         depth = int(manifest.architecture.get("depth", 2))
         if self.inference.pad % (2**depth):
             raise ModelError(f"model {manifest.name}: pad must be a multiple of {2**depth}")
@@ -427,10 +443,10 @@ class PackagedModel:
     def features(
         self, images: NDArray[np.floating]
     ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        """Return per-frame latent channel means and variances, each ``(N, C)``."""
+        """Return per-frame latent channel means ``(N, C)`` and latent maps ``(N, h, w, C)``."""
         images = self._check(images)
-        mean, var = self._chunks(self._call(("features",)), images, 1)
-        return mean, var
+        latent = self._chunks(self._call(("latent",)), images, 1)[0]
+        return latent.mean(axis=(1, 2)), latent
 
     def infer(
         self,
@@ -459,27 +475,32 @@ class PackagedModel:
         images = self._check(images)
         passes = int(passes or self.inference.mc_passes)
         n = len(images)
-        mean, var = self._chunks(self._call(("features",)), images, 1)
-        channels = self.latent_channels
-        scale = np.ones((n, channels), np.float32)
-        shift = np.zeros((n, channels), np.float32)
+        pooled, latent = self.features(images)
+        shape = latent.shape[1:]
+        scale = np.ones((n, *shape), np.float32)
+        shift = np.zeros((n, *shape), np.float32)
         aligned = np.zeros(n, bool)
         if aligner is not None and self.inference.align_scanners and n:
-            answer = aligner(mean, var)
+            answer = aligner(latent.reshape(n, -1))
             if answer is not None:
-                scale, shift, aligned = (np.asarray(a) for a in answer)
-                scale, shift = scale.astype(np.float32), shift.astype(np.float32)
+                scale = np.asarray(answer[0], np.float32).reshape(n, *shape)
+                shift = np.asarray(answer[1], np.float32).reshape(n, *shape)
+                aligned = np.asarray(answer[2], bool)
+        lpad = self.inference.pad // 2**self._depth
+        if lpad:  # the latent of the padding ring takes the alignment of the nearest edge
+            ring = ((0, 0), (lpad, lpad), (lpad, lpad), (0, 0))
+            scale, shift = np.pad(scale, ring, mode="edge"), np.pad(shift, ring, mode="edge")
         chunk = max(1, self.batch_size // passes) if passes > 1 else self.batch_size
         values, sd = self._chunks(self._call(("mc", passes)), images, 1, scale, shift, size=chunk)
         unit = np.float32(self.manifest.scale)
-        ood = self.trust.score(images, mean) if self.trust is not None and n else None
+        ood = self.trust.score(images, pooled) if self.trust is not None and n else None
         return Inference(
             values=values * unit,
-            sd=sd * unit if passes > 1 else None,
+            sd=sd * (unit * np.float32(self.inference.sd_scale)) if passes > 1 else None,
             passes=passes,
             ood_score=ood,
-            channel_mean=mean,
-            channel_var=var,
+            pooled=pooled,
+            latent=latent,
             aligned=aligned.astype(bool),
         )
 
@@ -562,19 +583,13 @@ class PackagedModel:
             def fn(x: Any) -> Any:
                 return latent_crop(encode(padded(x))[0])
 
-        elif kind == ("features",):
-
-            def fn(x: Any) -> Any:
-                z = latent_crop(encode(padded(x))[0])
-                return ops.mean(z, axis=(1, 2)), ops.var(z, axis=(1, 2))
-
         else:
             passes = int(kind[1])
 
             def fn(x: Any, scale: Any, shift: Any) -> Any:
                 if passes == 1:
                     latent, skips = encode(padded(x))
-                    latent = latent * scale[:, None, None, :] + shift[:, None, None, :]
+                    latent = latent * scale + shift
                     y = crop(graph.decoder([latent, *skips], training=False))
                     return y, ops.zeros_like(y)
                 # The same T dropout masks for every frame: a frame's result never depends
@@ -595,7 +610,7 @@ class PackagedModel:
                 latent = graph.bottom(h, training=False)
                 scale = ops.repeat(scale, passes, axis=0)
                 shift = ops.repeat(shift, passes, axis=0)
-                latent = latent * scale[:, None, None, :] + shift[:, None, None, :]
+                latent = latent * scale + shift
                 y = crop(graph.decoder([latent, *skips], training=False))
                 y = ops.reshape(y, (-1, passes, rows, cols))
                 sd = ops.std(y, axis=1) * np.float32(np.sqrt(passes / (passes - 1)))
@@ -608,8 +623,9 @@ class PackagedModel:
             image = tf.TensorSpec([None, rows, cols], tf.float32)
             if kind[0] != "mc":
                 return tf.function(fn, input_signature=[image])
-            channels = tf.TensorSpec([None, self.latent_channels], tf.float32)
-            return tf.function(fn, input_signature=[image, channels, channels])
+            hp, wp = (rows + 2 * pad) // 2**self._depth, (cols + 2 * pad) // 2**self._depth
+            maps = tf.TensorSpec([None, hp, wp, self.latent_channels], tf.float32)
+            return tf.function(fn, input_signature=[image, maps, maps])
         if backend == "jax":
             import jax
 
@@ -699,10 +715,6 @@ def _flexible_copy(keras_model: Any) -> Any:
     except Exception as exc:  # noqa: BLE001 - not a plain functional U-Net
         raise ModelError(f"cannot prepare the network for padded inference: {exc}") from None
     return copy
-
-
-#: Deprecated private name of :func:`compile_forward`.
-_compile = compile_forward
 
 
 def _device_scope(device: str) -> Any:

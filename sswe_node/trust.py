@@ -8,10 +8,10 @@ Pure NumPy, shared by packaging (``training.package``) and the node (``sswe_node
   vector from the training frames' mean (shrunk covariance), turned into a percentile of the
   training frames' own out-of-fold distances. A frame's score is the larger percentile of its
   image statistics and its latent features.
-* **Scanner alignment** (:class:`ChannelStats`, :func:`alignment`): per-channel mean and
-  variance of the latent map of a scanner's frames (Chan's parallel update, so running
-  statistics can be merged batch by batch), and the channel-wise affine map that gives the
-  target scanner the training scanners' mean and variance (AdaBN/AdaIN style).
+* **Scanner alignment** (:class:`FeatureStats`, :func:`alignment`): per-feature mean and
+  variance of the flattened latent maps of a scanner's frames (Chan's parallel update, so
+  running statistics can be merged batch by batch), and the feature-wise affine map that
+  gives the target scanner the training frames' mean and variance (AdaBN style).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,8 @@ from numpy.typing import NDArray
 
 __all__ = [
     "IMAGE_STATISTICS",
-    "ChannelStats",
+    "FeatureStats",
+    "REFERENCE_FILE",
     "Gaussian",
     "TrustStats",
     "alignment",
@@ -162,94 +164,70 @@ def _mahalanobis(
 
 
 @dataclass
-class ChannelStats:
-    """Per-channel mean and sum of squared deviations of latent maps (mergeable).
+class FeatureStats:
+    """Per-feature mean and sum of squared deviations of flattened latent maps (mergeable).
+
+    Every latent feature (position and channel, ``h * w * C`` of them) has its own mean and
+    variance over frames, so an alignment also corrects where in the image a scanner differs
+    (depth-dependent gain, field of view), not only by how much per channel.
 
     Attributes
     ----------
     count : int
         Frames seen.
     mean : numpy.ndarray
-        ``(C,)`` mean over every latent pixel of those frames.
+        ``(F,)`` mean over those frames.
     m2 : numpy.ndarray
-        ``(C,)`` sum of squared deviations from ``mean`` over every latent pixel.
-    pixels_per_frame : int
-        Latent pixels of one frame (``h * w``).
+        ``(F,)`` sum of squared deviations from ``mean``.
     """
 
     count: int
     mean: NDArray[np.float64]
     m2: NDArray[np.float64]
-    pixels_per_frame: int = 1
 
     @classmethod
-    def from_frames(
-        cls,
-        frame_mean: NDArray[np.floating],
-        frame_var: NDArray[np.floating],
-        pixels_per_frame: int,
-    ) -> ChannelStats:
-        """Build from ``(N, C)`` per-frame channel means and variances."""
-        fm = np.asarray(frame_mean, np.float64)
-        fv = np.asarray(frame_var, np.float64)
-        n = len(fm)
-        if n == 0:
-            c = fm.shape[1] if fm.ndim == 2 else 0
-            return cls(0, np.zeros(c), np.zeros(c), pixels_per_frame)
-        mean = fm.mean(axis=0)
-        m2 = pixels_per_frame * (fv.sum(axis=0) + ((fm - mean) ** 2).sum(axis=0))
-        return cls(n, mean, m2, int(pixels_per_frame))
+    def from_frames(cls, features: NDArray[np.floating]) -> FeatureStats:
+        """Build from ``(N, F)`` flattened latent maps."""
+        x = np.asarray(features, np.float64).reshape(len(features), -1)
+        if not len(x):
+            return cls(0, np.zeros(x.shape[1]), np.zeros(x.shape[1]))
+        mean = x.mean(axis=0)
+        return cls(len(x), mean, ((x - mean) ** 2).sum(axis=0))
 
-    def merge(self, other: ChannelStats) -> ChannelStats:
-        """Return the statistics of both sets of frames (Chan et al.)."""
+    def merge(self, other: FeatureStats) -> FeatureStats:
+        """Return the statistics of both sets of frames (Chan et al.'s parallel update)."""
         if other.count == 0:
             return self
         if self.count == 0:
             return other
-        na = self.count * self.pixels_per_frame
-        nb = other.count * other.pixels_per_frame
+        na, nb = self.count, other.count
         delta = other.mean - self.mean
         n = na + nb
         mean = self.mean + delta * nb / n
         m2 = self.m2 + other.m2 + delta**2 * na * nb / n
-        return ChannelStats(self.count + other.count, mean, m2, self.pixels_per_frame)
+        return FeatureStats(n, mean, m2)
 
     @property
     def variance(self) -> NDArray[np.float64]:
-        """``(C,)`` per-channel variance over every latent pixel."""
-        n = max(1, self.count * self.pixels_per_frame)
-        return self.m2 / n
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a TOML/JSON-friendly mapping."""
-        return {
-            "count": int(self.count),
-            "pixels_per_frame": int(self.pixels_per_frame),
-            "mean": [float(v) for v in self.mean],
-            "m2": [float(v) for v in self.m2],
-        }
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> ChannelStats:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            int(raw["count"]),
-            np.asarray(raw["mean"], np.float64),
-            np.asarray(raw["m2"], np.float64),
-            int(raw.get("pixels_per_frame", 1)),
-        )
+        """``(F,)`` per-feature variance."""
+        return self.m2 / max(1, self.count)
 
 
 def alignment(
-    target: ChannelStats, reference: ChannelStats, eps: float = 1e-6
+    target: FeatureStats, reference: FeatureStats, eps: float = 1e-4
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Return the channel-wise ``(scale, shift)`` mapping ``target`` onto ``reference``.
+    """Return the per-feature ``(scale, shift)`` mapping ``target`` onto ``reference``.
 
-    ``aligned = scale * latent + shift`` has the reference's per-channel mean and variance.
+    ``aligned = scale * latent + shift`` has the reference's per-feature mean and variance.
+    ``eps`` (in squared latent units) keeps near-constant features from being blown up.
     """
     scale = np.sqrt((reference.variance + eps) / (target.variance + eps))
     shift = reference.mean - scale * target.mean
     return scale.astype(np.float32), shift.astype(np.float32)
+
+
+#: Sidecar file of a package holding the alignment reference (too large for the TOML).
+REFERENCE_FILE = "trust.npz"
 
 
 @dataclass
@@ -262,8 +240,9 @@ class TrustStats:
         Image statistics of the training frames.
     latent : Gaussian
         Pooled latent features (channel means) of the training frames.
-    channels : ChannelStats
-        Latent channel statistics of the training frames (the alignment reference).
+    reference : FeatureStats
+        Per-feature latent statistics of the training frames (the alignment reference),
+        kept in :data:`REFERENCE_FILE` beside the manifest, whose SHA-256 the table holds.
     scanners : list of str
         The training frames' scanners (Manufacturer + Model Name).
     source : dict
@@ -272,7 +251,7 @@ class TrustStats:
 
     image: Gaussian
     latent: Gaussian
-    channels: ChannelStats
+    reference: FeatureStats
     scanners: list[str]
     source: dict[str, Any]
 
@@ -284,33 +263,52 @@ class TrustStats:
             self.image.percentile(image_statistics(images)), self.latent.percentile(pooled)
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the table written to the manifest (``sha256`` over the rest included)."""
+    def save(self, folder: str | Path) -> dict[str, Any]:
+        """Write the reference file into ``folder``; return the manifest table (with digest)."""
+        path = Path(folder) / REFERENCE_FILE
+        ref = self.reference
+        with open(path, "wb") as f:
+            np.savez(f, count=np.int64(ref.count), mean=ref.mean, m2=ref.m2)
         body = {
             "image_statistics": list(IMAGE_STATISTICS),
             "image": self.image.to_dict(),
             "latent": self.latent.to_dict(),
-            "channels": self.channels.to_dict(),
+            "reference": {
+                "file": REFERENCE_FILE,
+                "sha256": _sha256(path),
+                "frames": int(ref.count),
+                "features": int(ref.mean.size),
+            },
             "scanners": list(self.scanners),
             "source": dict(self.source),
         }
         return {**body, "sha256": stats_digest(body)}
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> TrustStats:
-        """Read the manifest table; raise ``ValueError`` when its digest does not match."""
+    def load(cls, raw: Mapping[str, Any], folder: str | Path) -> TrustStats:
+        """Read the manifest table and its reference file; ``ValueError`` on any mismatch."""
         body = {k: v for k, v in raw.items() if k != "sha256"}
         if stats_digest(body) != raw.get("sha256"):
             raise ValueError("trust statistics do not match their SHA-256")
         if tuple(raw.get("image_statistics", ())) != IMAGE_STATISTICS:
             raise ValueError("trust statistics were made with other image statistics")
+        ref = raw["reference"]
+        path = Path(folder) / str(ref["file"])
+        if not path.is_file() or _sha256(path) != ref["sha256"]:
+            raise ValueError(f"{path}: missing or does not match its SHA-256")
+        with np.load(path) as npz:
+            reference = FeatureStats(int(npz["count"]), npz["mean"], npz["m2"])
         return cls(
             Gaussian.from_dict(raw["image"]),
             Gaussian.from_dict(raw["latent"]),
-            ChannelStats.from_dict(raw["channels"]),
+            reference,
             [str(s) for s in raw.get("scanners", [])],
             dict(raw.get("source", {})),
         )
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def stats_digest(body: Mapping[str, Any]) -> str:

@@ -116,14 +116,20 @@ def evaluation_rows(
     }
 
 
-def _evaluate_one(model: Any, data: Any, rows: NDArray[np.intp], threshold: float) -> Any:
+def _evaluate_one(
+    model: Any, data: Any, rows: NDArray[np.intp], threshold: float, passes: int = 0
+) -> Any:
     labelled = data.meta["labelled"][rows].astype(bool)
     labelled &= data.meta["quantity"][rows] == model.manifest.quantity
     rows = rows[labelled]
     labels = data.labels[rows]
     weights = np.isfinite(labels) & (np.nan_to_num(data.confidence[rows]) > threshold)
-    predictions = model.predict(data.images[rows])
-    return rows, predictions, np.nan_to_num(labels), weights
+    if hasattr(model, "infer"):  # MC dropout mean (as the node outputs) and per-pixel sd
+        result = model.infer(data.images[rows], passes=passes or None)
+        predictions, sd = result.values, result.sd
+    else:
+        predictions, sd = model.predict(data.images[rows]), None
+    return rows, predictions, np.nan_to_num(labels), weights, sd
 
 
 def figure_fig3(
@@ -178,6 +184,9 @@ def evaluate_model(
     figures: int = 4,
     tsne: bool = True,
     max_per_scanner: int = 200,
+    passes: int = 0,
+    ground_truth: str | Path | None = None,
+    ood_percentile: float = 99.0,
 ) -> dict[str, Any]:
     """Evaluate a packaged model and write ``report.json``, ``report.md`` and figures.
 
@@ -201,6 +210,13 @@ def evaluate_model(
         Compute the latent t-SNE of two scanners when the rows hold two scanners.
     max_per_scanner : int
         Images per scanner in the t-SNE.
+    passes : int
+        MC dropout passes (0: the manifest's).
+    ground_truth : path-like, optional
+        The simulated archive's ``ground_truth.h5``: second-scanner error against the true
+        map, without and with scanner alignment.
+    ood_percentile : float
+        Score above which a frame counts as out of distribution.
 
     Returns
     -------
@@ -209,7 +225,8 @@ def evaluate_model(
     """
     from sswe_node.model import load_model
     from training.datafile import read_dataset
-    from training.tsne import latent_tsne
+    from training.trust_eval import trust_report
+    from training.tsne import latent_tsne, scanner_groups
 
     dataset = Path(dataset)
     out = Path(out_dir)
@@ -221,7 +238,9 @@ def evaluate_model(
         raise SsweError(f"{dataset}: grid {data.images.shape[1:]} != model grid {m.grid}")
     threshold = float(m.training.get("recipe", {}).get("confidence_threshold", 0.75))
     rows, split_note = evaluation_rows(m, data, split, dataset)
-    labelled_rows, predictions, labels, weights = _evaluate_one(model, data, rows, threshold)
+    labelled_rows, predictions, labels, weights, sd = _evaluate_one(
+        model, data, rows, threshold, passes
+    )
     if not weights.any():
         raise SsweError(f"{dataset}: no confident labelled pixels among the evaluation rows")
     patients = data.meta["patient_key"][labelled_rows]
@@ -263,7 +282,7 @@ def evaluate_model(
         other = load_model(compare, models_dir)
         if other.manifest.quantity != m.quantity:
             raise SsweError("cannot compare models of different quantities")
-        _, other_pred, _, _ = _evaluate_one(other, data, rows, threshold)
+        _, other_pred, _, _, _ = _evaluate_one(other, data, rows, threshold, passes)
         other_pp = per_patient_metrics(other_pred, labels, weights, patients)
         report["comparison"] = {
             "model": {"name": other.manifest.name, "path": str(other.path)},
@@ -304,6 +323,14 @@ def evaluate_model(
         report["tsne"] = latent_tsne(
             model, data.images, data.meta, candidates, out / "tsne.png",
             max_per_scanner=max_per_scanner,
+        )  # fmt: skip
+        tsne_groups = scanner_groups(data.meta, candidates, max_per_scanner, 0)
+    else:
+        tsne_groups = None
+    if hasattr(model, "infer"):
+        report["trust"] = trust_report(
+            model, data, labelled_rows, predictions, sd, labels, weights, out,
+            ground_truth=ground_truth, tsne_groups=tsne_groups, percentile=ood_percentile,
         )  # fmt: skip
 
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
@@ -373,6 +400,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             "",
             f"![t-SNE]({tsne['figure']})",
         ]
+    if report.get("trust"):
+        from training.trust_eval import render_markdown as trust_markdown
+
+        lines += trust_markdown(report["trust"], unit)
     return "\n".join(lines) + "\n"
 
 
@@ -391,6 +422,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models-dir", default="models", help="folder of named models")
     parser.add_argument("--figures", type=int, default=4, help="Fig.-3-like panels to draw")
     parser.add_argument("--no-tsne", action="store_true", help="skip the latent t-SNE")
+    parser.add_argument(
+        "--passes", type=int, default=0, help="MC dropout passes (default: the model's)"
+    )
+    parser.add_argument(
+        "--ground-truth",
+        default=None,
+        help="simulated archive's ground_truth.h5: second-scanner error with/without alignment",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -406,6 +445,8 @@ def run(args: argparse.Namespace) -> int:
         models_dir=args.models_dir,
         figures=args.figures,
         tsne=not args.no_tsne,
+        passes=args.passes,
+        ground_truth=args.ground_truth,
     )
     s = report["model"]["summary"]
     unit = report["unit"]

@@ -23,11 +23,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``sswe-node model stats``."""
+    from sswe_node.model import resolve_model_dir
     from training.package import add_statistics
 
     command = "sswe-node " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     manifest = add_statistics(args.model, args.dataset, models_dir=args.models_dir, command=command)
-    stats = manifest.trust_stats()
+    stats = manifest.trust_stats(resolve_model_dir(args.model, args.models_dir))
     assert stats is not None
     print(
         f"{manifest.name}: trust statistics from {stats.source['frames']} training frames of "

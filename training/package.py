@@ -224,21 +224,51 @@ def compute_statistics(
     -------
     TrustStats
     """
-    from sswe_node.trust import ChannelStats, Gaussian, TrustStats, image_statistics
+    from sswe_node.trust import FeatureStats, Gaussian, TrustStats, image_statistics
 
-    mean, var = model.features(images)
-    channels = ChannelStats.from_frames(mean, var, model.latent_pixels)
+    pooled, latent = model.features(images)
     return TrustStats(
         image=Gaussian.fit(image_statistics(images), seed=seed),
-        latent=Gaussian.fit(mean, seed=seed),
-        channels=channels,
+        latent=Gaussian.fit(pooled, seed=seed),
+        reference=FeatureStats.from_frames(latent.reshape(len(latent), -1)),
         scanners=sorted({str(s) for s in scanners}),
         source={**dict(source), "frames": int(len(images))},
     )
 
 
-def write_statistics(model_dir: str | Path, stats: TrustStats) -> Manifest:
-    """Write ``stats`` into the manifest's ``[trust]`` table (``[inference]`` added if missing)."""
+def fit_sd_scale(
+    model: Any,
+    images: NDArray[np.floating],
+    labels: NDArray[np.floating],
+    confidence: NDArray[np.floating],
+    threshold: float,
+) -> float | None:
+    """Return the factor making the MC dropout sd calibrated on these (validation) frames.
+
+    MC dropout is known to under-state the error; the factor ``k`` makes the mean |error| over
+    the confident labelled pixels equal ``sqrt(2/pi) * k * mean sd`` (a Gaussian's), so the sd
+    is in error units. ``None`` when there are no confident labelled pixels.
+    """
+    if not len(images):
+        return None
+    result = model.infer(images)
+    if result.sd is None:
+        return None
+    weights = np.isfinite(labels) & (np.nan_to_num(confidence) > threshold)
+    if not weights.any():
+        return None
+    err = np.abs(np.nan_to_num(labels) - result.values)[weights].mean()
+    sd = (result.sd / np.float32(model.inference.sd_scale))[weights].mean()
+    return float(err / (np.sqrt(2 / np.pi) * sd)) if sd > 0 else None
+
+
+def write_statistics(
+    model_dir: str | Path, stats: TrustStats, sd_scale: float | None = None
+) -> Manifest:
+    """Write ``stats`` into the manifest's ``[trust]`` table (``[inference]`` added if missing).
+
+    ``sd_scale`` (from :func:`fit_sd_scale`) goes to ``[inference]``.
+    """
     import tomllib
 
     from sswe_node.model import read_manifest
@@ -246,17 +276,21 @@ def write_statistics(model_dir: str | Path, stats: TrustStats) -> Manifest:
     path = Path(model_dir) / MANIFEST_NAME
     raw = tomllib.loads(path.read_text(encoding="utf-8"))
     raw.setdefault("inference", default_inference(raw["quantity"], raw.get("scale")))
-    raw["trust"] = stats.to_dict()
+    raw["trust"] = stats.save(model_dir)
+    if sd_scale is not None:
+        raw["inference"]["sd_scale"] = round(float(sd_scale), 4)
     staged = path.with_suffix(".toml.tmp")
     staged.write_text(dumps_toml(raw), encoding="utf-8")
     staged.replace(path)
     manifest = read_manifest(model_dir)
-    manifest.trust_stats()  # the digest survives the TOML round trip
+    manifest.trust_stats(model_dir)  # the digests survive the TOML round trip
     return manifest
 
 
-def training_rows(manifest: Manifest, data: Any) -> tuple[NDArray[np.intp], dict[str, Any]]:
-    """Return the dataset rows of the model's training split and a note on how they match.
+def training_rows(
+    manifest: Manifest, data: Any
+) -> tuple[NDArray[np.intp], NDArray[np.intp], dict[str, Any]]:
+    """Return the rows of the model's training and validation splits and a note on the match.
 
     The split is re-drawn from the seed and fractions in the manifest (as ``evaluate`` does);
     ``matches_training_split`` says whether its test patients are those the model was trained
@@ -267,9 +301,10 @@ def training_rows(manifest: Manifest, data: Any) -> tuple[NDArray[np.intp], dict
     record = manifest.training.get("split", {})
     fractions = record.get("fractions", [0.7, 0.1, 0.2])
     seed = int(record.get("seed", 0))
-    train, _, test = split_rows(data.meta, manifest.quantity, fractions, seed)
+    train, validation, test = split_rows(data.meta, manifest.quantity, fractions, seed)
     same = patients_digest(data.meta["patient_key"][test]) == record.get("test_patients_sha256")
-    return train, {"split": "train", "seed": seed, "matches_training_split": bool(same)}
+    note = {"split": "train", "seed": seed, "matches_training_split": bool(same)}
+    return train, validation, note
 
 
 def add_statistics(
@@ -307,12 +342,20 @@ def add_statistics(
     folder = resolve_model_dir(model_dir, models_dir)
     model = load_model(folder)
     data = read_dataset(dataset)
-    rows, note = training_rows(model.manifest, data)
+    rows, validation, note = training_rows(model.manifest, data)
     if not len(rows):
         raise ValueError(f"{dataset}: no labelled {model.manifest.quantity} training rows")
     meta = data.meta
     scanners = [f"{meta['manufacturer'][r]} {meta['model_name'][r]}".strip() for r in rows]
     source = {"dataset": str(dataset), "command": command, **note}
     stats = compute_statistics(model, data.images[rows], scanners, source)
+    threshold = float(model.manifest.training.get("recipe", {}).get("confidence_threshold", 0.75))
+    k = fit_sd_scale(
+        model,
+        data.images[validation],
+        data.labels[validation],
+        data.confidence[validation],
+        threshold,
+    )
     logger.info("trust statistics of %s from %d frames of %s", folder, len(rows), dataset)
-    return write_statistics(folder, stats)
+    return write_statistics(folder, stats, sd_scale=k)

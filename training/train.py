@@ -168,6 +168,7 @@ def train(
     command: str = "",
     evaluate: bool = True,
     progress: bool = True,
+    devices: str | int | None = None,
 ) -> TrainResult:
     """Train a U-Net on a dataset file and write the packaged model.
 
@@ -191,6 +192,9 @@ def train(
         Write the evaluation report on the test patients to ``out_dir/evaluation``.
     progress : bool
         Show a progress bar over epochs.
+    devices : int or "all", optional
+        Train on several devices with ``tf.distribute.MirroredStrategy`` (global batch kept at
+        ``training.batch_size``); see :mod:`training.devices`. Default: one device.
 
     Returns
     -------
@@ -241,14 +245,18 @@ def train(
     )
 
     keras.utils.set_random_seed(t.seed)
-    model = build_unet(
-        grid, depth=config.model.depth, filters=config.model.filters,
-        dropout=config.model.dropout, seed=t.seed,
-    )  # fmt: skip
-    metrics = [masked_rmse_metric(scale), masked_mae_metric(scale), masked_me_metric(scale)]
-    model.compile(
-        optimizer=keras.optimizers.Adam(t.learning_rate), loss=masked_rmse, metrics=metrics
-    )
+    from training.devices import replica_loss_callbacks, strategy_scope
+
+    with strategy_scope(devices) as strategy:
+        model = build_unet(
+            grid, depth=config.model.depth, filters=config.model.filters,
+            dropout=config.model.dropout, seed=t.seed,
+        )  # fmt: skip
+        metrics = [masked_rmse_metric(scale), masked_mae_metric(scale), masked_me_metric(scale)]
+        model.compile(
+            optimizer=keras.optimizers.Adam(t.learning_rate), loss=masked_rmse, metrics=metrics
+        )
+    logger.info("replicas in sync: %d", strategy.num_replicas_in_sync)
     augment = config.augment if t.augment else None
     train_ds = make_dataset(
         data.images[train_rows], targets[train_rows], batch_size=t.batch_size,
@@ -268,6 +276,7 @@ def train(
     (work / "checkpoints").mkdir(parents=True, exist_ok=True)
     best_path = work / "checkpoints" / "best.keras"
     callbacks = [
+        *replica_loss_callbacks(strategy),  # first: fixes the logged loss of N replicas
         keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor, save_best_only=True),
         keras.callbacks.ReduceLROnPlateau(
@@ -353,12 +362,33 @@ def train(
         training=training_record,
         metrics=split_metrics,
     )
+    manifest = _add_trust_statistics(
+        out, data, train_rows, val_rows, command, t.confidence_threshold
+    )
     if evaluate and len(test_rows):
         from training.evaluate import evaluate_model
 
         report = evaluate_model(out, dataset, out / "evaluation")
         manifest = _add_test_metrics(out, report)
     return TrainResult(manifest=manifest, history=history, out_dir=out, work_dir=work)
+
+
+def _add_trust_statistics(
+    out: Path, data: Any, rows: Any, val_rows: Any, command: str, threshold: float
+) -> Manifest:
+    """Write the training frames' OOD and alignment statistics (and the sd calibration)."""
+    from sswe_node.model import load_model
+    from training.package import compute_statistics, fit_sd_scale, write_statistics
+
+    meta = data.meta
+    scanners = [f"{meta['manufacturer'][r]} {meta['model_name'][r]}".strip() for r in rows]
+    source = {"split": "train", "command": command, "matches_training_split": True}
+    model = load_model(out)
+    stats = compute_statistics(model, data.images[rows], scanners, source)
+    k = fit_sd_scale(
+        model, data.images[val_rows], data.labels[val_rows], data.confidence[val_rows], threshold
+    )
+    return write_statistics(out, stats, sd_scale=k)
 
 
 def _add_test_metrics(out: Path, report: dict[str, Any]) -> Manifest:
@@ -383,9 +413,9 @@ def _add_test_metrics(out: Path, report: dict[str, Any]) -> Manifest:
 def _pixel_metrics(
     model: Any, data: Any, rows: Any, targets: Any, scale: float
 ) -> dict[str, float]:
-    from sswe_node.model import _compile
+    from sswe_node.model import compile_forward
 
-    forward = _compile(model, data.images.shape[1:])
+    forward = compile_forward(model, data.images.shape[1:])
     preds = np.concatenate(
         [
             np.asarray(forward(data.images[rows[i : i + 256], :, :, None]))[..., 0]
@@ -435,6 +465,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--no-evaluate", action="store_true", help="skip the test-split evaluation report"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--devices", default=None, metavar="N|all",
+        help="train on N devices (or all) with MirroredStrategy, global batch unchanged",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -459,6 +493,7 @@ def run(args: argparse.Namespace) -> int:
         command=command,
         evaluate=not args.no_evaluate,
         progress=not getattr(args, "no_progress", False) and sys.stderr.isatty(),
+        devices=args.devices,
     )
     m = result.manifest
     print(f"wrote {result.out_dir} ({m.name} {m.version}, {m.parameters} parameters)")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sswe_node.model import LATENT_LAYER  # the one definition (the node splits the network there)
+
+__all__ = ["LATENT_LAYER", "PAPER_PARAMETERS", "build_unet", "count"]
+
 logger = logging.getLogger(__name__)
 
-#: Name of the layer whose output is the latent (bottleneck) feature map.
-LATENT_LAYER = "latent"
 
 #: Trainable parameters of the text-as-written network (depth 2, 32 filters, 1x1 output).
 PAPER_PARAMETERS = 102_017
