@@ -75,6 +75,12 @@ class ElastogramDecodeError(DicomInputError):
     reason = "elastogram-decode"
 
 
+class ScaleMismatchError(DicomInputError):
+    """The colour bar's printed range disagrees with the scale explicitly configured or given."""
+
+    reason = "scale-mismatch"
+
+
 class ModelError(SsweError):
     """A packaged model is missing, malformed or fails its checksum."""
 

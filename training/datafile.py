@@ -50,7 +50,17 @@ META_COLUMNS: dict[str, str] = {
     "roi_rows": "int",  # size of the source ROI in pixels
     "roi_cols": "int",
     "confident_fraction": "float",  # fraction of ROI pixels with confidence > 0.75
+    # the colour-bar scale a labelled row was decoded at, and where it came from
+    # ("private-data", "image-labels", "option"; sswe_node.imaging.scale); NaN / "" else
+    "scale_min": "float",
+    "scale_max": "float",
+    "scale_unit": "str",
+    "scale_source": "str",
 }
+#: Columns added after format version 1 was first written: files without them read (and
+#: grow) with the default value in the rows written before.
+_LATER_COLUMNS = ("scale_min", "scale_max", "scale_unit", "scale_source")
+_DEFAULTS = {"str": "", "int": -1, "float": np.nan, "bool": False}
 
 _STR = h5py.string_dtype("utf-8")
 
@@ -145,6 +155,15 @@ class DatasetWriter:
             except ValueError:
                 f.close()  # refused: do not keep the file open (and locked) for writing
                 raise
+            n = int(f["images"].shape[0])
+            for column in _LATER_COLUMNS:
+                if column not in f["meta"]:
+                    kind = META_COLUMNS[column]
+                    ds = f["meta"].create_dataset(
+                        column, shape=(n,), maxshape=(None,), dtype=_DTYPES[kind], chunks=True
+                    )
+                    if n:
+                        ds[:] = _default_column(kind, n)
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -297,6 +316,13 @@ def _check_format(f: h5py.File, path: Path) -> None:
         raise ValueError(f"{path}: dataset format version {f.attrs['version']} is too new")
 
 
+def _default_column(kind: str, n: int) -> NDArray[Any]:
+    """Return ``n`` default values of a metadata column of ``kind``."""
+    if kind == "str":
+        return np.asarray([""] * n, dtype=object)
+    return np.full(n, _DEFAULTS[kind], dtype=_DTYPES[kind])
+
+
 def read_dataset(path: str | Path) -> DatasetArrays:
     """Read a whole dataset file into memory.
 
@@ -313,7 +339,11 @@ def read_dataset(path: str | Path) -> DatasetArrays:
     with h5py.File(path, "r") as f:
         _check_format(f, path)
         meta = {}
+        rows = int(f["images"].shape[0])
         for column, kind in META_COLUMNS.items():
+            if column not in f["meta"] and column in _LATER_COLUMNS:
+                meta[column] = _default_column(kind, rows)
+                continue
             values = f["meta"][column][:]
             if kind == "str":
                 values = np.asarray([v.decode() if isinstance(v, bytes) else v for v in values])

@@ -18,6 +18,7 @@ from sswe_node.errors import (
     CorruptDicomError,
     DicomInputError,
     ElastogramDecodeError,
+    ScaleMismatchError,
     UnsupportedLayoutError,
 )
 from sswe_node.imaging.boxes import PixelBox
@@ -30,13 +31,16 @@ from sswe_node.imaging.elastogram import (
 from sswe_node.imaging.frame_layout import FrameLayout, Layout
 from sswe_node.imaging.grid import from_grid, grid_spacing_mm, to_grid
 from sswe_node.imaging.layout import analyse_layout
+from sswe_node.imaging.marks import fill_masked, graphics_marks, outside_fan, wedge_mask
 from sswe_node.imaging.pixels import (
     check_ultrasound,
     decode_frame_native,
     frame_count,
     select_frames,
 )
-from sswe_node.imaging.regions import read_regions
+from sswe_node.imaging.regions import GREY_BAR, Region, read_regions
+from sswe_node.imaging.scale import ScaleSetting, as_setting, choose_scale
+from sswe_node.imaging.scale_labels import BarLabels, read_bar_labels
 from sswe_node.imaging.strain import strain_bar_reason
 from sswe_node.quantities import QUANTITY_UNITS
 
@@ -72,7 +76,18 @@ class FrameReading:
     quantity, unit : str or None
         ``"youngs-modulus"``/``"kPa"`` or ``"shear-wave-speed"``/``"m/s"``.
     scale : tuple of float or None
-        ``(min, max)`` of the colour bar used for decoding.
+        ``(min, max)`` of the colour bar used for decoding (see :mod:`sswe_node.imaging.scale`).
+    scale_source : str or None
+        Where ``scale`` came from: ``"private-data"``, ``"image-labels"``, ``"config"``,
+        ``"manifest"`` or ``"option"``; None without a scale.
+    scale_labels : BarLabels or None
+        The range read beside the colour bar, when readable.
+    marks : numpy.ndarray or None
+        Boolean ``(h, w)`` like ``bmode``: burned-in marks (rings, calipers, crosses, text,
+        cursors, a grey wedge) in the B-mode ROI or the SWE box (:mod:`~sswe_node.imaging.marks`):
+        confidence 0 in the labels, filled from their surroundings in :meth:`model_input`.
+    outside : numpy.ndarray or None
+        Boolean ``(h, w)``: outside a sector probe's fan (not tissue); None for full images.
     overlay_panel, colour_bar : PixelBox or None
         The elastogram panel and the colour bar (dual only).
     opacity : float or None
@@ -106,13 +121,23 @@ class FrameReading:
     layout_source: str = "pixels"
     notes: list[str] = field(default_factory=list)
     grid: tuple[int, int] = (96, 64)
+    scale_source: str | None = None
+    scale_labels: BarLabels | None = None
+    marks: NDArray[np.bool_] | None = None
+    outside: NDArray[np.bool_] | None = None
 
     def model_input(self, grid: tuple[int, int] | None = None) -> NDArray[np.float32]:
         """Return the B-mode ROI on the model grid, scaled from 0-255 to 0-1 (float32).
 
-        ``grid`` defaults to the one given to :func:`read_instance`.
+        ``grid`` defaults to the one given to :func:`read_instance`. Grid cells touched by
+        burned-in marks are filled from the cells around them; outside a fan they are 0.
         """
-        out = to_grid(self.bmode, grid or self.grid) * np.float32(1.0 / 255.0)
+        grid = grid or self.grid
+        out = to_grid(self.bmode, grid) * np.float32(1.0 / 255.0)
+        if self.outside is not None:  # black first: marks there are filled with black
+            out[to_grid(self.outside.astype(np.float32), grid) > 0.5] = 0.0
+        if self.marks is not None and self.marks.any():
+            out = fill_masked(out, to_grid(self.marks.astype(np.float32), grid) > 0.01)
         return np.clip(out, 0.0, 1.0)
 
     def label_on_grid(
@@ -146,12 +171,15 @@ class FrameReading:
 def read_instance(
     ds: Dataset,
     grid: tuple[int, int] = (96, 64),
-    scale: tuple[float, float] | None = None,
+    scale: tuple[float, float] | ScaleSetting | None = None,
     max_frames: int | None = 16,
     *,
     quantity: str = "youngs-modulus",
     opacity: float | None = None,
     max_pixels: int | None = None,
+    decode: bool = True,
+    read_labels: bool = True,
+    find_marks: bool = True,
 ) -> list[FrameReading]:
     """Read an ultrasound instance: decode, find the layout, decode the elastogram.
 
@@ -163,11 +191,14 @@ def read_instance(
         ``(rows, cols)`` model grid: the default of :meth:`FrameReading.model_input`,
         :meth:`FrameReading.label_on_grid` and :meth:`FrameReading.grid_spacing_mm`, where the
         regridding happens (on demand).
-    scale : tuple of float, optional
-        ``(min, max)`` of the colour bar (bottom, top) in the quantity's unit, from the
-        configuration (``reading.colour_bar_min/max``) or the model manifest. Without it,
-        dual captures are still read (B-mode, boxes) but ``swe`` is None unless the SSI
-        private data gives values.
+    scale : tuple of float or ScaleSetting, optional
+        The colour bar's ``(min, max)`` (bottom, top) in the quantity's unit as the caller
+        knows it: a :class:`~sswe_node.imaging.scale.ScaleSetting` says where it came from
+        and whether it was set explicitly; a plain pair counts as an explicit option. The
+        range printed beside the bar wins over a fallback and refuses the frame
+        (``scale-mismatch``) when it disagrees with an explicit scale (see
+        :mod:`sswe_node.imaging.scale`). With no scale at all, dual captures are still read
+        (B-mode, boxes) but ``swe`` is None unless the SSI private data gives values.
     max_frames : int or None
         Read at most this many frames of a multi-frame instance, evenly spaced with the
         first and the last included; None reads all. Frames whose layout is unsupported or
@@ -179,6 +210,14 @@ def read_instance(
         Known overlay opacity (estimated per frame otherwise).
     max_pixels : int, optional
         Refuse instances with more pixels (rows x columns x frames).
+    decode : bool
+        Decode the elastogram (False: only choose the scale, e.g. for inference, which needs
+        the B-mode alone).
+    read_labels : bool
+        Read the colour bar's printed range (OCR, cached per bar); False trusts ``scale``.
+    find_marks : bool
+        Find burned-in marks and the outside of a fan (``FrameReading.marks``/``outside``);
+        False leaves them None (the reading of earlier versions).
 
     Returns
     -------
@@ -190,7 +229,7 @@ def read_instance(
     sswe_node.errors.DicomInputError
         A typed subclass: ``NotUltrasoundError``, ``CorruptDicomError``,
         ``UnsupportedTransferSyntaxError``, ``PixelDecodeError``, ``ImageTooLargeError``,
-        ``UnsupportedLayoutError`` or ``ElastogramDecodeError``.
+        ``UnsupportedLayoutError``, ``ElastogramDecodeError`` or ``ScaleMismatchError``.
 
     Examples
     --------
@@ -204,10 +243,7 @@ def read_instance(
     """
     if quantity not in QUANTITY_UNITS:
         raise ValueError(f"quantity must be one of {sorted(QUANTITY_UNITS)}, got {quantity!r}")
-    if scale is not None:
-        scale = (float(scale[0]), float(scale[1]))
-        if not scale[1] > scale[0]:
-            raise ValueError(f"scale must be (min, max) with max > min, got {scale}")
+    setting = as_setting(scale)
     check_ultrasound(ds, max_pixels=max_pixels)
     regions = read_regions(ds)
     pixel_spacing = _pixel_spacing(ds)
@@ -217,10 +253,14 @@ def read_instance(
         frame = decode_frame_native(ds, index)
         try:
             found = analyse_layout(frame, regions, pixel_spacing_mm=pixel_spacing)
-            reading = _read_frame(ds, index, frame, found, scale, quantity, opacity)
+            reading = _read_frame(
+                ds, index, frame, found, setting, quantity, opacity, decode, read_labels
+            )
+            if find_marks:
+                _find_marks(reading, frame, regions)
             reading.grid = (int(grid[0]), int(grid[1]))
             readings.append(reading)
-        except (UnsupportedLayoutError, ElastogramDecodeError) as exc:
+        except (UnsupportedLayoutError, ElastogramDecodeError, ScaleMismatchError) as exc:
             logger.info("frame %d skipped: %s", index, exc)
             skipped.append(exc)
     if not readings:
@@ -233,9 +273,11 @@ def _read_frame(
     index: int,
     frame: NDArray[np.uint8] | NDArray[np.float32],
     found: FrameLayout,
-    scale: tuple[float, float] | None,
+    setting: ScaleSetting | None,
     quantity: str,
     opacity: float | None,
+    decode: bool,
+    read_labels: bool,
 ) -> FrameReading:
     reading = FrameReading(
         frame=index,
@@ -258,15 +300,26 @@ def _read_frame(
     reading.quantity = quantity
     reading.unit = QUANTITY_UNITS[quantity]
     raw = read_ssi_quantification(ds, (found.overlay_roi.height, found.overlay_roi.width))
+    labels = read_bar_labels(frame, found.colour_bar) if read_labels else None
+    choice = choose_scale(
+        unit=reading.unit, setting=setting, labels=labels, private=raw is not None
+    )
+    reading.scale, reading.scale_source, reading.scale_labels = (
+        choice.scale,
+        choice.source,
+        labels,
+    )
     if raw is not None:
         reading.swe, reading.confidence = raw
         reading.swe_source = "ssi-private"
-        reading.scale = scale
         return reading
-    if scale is None:
-        reading.notes.append("no colour bar scale given: elastogram not decoded")
-        logger.info("frame %d: no colour bar scale given, elastogram not decoded", index)
+    if choice.scale is None:
+        reading.notes.append("no colour bar scale (no readable labels, none given)")
+        logger.info("frame %d: no colour bar scale, elastogram not decoded", index)
         return reading
+    if not decode:
+        return reading
+    scale = choice.scale
     bar = sample_colour_bar(frame[found.colour_bar.slices], scale)
     decoded = decode_elastogram(
         frame[found.overlay_roi.slices], reading.bmode, bar, opacity=opacity
@@ -274,9 +327,30 @@ def _read_frame(
     reading.swe = decoded.values
     reading.confidence = decoded.confidence
     reading.opacity = decoded.opacity
-    reading.scale = scale
     reading.swe_source = decoded.source
     return reading
+
+
+def _find_marks(reading: FrameReading, frame: NDArray[np.floating], regions: list[Region]) -> None:
+    """Find burned-in marks and the outside of a fan; take them out of the labels."""
+    roi = reading.roi
+    pixels = frame[roi.slices]
+    wedges = tuple(r.box.shifted(-roi.top, -roi.left) for r in regions if r.data_type == GREY_BAR)
+    marks = graphics_marks(pixels, grey_image=True)
+    if reading.layout is Layout.BMODE or wedges:  # a dual's ROI is the SWE box's copy
+        marks |= wedge_mask(reading.bmode, wedges)
+    if reading.overlay_roi is not None:
+        box = frame[reading.overlay_roi.slices]
+        rows, cols = min(box.shape[0], marks.shape[0]), min(box.shape[1], marks.shape[1])
+        marks[:rows, :cols] |= graphics_marks(box, grey_image=False)[:rows, :cols]
+    reading.marks = marks
+    reading.outside = outside_fan(reading.bmode)
+    private = reading.swe_source == "ssi-private"  # stored values: marks never touched them
+    if not private and reading.confidence is not None and reading.confidence.shape == marks.shape:
+        # the values stay (a void is where the scanner shows no colour); the labels lose them
+        hidden = marks if reading.outside is None else marks | reading.outside
+        if hidden.any():
+            reading.confidence = np.where(hidden, np.float32(0), reading.confidence)
 
 
 def read_file(source: str | os.PathLike[str] | BinaryIO) -> Dataset:

@@ -57,7 +57,6 @@ def _end_crops(
 ) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
     """Return grey crops beside the two ends of the bar (the bar itself blanked)."""
     rows, cols = frame.shape[:2]
-    grey = frame.max(axis=2) if frame.ndim == 3 else frame
     vertical = bar.height >= bar.width
     if vertical:
         left, right = max(0, bar.left - 24), min(cols, bar.right + 44)
@@ -69,7 +68,9 @@ def _end_crops(
         crops = [(slice(top, bottom), slice(max(0, a), min(cols, b))) for a, b in spans]
     out = []
     for rs, cs in crops:
-        crop = np.array(grey[rs, cs], dtype=np.float32)
+        # only the crops are made grey: the whole frame would cost more than the OCR cache saves
+        sub = frame[rs, cs]
+        crop = np.array(sub.max(axis=2) if sub.ndim == 3 else sub, dtype=np.float32)
         # blank the bar's own pixels: they are colour, not text
         br = slice(max(bar.top - rs.start, 0), max(bar.bottom - rs.start, 0))
         bc = slice(max(bar.left - cs.start, 0), max(bar.right - cs.start, 0))

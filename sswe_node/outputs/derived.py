@@ -15,6 +15,7 @@ __all__ = [
     "UNPAIRED_BODY_PARTS",
     "contribution_description",
     "derivation_description",
+    "scale_description",
     "series_description",
     "source_laterality",
     "mark_derived",
@@ -59,6 +60,28 @@ def derivation_description(model: ModelInfo) -> str:
         f"predicted from the B-mode image by the model {model.name} {model.version} "
         f"(sswe-node {__version__}). {WARNING}."
     )[:1024]
+
+
+#: How each scale source reads in a Derivation Description.
+_SCALE_SOURCE_WORDS = {
+    "private-data": "the scanner's private quantitative data",
+    "image-labels": "the labels printed beside the source's colour bar",
+    "config": "the node configuration",
+    "manifest": "the model manifest",
+    "option": "a command-line option",
+}
+
+
+def scale_description(scale: tuple[float, float], unit: str, source: str | None) -> str:
+    r"""Return the sentence of a Derivation Description saying which colour-bar scale was used.
+
+    Examples
+    --------
+    >>> scale_description((0.0, 180.0), "kPa", "image-labels")
+    'Colour-bar scale 0-180 kPa, from the labels printed beside the source\'s colour bar.'
+    """
+    words = _SCALE_SOURCE_WORDS.get(str(source), str(source or "unknown"))
+    return f"Colour-bar scale {scale[0]:g}-{scale[1]:g} {unit}, from {words}."
 
 
 def series_description(model: ModelInfo, kind: str) -> str:
