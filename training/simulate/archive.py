@@ -57,10 +57,25 @@ from threadpoolctl import threadpool_limits
 from sswe_node.imaging.regions import COLOUR_BAR, COLOUR_FLOW, GREY_BAR, TISSUE
 from training.simulate.bmode import form_bmode
 from training.simulate.instance import InstanceInfo, Region, build_dataset
-from training.simulate.render import Box, render_dual, render_fullscreen
-from training.simulate.scanners import SETUPS, Geometry
+from training.simulate.profiles import PROFILES, Acquisition, draw_acquisition, gland_depth
+from training.simulate.render import (
+    Box,
+    draw_annotations,
+    draw_scale,
+    render_dual,
+    render_fullscreen,
+)
+from training.simulate.scanners import SETUPS
+from training.simulate.strain import StrainSettings, render_strain_dual, simulate_strain
 from training.simulate.swe import SweSettings, acquire_swe
-from training.simulate.tissue import ORGANS, Phantom, TissueMaps, make_phantom, modulus_to_speed
+from training.simulate.tissue import (
+    ORGANS,
+    Phantom,
+    TissueMaps,
+    draw_patient_traits,
+    make_phantom,
+    modulus_to_speed,
+)
 
 __all__ = ["ArchiveSummary", "write_archive", "ARCHIVE_FORMAT", "GROUND_TRUTH_FORMAT"]
 
@@ -71,6 +86,9 @@ GROUND_TRUTH_FORMAT = "sswe-sim-ground-truth"
 FORMAT_VERSION = 1
 NOTE = "Synthetic phantom data from sswe-node's simulator: not patient data, not for diagnosis."
 ARRANGEMENTS = ("left-right", "top-bottom", "mixed")
+VARIABILITY = ("full", "none")
+#: Offsets of the per-acquisition generators (one stream per kind of image).
+_ACQ_STREAM = {"dual": 101, "bmode": 102, "other-scanner": 103, "strain": 104}
 
 
 @dataclass
@@ -137,13 +155,27 @@ class _ArchiveWriter:
         arrangement: str,
         jpeg: bool,
         other_scanner: bool,
+        variability: str = "full",
+        qse: bool = False,
+        scales: str = "fixed",
+        annotations: bool = False,
     ) -> None:
         self.out_dir = out_dir
+        self.scales = scales
+        self.annotations = annotations
         self.seed = seed
         self.spec = ORGANS[organ]
         self.setup = SETUPS[organ]
-        # archives written with other options hold other pixels: they get other UIDs
+        self.profiles = PROFILES[organ]
+        self.vary = variability == "full"
+        self.qse = qse
+        # archives written with other options hold other pixels: they get other UIDs (the
+        # strain captures draw from their own generators: other instances keep their pixels)
         self.variant = f"{organ}|{engine}|{opacity:g}|{arrangement}|{jpeg}|{other_scanner}"
+        if variability != "full":
+            self.variant += f"|{variability}"
+        if scales != "fixed" or annotations:
+            self.variant += f"|{scales}|{annotations}"
         self.engine = engine
         self.opacity = opacity
         self.arrangement = arrangement
@@ -192,26 +224,51 @@ class _ArchiveWriter:
             body_part=self.spec.name.upper(),
         )
 
+    def acquisition(
+        self, kind: str, phantom: Phantom, plane: tuple[int, int]
+    ) -> tuple[Acquisition, np.random.Generator]:
+        """Draw the settings of one image; return them and their generator."""
+        acq_rng = np.random.default_rng([self.seed, *plane, _ACQ_STREAM[kind]])
+        profile = self.profiles[kind]
+        return draw_acquisition(profile, acq_rng, gland_depth(phantom), self.vary), acq_rng
+
     def dual(
-        self, phantom: Phantom, rng: np.random.Generator, arrangement: str
+        self,
+        phantom: Phantom,
+        rng: np.random.Generator,
+        arrangement: str,
+        plane: tuple[int, int] = (0, 0),
     ) -> tuple[Any, dict[str, Any], dict[str, NDArray[np.float32]], Box, list[Region]]:
-        geo = self.setup.dual
         scanner = self.setup.swe_scanner
+        setting, acq_rng = self.acquisition("dual", phantom, plane)
+        geo = setting.geometry
         x, z = geo.axes()
-        maps = phantom.maps(x, z)
-        bmode = form_bmode(maps, scanner.probe, scanner.display, rng, self.engine)
+        maps = setting.maps(phantom)
+        bmode = form_bmode(maps, setting.probe, setting.display, rng, self.engine)
         h = int(geo.rows * rng.uniform(0.55, 0.8))
         w = int(geo.cols * rng.uniform(0.6, 0.9))
         top = int(rng.integers(12, min(60, geo.rows - h - 8)))
         left = int(rng.integers(10, geo.cols - w - 10))
         box = Box(top, left, top + h, left + w)
-        settings = SweSettings(half_depth_mm=self.setup.swe_half_depth_mm)
+        if self.vary:
+            settings = SweSettings.draw(acq_rng, self.setup.swe_half_depth_mm)
+        else:
+            settings = SweSettings(half_depth_mm=self.setup.swe_half_depth_mm)
         acq = acquire_swe(_slice_maps(maps, box), rng, self.spec.quantity, settings)
         header = f"{self.spec.name.capitalize()}  {scanner.probe.name}  SWE {self.spec.unit}"
+        # the operator's colour-bar range and measurement marks: own generators, so that the
+        # other pixels do not change with these options
+        scale, marks = self.spec.scale, ()
+        if self.scales == "random":
+            scale = draw_scale(np.random.default_rng([self.seed, *plane, 4201]), self.spec.unit)
+        if self.annotations:
+            marks = draw_annotations(
+                np.random.default_rng([self.seed, *plane, 4202]), box, self.spec.unit
+            )
         frame, layout = render_dual(
-            bmode, acq.swe, box, scale=self.spec.scale, unit=self.spec.unit,
+            bmode, acq.swe, box, scale=scale, unit=self.spec.unit,
             spacing_mm=geo.spacing_mm, top_mm=geo.top_mm, opacity=self.opacity,
-            arrangement=arrangement, header=header,
+            arrangement=arrangement, header=header, annotations=marks,
         )  # fmt: skip
         b = layout.boxes
         box_depth = geo.top_mm + box.top * geo.spacing_mm
@@ -226,30 +283,40 @@ class _ArchiveWriter:
         record = {
             "boxes": {k: v.as_list() for k, v in b.items()},
             "spacing_mm": [geo.spacing_mm, geo.spacing_mm],
-            "scale_min": self.spec.scale[0],
-            "scale_max": self.spec.scale[1],
+            "scale_min": scale[0],
+            "scale_max": scale[1],
+            "annotations": [m.record() for m in marks],
             "unit": acq.unit,
             "quantity": acq.quantity,
             "opacity": self.opacity,
             "arrangement": arrangement,
+            "acquisition": setting.record(),
+            "swe_artefacts": settings.record(),
+            "tissue": phantom.record(),
         }
-        truth = {"true_modulus": acq.true_values, "swe": acq.swe, "confidence": acq.confidence}
+        truth = {"true_modulus": acq.true_values, "swe": acq.swe, "confidence": acq.confidence,
+                 "label": maps.label[box.slices].astype(np.float32)}  # fmt: skip
         return frame, record, truth, b["swe_box"], regions
 
     def bmode_only(
         self,
         phantom: Phantom,
         rng: np.random.Generator,
-        geo: Geometry,
         other: bool,
         header: str,
+        plane: tuple[int, int] = (0, 0),
     ) -> tuple[Any, dict[str, Any], dict[str, NDArray[np.float32]], Box, list[Region]]:
-        scanner = self.setup.other_scanner if other else self.setup.swe_scanner
+        setting, _ = self.acquisition("other-scanner" if other else "bmode", phantom, plane)
+        geo = setting.geometry
         x, z = geo.axes()
-        if other:  # another probe position on another day
-            x = x + float(rng.uniform(-3, 3))
-        maps = phantom.maps(x, z)
-        bmode = form_bmode(maps, scanner.probe, scanner.display, rng, self.engine)
+        shift = float(rng.uniform(-3, 3)) if other else 0.0  # another probe position, day
+        x = x + shift
+        maps = setting.maps(phantom, shift)
+        bmode = form_bmode(maps, setting.probe, setting.display, rng, self.engine)
+        fan = geo.fan_mask()
+        if fan is not None:
+            bmode[~fan] = 0
+        self.last_bmode = (bmode, maps, setting, fan)
         frame, layout = render_fullscreen(
             bmode, spacing_mm=geo.spacing_mm, top_mm=geo.top_mm, header=header, rgb=other,
             ruler_side="right" if other else "left", grey_bar=not other,
@@ -264,9 +331,74 @@ class _ArchiveWriter:
             "spacing_mm": [geo.spacing_mm, geo.spacing_mm],
             "unit": self.spec.unit,
             "quantity": self.spec.quantity,
+            "acquisition": setting.record(),
+            "tissue": phantom.record(),
         }
-        truth = {"true_modulus": _in_unit(maps.modulus_kpa, self.spec.quantity)}
+        true = _in_unit(maps.modulus_kpa, self.spec.quantity)
+        label = maps.label.astype(np.float32)
+        if fan is not None:  # outside the sector there is no image: no truth either
+            true = np.where(fan, true, np.nan).astype(np.float32)
+            label = np.where(fan, label, np.nan).astype(np.float32)
+        truth = {"true_modulus": true, "label": label}
         return frame, record, truth, b["imaging_region"], regions
+
+    def strain_capture(
+        self, phantom: Phantom, plane: tuple[int, int], header: str
+    ) -> tuple[Any, dict[str, Any], dict[str, NDArray[np.float32]], Box, list[Region]]:
+        """Render the second scanner's B-mode / strain screen of its last B-mode image."""
+        bmode, maps, setting, fan = self.last_bmode
+        geo = setting.geometry
+        rng = np.random.default_rng([self.seed, *plane, _ACQ_STREAM["strain"]])
+        settings = StrainSettings.draw(rng)
+        h = int(geo.rows * rng.uniform(0.6, 0.8))
+        w = int(geo.cols * rng.uniform(0.55, 0.75))
+        top = int(rng.integers(int(0.06 * geo.rows), geo.rows - h - 4))
+        left = int(rng.integers((geo.cols - w) // 3, (2 * (geo.cols - w)) // 3 + 1))
+        box = Box(top, left, top + h, left + w)
+        sliced = _slice_maps(maps, box)
+        qse = simulate_strain(sliced, rng, settings)
+        display = qse.display
+        relative = qse.relative
+        grey = bmode
+        if fan is not None:
+            inside = fan[box.slices]
+            relative = np.where(inside, relative, np.nan).astype(np.float32)
+        frame, layout = render_strain_dual(
+            grey, np.nan_to_num(display), box, settings, spacing_mm=geo.spacing_mm,
+            top_mm=geo.top_mm, header=header,
+        )  # fmt: skip
+        if fan is not None:  # the strain colour stays inside the fan
+            frame = np.array(frame)
+            sb = layout.boxes["strain_box"]
+            view = frame[sb.slices]
+            view[~inside] = 0
+        b = layout.boxes
+        x, _ = geo.axes()
+        centre_x = float(x[geo.cols // 2])
+        box_depth = geo.top_mm + box.top * geo.spacing_mm
+        regions = [
+            Region(b["strain_panel"], TISSUE, geo.spacing_mm, geo.top_mm, centre_x),
+            Region(b["strain_box"], COLOUR_FLOW, geo.spacing_mm, box_depth,
+                   float(x[(box.left + box.right) // 2])),
+            Region(b["bmode_panel"], TISSUE, geo.spacing_mm, geo.top_mm, centre_x),
+            Region(b["colour_bar"], COLOUR_BAR),
+        ]  # fmt: skip
+        true = _in_unit(sliced.modulus_kpa, self.spec.quantity)
+        label = sliced.label.astype(np.float32)
+        if fan is not None:
+            true = np.where(inside, true, np.nan).astype(np.float32)
+            label = np.where(inside, label, np.nan).astype(np.float32)
+        record = {
+            "boxes": {k: v.as_list() for k, v in b.items()},
+            "spacing_mm": [geo.spacing_mm, geo.spacing_mm],
+            "unit": "relative",
+            "quantity": "relative-strain",
+            "acquisition": setting.record(),
+            "strain": settings.record(),
+            "tissue": phantom.record(),
+        }
+        truth = {"relative_strain": relative, "true_modulus": true, "label": label}
+        return frame, record, truth, b["strain_box"], regions
 
     def write(
         self,
@@ -330,15 +462,18 @@ class _ArchiveWriter:
     def patient(self, p: int, planes: int | None) -> int:
         pat = self.patient_info(p)
         n_planes = planes if planes is not None else pat["planes"]
+        traits = draw_patient_traits(
+            np.random.default_rng([self.seed, p, 9001]), self.spec.name, self.vary
+        )
         for k in range(n_planes):
             rng = np.random.default_rng([self.seed, p, k])
-            phantom = make_phantom(rng, self.spec.name)
+            phantom = make_phantom(rng, self.spec.name, traits)
             plane_id = f"{pat['patient_id']}-P{k + 1}"
             if self.arrangement == "mixed":
                 arrangement = ("left-right", "top-bottom")[(p + k) % 2]
             else:
                 arrangement = self.arrangement
-            frame, record, truth, tbox, regions = self.dual(phantom, rng, arrangement)
+            frame, record, truth, tbox, regions = self.dual(phantom, rng, arrangement, (p, k))
             self.write(
                 frame, self.info(pat, p, 1, 1, k + 1, "SWE dual (synthetic)"), "dual", plane_id,
                 self.setup.swe_scanner, regions, record, truth, tbox, self.jpeg,
@@ -346,7 +481,7 @@ class _ArchiveWriter:
             )  # fmt: skip
             header = f"{self.spec.name.capitalize()}  {self.setup.swe_scanner.probe.name}  B-mode"
             frame, record, truth, tbox, regions = self.bmode_only(
-                phantom, rng, self.setup.full, False, header
+                phantom, rng, False, header, (p, k)
             )
             self.write(
                 frame, self.info(pat, p, 1, 2, k + 1, "B-mode (synthetic)"), "bmode", plane_id,
@@ -356,13 +491,23 @@ class _ArchiveWriter:
             if self.other_scanner:
                 header = f"{self.setup.other_scanner.probe.name}  {self.spec.name.upper()}  2D"
                 frame, record, truth, tbox, regions = self.bmode_only(
-                    phantom, rng, self.setup.other, True, header
+                    phantom, rng, True, header, (p, k)
                 )
                 self.write(
                     frame, self.info(pat, p, 2, 1, k + 1, "B-mode other scanner (synthetic)"),
                     "other-scanner", plane_id, self.setup.other_scanner, regions, record, truth,
                     tbox, self.jpeg, ("ORIGINAL", "PRIMARY", self.image_type3),
                 )  # fmt: skip
+                if self.qse:
+                    header = f"{self.setup.other_scanner.probe.name}  {self.spec.name.upper()}"
+                    frame, record, truth, tbox, regions = self.strain_capture(
+                        phantom, (p, k), header
+                    )
+                    self.write(
+                        frame, self.info(pat, p, 2, 2, k + 1, "Strain elastography (synthetic)"),
+                        "strain", plane_id, self.setup.other_scanner, regions, record, truth,
+                        tbox, self.jpeg, ("ORIGINAL", "PRIMARY", self.image_type3),
+                    )  # fmt: skip
         return n_planes
 
 
@@ -405,6 +550,10 @@ def write_archive(
     other_scanner: bool = True,
     progress: bool = False,
     workers: int = 1,
+    variability: str = "full",
+    qse: bool = False,
+    scales: str = "fixed",
+    annotations: bool = False,
 ) -> ArchiveSummary:
     """Write a simulated DICOM archive with its ground truth (layout: module docstring).
 
@@ -435,6 +584,21 @@ def write_archive(
         Show a progress bar.
     workers : int
         Processes simulating patients in parallel (the output does not depend on it).
+    variability : {"full", "none"}
+        ``"full"``: scanner settings, SWE artefacts and the patient's stiffness-echogenicity
+        relation drawn per acquisition / patient (``training.simulate.profiles``), recorded
+        in ``archive.json``; ``"none"``: the nominal settings of every profile, linear
+        geometry, no artefact draws, one relation for all patients.
+    qse : bool
+        Also write the second scanner's quasi-static strain elastography capture of every
+        plane (kind ``"strain"``, study 2, series 2; needs ``other_scanner``).
+    scales : {"fixed", "random"}
+        Colour-bar range of dual captures: the organ's (0-70 kPa, 0-10 m/s), or drawn per
+        acquisition from ``training.simulate.render.SCALE_MAXIMA`` (kPa: 40, 70, 90, 180,
+        300; m/s: 5, 7, 10); burned in beside the bar and recorded as ``scale_min/max``.
+    annotations : bool
+        Burn an operator's measurement marks into dual captures (Q-Box rings, calipers,
+        crosses, a result text; recorded per instance as ``annotations``).
 
     Returns
     -------
@@ -456,13 +620,32 @@ def write_archive(
         raise ValueError("seed must be non-negative")
     if workers < 1:
         raise ValueError("workers must be at least 1")
+    if variability not in VARIABILITY:
+        raise ValueError(f"unknown variability {variability!r}; expected one of {VARIABILITY}")
+    if scales not in ("fixed", "random"):
+        raise ValueError(f"unknown scales {scales!r}; expected 'fixed' or 'random'")
+    if qse and not other_scanner:
+        raise ValueError("strain captures (qse) are made by the second scanner: keep it on")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         # Mixing two archives in one folder would leave images without matching ground truth.
         raise FileExistsError(f"{out} is not empty: write a simulated archive to a new folder")
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    options = (out, seed, organ, engine, opacity, arrangement, jpeg, other_scanner)
+    options = (
+        out,
+        seed,
+        organ,
+        engine,
+        opacity,
+        arrangement,
+        jpeg,
+        other_scanner,
+        variability,
+        qse,
+        scales,
+        annotations,
+    )
     jobs = [(options, p, images_per_patient) for p in range(patients)]
     bar = None
     if progress:
@@ -502,6 +685,9 @@ def write_archive(
         "quantity": spec.quantity,
         "unit": spec.unit,
         "scale": list(spec.scale),
+        "variability": variability,
+        "qse": qse,
+        "profiles": {k: v.name for k, v in PROFILES[organ].items()},
         "note": NOTE,
         "instances": records,
     }

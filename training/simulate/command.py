@@ -57,6 +57,44 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="do not render the planes with the second scanner (no SWE)",
     )
     parser.add_argument(
+        "--variability",
+        choices=("full", "none"),
+        default="full",
+        help="full (default): per acquisition, draw the scanner profile's settings (centre "
+        "frequency and bandwidth -> PSF size, f-number, transmit focus depth, gain, dynamic "
+        "range, TGC slope and six TGC sliders, noise floor, speckle density, zoom/pixel "
+        "spacing, probe pressure) and the SWE artefacts (noise, penetration, noisy low-"
+        "confidence edges, box-edge bias, precompression under the probe, shadow voids); per "
+        "patient, the stiffness-echogenicity slope and the gland's echogenicity, per lesion "
+        "hypo/iso/hyperechoic (62/32/6 %% prostate, 55/30/15 %% thyroid); all recorded in "
+        "archive.json. Geometry: SWE dual panel linear (plane-wave B-mode), full-screen "
+        "B-mode-only protocol convex and focused at the gland with more probe pressure, "
+        "second scanner endocavity (prostate; linear for the thyroid). none: nominal "
+        "settings, linear images, no draws (see docs/simulator.md)",
+    )
+    parser.add_argument(
+        "--qse",
+        action="store_true",
+        help="also write the second scanner's quasi-static strain elastography capture of "
+        "every plane (kind 'strain': dual B-mode/strain screen, bar labelled SOFT/HARD, no "
+        "kPa scale; operator-dependent stress decay, smoothing, noise and contrast drawn per "
+        "acquisition); readers refuse it as strain, never decoded as SWE",
+    )
+    parser.add_argument(
+        "--scales",
+        choices=("fixed", "random"),
+        default="fixed",
+        help="colour-bar range of dual captures: the organ's (default; 0-70 kPa, 0-10 m/s) or "
+        "drawn per acquisition (kPa: 40, 70, 90, 180, 300; m/s: 5, 7, 10), burned in beside "
+        "the bar ('180 kPa', '0') as scanners do",
+    )
+    parser.add_argument(
+        "--annotations",
+        action="store_true",
+        help="burn an operator's measurement marks into dual captures: Q-Box rings, calipers, "
+        "crosses and a result text (recorded in archive.json)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=1, help="processes simulating patients in parallel"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -80,6 +118,10 @@ def run(args: argparse.Namespace) -> int:
             other_scanner=not args.no_other_scanner,
             progress=not args.no_progress,
             workers=args.workers,
+            variability=args.variability,
+            qse=args.qse,
+            scales=args.scales,
+            annotations=args.annotations,
         )
     except ValueError as exc:  # an option value write_archive refuses: a usage error
         print(f"sswe-node simulate: error: {exc}", file=sys.stderr)
