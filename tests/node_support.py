@@ -36,14 +36,13 @@ _STORESCU_SYNTAX_OPTION = {
 }
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
+def _toml_plain(value: Any) -> Any:
+    """What TOML holds: tables, arrays, booleans, numbers; anything else as its text."""
+    if isinstance(value, dict):
+        return {str(k): _toml_plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return [_toml_plain(v) for v in value]
+    return value if isinstance(value, bool | int | float | str) else str(value)
 
 
 def write_config(
@@ -52,16 +51,14 @@ def write_config(
     destinations: Sequence[dict[str, Any]] = (),
     callers: Sequence[dict[str, Any]] = (),
 ) -> Path:
-    """Write a node TOML configuration (unset keys keep their defaults)."""
-    lines: list[str] = []
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+    """Write a node TOML configuration with tomli-w (unset keys keep their defaults)."""
+    import tomli_w
+
+    data: dict[str, Any] = dict(sections)
     for table, entries in (("destinations", destinations), ("callers", callers)):
-        for entry in entries:
-            lines.append(f"[[{table}]]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in entry.items()]
-    path.write_text("\n".join(lines) + "\n")
+        if entries:
+            data[table] = list(entries)
+    path.write_text(tomli_w.dumps(_toml_plain(data)))
     return path
 
 
