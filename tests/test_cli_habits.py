@@ -215,3 +215,27 @@ def test_tensorflow_chatter_is_silenced_unless_debug() -> None:
     loud = _import_tensorflow("DEBUG")
     if not any(is_chatter(line) for line in loud.splitlines()):
         pytest.skip("this TensorFlow build prints no start-up chatter")
+
+
+def test_echo_reaches_a_peer_given_by_its_ipv6_address() -> None:
+    """The node's own SCP (as ``serve`` builds it) on ::1, called as ``SSWE_NODE@[::1]:PORT``."""
+    import socket
+
+    from sswe_node.config import DEFAULT_CONFIG_PATH, load_settings
+    from sswe_node.node.scp import build_ae
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+            port = probe.getsockname()[1]
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    server = build_ae(load_settings(DEFAULT_CONFIG_PATH, environ={})).start_server(
+        ("::1", port), block=False
+    )
+    try:
+        result = _cli("echo", f"SSWE_NODE@[::1]:{port}", "-q", "--aet", "IPV6_TEST")
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"SSWE_NODE@[::1]:{port}: C-ECHO success"
