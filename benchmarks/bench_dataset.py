@@ -6,6 +6,13 @@ other scanner). Baselines measured in the same run: plain pydicom decoding of th
 (``dcmread`` + ``pixel_array``, one process) and the build with one worker process.
 
     .venv/bin/python benchmarks/bench_dataset.py --patients 12 --workers 2
+
+``--retrieval`` also puts the archive in a real Orthanc (DICOMweb plugin loaded) and times,
+in the same run and alternating their order, the retrieval into an empty cache plus the build
+over C-GET (``training.pacs``) and over QIDO-RS + WADO-RS (``training.dicomweb_source``),
+printing instances/s of each and the DICOMweb / C-GET ratio (issue 15):
+
+    .venv/bin/python benchmarks/bench_dataset.py --patients 6 --retrieval --repeats 2
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +30,9 @@ from pydicom import dcmread
 import sswe_node.imaging  # noqa: F401 - imported before timing (0.7 s, once per process)
 from training.dataset import BuildOptions, build_from_folder
 from training.pseudonym import PseudonymKey
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 
 def _decode_all(files: list[Path]) -> float:
@@ -56,6 +67,57 @@ def _line(name: str, seconds: float, report, duals: int) -> str:
     )
 
 
+def _retrieve_and_build(method: str, server, cache: Path, out: Path, workers: int, scale, opacity):
+    """Search, retrieve into an empty ``cache`` and build; return (retrieve s, total s, rows)."""
+    from training.dicomweb_source import DicomwebSource
+    from training.pacs import PacsClient, PacsPeer, QueryFilters, series_folder
+
+    t0 = time.perf_counter()
+    filters = QueryFilters(modality=None)
+    if method == "dicomweb":
+        archive = DicomwebSource(server.dicomweb_url)
+        series = archive.find_series(filters)
+        report = archive.retrieve(series, cache, parallel=2)
+    else:
+        client = PacsClient(PacsPeer(server.aet, "127.0.0.1", server.dicom_port), "BENCH")
+        series = client.find_series(filters)
+        report = client.retrieve(series, cache, method="get", parallel=2)
+    fetched_s = time.perf_counter() - t0
+    folders = [series_folder(cache, s.study_uid, s.series_uid) for s in series]
+    _, built = _build(folders, out, workers, scale, opacity)
+    return fetched_s, time.perf_counter() - t0, report.instances_fetched, built.rows
+
+
+def _retrieval_comparison(archive: Path, tmp: Path, workers: int, scale, opacity, repeats: int):
+    """Time the C-GET and the DICOMweb retrieval + build of the same archive, alternated."""
+    from tests.peers import Orthanc
+
+    files = sorted((archive / "dicom").rglob("*.dcm"))
+    with Orthanc(tmp / "orthanc", dicomweb=True) as server:
+        server.upload(files)
+        times: dict[str, list[tuple[float, float]]] = {"c-get": [], "dicomweb": []}
+        for run in range(repeats):
+            order = ("c-get", "dicomweb") if run % 2 == 0 else ("dicomweb", "c-get")
+            for method in order:
+                folder = tmp / f"{method}-{run}"
+                fetched_s, total_s, count, rows = _retrieve_and_build(
+                    method, server, folder / "cache", folder / "d.h5", workers, scale, opacity
+                )
+                assert count == len(files), f"{method}: {count} of {len(files)} fetched"
+                times[method].append((fetched_s, total_s))
+                print(
+                    f"{method} run {run + 1}: retrieve {count} instances in {fetched_s:.2f} s "
+                    f"({count / fetched_s:.1f} inst/s); retrieve + build {total_s:.2f} s "
+                    f"({count / total_s:.1f} inst/s, {rows} rows)"
+                )
+        n = len(files)
+        for label, index in (("retrieve", 0), ("retrieve + build", 1)):
+            get = n / min(t[index] for t in times["c-get"])
+            web = n / min(t[index] for t in times["dicomweb"])
+            print(f"{label} (best of {repeats}): C-GET {get:.1f} inst/s, DICOMweb {web:.1f} "
+                  f"inst/s; ratio DICOMweb / C-GET {web / get:.2f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=12)
@@ -65,6 +127,11 @@ def main() -> None:
     parser.add_argument(
         "--known-opacity", action="store_true", help="pass the simulator's opacity (--opacity)"
     )
+    parser.add_argument(
+        "--retrieval", action="store_true",
+        help="also compare the DICOMweb and the C-GET retrieval + build (a real Orthanc)",
+    )  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=2, help="retrieval runs per method")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,6 +175,10 @@ def main() -> None:
             f"dual captures/s ({args.workers} workers, opacity "
             f"{'given' if opacity else 'estimated'}): {rate:.1f} (goal >= 50: {verdict})"
         )
+        if args.retrieval:
+            _retrieval_comparison(
+                archive, tmp_path, args.workers, scale, opacity, max(1, args.repeats)
+            )
 
 
 if __name__ == "__main__":

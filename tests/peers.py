@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -13,7 +14,6 @@ import urllib.request
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
-
 
 #: Orthanc's DICOMweb plugin as the Debian package ``orthanc-dicomweb`` installs it.
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
@@ -91,6 +91,8 @@ class Orthanc:
     dicomweb : bool
         Load the DICOMweb plugin (Debian ``orthanc-dicomweb``): QIDO-RS, WADO-RS and STOW-RS
         under :attr:`dicomweb_url` (``http://127.0.0.1:PORT/dicom-web``).
+    users : dict, optional
+        ``{user: password}``: HTTP basic authentication required (REST and DICOMweb).
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class Orthanc:
         modalities: dict[str, tuple[str, str, int]] | None = None,
         dicom_port: int | None = None,
         dicomweb: bool = False,
+        users: dict[str, str] | None = None,
     ) -> None:
         if shutil.which("Orthanc") is None:
             raise RuntimeError("Orthanc is not installed (run ./scripts/setup.sh)")
@@ -137,6 +140,13 @@ class Orthanc:
                 raise RuntimeError(f"{DICOMWEB_PLUGIN} is missing (run ./scripts/setup.sh)")
             config["Plugins"] = [DICOMWEB_PLUGIN]
             config["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "Ssl": False}
+        self._auth = None
+        if users:
+            config["AuthenticationEnabled"] = True
+            config["RegisteredUsers"] = dict(users)
+            user, password = next(iter(users.items()))
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            self._auth = f"Basic {token}"
         self.config_path = self.workdir / "orthanc.json"
         self.config_path.write_text(json.dumps(config, indent=2))
         self._log = open(self.workdir / "orthanc.log", "w")  # noqa: SIM115
@@ -169,6 +179,8 @@ class Orthanc:
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
+        if self._auth:
+            req.add_header("Authorization", self._auth)
         with urllib.request.urlopen(req, timeout=60) as resp:
             raw = resp.read()
             if resp.headers.get_content_type() == "application/json":

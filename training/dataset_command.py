@@ -21,6 +21,8 @@ examples:
       --cache cache/ --scale 0 70
   sswe-node dataset build train.h5 --pacs PACS@pacs.example:104 --retrieve get \\
       --patients ids.txt --scale 0 70
+  sswe-node dataset build train.h5 --dicomweb https://archive.example/dicom-web \\
+      --token-env ARCHIVE_TOKEN --modality US --parallel 4 --scale 0 70
   sswe-node dataset info train.h5
 
 Dual captures need the colour bar range (--scale MIN MAX, in kPa or m/s) unless the scanner
@@ -66,6 +68,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--pacs", type=peer_text_argument, metavar="AE@HOST:PORT",
         help="Query/Retrieve SCP to pull from (IPv6: AE@[::1]:104)",
     )  # fmt: skip
+    where.add_argument(
+        "--dicomweb", metavar="URL", help="DICOMweb archive to pull from (QIDO-RS + WADO-RS)"
+    )
+    web = build.add_argument_group("DICOMweb access (with --dicomweb)")
+    web.add_argument("--token-env", metavar="VAR", help="bearer token from this variable")
+    web.add_argument("--token-file", metavar="FILE", help="bearer token from this file")
+    web.add_argument("--username", help="HTTP basic user (password from the next two)")
+    web.add_argument("--password-env", metavar="VAR", help="HTTP basic password variable")
+    web.add_argument("--password-file", metavar="FILE", help="HTTP basic password file")
+    web.add_argument("--client-certificate", metavar="PEM", help="client certificate (TLS)")
+    web.add_argument("--client-key", metavar="PEM", help="its private key")
+    web.add_argument("--ca-certificates", metavar="PEM", help="CA bundle for the server")
     pacs = build.add_argument_group("PACS retrieval")
     pacs.add_argument(
         "--retrieve", choices=("move", "get"), default="move",
@@ -158,7 +172,8 @@ def _build(args: argparse.Namespace) -> int:
     if args.folder is not None:
         report = build_from_folder(args.folder, args.out, key, options, command=command)
     else:
-        folders, source = _retrieve(args, options.progress, say)
+        retrieve = _retrieve_dicomweb if args.dicomweb else _retrieve
+        folders, source = retrieve(args, options.progress, say)
         report = build_from_folder(folders, args.out, key, options, command=command, source=source)
     rejected = sum(report.rejections.values())
     print(
@@ -240,6 +255,39 @@ def _retrieve(args: argparse.Namespace, progress: bool, say: Any) -> tuple[list[
     return [f for f in folders if f.is_dir()], f"pacs:{peer} via C-{args.retrieve.upper()}"
 
 
+def _retrieve_dicomweb(
+    args: argparse.Namespace, progress: bool, say: Any
+) -> tuple[list[Path], str]:
+    from sswe_node.node.web_session import WebAuth
+    from training.dicomweb_source import DicomwebSource
+    from training.pacs import QueryFilters, read_patient_list, series_folder
+
+    auth = WebAuth(**{k: getattr(args, k) or "" for k in _WEB_AUTH})
+    archive = DicomwebSource(args.dicomweb, auth)
+    filters = QueryFilters(
+        modality=args.modality or None,
+        date_from=args.date_from,
+        date_to=args.date_to,
+        station=args.station,
+        manufacturer=args.manufacturer,
+        patients=read_patient_list(args.patients) if args.patients else (),
+    )
+    cache = args.cache or Path(str(args.out) + ".cache")
+    series = archive.find_series(filters)
+    report = archive.retrieve(series, cache, parallel=args.parallel, progress=progress)
+    print(
+        f"{archive}: {len(series)} series; fetched {report.instances_fetched} instances, "
+        f"{report.instances_cached} already in {cache}",
+        file=say,
+    )
+    folders = [series_folder(cache, s.study_uid, s.series_uid) for s in series]
+    return [f for f in folders if f.is_dir()], f"dicomweb:{archive} via WADO-RS"
+
+
+_WEB_AUTH = ("token_env", "token_file", "username", "password_env", "password_file",
+             "client_certificate", "client_key", "ca_certificates")  # fmt: skip
+
+
 def _command_line(args: argparse.Namespace) -> str:
     """Rebuild the build command from the parsed options (defaults spelled out)."""
     import shlex
@@ -248,6 +296,8 @@ def _command_line(args: argparse.Namespace) -> str:
     skip = {"command", "dataset_command", "_run", "log_level", "out", "no_progress", "json"}
     if args.folder is not None:
         skip |= _PACS_ONLY
+    elif getattr(args, "dicomweb", None):
+        skip |= {"retrieve", "calling_aet", "move_aet", "move_port", "move_bind"}
     for name, value in vars(args).items():
         if name in skip or value is None or value is False:
             continue

@@ -19,6 +19,7 @@ from sswe_node.node.records import CaseFinish, CaseOutcome, ClaimedCase, OutputR
 from sswe_node.node.schema import DONE, FAILED
 from sswe_node.node.storage import atomic_write, output_path, sync_folder_of
 from sswe_node.node.store import CaseStore
+from sswe_node.node.stow_server import STOW_CALLING_AE
 
 LOGGER = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ def targets_for(case: ClaimedCase, settings: Settings) -> list[Target]:
 def caller_target(calling_ae: str, peer_address: str, settings: Settings) -> Target | None:
     """Return the calling AE as a send target, or ``None`` when outputs do not go back to it."""
     if not settings.node.send_back_to_caller or not calling_ae:
+        return None
+    if calling_ae == STOW_CALLING_AE:  # a STOW-RS client has no AE to send back to
         return None
     name = f"caller:{calling_ae}"
     for known in settings.callers:
