@@ -33,6 +33,8 @@ __all__ = ["graphics_marks", "wedge_mask", "outside_fan", "fill_masked"]
 
 #: A mark is this much brighter (max of R, G, B) than the pixels two away on both sides.
 _CONTRAST = 50
+#: ... in a B-mode: drawn graphics stand out of the tissue by far more than speckle grains do.
+_GREY_CONTRAST = 80
 #: Grey marks (white, grey text) are at least this bright (ALOKA's grey text is 190).
 _BRIGHT = 170
 #: Thin bright structures smaller than this (pixels) are speckle grains, not graphics (grains
@@ -44,12 +46,14 @@ _EIGHT = np.ones((3, 3), dtype=bool)
 
 
 def _thin_bright(
-    lum: NDArray[np.uint8], reach: int = 2, contrast: int = _CONTRAST
+    lum: NDArray[np.uint8], level: int, reach: int = 2, contrast: int = _CONTRAST
 ) -> NDArray[np.bool_]:
-    """Pixels brighter by ``contrast`` than both pixels ``reach`` rows (or columns) away.
+    """Return thin bright pixels: lines, rings and strokes at most ~3 pixels wide.
 
-    ``lum`` is uint8; the sides are raised by ``contrast`` once (saturating), so the test is
-    byte comparisons.
+    A pixel counts when it is at least ``level`` bright and brighter by ``contrast`` than
+    both pixels ``reach`` rows (or both ``reach`` columns) away. A line at any angle is
+    crossed by a row or a column, so two directions suffice. ``lum`` is uint8: the sides are
+    raised by ``contrast`` once (saturating), then the test is byte comparisons.
     """
     h, w = lum.shape
     out = np.zeros((h, w), dtype=bool)
@@ -57,12 +61,11 @@ def _thin_bright(
     if h < 2 * k + 1 or w < 2 * k + 1:
         return out
     raised = np.minimum(lum, 255 - contrast) + np.uint8(contrast)
-    raised[lum > 255 - contrast] = 255  # never "darker by contrast" than anything
+    raised[lum > 255 - contrast] = 255  # a side that bright is never "darker by contrast"
     centre = lum[k:-k, k:-k]
     found = (raised[: -2 * k, k:-k] <= centre) & (raised[2 * k :, k:-k] <= centre)
     found |= (raised[k:-k, : -2 * k] <= centre) & (raised[k:-k, 2 * k :] <= centre)
-    found |= (raised[: -2 * k, : -2 * k] <= centre) & (raised[2 * k :, 2 * k :] <= centre)
-    found |= (raised[: -2 * k, 2 * k :] <= centre) & (raised[2 * k :, : -2 * k] <= centre)
+    found &= centre >= level
     out[k:-k, k:-k] = found
     return out
 
@@ -93,14 +96,14 @@ def graphics_marks(pixels: NDArray[np.floating], *, grey_image: bool) -> NDArray
     else:
         lum = low = pixels
     if grey_image:
-        candidates = _thin_bright(lum) & (lum >= _BRIGHT)
+        candidates = _thin_bright(lum, _BRIGHT, contrast=_GREY_CONTRAST)
         coloured = (lum - low) > 40 if rgb else None  # uint8: lum >= low, no wrap
     else:
         # White stands out in the darkest channel (no colour of a colour table is that
         # light). Yellow and green marks are not looked for here: the colour table holds
         # those colours too, and the rings and calipers drawn on an elastogram are drawn on
         # the plain B-mode panel as well, where any colour is a mark.
-        candidates = _thin_bright(low) & (low >= 200)
+        candidates = _thin_bright(low, 200)
         coloured = None
     if not candidates.any() and (coloured is None or not coloured.any()):
         return candidates
@@ -120,6 +123,7 @@ def _same_level_blocks(marks: NDArray[np.bool_], lum: NDArray[np.uint8]) -> NDAr
     """
     levels = np.bincount(lum[marks], minlength=256)
     levels[:_BRIGHT] = 0  # the marks' dark margins
+    levels[250:] = 0  # saturated white: speckle saturates there too, it tells nothing
     drawn = np.flatnonzero(levels >= max(8, 0.15 * levels.sum()))
     if not len(drawn):
         return np.zeros_like(marks)
@@ -148,6 +152,23 @@ def _grow(mask: NDArray[np.bool_], rows: int, cols: int) -> NDArray[np.bool_]:
 
 
 def _structures(candidates: NDArray[np.bool_], min_size: int) -> NDArray[np.bool_]:
+    """Keep candidate structures that are graphics (see :func:`_structures_in`).
+
+    Worked within the candidates' bounding box (grown by the final one-pixel margin).
+    """
+    rows = np.flatnonzero(candidates.any(axis=1))
+    if not len(rows):
+        return candidates
+    cols = np.flatnonzero(candidates.any(axis=0))
+    h, w = candidates.shape
+    box = (slice(max(0, rows[0] - 1), min(h, rows[-1] + 2)),
+           slice(max(0, cols[0] - 1), min(w, cols[-1] + 2)))  # fmt: skip
+    out = np.zeros_like(candidates)
+    out[box] = _structures_in(candidates[box], min_size)
+    return out
+
+
+def _structures_in(candidates: NDArray[np.bool_], min_size: int) -> NDArray[np.bool_]:
     """Keep candidate structures that are graphics rather than speckle grains.
 
     A structure counts when it is large (``min_size`` pixels) or when it is one of a row of
@@ -158,7 +179,7 @@ def _structures(candidates: NDArray[np.bool_], min_size: int) -> NDArray[np.bool
     labels, n = ndimage.label(candidates, structure=_EIGHT)
     if n == 0:
         return candidates
-    flat = np.flatnonzero(labels)
+    flat = np.flatnonzero(candidates)
     owners = labels.ravel()[flat].astype(np.int64)
     sizes = np.bincount(owners, minlength=n + 1)
     keep = sizes >= min_size
@@ -171,7 +192,17 @@ def _structures(candidates: NDArray[np.bool_], min_size: int) -> NDArray[np.bool
         if 3 <= len(chars) <= 2000:
             keep[_text_rows(labels.shape[1], flat, owners, chars)] = True
     keep[0] = False
-    return _grow(keep[labels], 1, 1)
+    kept = flat[keep[owners]]
+    out = np.zeros(candidates.shape, dtype=bool)
+    if not len(kept):
+        return out
+    # grown by one pixel (anti-aliased edges), on the kept pixels only
+    h, w = candidates.shape
+    rows, cols = np.divmod(kept, w)
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            out[np.clip(rows + dr, 0, h - 1), np.clip(cols + dc, 0, w - 1)] = True
+    return out
 
 
 def _text_rows(
