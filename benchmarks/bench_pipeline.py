@@ -1,10 +1,14 @@
 """Pipeline rate: instances per second through ``process_batch`` vs the bare model's predict.
 
 The baseline, measured in the same run and at the same batch size, is the packaged model's
-``predict`` on the batch's model inputs alone (what the pipeline spends on inference). The
+``predict`` on the batch's model inputs alone (one deterministic pass). The
 ratio says how much of the pipeline's time is inference; the rest (reading, regridding, building
 the Parametric Map and the Secondary Capture) is broken down per stage. Sources are simulated
 captures (dual SWE, full-screen B-mode, second scanner), decoded in memory before timing.
+
+Uncertainty (issue 12): the pipeline runs ``trust.mc_passes`` MC dropout passes; the same run
+times it with 1 pass (no uncertainty frame, no hatching) and with ``--passes`` (default 8),
+interleaved, and prints the rate ratio (goal: T = 8 at least 0.5 of T = 1).
 
     .venv/bin/python benchmarks/bench_pipeline.py --model prostate-sim --batch-size 16
     .venv/bin/python benchmarks/bench_pipeline.py            # a fresh paper-sized U-Net
@@ -27,9 +31,9 @@ from sswe_node.model import load_model
 from sswe_node.pipeline import pre_process, process_batch
 
 
-def _model(name: str | None, models_dir: str, tmp: Path, device: str):
+def _model(name: str | None, models_dir: str, tmp: Path, device: str, precision: str):
     if name:
-        return load_model(name, models_dir, device=device)
+        return load_model(name, models_dir, device=device, mc_precision=precision)
     from training.package import write_package
     from training.unet import build_unet
 
@@ -43,7 +47,7 @@ def _model(name: str | None, models_dir: str, tmp: Path, device: str):
         trained_on="nothing: untrained, for timing only",
         status="provisional",
     )
-    return load_model(tmp / "bench-unet", device=device)
+    return load_model(tmp / "bench-unet", device=device, mc_precision=precision)
 
 
 def _sources(tmp: Path, count: int) -> list:
@@ -65,18 +69,26 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="instances per batch")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
+    parser.add_argument("--passes", type=int, default=8, help="MC dropout passes to compare")
+    parser.add_argument(
+        "--precision", default="auto", choices=("auto", "float32", "bfloat16"),
+        help="arithmetic of the MC passes (trust.mc_precision)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        model = _model(args.model, args.models_dir, tmp, args.device)
+        model = _model(args.model, args.models_dir, tmp, args.device, args.precision)
         datasets = _sources(tmp, args.batch_size)
-        settings = load_settings()
+        settings = load_settings(overrides={"trust.mc_passes": args.passes})
+        single = load_settings(overrides={"trust.mc_passes": 1})
         inputs = np.concatenate([pre_process(ds, model, settings)[1] for ds in datasets])
         model.predict(inputs)  # warm-up: graph tracing
         process_batch(datasets, model, settings)  # warm-up: imports, font, caches
+        process_batch(datasets, model, single)
 
         bare, piped, stages = [], [], {"read": [], "predict": [], "build": []}
+        piped_1, stages_1 = [], {"read": [], "predict": [], "build": []}
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             model.predict(inputs)
@@ -86,11 +98,19 @@ def main() -> None:
             piped.append(time.perf_counter() - t0)
             for key in stages:
                 stages[key].append(sum(r.timings.get(key, 0.0) for r in results))
+            t0 = time.perf_counter()
+            results_1 = process_batch(datasets, model, single)
+            piped_1.append(time.perf_counter() - t0)
+            for key in stages_1:
+                stages_1[key].append(sum(r.timings.get(key, 0.0) for r in results_1))
         done = sum(r.status == "done" for r in results)
         frames = len(inputs)
 
     bare_s, piped_s = statistics.median(bare), statistics.median(piped)
-    print(f"model {model.manifest.name} {model.manifest.version}, device {args.device}")
+    print(
+        f"model {model.manifest.name} {model.manifest.version}, device {args.device}, "
+        f"MC passes in {model.mc_precision}"
+    )
     print(f"batch: {len(datasets)} instances ({done} done), {frames} frames")
     print(f"bare model.predict:  {bare_s * 1000:8.1f} ms/batch  {frames / bare_s:8.1f} frames/s")
     print(f"pipeline:            {piped_s * 1000:8.1f} ms/batch  {done / piped_s:8.1f} instances/s")
@@ -102,6 +122,19 @@ def main() -> None:
         f" vs bare predict per frame {bare_s / frames * 1000:.1f} ms"
     )
     print(f"ratio pipeline rate / bare predict rate: {(frames / piped_s) / (frames / bare_s):.3f}")
+    piped_1_s = statistics.median(piped_1)
+    done_1 = sum(r.status == "done" for r in results_1)
+    print(
+        f"pipeline T=1:        {piped_1_s * 1000:8.1f} ms/batch  {done_1 / piped_1_s:8.1f} "
+        "instances/s (no uncertainty)"
+    )
+    for key, values in stages_1.items():
+        print(f"  {key:8s} {statistics.median(values) * 1000:8.1f} ms/batch")
+    ratio = (done / piped_s) / (done_1 / piped_1_s)
+    print(
+        f"ratio pipeline rate T={args.passes} / T=1: {ratio:.3f} "
+        f"({'meets' if ratio >= 0.5 else 'misses'} the goal >= 0.5)"
+    )
 
 
 if __name__ == "__main__":

@@ -52,6 +52,9 @@ class NodeSettings:
     max_image_pixels: int = 50_000_000
     send_back_to_caller: bool = False
     caller_port: int = 104
+    association_request_timeout: float = 5.0
+    shutdown_timeout: float = 20.0
+    max_instance_mb: float = 512.0
 
 
 @dataclass
@@ -67,11 +70,56 @@ class TlsSettings:
 
 @dataclass
 class ModelSettings:
-    """Which packaged model to run, and where packaged models live."""
+    """Which packaged model to run, and where packaged models live.
+
+    ``name`` is the default model; ``[[routing]]`` rules may choose others per instance.
+    ``unmatched`` is what an instance that no rule matches gets: ``"default"`` (this model)
+    or ``"skip"`` (the case is skipped, reason ``no-model-for-instance``).
+    """
 
     name: str = "prostate-sim"
     models_dir: str = "models"
     device: str = "auto"
+    unmatched: str = "default"
+
+
+@dataclass
+class TrustSettings:
+    """Uncertainty, the out-of-distribution gate and scanner alignment (issue 12).
+
+    ``mc_passes``: MC dropout passes (0: the model manifest's, 8 by default; 1: none, no
+    uncertainty frame). ``sd_threshold``: standard deviation, in the model's unit, above which
+    the capture withholds colour (0: the manifest's). ``ood_percentile``: a frame whose score
+    exceeds this percentile of the training frames' is out of distribution (100 switches the
+    gate off). ``align_scanners``: align other scanners' latent features to the training
+    scanners' (a model's manifest can switch it off too) once ``align_min_frames`` frames of
+    that scanner have been seen. ``mc_precision``: arithmetic of the MC passes, ``"auto"``
+    (bfloat16 on a GPU or a CPU with bfloat16 units, else float32), ``"float32"`` or
+    ``"bfloat16"``.
+    """
+
+    mc_passes: int = 0
+    mc_precision: str = "auto"
+    sd_threshold: float = 0.0
+    ood_percentile: float = 99.0
+    align_scanners: bool = True
+    align_min_frames: int = 16
+
+
+@dataclass
+class RoutingRule:
+    """A ``[[routing]]`` rule: instances matching every given condition go to ``model``.
+
+    Conditions (a string or a list of strings, compared without regard to case; empty:
+    any): ``called_ae``, ``calling_ae``, ``body_part`` (Body Part Examined) and
+    ``manufacturer``. The first matching rule wins.
+    """
+
+    model: str = ""
+    called_ae: str | list[str] = ""
+    calling_ae: str | list[str] = ""
+    body_part: str | list[str] = ""
+    manufacturer: str | list[str] = ""
 
 
 @dataclass
@@ -90,9 +138,14 @@ class ProcessingSettings:
     workers: int = 1
     batch_size: int = 16
     batch_wait_seconds: float = 0.2
+    batch_max_mb: float = 256.0
     parametric_map: bool = True
     secondary_capture: bool = True
     paused: bool = False
+    send_out_of_distribution: bool = True
+    processes: bool = True
+    lease_seconds: float = 30.0
+    poll_seconds: float = 1.0
 
 
 @dataclass
@@ -102,6 +155,8 @@ class SendingSettings:
     max_attempts: int = 10
     initial_backoff_seconds: float = 5.0
     max_backoff_seconds: float = 600.0
+    backoff_jitter: float = 0.25
+    lease_seconds: float = 300.0
     stow_batch_size: int = 20
 
 
@@ -179,6 +234,7 @@ class Settings:
     node: NodeSettings = field(default_factory=NodeSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
+    trust: TrustSettings = field(default_factory=TrustSettings)
     reading: ReadingSettings = field(default_factory=ReadingSettings)
     processing: ProcessingSettings = field(default_factory=ProcessingSettings)
     sending: SendingSettings = field(default_factory=SendingSettings)
@@ -186,6 +242,7 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     destinations: list[Destination] = field(default_factory=list)
     callers: list[Caller] = field(default_factory=list)
+    routing: list[RoutingRule] = field(default_factory=list)
     source: str = "<defaults>"
 
 
@@ -348,12 +405,31 @@ def _check(settings: Settings, source: str) -> None:
         if value < 1:
             raise ConfigError(f"{source}: '{key}' must be at least 1, got {value}")
     for key, value in (
+        ("node.association_request_timeout", node.association_request_timeout),
+        ("node.shutdown_timeout", node.shutdown_timeout),
+        ("sending.lease_seconds", settings.sending.lease_seconds),
+    ):
+        if value <= 0:
+            raise ConfigError(f"{source}: '{key}' must be more than 0, got {value}")
+    if not 0 <= settings.sending.backoff_jitter <= 1:
+        raise ConfigError(
+            f"{source}: 'sending.backoff_jitter' must be 0-1, got {settings.sending.backoff_jitter}"
+        )
+    for key, value in (
+        ("node.max_instance_mb", node.max_instance_mb),
+        ("processing.batch_max_mb", settings.processing.batch_max_mb),
         ("node.max_pdu_size", node.max_pdu_size),
         ("node.min_free_space_mb", node.min_free_space_mb),
         ("sending.initial_backoff_seconds", settings.sending.initial_backoff_seconds),
+        ("processing.poll_seconds", settings.processing.poll_seconds),
     ):
         if value < 0:
             raise ConfigError(f"{source}: '{key}' must not be negative, got {value}")
+    if settings.processing.lease_seconds < 1:
+        raise ConfigError(
+            f"{source}: 'processing.lease_seconds' must be at least 1, "
+            f"got {settings.processing.lease_seconds}"
+        )
     if settings.logging.level.upper() not in _LOG_LEVELS:
         raise ConfigError(
             f"{source}: 'logging.level' must be one of {sorted(_LOG_LEVELS)}, "
@@ -363,6 +439,7 @@ def _check(settings: Settings, source: str) -> None:
         raise ConfigError(f"{source}: 'tls.enabled' needs 'tls.certificate' and 'tls.private_key'")
     if settings.model.device not in {"auto", "cpu", "gpu"}:
         raise ConfigError(f"{source}: 'model.device' must be auto, cpu or gpu")
+    _check_trust(settings, source)
     _check_stow_server(settings.http, source)
     names = set()
     for i, dest in enumerate(settings.destinations):
@@ -434,3 +511,30 @@ def _check_web_destination(dest: Destination, key: str, source: str) -> None:
         raise ConfigError(f"{source}: '{key}.timeout' must be positive, got {dest.timeout}")
     dest.name = dest.name or dest.ae_title or parts.hostname
 
+
+def _check_trust(settings: Settings, source: str) -> None:
+    """Check ``[model]`` routing choices, ``[trust]`` and the ``[[routing]]`` rules."""
+    if settings.model.unmatched not in {"default", "skip"}:
+        raise ConfigError(f"{source}: 'model.unmatched' must be default or skip")
+    trust = settings.trust
+    if trust.mc_passes < 0 or trust.sd_threshold < 0 or trust.align_min_frames < 1:
+        raise ConfigError(
+            f"{source}: 'trust.mc_passes' and 'trust.sd_threshold' must not be negative, "
+            "'trust.align_min_frames' at least 1"
+        )
+    if trust.mc_precision not in {"auto", "float32", "bfloat16"}:
+        raise ConfigError(f"{source}: 'trust.mc_precision' must be auto, float32 or bfloat16")
+    if not 0 <= trust.ood_percentile <= 100:
+        raise ConfigError(f"{source}: 'trust.ood_percentile' must be 0-100")
+    conditions = ("called_ae", "calling_ae", "body_part", "manufacturer")
+    for i, rule in enumerate(settings.routing):
+        if not rule.model:
+            raise ConfigError(f"{source}: 'routing[{i}].model' must name a model")
+        for key in conditions:
+            value = getattr(rule, key)
+            values = [value] if isinstance(value, str) else value
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise ConfigError(f"{source}: 'routing[{i}].{key}' must be a string or a list")
+            setattr(rule, key, [v.strip() for v in values if v.strip()])
+        for j, title in enumerate(rule.called_ae):
+            _check_ae_title(title, f"routing[{i}].called_ae[{j}]", source)

@@ -20,11 +20,19 @@ import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 
+from sswe_node.alignment import scanner_key
 from sswe_node.config import Settings
-from sswe_node.errors import NotUltrasoundError, SsweError, UnsupportedLayoutError
+from sswe_node.errors import (
+    NotUltrasoundError,
+    ScaleMismatchError,
+    SsweError,
+    UnsupportedLayoutError,
+)
 
 __all__ = [
     "InstanceResult",
+    "OUT_OF_DISTRIBUTION",
+    "infer",
     "OwnOutputError",
     "process_batch",
     "process_instance",
@@ -35,6 +43,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Warning of a case whose image is unlike the model's training data (issue 12).
+OUT_OF_DISTRIBUTION = "out-of-distribution"
+
 
 class OwnOutputError(NotUltrasoundError):
     """The instance is an sSWE output of this software (never processed again)."""
@@ -43,7 +54,13 @@ class OwnOutputError(NotUltrasoundError):
 
 
 #: Errors meaning "not for us" rather than "something is wrong": the instance is skipped.
-SKIPPED_ERRORS: tuple[type[SsweError], ...] = (NotUltrasoundError, UnsupportedLayoutError)
+#: A colour bar labelled with another range than the one configured is skipped too: the
+#: configuration was meant for other captures.
+SKIPPED_ERRORS: tuple[type[SsweError], ...] = (
+    NotUltrasoundError,
+    UnsupportedLayoutError,
+    ScaleMismatchError,
+)
 
 
 @dataclass
@@ -69,6 +86,19 @@ class InstanceResult:
         Per processed frame, the Parametric Map then the Secondary Capture (as enabled).
     timings : dict of str to float
         Seconds spent in ``"read"``, ``"predict"`` (this instance's share) and ``"build"``.
+    scale_min, scale_max : float or None
+        The colour-bar range the outputs show (that of the first frame read).
+    scale_unit : str or None
+        Its unit.
+    scale_source : str or None
+        Where it came from (``"private-data"``, ``"image-labels"``, ``"config"``,
+        ``"manifest"``; see :mod:`sswe_node.imaging.scale`).
+    warnings : list of str
+        Warning codes of a done instance (:data:`OUT_OF_DISTRIBUTION`).
+    ood_score : float or None
+        Largest out-of-distribution score of its frames (percentile of the training frames').
+    model_name, model_version : str
+        The model that processed it.
     """
 
     sop_instance_uid: str
@@ -79,6 +109,14 @@ class InstanceResult:
     frames: int = 0
     outputs: list[Dataset] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    scale_min: float | None = None
+    scale_max: float | None = None
+    scale_unit: str | None = None
+    scale_source: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    ood_score: float | None = None
+    model_name: str = ""
+    model_version: str = ""
 
     def fail(self, exc: BaseException) -> None:
         """Record ``exc`` as the reason this instance was skipped or failed."""
@@ -100,10 +138,27 @@ def _uid(ds: Dataset) -> str:
         return ""
 
 
-def _display_range(model: Any, settings: Settings) -> tuple[float, float]:
-    """Return the colour-bar range of the captures: the configured one, else the model's."""
+def scale_setting(model: Any, settings: Settings) -> Any:
+    """Return the scale the node was given: the configured one (explicit), else the model's.
+
+    ``reading.colour_bar_min/max`` set (max > min) is an explicit configuration: captures
+    whose bar is labelled otherwise are refused (``scale-mismatch``). Left at 0/0 (the
+    default), the model manifest's colour bar is a fallback that the labels override.
+    """
+    from sswe_node.imaging.scale import ScaleSetting
+
     low, high = settings.reading.colour_bar_min, settings.reading.colour_bar_max
-    return (low, high) if high > low else tuple(model.manifest.colour_bar)
+    if high > low:
+        return ScaleSetting(float(low), float(high), source="config", explicit=True)
+    low, high = (float(v) for v in model.manifest.colour_bar)
+    return ScaleSetting(low, high, source="manifest", explicit=False)
+
+
+def frame_scale(reading: Any, setting: Any) -> tuple[tuple[float, float], str]:
+    """Return the colour-bar range shown for a frame's outputs and where it came from."""
+    if getattr(reading, "scale", None) is not None and reading.scale_source:
+        return tuple(reading.scale), str(reading.scale_source)
+    return setting.scale, setting.source
 
 
 def _layout_name(layout: Any) -> str:
@@ -171,10 +226,12 @@ def pre_process(ds: Dataset, model: Any, settings: Settings) -> tuple[list[Any],
     warn_if_other_organ(ds, str(getattr(model.manifest, "organ", "")))
     grid = tuple(model.manifest.grid)
     # No colour-bar scale: inference needs the B-mode only, not the decoded elastogram.
+    # The scale is chosen (and a mismatch refused) but the elastogram is not decoded.
     readings = read_instance(
         ds,
         grid=grid,
-        scale=None,
+        scale=scale_setting(model, settings),
+        decode=False,
         max_frames=settings.reading.max_frames,
         quantity=model.manifest.quantity,
         max_pixels=settings.node.max_image_pixels,
@@ -191,6 +248,9 @@ def post_process(
     predictions: NDArray[np.floating],
     model: Any,
     settings: Settings,
+    *,
+    sd: NDArray[np.floating] | None = None,
+    out_of_distribution: bool = False,
 ) -> list[Dataset]:
     """Map predictions back onto each frame's region of interest and build the outputs.
 
@@ -206,6 +266,11 @@ def post_process(
         The model (its manifest describes the outputs).
     settings : Settings
         ``processing.parametric_map`` and ``processing.secondary_capture`` choose the outputs.
+    sd : numpy.ndarray, optional
+        ``(frames, rows, cols)`` per-pixel standard deviation (MC dropout): the map's second
+        frame, and the capture hatches pixels above the threshold.
+    out_of_distribution : bool
+        The capture carries the banner "OUTSIDE THE MODEL'S TRAINING DATA".
 
     Returns
     -------
@@ -221,16 +286,32 @@ def post_process(
     )
 
     manifest = model.manifest
-    scale = _display_range(model, settings)
+    setting = scale_setting(model, settings)
     outputs: list[Dataset] = []
-    for reading, prediction in zip(readings, predictions, strict=True):
+    threshold = sd_threshold(model, settings)
+    for k, (reading, prediction) in enumerate(zip(readings, predictions, strict=True)):
+        scale, source = frame_scale(reading, setting)
         roi = Box(reading.roi.top, reading.roi.left, reading.roi.bottom, reading.roi.right)
         values = np.asarray(from_grid(prediction, roi.shape), dtype=np.float32)
+        outside = getattr(reading, "outside", None)
+        if outside is not None and outside.shape == values.shape and not outside.all():
+            values[outside] = np.nan  # not tissue: NaN in the map, black in the capture
+        sd_map = None
+        if sd is not None:
+            sd_map = np.maximum(from_grid(sd[k], roi.shape), np.float32(0))
         spacing = reading.spacing_mm or source_spacing_mm(ds, roi)
         if settings.processing.parametric_map:
             outputs.append(
                 build_parametric_map(
-                    ds, values, roi=roi, model=manifest, frame=reading.frame, spacing_mm=spacing
+                    ds,
+                    values,
+                    roi=roi,
+                    model=manifest,
+                    frame=reading.frame,
+                    spacing_mm=spacing,
+                    sd=sd_map,
+                    scale=scale,
+                    scale_source=source,
                 )
             )
         if settings.processing.secondary_capture:
@@ -242,13 +323,57 @@ def post_process(
                     model=manifest,
                     frame=reading.frame,
                     scale=scale,
+                    sd=sd_map,
+                    sd_threshold=threshold,
+                    out_of_distribution=out_of_distribution,
+                    scale_source=source,
                 )
             )
     return outputs
 
 
+def infer(
+    model: Any,
+    images: NDArray[np.float32],
+    settings: Settings,
+    scanners: Sequence[str] = (),
+    scanner_stats: Any = None,
+) -> tuple[NDArray[np.float32], NDArray[np.float32] | None, NDArray[np.float64] | None]:
+    """Run the model on a batch of frames: values, per-pixel sd (or None), OOD scores (or None).
+
+    A model with ``infer`` (:class:`sswe_node.model.PackagedModel`) runs ``trust.mc_passes``
+    MC dropout passes (0: the manifest's) in one tiled call, with scanner alignment from
+    ``scanner_stats``; a model with only ``predict`` gives values alone.
+    """
+    if not hasattr(model, "infer"):
+        return np.asarray(model.predict(images), dtype=np.float32), None, None
+    from sswe_node.alignment import make_aligner
+
+    aligner = make_aligner(
+        model,
+        scanners,
+        scanner_stats,
+        min_frames=settings.trust.align_min_frames,
+        enabled=settings.trust.align_scanners,
+    )
+    result = model.infer(images, passes=settings.trust.mc_passes or None, aligner=aligner)
+    return result.values, result.sd, result.ood_score
+
+
+def sd_threshold(model: Any, settings: Settings) -> float | None:
+    """Return the standard deviation above which captures withhold colour."""
+    if settings.trust.sd_threshold > 0:
+        return float(settings.trust.sd_threshold)
+    inference = getattr(model, "inference", None)
+    return None if inference is None else float(inference.sd_threshold) or None
+
+
 def process_batch(
-    datasets: Sequence[Dataset], model: Any, settings: Settings
+    datasets: Sequence[Dataset],
+    model: Any,
+    settings: Settings,
+    *,
+    scanner_stats: Any = None,
 ) -> list[InstanceResult]:
     """Run the whole pipeline on a batch of instances with one model call.
 
@@ -259,7 +384,9 @@ def process_batch(
     model : sswe_node.model.PackagedModel
         A loaded model (``manifest`` and ``predict`` are used).
     settings : Settings
-        Node settings (``reading`` and ``processing`` sections).
+        Node settings (``reading``, ``processing`` and ``trust`` sections).
+    scanner_stats : sswe_node.alignment.ScannerStatsStore, optional
+        Per-scanner running latent statistics for scanner alignment (none: no alignment).
 
     Returns
     -------
@@ -281,15 +408,21 @@ def process_batch(
             prepared[i] = (readings, inputs)
             results[i].layout = _layout_name(readings[0].layout)
             results[i].frames = len(readings)
+            scale, source = frame_scale(readings[0], scale_setting(model, settings))
+            results[i].scale_min, results[i].scale_max = scale
+            results[i].scale_unit = str(model.manifest.unit)
+            results[i].scale_source = source
         results[i].timings["read"] = time.perf_counter() - start
 
     predictions: dict[int, NDArray] = {}
+    uncertainty: dict[int, NDArray | None] = {}
     if prepared:
         order = sorted(prepared)
         stacked = np.concatenate([prepared[i][1] for i in order], axis=0)
+        scanners = [scanner_key(datasets[i]) for i in order for _ in prepared[i][0]]
         start = time.perf_counter()
         try:
-            values = np.asarray(model.predict(stacked), dtype=np.float32)
+            values, sd, ood = infer(model, stacked, settings, scanners, scanner_stats)
             if values.shape != stacked.shape:
                 raise ValueError(f"model returned {values.shape} for inputs {stacked.shape}")
         except Exception as exc:  # noqa: BLE001
@@ -303,6 +436,13 @@ def process_batch(
             for i in order:
                 n = len(prepared[i][0])
                 predictions[i] = values[offset : offset + n]
+                uncertainty[i] = None if sd is None else sd[offset : offset + n]
+                results[i].model_name = str(model.manifest.name)
+                results[i].model_version = str(model.manifest.version)
+                if ood is not None:
+                    results[i].ood_score = float(np.max(ood[offset : offset + n]))
+                    if results[i].ood_score > settings.trust.ood_percentile:
+                        results[i].warnings.append(OUT_OF_DISTRIBUTION)
                 results[i].timings["predict"] = elapsed * n / len(stacked)
                 offset += n
 
@@ -310,7 +450,13 @@ def process_batch(
         start = time.perf_counter()
         try:
             results[i].outputs = post_process(
-                datasets[i], prepared[i][0], prediction, model, settings
+                datasets[i],
+                prepared[i][0],
+                prediction,
+                model,
+                settings,
+                sd=uncertainty.get(i),
+                out_of_distribution=OUT_OF_DISTRIBUTION in results[i].warnings,
             )
             results[i].status = "done"
         except Exception as exc:  # noqa: BLE001

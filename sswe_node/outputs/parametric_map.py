@@ -9,13 +9,20 @@ from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 from pydicom.valuerep import DSfloat
 
-from sswe_node.outputs.derived import ModelInfo
+from sswe_node.outputs.derived import ModelInfo, scale_description
 from sswe_node.outputs.geometry import COLUMN_DIRECTION, ROW_DIRECTION, Box, roi_position_mm
 from sswe_node.outputs.header import Code, code_item, item, new_derived, source_reference
 from sswe_node.outputs.labels import UCUM_MEANINGS, WARNING, quantity_name
+from sswe_node.outputs.lossy import mark_lossy
 from sswe_node.outputs.uids import derived_uid, frame_of_reference_uid, source_series_uid
 
-__all__ = ["build_parametric_map", "LUT_LABEL", "UNKNOWN_SPACING_MM", "PARAMETRIC_MAP_STORAGE"]
+__all__ = [
+    "build_parametric_map",
+    "LUT_LABEL",
+    "SD_LUT_LABEL",
+    "UNKNOWN_SPACING_MM",
+    "PARAMETRIC_MAP_STORAGE",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +31,8 @@ PARAMETRIC_MAP_STORAGE = "1.2.840.10008.5.1.4.1.1.30"
 
 #: LUT Label of the Real World Value Mapping (SH, at most 16 characters).
 LUT_LABEL = "SSWE"
+#: LUT Label of the uncertainty frame (per-pixel MC dropout standard deviation).
+SD_LUT_LABEL = "SSWE-SD"
 
 #: Spacing recorded when the source states none (no ultrasound region, no Pixel Spacing).
 UNKNOWN_SPACING_MM = (1.0, 1.0)
@@ -32,6 +41,8 @@ _IMAGE_TYPE = ["DERIVED", "PRIMARY", "STATIC", "QUANTITY"]
 _UNSPECIFIED_CALCULATION = Code("112187", "DCM", "Unspecified method of calculation")
 _IMAGE_POSITION = (0x0020, 0x0032)
 _PLANE_POSITION_SEQUENCE = (0x0020, 0x9113)
+_LUT_LABEL_TAG = (0x0040, 0x9210)
+_REAL_WORLD_VALUE_MAPPING_SEQUENCE = (0x0040, 0x9096)
 
 
 def _decimals(values: tuple[float, ...]) -> list[DSfloat]:
@@ -45,21 +56,38 @@ def _unit_item(unit: str) -> Dataset:
     return code_item(Code(unit, "UCUM", UCUM_MEANINGS[unit]))
 
 
-def _shared_groups(
-    model: ModelInfo, spacing: tuple[float, float], value_range: tuple[float, float]
+def _value_mapping(
+    model: ModelInfo, value_range: tuple[float, float], *, sd: bool = False
 ) -> Dataset:
-    """Return the functional groups of every frame: plane, spacing, window, value mapping."""
-    low, high = (float(v) for v in model.colour_bar)
-    mapping = item(
-        LUTExplanation=f"synthetic SWE {quantity_name(model.quantity)}"[:64],
+    """Return the Real World Value Mapping item of the values (or of their uncertainty)."""
+    name = f"synthetic SWE {quantity_name(model.quantity)}"
+    return item(
+        LUTExplanation=(f"standard deviation of {name} (MC dropout)" if sd else name)[:64],
         MeasurementUnitsCodeSequence=[_unit_item(model.unit)],
-        LUTLabel=LUT_LABEL,
+        LUTLabel=SD_LUT_LABEL if sd else LUT_LABEL,
         DoubleFloatRealWorldValueLastValueMapped=value_range[1],
         DoubleFloatRealWorldValueFirstValueMapped=value_range[0],
         RealWorldValueIntercept=0.0,
         RealWorldValueSlope=1.0,
     )
-    return item(
+
+
+def _shared_groups(
+    model: ModelInfo,
+    spacing: tuple[float, float],
+    value_range: tuple[float, float],
+    *,
+    per_frame_mapping: bool = False,
+    scale: tuple[float, float] | None = None,
+) -> Dataset:
+    """Return the functional groups of every frame: plane, spacing, window, value mapping.
+
+    With ``per_frame_mapping`` (a map with an uncertainty frame), the value mapping is left
+    to each frame's groups.
+    """
+    low, high = (float(v) for v in (model.colour_bar if scale is None else scale))
+    mapping = _value_mapping(model, value_range)
+    shared = item(
         PlaneOrientationSequence=[
             item(ImageOrientationPatient=[*ROW_DIRECTION, *COLUMN_DIRECTION])
         ],
@@ -76,24 +104,38 @@ def _shared_groups(
             item(RescaleIntercept=0.0, RescaleSlope=1.0, RescaleType="US")
         ],
         ParametricMapFrameTypeSequence=[item(FrameType=_IMAGE_TYPE)],
-        RealWorldValueMappingSequence=[mapping],
     )
+    if not per_frame_mapping:
+        shared.RealWorldValueMappingSequence = [mapping]
+    return shared
 
 
-def _frame_groups(source: Dataset, frame: int, position: tuple[float, float, float]) -> Dataset:
-    """Return the functional groups of the one frame: derivation, index, position."""
+def _frame_groups(
+    source: Dataset,
+    frame: int,
+    position: tuple[float, float, float],
+    *,
+    index: tuple[int, ...] = (1,),
+    mapping: Dataset | None = None,
+) -> Dataset:
+    """Return the functional groups of one frame: derivation, index, position (, mapping)."""
     reference = source_reference(source, frame)
     reference.SpatialLocationsPreserved = "NO"
-    return item(
+    groups = item(
         DerivationImageSequence=[
             item(
                 SourceImageSequence=[reference],
                 DerivationCodeSequence=[code_item(_UNSPECIFIED_CALCULATION)],
             )
         ],
-        FrameContentSequence=[item(DimensionIndexValues=1)],
+        FrameContentSequence=[
+            item(DimensionIndexValues=list(index) if len(index) > 1 else index[0])
+        ],
         PlanePositionSequence=[item(ImagePositionPatient=_decimals(position))],
     )
+    if mapping is not None:
+        groups.RealWorldValueMappingSequence = [mapping]
+    return groups
 
 
 def build_parametric_map(
@@ -104,6 +146,9 @@ def build_parametric_map(
     model: ModelInfo,
     frame: int = 0,
     spacing_mm: tuple[float, float] | None = None,
+    sd: NDArray[np.floating] | None = None,
+    scale: tuple[float, float] | None = None,
+    scale_source: str | None = None,
 ) -> Dataset:
     """Build the Parametric Map of one processed source frame.
 
@@ -113,7 +158,8 @@ def build_parametric_map(
         The source instance (only its header is read; it is not changed).
     values : numpy.ndarray
         ``(rows, columns)`` predicted values in ``model.unit`` on the region of interest, in
-        source pixels (the model output regridded back). Stored as float32 unchanged.
+        source pixels (the model output regridded back). Stored as float32 unchanged; NaN
+        marks pixels that are not tissue (outside a sector probe's fan).
     roi : Box or tuple of int
         ``(top, left, bottom, right)`` of ``values`` in the source frame, end exclusive.
     model : ModelInfo
@@ -122,30 +168,51 @@ def build_parametric_map(
         0-based index of the frame in the source instance.
     spacing_mm : tuple of float, optional
         ``(row, column)`` spacing of source pixels; 1 mm (and a note) when unknown.
+    sd : numpy.ndarray, optional
+        ``(rows, columns)`` per-pixel standard deviation (MC dropout) in ``model.unit``: written
+        as a second frame with its own value mapping (LUT label ``SSWE-SD``); the frames are
+        told apart by a second dimension, the LUT label.
+    scale : tuple of float, optional
+        The colour-bar range of the source capture (:mod:`sswe_node.imaging.scale`): the
+        window and the Real World Value Mapping's range; default ``model.colour_bar``.
+    scale_source : str, optional
+        Where ``scale`` came from, said in the Derivation Description.
 
     Returns
     -------
     pydicom.dataset.Dataset
-        A single-frame Parametric Map in the source's study, positioned on the ROI in a
-        Frame of Reference derived from the source.
+        A Parametric Map (one frame, or two with ``sd``) in the source's study, positioned
+        on the ROI in a Frame of Reference derived from the source.
 
     Raises
     ------
     ValueError
-        When ``values`` and ``roi`` disagree, values are not finite or the unit is unknown.
+        When ``values`` and ``roi`` disagree, values are infinite or all NaN, or the unit is
+        unknown.
     """
     roi = Box(*(int(v) for v in roi))
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 2 or values.shape != roi.shape:
         raise ValueError(f"values of shape {values.shape} do not fill the ROI {roi.shape}")
-    smallest, largest = float(values.min()), float(values.max())  # NaN or inf show here
-    if not (np.isfinite(smallest) and np.isfinite(largest)):
-        raise ValueError("values must be finite")
+    if np.isinf(values).any() or np.isnan(values).all():
+        raise ValueError("values must be finite (NaN only outside the tissue)")
+    smallest, largest = float(np.nanmin(values)), float(np.nanmax(values))
     spacing_known = spacing_mm is not None
     spacing = tuple(float(s) for s in (spacing_mm or UNKNOWN_SPACING_MM))
-    low, high = (float(v) for v in model.colour_bar)
+    low, high = (float(v) for v in (model.colour_bar if scale is None else scale))
+    if not high > low:
+        raise ValueError(f"scale must be (min, max) with max > min, got {(low, high)}")
     value_range = (min(low, smallest), max(high, largest))
-    shared = _shared_groups(model, spacing, value_range)  # checks the unit first
+    if sd is not None:
+        sd = np.asarray(sd, dtype=np.float32)
+        if sd.shape != values.shape:
+            raise ValueError(f"sd of shape {sd.shape} does not match the values {values.shape}")
+        sd_range = (0.0, max(float(sd.max()), 1e-6))
+        if not np.isfinite(sd_range[1]) or float(sd.min()) < 0:
+            raise ValueError("sd must be finite and non-negative")
+    shared = _shared_groups(
+        model, spacing, value_range, per_frame_mapping=sd is not None, scale=(low, high)
+    )
 
     pm = new_derived(source, model, sop_class_uid=PARAMETRIC_MAP_STORAGE, kind="pm", frame=frame)
     pm.ImageType = _IMAGE_TYPE
@@ -179,20 +246,46 @@ def build_parametric_map(
             DimensionDescriptionLabel="Image Position Patient",
         )
     ]
+    if sd is not None:
+        pm.DimensionIndexSequence.append(
+            item(
+                DimensionOrganizationUID=organisation,
+                DimensionIndexPointer=_LUT_LABEL_TAG,
+                FunctionalGroupPointer=_REAL_WORLD_VALUE_MAPPING_SEQUENCE,
+                DimensionDescriptionLabel="LUT Label",
+            )
+        )
     pm.SamplesPerPixel = 1
     pm.PhotometricInterpretation = "MONOCHROME2"
-    pm.NumberOfFrames = 1
+    pm.NumberOfFrames = 1 if sd is None else 2
     pm.Rows, pm.Columns = values.shape
     pm.BitsAllocated = 32
     pm.BurnedInAnnotation = "NO"
     pm.RecognizableVisualFeatures = "NO"
-    pm.LossyImageCompression = "00"
+    mark_lossy(pm, source)
     pm.PresentationLUTShape = "IDENTITY"
     pm.SharedFunctionalGroupsSequence = [shared]
-    pm.PerFrameFunctionalGroupsSequence = [
-        _frame_groups(source, frame, roi_position_mm(roi, spacing))
-    ]
-    pm.FloatPixelData = np.ascontiguousarray(values, dtype="<f4").tobytes()
+    position = roi_position_mm(roi, spacing)
+    if sd is None:
+        pm.PerFrameFunctionalGroupsSequence = [_frame_groups(source, frame, position)]
+        pm.FloatPixelData = np.ascontiguousarray(values, dtype="<f4").tobytes()
+    else:
+        pm.PerFrameFunctionalGroupsSequence = [
+            _frame_groups(
+                source, frame, position, index=(1, 1), mapping=_value_mapping(model, value_range)
+            ),
+            _frame_groups(
+                source,
+                frame,
+                position,
+                index=(1, 2),
+                mapping=_value_mapping(model, sd_range, sd=True),
+            ),
+        ]
+        pm.FloatPixelData = np.ascontiguousarray(np.stack([values, sd]), dtype="<f4").tobytes()
+    if scale_source is not None:
+        described = scale_description((low, high), model.unit, scale_source)
+        pm.DerivationDescription = f"{pm.DerivationDescription} {described}"[:1024]
     if not spacing_known:
         pm.DerivationDescription += " Pixel spacing unknown: 1 mm stored."
         logger.warning("source has no pixel spacing; the parametric map records 1 mm")

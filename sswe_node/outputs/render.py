@@ -142,6 +142,8 @@ def render_capture(
         uncertain = np.asarray(uncertain, dtype=bool)
         if uncertain.shape != values.shape:
             raise ValueError(f"uncertain {uncertain.shape} must match values {values.shape}")
+        if uncertain.any():  # before enlarging: less work, and the lines grow with the panel
+            overlay = _hatch(overlay, grey, uncertain)
 
     # Enlarge small regions, but never beyond MAX_PANEL_COLUMNS (thin, wide regions).
     factor = min(math.ceil(MIN_PANEL_ROWS / bmode.shape[0]), MAX_PANEL_COLUMNS // bmode.shape[1])
@@ -149,11 +151,7 @@ def render_capture(
     if factor > 1:
         grey = grey.repeat(factor, axis=0).repeat(factor, axis=1)
         overlay = overlay.repeat(factor, axis=0).repeat(factor, axis=1)
-        if uncertain is not None:
-            uncertain = uncertain.repeat(factor, axis=0).repeat(factor, axis=1)
     rows, cols = grey.shape[:2]
-    if uncertain is not None and uncertain.any():
-        overlay = _hatch(overlay, grey, uncertain)
 
     size = max(TEXT_SIZE, rows // 40)  # text grows with large images, to stay readable
     bar_width = max(_BAR_WIDTH, size + 3)
@@ -203,10 +201,14 @@ def _hatch(
     overlay: NDArray[np.uint8], grey: NDArray[np.uint8], uncertain: NDArray[np.bool_]
 ) -> NDArray[np.uint8]:
     """Withhold the colour of ``uncertain`` pixels: plain B-mode crossed by diagonal lines."""
-    rows, cols = uncertain.shape
-    diagonal = (np.arange(rows)[:, None] + np.arange(cols)[None, :]) % _HATCH_PERIOD == 0
-    out = overlay.copy()
-    plain = uncertain & ~diagonal
-    out[plain] = grey[plain][:, None]
-    out[uncertain & diagonal] = _HATCH_GREY
+    out = np.where(uncertain[..., None], grey[..., None], overlay)
+    out[uncertain & _diagonal(*uncertain.shape)] = _HATCH_GREY
     return out
+
+
+@lru_cache(maxsize=8)
+def _diagonal(rows: int, cols: int) -> NDArray[np.bool_]:
+    """Return the hatching pattern: one diagonal line every ``_HATCH_PERIOD`` pixels."""
+    pattern = (np.arange(rows)[:, None] + np.arange(cols)[None, :]) % _HATCH_PERIOD == 0
+    pattern.flags.writeable = False
+    return pattern

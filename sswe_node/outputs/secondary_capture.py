@@ -8,10 +8,11 @@ import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 
-from sswe_node.outputs.derived import ModelInfo
+from sswe_node.outputs.derived import ModelInfo, scale_description
 from sswe_node.outputs.header import Code, code_item, new_derived
-from sswe_node.outputs.labels import quantity_name
-from sswe_node.outputs.render import render_capture
+from sswe_node.outputs.labels import format_value, quantity_name
+from sswe_node.outputs.lossy import mark_lossy
+from sswe_node.outputs.render import OOD_BANNER, render_capture
 
 __all__ = ["build_secondary_capture", "capture_title", "SECONDARY_CAPTURE_STORAGE"]
 
@@ -49,6 +50,10 @@ def build_secondary_capture(
     model: ModelInfo,
     frame: int = 0,
     scale: tuple[float, float] | None = None,
+    sd: NDArray[np.floating] | None = None,
+    sd_threshold: float | None = None,
+    out_of_distribution: bool = False,
+    scale_source: str | None = None,
 ) -> Dataset:
     """Build the colour Secondary Capture of one processed source frame.
 
@@ -66,15 +71,38 @@ def build_secondary_capture(
         0-based index of the frame in the source instance.
     scale : tuple of float, optional
         Colour-bar range; default ``model.colour_bar``.
+    sd : numpy.ndarray, optional
+        ``(rows, columns)`` per-pixel standard deviation of ``values``; with ``sd_threshold``,
+        pixels above it are hatched grey instead of coloured, and a legend says so.
+    sd_threshold : float, optional
+        Standard deviation (in ``model.unit``) above which colour is withheld.
+    out_of_distribution : bool
+        Burn in the banner "OUTSIDE THE MODEL'S TRAINING DATA" (and say it in Image Comments).
+    scale_source : str, optional
+        Where ``scale`` came from, said in the Derivation Description.
 
     Returns
     -------
     pydicom.dataset.Dataset
         An RGB, derived Secondary Capture in the source's study with the warning burned in
         (Burned In Annotation YES) and written in Image Comments and Derivation Description.
+        NaN values (outside a sector probe's fan) get no colour; there the B-mode is black.
     """
     scale = tuple(model.colour_bar) if scale is None else scale
-    pixels = render_capture(bmode, values, scale, title=capture_title(model), unit=model.unit)
+    uncertain = legend = None
+    if sd is not None and sd_threshold is not None:
+        uncertain = np.asarray(sd) > sd_threshold
+        legend = f"hatched grey: uncertain, sd > {format_value(sd_threshold)} {model.unit}"
+    pixels = render_capture(
+        bmode,
+        values,
+        scale,
+        title=capture_title(model),
+        unit=model.unit,
+        uncertain=uncertain,
+        legend=legend,
+        banner=OOD_BANNER if out_of_distribution else None,
+    )
     sc = new_derived(source, model, sop_class_uid=SECONDARY_CAPTURE_STORAGE, kind="sc", frame=frame)
     sc.ImageType = ["DERIVED", "SECONDARY"]
     sc.ConversionType = "WSD"
@@ -89,5 +117,11 @@ def build_secondary_capture(
     sc.Rows, sc.Columns = pixels.shape[:2]
     sc.BitsAllocated, sc.BitsStored, sc.HighBit, sc.PixelRepresentation = 8, 8, 7, 0
     sc.BurnedInAnnotation = "YES"
+    mark_lossy(sc, source)
+    if scale_source is not None:
+        described = scale_description(scale, model.unit, scale_source)
+        sc.DerivationDescription = f"{sc.DerivationDescription} {described}"[:1024]
     sc.PixelData = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+    if out_of_distribution:
+        sc.ImageComments = f"{sc.ImageComments} - {OOD_BANNER}"[:10240]
     return sc
