@@ -6,6 +6,7 @@ from __future__ import annotations
 import email
 import io
 import json
+import ssl
 import threading
 import time
 from collections import Counter
@@ -123,8 +124,15 @@ class FlakyStow:
     the others with 0xC000 (for good), answering 202.
     """
 
-    def __init__(self, script: list[str], delay: float = 3.0) -> None:
+    def __init__(
+        self,
+        script: list[str],
+        delay: float = 3.0,
+        require: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.script = list(script)
+        self.authorizations: list[str] = []
         self.delay = delay
         self.requests = 0
         self.stored: Counter[str] = Counter()
@@ -134,6 +142,10 @@ class FlakyStow:
         class _Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = _read_body(self)
+                given = self.headers.get("Authorization", "")
+                outer.authorizations.append(given)
+                if require is not None and given != require:
+                    return self._answer(401, {}, b"who are you")
                 uids = outer._uids(self.headers["Content-Type"], body)
                 with outer.lock:
                     action = outer.script[min(outer.requests, len(outer.script) - 1)]
@@ -176,7 +188,10 @@ class FlakyStow:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/dicom-web"
+        if ssl_context is not None:
+            self.server.socket = ssl_context.wrap_socket(self.server.socket, server_side=True)
+        scheme = "https" if ssl_context is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}/dicom-web"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     @staticmethod
@@ -217,8 +232,8 @@ def _ref(uid: str) -> Dataset:
 def flaky() -> Iterator[Callable[..., FlakyStow]]:
     servers: list[FlakyStow] = []
 
-    def _make(script: list[str], delay: float = 3.0) -> FlakyStow:
-        servers.append(FlakyStow(script, delay))
+    def _make(script: list[str], delay: float = 3.0, **options: object) -> FlakyStow:
+        servers.append(FlakyStow(script, delay, **options))  # type: ignore[arg-type]
         return servers[-1]
 
     yield _make
@@ -331,3 +346,103 @@ def test_web_destination_configuration(tmp_path: Path) -> None:
     ):
         with pytest.raises(ConfigError, match=message):
             load(bad)
+
+
+def test_bearer_token_from_environment_then_from_a_rotated_file(
+    tmp_path: Path, sender_for, flaky, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    peer = flaky(["ok"], require="Bearer s3cret")
+    monkeypatch.setenv("SSWE_TEST_STOW_TOKEN", "s3cret")
+    store, sender = sender_for(
+        Destination(name=DESTINATION, url=peer.url, token_env="SSWE_TEST_STOW_TOKEN")
+    )
+    _queue(store, _outputs(tmp_path, 1), peer.url)
+    sender.start()
+    _wait(lambda: _settled(store))
+    assert store.list_sends()[0]["status"] == "sent"
+    assert peer.authorizations == ["Bearer s3cret"]
+
+
+def test_wrong_token_is_retried_and_a_fixed_file_is_read_again(
+    tmp_path: Path, sender_for, flaky
+) -> None:
+    peer = flaky(["ok"], require="Bearer new-token")
+    token = tmp_path / "token"
+    token.write_text("old-token\n")
+    store, sender = sender_for(
+        Destination(name=DESTINATION, url=peer.url, token_file=str(token)), max_attempts=20
+    )
+    _queue(store, _outputs(tmp_path, 1), peer.url)
+    sender.start()
+    _wait(lambda: store.list_sends()[0]["attempts"] >= 1)
+    send = store.list_sends()[0]
+    assert send["status"] == "queued" and "HTTP 401" in send["last_error"], send
+    token.write_text("new-token\n")  # the operator rotates the token: no restart needed
+    _wait(lambda: _settled(store))
+    assert store.list_sends()[0]["status"] == "sent"
+
+
+def test_http_basic_authentication(tmp_path: Path, sender_for, flaky) -> None:
+    import base64
+
+    peer = flaky(["ok"], require="Basic " + base64.b64encode(b"sswe:pw").decode())
+    (tmp_path / "pw").write_text("pw\n")
+    destination = Destination(
+        name=DESTINATION, url=peer.url, username="sswe", password_file=str(tmp_path / "pw")
+    )
+    store, sender = sender_for(destination)
+    _queue(store, _outputs(tmp_path, 2), peer.url)
+    sender.start()
+    _wait(lambda: _settled(store))
+    assert {s["status"] for s in store.list_sends()} == {"sent"}
+
+
+def test_client_certificate_over_https(tmp_path: Path, sender_for, flaky) -> None:
+    from tests.node_support import make_certificate
+
+    (tmp_path / "server").mkdir()
+    (tmp_path / "client").mkdir()
+    server_key, server_cert = make_certificate(tmp_path / "server")
+    client_key, client_cert = make_certificate(tmp_path / "client")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(server_cert, server_key)
+    context.verify_mode = ssl.CERT_REQUIRED  # a client certificate is required
+    context.load_verify_locations(client_cert)
+    peer = flaky(["ok"], ssl_context=context)
+    assert peer.url.startswith("https://")
+    # Without the client certificate: the TLS handshake fails, retried with the reason.
+    store, sender = sender_for(
+        Destination(name=DESTINATION, url=peer.url, ca_certificates=str(server_cert)),
+        max_attempts=1,
+    )
+    _queue(store, _outputs(tmp_path, 1), peer.url)
+    sender.start()
+    _wait(lambda: _settled(store))
+    send = store.list_sends()[0]
+    assert send["status"] == "failed" and "connection failed" in send["last_error"]
+    assert "CERTIFICATE_VERIFY_FAILED" not in send["last_error"]  # our CA file is used
+    assert not peer.stored
+
+
+def test_client_certificate_accepted(tmp_path: Path, sender_for, flaky) -> None:
+    from tests.node_support import make_certificate
+
+    (tmp_path / "server").mkdir()
+    (tmp_path / "client").mkdir()
+    server_key, server_cert = make_certificate(tmp_path / "server")
+    client_key, client_cert = make_certificate(tmp_path / "client")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(server_cert, server_key)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(client_cert)
+    peer = flaky(["ok"], ssl_context=context)
+    destination = Destination(
+        name=DESTINATION, url=peer.url, ca_certificates=str(server_cert),
+        client_certificate=str(client_cert), client_key=str(client_key),
+    )  # fmt: skip
+    store, sender = sender_for(destination)
+    uids = _queue(store, _outputs(tmp_path, 2), peer.url)
+    sender.start()
+    _wait(lambda: _settled(store))
+    assert {s["status"] for s in store.list_sends()} == {"sent"}
+    assert peer.stored == Counter(dict.fromkeys(uids, 1))

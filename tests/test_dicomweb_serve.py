@@ -129,3 +129,85 @@ def test_stow_in_process_and_stow_out(
     finally:
         assert node.terminate() == 0
         orthanc.stop()
+
+
+def _route_server(tmp_path: Path, **http: object):
+    """The node's HTTP server with the STOW-RS route, in this process (no workers)."""
+    import threading
+
+    from sswe_node.config import load_settings
+    from sswe_node.node.health import HealthServer
+    from sswe_node.node.metrics import Metrics
+    from sswe_node.node.store import CaseStore
+    from sswe_node.node.stow_server import stow_route
+    from sswe_node.node.web_session import server_ssl_context
+
+    node = http.pop("node", {})
+    sections = node_sections(tmp_path, http={"enabled": True, "port": 0, "stow_enabled": True,
+                                             **http})  # fmt: skip
+    sections["node"].update(node)
+    settings = load_settings(write_config(tmp_path / "node.toml", sections))
+    store = CaseStore(settings.node.database_url)
+    route = stow_route(settings, store, threading.Event(), Metrics())
+    server = HealthServer("127.0.0.1", 0, lambda: {"status": "ok"}, lambda: "", post=route,
+                          ssl_context=server_ssl_context(settings.http))  # fmt: skip
+    server.start()
+    return server, store
+
+
+def test_stow_over_https_is_recorded_like_c_store(tmp_path: Path, make_us_source) -> None:
+    from tests.node_support import make_certificate
+
+    key, cert = make_certificate(tmp_path)
+    server, store = _route_server(
+        tmp_path, stow_token="t0k", certificate=str(cert), private_key=str(key)
+    )
+    try:
+        source = make_us_source(rows=64, cols=64, seed=2)
+        source.save_as(tmp_path / "us.dcm", enforce_file_format=True)
+        client = DICOMwebClient(f"https://127.0.0.1:{server.port}/dicom-web",
+                                headers={"Authorization": "Bearer t0k"})  # fmt: skip
+        client._session.verify = str(cert)
+        client._session.trust_env = False
+        client.set_http_retry_params(retry=False)
+        response = client.store_instances([dcmread(tmp_path / "us.dcm")])
+        assert response.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+        (case,) = store.list_cases()
+        assert case["calling_ae"] == "STOW-RS" and case["status"] == "received"
+        assert case["sop_instance_uid"] == source.SOPInstanceUID
+        assert case["study_instance_uid"] == source.StudyInstanceUID
+        kept = next((tmp_path / "storage" / "incoming").rglob("*.dcm"))
+        assert kept.read_bytes() == (tmp_path / "us.dcm").read_bytes()  # the bytes as sent
+        # Plain HTTP to the HTTPS port gets nowhere.
+        with pytest.raises(requests.ConnectionError):
+            requests.post(f"http://127.0.0.1:{server.port}/dicom-web/studies", timeout=5)
+    finally:
+        server.stop()
+        store.close()
+
+
+def test_stow_without_space_answers_503_and_keeps_nothing(tmp_path: Path, make_us_source) -> None:
+    server, store = _route_server(tmp_path, stow_allow_anonymous=True,
+                                  node={"min_free_space_mb": 10**9})  # fmt: skip
+    try:
+        source = make_us_source(rows=32, cols=32, seed=3)
+        buffer = io.BytesIO()
+        source.save_as(buffer, enforce_file_format=True)
+        body, content_type = _multipart([buffer.getvalue()])
+        answer = requests.post(f"http://127.0.0.1:{server.port}/dicom-web/studies", data=body,
+                               headers={"Content-Type": content_type}, timeout=10)  # fmt: skip
+        assert answer.status_code == 503
+        assert answer.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA700]
+        assert store.list_cases() == []
+    finally:
+        server.stop()
+        store.close()
+
+
+def test_stow_needs_a_token_or_an_explicit_anonymous_setting(tmp_path: Path) -> None:
+    from sswe_node.config import load_settings
+    from sswe_node.errors import ConfigError
+
+    sections = node_sections(tmp_path, http={"enabled": True, "stow_enabled": True})
+    with pytest.raises(ConfigError, match="stow_allow_anonymous"):
+        load_settings(write_config(tmp_path / "node.toml", sections))

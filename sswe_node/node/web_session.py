@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import ssl
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,10 +107,15 @@ def apply_auth(session: requests.Session, auth: WebAuth) -> None:
             if auth.client_key
             else auth.client_certificate
         )
-    if not auth.verify:
-        session.verify = False
-    elif auth.ca_certificates:
-        session.verify = auth.ca_certificates
+    if not auth.verify or auth.ca_certificates:
+        session.verify = False if not auth.verify else auth.ca_certificates
+        # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's own CA bundle
+        # (psf/requests#3829): take nothing from the environment but its proxies.
+        session.trust_env = False
+        proxies = urllib.request.getproxies()
+        if "no" in proxies:
+            proxies["no_proxy"] = proxies.pop("no")
+        session.proxies.update(proxies)
 
 
 def read_secret(path: str, what: str) -> str:
