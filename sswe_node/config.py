@@ -176,7 +176,7 @@ class HttpSettings:
     stow_token: str = ""
     stow_token_file: str = ""
     stow_allow_anonymous: bool = False
-    stow_max_request_mb: int = 1024
+    stow_max_request_mb: int = 512
     certificate: str = ""
     private_key: str = ""
 
