@@ -1,0 +1,167 @@
+"""Two `sswe-node serve` replicas on one PostgreSQL and one storage folder behave as one node.
+
+One replica is killed with SIGKILL while its worker holds leased cases, in the middle of a
+100-instance burst sent to both with dcmtk's storescu: every instance a replica acknowledged
+is processed (the survivor takes the dead replica's cases back once their leases expire), and
+every output is at the destination (a real Orthanc) exactly once.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from sswe_node.node.schema import Case
+from sswe_node.node.store import CaseStore
+from tests.node_support import Postgres, ServeProcess, node_sections, write_config
+from tests.peers import Orthanc, dcmtk_env
+
+BURST = 100
+
+
+@pytest.fixture
+def postgres() -> Iterator[Postgres]:
+    """A throwaway PostgreSQL server."""
+    try:
+        server = Postgres()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
+def _sources(folder: Path, make_us_source: Any, count: int) -> list[Path]:
+    folder.mkdir()
+    paths = []
+    for index in range(count):
+        path = folder / f"us{index:03d}.dcm"
+        make_us_source(rows=120, cols=160, seed=index).save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def _storescu(files: list[Path], port: int, calling_aet: str) -> subprocess.Popen[str]:
+    """One association sending ``files`` in order; ``-v`` logs each file and its response."""
+    return subprocess.Popen(
+        ["/usr/bin/storescu", "-v", "-R", "-xe", "-aet", calling_aet, "-aec", "SSWE_NODE",
+         "127.0.0.1", str(port), *map(str, files)],
+        env=dcmtk_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def _acknowledged(output: str) -> list[str]:
+    """The files storescu got a Success response for."""
+    done, current = [], None
+    for line in output.splitlines():
+        if "Sending file:" in line:
+            current = line.split("Sending file:", 1)[1].strip()
+        elif "Received Store Response (Success)" in line and current:
+            done.append(current)
+            current = None
+    return done
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _leased_by_children_of(store: CaseStore, pid: int) -> int:
+    """How many cases a worker process of the replica ``pid`` holds right now."""
+    with store.session() as session:
+        owners = session.scalars(select(Case.owner).where(Case.status == "processing")).all()
+    return sum(1 for o in owners if o and _parent_of(int(o.split(":")[-2])) == pid)
+
+
+def test_a_replica_killed_mid_burst_loses_nothing(
+    tmp_path: Path, postgres: Postgres, orthanc: Orthanc, tiny_model_dir: Path,
+    make_us_source: Any, require_dcmtk: None,
+) -> None:  # fmt: skip
+    url = postgres.create_database("replicas")
+    storage = tmp_path / "shared-storage"
+    sources = _sources(tmp_path / "sources", make_us_source, BURST)
+    destination = {"name": "orthanc", "ae_title": orthanc.aet, "host": "127.0.0.1",
+                   "port": orthanc.dicom_port}  # fmt: skip
+    replicas = []
+    for name in ("a", "b"):
+        sections = node_sections(
+            tmp_path / name,
+            node={"storage_dir": str(storage), "database_url": url},
+            model={"name": tiny_model_dir.name, "models_dir": str(tiny_model_dir.parent)},
+            processing={
+                "batch_size": 8,
+                "batch_wait_seconds": 0.1,
+                "lease_seconds": 2.0,
+                "poll_seconds": 0.5,
+            },  # fmt: skip
+            logging={"level": "INFO"},
+        )
+        (tmp_path / name).mkdir()
+        config = write_config(tmp_path / name / "node.toml", sections, [destination])
+        port = int(sections["node"]["port"])
+        replicas.append(ServeProcess(config, port, tmp_path / name / "serve.log"))
+    a, b = replicas
+    store = CaseStore(url)
+    try:
+        for replica in replicas:  # the models are loaded: the burst meets working workers
+            replica.wait_log("event=warm-up ", timeout=120)
+        half = BURST // 2
+        senders = [_storescu(sources[:half], a.port, "SCU_A"),
+                   _storescu(sources[half:], b.port, "SCU_B")]  # fmt: skip
+        deadline = time.monotonic() + 120
+        while _leased_by_children_of(store, a.process.pid) == 0:
+            assert time.monotonic() < deadline, "replica a never held a case:\n" + a.log()[-3000:]
+            assert senders[0].poll() is None, "the burst to replica a ended before the kill"
+            time.sleep(0.02)
+        a.kill()  # SIGKILL: its worker and sender processes die with it
+        outputs = [s.communicate(timeout=300)[0] for s in senders]
+        acknowledged = {Path(p).name for o in outputs for p in _acknowledged(o)}
+        assert len(_acknowledged(outputs[0])) < half, "the kill came after a's burst"
+        assert len(_acknowledged(outputs[1])) == half
+
+        uids = {_uid_of(path) for path in sources if path.name in acknowledged}
+        deadline = time.monotonic() + 180
+        while True:
+            cases = store.list_cases(limit=None)
+            status = {c["sop_instance_uid"]: c["status"] for c in cases}
+            sends = store.counts()["sends"]
+            if (
+                all(status.get(uid) == "done" for uid in uids)
+                and not sends["queued"]
+                and not [c for c in cases if c["status"] in ("received", "processing")]
+            ):
+                break
+            assert time.monotonic() < deadline, f"not settled: {status} {sends}\n{b.log()[-3000:]}"
+            time.sleep(0.3)
+        done = [c for c in cases if c["status"] == "done"]
+        assert {c["status"] for c in cases} == {"done"}
+        assert sends["failed"] == 0
+        # Exactly once at the destination: one Parametric Map and one Secondary Capture per
+        # processed instance, no more, no fewer (Orthanc keeps one copy per SOP Instance UID).
+        stored = orthanc.wait_for_instances(2 * len(done), timeout=60)
+        assert len(stored) == 2 * len(done)
+        assert len({i["MainDicomTags"]["SOPInstanceUID"] for i in stored}) == 2 * len(done)
+        rows = store.list_sends()
+        assert len(rows) == 2 * len(done) and {r["status"] for r in rows} == {"sent"}
+        # The dead replica's leased cases were taken back by the survivor.
+        assert "event=lease-taken-back" in b.log(), b.log()[-3000:]
+    finally:
+        store.close()
+        for replica in replicas:
+            if replica.process.poll() is None:
+                assert replica.terminate() == 0
+
+
+def _uid_of(path: Path) -> str:
+    """The SOP Instance UID of a source file."""
+    from pydicom import dcmread
+
+    return str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
