@@ -6,7 +6,8 @@ makes the project's installed dependencies importable there through a ``.pth`` l
 this environment's site-packages (a plain path: its ``.pth`` files, among them the editable
 install of this checkout, are not run). Then, from a folder outside the checkout, it runs
 ``sswe-node --help``, ``simulate`` + ``convert`` on a simulated capture, and ``serve`` answering
-a C-ECHO from dcmtk's echoscu and from ``sswe-node echo``.
+a C-ECHO from dcmtk's echoscu and from ``sswe-node echo``, then processing a capture sent by
+dcmtk's storescu with the shipped model.
 """
 
 from __future__ import annotations
@@ -232,6 +233,7 @@ def test_wheel_carries_the_configuration_and_the_models(wheel: Path) -> None:
     assert any(n.startswith("sswe_node/node/migrations/versions/0001") for n in names)
 
 
+@pytest.mark.slow
 def test_wheel_runs_outside_the_checkout(fresh_venv: Path, tmp_path: Path) -> None:
     work = tmp_path / "elsewhere"
     work.mkdir()
@@ -272,12 +274,32 @@ def test_wheel_runs_outside_the_checkout(fresh_venv: Path, tmp_path: Path) -> No
         echo = _run(fresh_venv, work, "echo", f"SSWE_NODE@127.0.0.1:{port}", "-q")
         assert echo.returncode == 0 and "C-ECHO success" in echo.stdout, echo.stderr
         echoscu = shutil.which("echoscu", path="/usr/bin")
-        if echoscu:
+        storescu = shutil.which("storescu", path="/usr/bin")
+        if echoscu and storescu:
             dcmtk = subprocess.run(
                 [echoscu, "-aec", "SSWE_NODE", "127.0.0.1", str(port)],
                 env=_env(), capture_output=True, text=True, timeout=60,
             )  # fmt: skip
             assert dcmtk.returncode == 0, dcmtk.stderr
+            # A dual capture through the node: stored, processed by the shipped model.
+            archive = json.loads((work / "sim" / "archive.json").read_text())
+            dual = next(i for i in archive["instances"] if i["kind"] == "dual")
+            sent = subprocess.run(
+                [storescu, "-xs", "-aec", "SSWE_NODE", "127.0.0.1", str(port),
+                 str(work / "sim" / dual["path"])],
+                env=_env(), capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert sent.returncode == 0, sent.stderr
+            deadline = time.monotonic() + 180
+            while True:
+                listed = _run(fresh_venv, work, "cases", "--json", "-q")
+                cases = json.loads(listed.stdout) if listed.returncode == 0 else []
+                if cases and cases[0]["status"] not in ("received", "processing"):
+                    break
+                assert time.monotonic() < deadline, (work / "serve.log").read_text()
+                time.sleep(1)
+            assert cases[0]["status"] == "done", cases[0]
+            assert "_data/models/prostate-sim" in (work / "serve.log").read_text()
     finally:
         serve.send_signal(signal.SIGTERM)
         code = serve.wait(timeout=120)
