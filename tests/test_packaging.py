@@ -227,8 +227,9 @@ def test_wheel_carries_the_configuration_and_the_models(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "sswe_node/_data/config/node.toml" in names
     for manifest in (ROOT / "models").glob("*/model.toml"):
-        for name in ("model.toml", "model.keras"):
-            assert f"sswe_node/_data/models/{manifest.parent.name}/{name}" in names
+        for path in manifest.parent.iterdir():  # weights, manifest and sidecars (trust.npz)
+            if path.is_file():
+                assert f"sswe_node/_data/models/{manifest.parent.name}/{path.name}" in names
     assert "sswe_node/node/migrations/env.py" in names
     assert any(n.startswith("sswe_node/node/migrations/versions/0001") for n in names)
 
