@@ -101,6 +101,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    from sswe_node.distributed import add_cluster_options
+
+    add_cluster_options(parser, workers_help="LocalCluster worker processes (Dask)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,7 +119,10 @@ def run(args: argparse.Namespace) -> int:
             "processing.batch_size": args.batch_size,
         },
     )
-    summary = convert(args.inputs, args.out, settings, png=args.png, progress=not args.no_progress)
+    summary = convert(
+        args.inputs, args.out, settings, png=args.png, progress=not args.no_progress,
+        scheduler=args.scheduler, workers=args.workers,
+    )  # fmt: skip
     if getattr(args, "json", False):
         print(json.dumps({**summary.as_dict(), "out": str(args.out)}, indent=2))
     else:
@@ -228,6 +234,8 @@ def convert(
     model: Any = None,
     png: bool = False,
     progress: bool = True,
+    scheduler: str | None = None,
+    workers: int | None = None,
 ) -> ConvertSummary:
     """Run the pipeline over files and folders and write the derived DICOM.
 
@@ -245,6 +253,12 @@ def convert(
         Also write a PNG next to each Secondary Capture.
     progress : bool
         Show a progress bar (stderr).
+    scheduler : str, optional
+        Run the batches on this Dask cluster (``"local"``: a LocalCluster); see
+        :mod:`sswe_node.distributed`. Each worker loads the model once; the files written and
+        the summary are those of a run in this process.
+    workers : int, optional
+        Worker processes of a LocalCluster (alone: a LocalCluster of that many).
 
     Returns
     -------
@@ -252,44 +266,31 @@ def convert(
     """
     from tqdm import tqdm
 
-    from sswe_node.pipeline import process_batch
-
     files = find_input_files(inputs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if model is None:
-        from sswe_node.model import load_model
-
-        model = load_model(
-            settings.model.name,
-            settings.model.models_dir,
-            device=settings.model.device,
-        )
+    if model is None and not (scheduler or workers):
+        model = _load_model(settings)
     summary = ConvertSummary(files=len(files))
     bar = tqdm(total=len(files), unit="file", disable=not progress, file=sys.stderr)
+    batches = list(_batches(files, settings.processing.batch_size))
     try:
-        for batch in _batches(files, settings.processing.batch_size):
-            readable: list[tuple[Path, Any]] = []
-            for path in batch:
-                ds, status, message = _read(path)
-                if ds is None:
-                    _record(summary, path, status, message)
-                else:
-                    readable.append((path, ds))
-            results = process_batch([ds for _, ds in readable], model, settings)
-            for (path, _), result in zip(readable, results, strict=True):
-                if result.status == "done":
-                    try:
-                        for derived in result.outputs:
-                            _write(derived, out, png)
-                    except OSError as exc:
-                        _record(summary, path, "failed", f"internal: cannot write output: {exc}")
-                        continue
-                    summary.converted += 1
-                    summary.outputs += len(result.outputs)
-                else:
-                    _record(summary, path, result.status, result.message)
-            bar.update(len(batch))
+        if scheduler or workers:
+            from sswe_node.distributed import ordered_map
+
+            done = ordered_map(
+                convert_batch, [(batch, out, settings, png) for batch in batches],
+                scheduler=scheduler, workers=workers,
+                on_done=lambda i: bar.update(len(batches[i])),
+            )  # fmt: skip
+            for records in done:
+                for record in records:
+                    _merge(summary, *record)
+        else:
+            for batch in batches:
+                for record in _convert_batch(batch, out, settings, model, png):
+                    _merge(summary, *record)
+                bar.update(len(batch))
     finally:
         bar.close()
     (out / SUMMARY_NAME).write_text(json.dumps(summary.as_dict(), indent=1), encoding="utf-8")
@@ -301,6 +302,67 @@ def convert(
         len(summary.failed),
     )
     return summary
+
+
+def _load_model(settings: Any) -> Any:
+    from sswe_node.model import load_model
+
+    return load_model(
+        settings.model.name,
+        settings.model.models_dir,
+        device=settings.model.device,
+        mc_precision=settings.trust.mc_precision,
+    )
+
+
+def _convert_batch(
+    batch: Sequence[Path], out: Path, settings: Any, model: Any, png: bool
+) -> list[tuple[Path, str, str, int]]:
+    """Convert one batch; return ``(path, status, message, outputs written)`` per file."""
+    from sswe_node.pipeline import process_batch
+
+    records: list[tuple[Path, str, str, int]] = []
+    readable: list[tuple[Path, Any]] = []
+    for path in batch:
+        ds, status, message = _read(path)
+        if ds is None:
+            records.append((path, status, message, 0))
+        else:
+            readable.append((path, ds))
+    results = process_batch([ds for _, ds in readable], model, settings)
+    for (path, _), result in zip(readable, results, strict=True):
+        if result.status == "done":
+            try:
+                for derived in result.outputs:
+                    _write(derived, out, png)
+            except OSError as exc:
+                records.append((path, "failed", f"internal: cannot write output: {exc}", 0))
+                continue
+            records.append((path, "done", "", len(result.outputs)))
+        else:
+            records.append((path, result.status, result.message, 0))
+    return records
+
+
+def convert_batch(
+    batch: Sequence[Path], out: Path, settings: Any, png: bool
+) -> list[tuple[Path, str, str, int]]:
+    """Convert one batch on a Dask worker (the model is loaded once per worker process)."""
+    from sswe_node.distributed import worker_cached
+
+    model = worker_cached(
+        ("model", settings.model.name, str(settings.model.models_dir), settings.model.device),
+        lambda: _load_model(settings),
+    )
+    return _convert_batch(batch, out, settings, model, png)
+
+
+def _merge(summary: ConvertSummary, path: Path, status: str, message: str, outputs: int) -> None:
+    if status == "done":
+        summary.converted += 1
+        summary.outputs += outputs
+    else:
+        _record(summary, path, status, message)
 
 
 def _record(summary: ConvertSummary, path: Path, status: str, message: str) -> None:

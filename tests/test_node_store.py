@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,7 +123,9 @@ def test_resend_while_processing_keeps_case_pending(url: str) -> None:
 def test_resume_after_crash(url: str) -> None:
     store = _store(url)
     store.record_received(_received("1.2.3.1"))
-    store.claim(10)
+    crashed = subprocess.Popen(["true"])  # a worker process of this host that has gone
+    crashed.wait()
+    store.claim(10, owner=f"{socket.gethostname()}:{crashed.pid}:0")
     store.close()
     reopened = _store(url)  # as after a restart
     assert reopened.resume() == 1

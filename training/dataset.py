@@ -70,6 +70,9 @@ class BuildOptions:
         Rows written per append.
     progress : bool
         Show a progress bar on standard error.
+    scheduler : str, optional
+        Read and regrid on a Dask cluster at this address (``"local"``: a LocalCluster of
+        ``workers`` processes); rows are written in the same order as a local build.
     """
 
     grid: tuple[int, int] = (96, 64)
@@ -82,6 +85,7 @@ class BuildOptions:
     workers: int = 2
     chunk: int = 256
     progress: bool = False
+    scheduler: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_coverage <= 1.0:
@@ -356,6 +360,15 @@ def _outcomes(
     paths = [path for _, path in todo]
     # One BLAS thread per process: parallelism comes from the processes, and spinning BLAS
     # threads on a busy machine made builds 2-3 times slower.
+    if options.scheduler:
+        from sswe_node.distributed import chunks, ordered_map
+
+        tasks = [(list(c), options, key.secret) for c in chunks(list(todo), 8)]
+        for outcomes in ordered_map(
+            _process_chunk, tasks, scheduler=options.scheduler, workers=options.workers
+        ):
+            yield from outcomes
+        return
     with threadpool_limits(limits=1):
         if options.workers == 1 or len(todo) < 4:
             yield from map(work, paths, uids)
@@ -365,6 +378,16 @@ def _outcomes(
         yield work(paths[0], uids[0])
         with ProcessPoolExecutor(max_workers=options.workers, initializer=_single_thread) as pool:
             yield from pool.map(work, paths[1:], uids[1:], chunksize=4)
+
+
+def _process_chunk(
+    items: Sequence[tuple[str, Path]], options: BuildOptions, secret: bytes
+) -> list[_Outcome]:
+    """Process a few ``(uid, path)`` on a Dask worker (one BLAS thread, as the local workers)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return [_process(path, uid, options=options, secret=secret) for uid, path in items]
 
 
 def _single_thread() -> None:

@@ -130,6 +130,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--workers", type=int, default=min(2, os.cpu_count() or 1),
         help="reading processes (default min(2, CPUs))",
     )  # fmt: skip
+    opts.add_argument(
+        "--scheduler", default=None, metavar="ADDRESS",
+        help="read on a Dask cluster (tcp://HOST:8786; 'local': a LocalCluster of --workers)",
+    )  # fmt: skip
     opts.add_argument("--key-file", type=Path, help="pseudonymisation key file")
     opts.add_argument("--no-progress", action="store_true", help="no progress bars")
     opts.add_argument(
@@ -161,6 +165,7 @@ def _build(args: argparse.Namespace) -> int:
         opacity=args.opacity,
         max_frames=args.max_frames,
         workers=args.workers,
+        scheduler=args.scheduler,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     key = load_key(args.key_file, args.out)

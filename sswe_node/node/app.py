@@ -18,10 +18,11 @@ from sswe_node.errors import SsweError
 from sswe_node.node.handlers import adopt_orphans
 from sswe_node.node.health import HealthServer
 from sswe_node.node.metrics import Metrics
+from sswe_node.node.processes import ChildProcess, new_sender, sender_main, worker_main
 from sswe_node.node.scp import start_scp
-from sswe_node.node.sender import Sender
 from sswe_node.node.store import CaseStore
 from sswe_node.node.stow_server import stow_route
+from sswe_node.node.wakeup import CASES, SENDS, Wakeup
 from sswe_node.node.web_session import server_ssl_context
 from sswe_node.node.worker import Worker, load_node_model
 
@@ -38,7 +39,8 @@ class Node:
     settings : Settings
         The node settings.
     model_loader : callable, optional
-        Loads the model once, in the first worker thread (default: the configured model).
+        Loads the model once, in the first worker thread (default: the configured model,
+        loaded by each worker process). A loader of its own makes the workers threads.
     """
 
     def __init__(
@@ -50,11 +52,12 @@ class Node:
         self.model_loader = model_loader
         self.metrics = Metrics()
         self.stop_event = threading.Event()
-        self.cases_waiting = threading.Event()
-        self.sends_queued = threading.Event()
+        # Wake-ups across the node's processes (threading.Event until start()).
+        self.cases_waiting: Any = threading.Event()
+        self.sends_queued: Any = threading.Event()
         self.store: CaseStore | None = None
-        self.workers: list[Worker] = []
-        self.sender: Sender | None = None
+        self.workers: list[Any] = []  # Worker threads, or ChildProcess handles
+        self.sender: Any = None
         self.http: HealthServer | None = None
         self.ae: Any = None
         self.server: Any = None
@@ -67,31 +70,32 @@ class Node:
         return int(self.server.server_address[1])
 
     def start(self) -> None:
-        """Open the case store, resume interrupted cases, start workers, sender and the SCP."""
+        """Open the case store, resume interrupted cases, start workers, sender and the SCP.
+
+        With ``processing.processes`` (the default), the workers and the sender run in OS
+        processes of their own (:mod:`sswe_node.node.processes`); this process only receives,
+        persists and records. Otherwise (or with a ``model_loader`` of its own) they are
+        threads of this process.
+        """
         settings = self.settings
-        Path(settings.node.storage_dir).mkdir(parents=True, exist_ok=True)
-        self.store = CaseStore(settings.node.database_url)
+        node = settings.node
+        Path(node.storage_dir).mkdir(parents=True, exist_ok=True)
+        self.store = CaseStore(node.database_url)
         resumed = self.store.resume()
-        adopted = adopt_orphans(Path(settings.node.storage_dir), self.store)
+        adopted = adopt_orphans(Path(node.storage_dir), self.store)
         pending = self.store.pending_count()
         LOGGER.info("event=start resumed=%d adopted=%d pending=%d", resumed, adopted, pending)
-        if not settings.processing.paused:
-            self.workers = [self._worker(0)]
-            self.workers[0].start()
-        else:
-            LOGGER.info("event=processing-paused")
-        self.sender = Sender(
-            self.store,
-            settings.node.ae_title,
-            settings.sending,
-            settings.tls,
-            self.sends_queued,
-            self.stop_event,
-            self.metrics,
-            timeouts=settings.node,
-            destinations=settings.destinations,
+        in_processes = settings.processing.processes and self.model_loader is load_node_model
+        self.cases_waiting = Wakeup(
+            CASES, node.database_url, node.storage_dir, listen=not in_processes
         )
-        self.sender.start()
+        self.sends_queued = Wakeup(
+            SENDS, node.database_url, node.storage_dir, listen=not in_processes
+        )
+        if in_processes:
+            self._start_processes()
+        else:
+            self._start_threads()
         if settings.http.enabled:
             self.http = HealthServer(
                 settings.http.host, settings.http.port, self.health, self.render_metrics,
@@ -102,6 +106,30 @@ class Node:
         self.ae, self.server = start_scp(settings, self.store, self.cases_waiting, self.metrics)
         if pending:
             self.cases_waiting.set()
+
+    def _start_processes(self) -> None:
+        settings = self.settings
+        if not settings.processing.paused:
+            for index in range(settings.processing.workers):
+                child = ChildProcess("worker", worker_main, (settings, index))
+                self.workers.append(child)
+        else:
+            LOGGER.info("event=processing-paused")
+        self.sender = ChildProcess("sender", sender_main, (settings,))
+        for child in [*self.workers, self.sender]:
+            child.start()
+
+    def _start_threads(self) -> None:
+        settings = self.settings
+        if not settings.processing.paused:
+            self.workers = [self._worker(0)]
+            self.workers[0].start()
+        else:
+            LOGGER.info("event=processing-paused")
+        self.sender = new_sender(
+            settings, self.store, self.sends_queued, self.stop_event, self.metrics
+        )
+        self.sender.start()
 
     def _worker(self, index: int, model: Any = None) -> Worker:
         return Worker(
@@ -118,7 +146,7 @@ class Node:
 
     def _load_then_start_others(self, settings: Settings) -> Any:
         model = self.model_loader(settings)
-        # Further workers share the model loaded once by the first one.
+        # Further worker threads share the model loaded once by the first one.
         for index in range(1, settings.processing.workers):
             worker = self._worker(index, model)
             self.workers.append(worker)
@@ -129,6 +157,8 @@ class Node:
         """Return the ``/health`` body."""
         counts = self.store.counts() if self.store else {}
         worker_errors = [w.error for w in self.workers if w.error]
+        if isinstance(self.sender, ChildProcess) and self.sender.error:
+            worker_errors.append(self.sender.error)
         status = "ok" if not worker_errors and not self.stop_event.is_set() else "degraded"
         return {
             "status": status,
@@ -167,12 +197,18 @@ class Node:
             for assoc in self.server.active_associations:
                 assoc.abort()
         self.stop_event.set()
+        for child in [*self.workers, self.sender]:
+            if isinstance(child, ChildProcess):
+                child.stop()  # all at once; then each is waited for
         self.cases_waiting.set()
         self.sends_queued.set()
         for worker in list(self.workers):
             worker.join(timeout=grace_seconds)
         if self.sender is not None:
             self.sender.join(timeout=grace_seconds)
+        for wakeup in (self.cases_waiting, self.sends_queued):
+            if isinstance(wakeup, Wakeup):
+                wakeup.close()
         if self.http is not None:
             self.http.stop()
         if self.store is not None:

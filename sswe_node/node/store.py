@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, select, update
+from sqlalchemy import and_, create_engine, event, func, or_, select, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
+from sswe_node.node.leases import owner_is_dead, process_owner
 from sswe_node.node.migrate import upgrade
 from sswe_node.node.records import (
     CaseFinish,
@@ -178,27 +179,72 @@ class CaseStore:
             case.received_at = utcnow()
             case.started_at = None
             case.finished_at = None
+            case.owner = None  # a worker holding the old copy must not record its outcome
+            case.lease_expires_at = None
             session.flush()
             return case.id
 
     # -- processing ----------------------------------------------------------------------------
 
-    def resume(self) -> int:
-        """Make cases left ``processing`` by a crash pending again; return how many."""
+    def resume(self, owner: str | None = None) -> int:
+        """Take back cases whose worker is gone: make them pending again; return how many.
+
+        Only a ``processing`` case whose lease has expired, that has no lease (left by a
+        version without leases), or whose owner is a process of this host that no longer runs
+        (:func:`sswe_node.node.leases.owner_is_dead`) is taken back: a live lease of another
+        replica or worker process is never touched.
+
+        Parameters
+        ----------
+        owner : str, optional
+            This process's owner identity (default :func:`process_owner`); its own cases are
+            left alone.
+        """
+        owner = owner or process_owner()
+        now = utcnow()
         with self.session() as session, session.begin():
+            rows = session.execute(
+                select(Case.id, Case.owner, Case.lease_expires_at).where(Case.status == PROCESSING)
+            ).all()
+            stale = [
+                row.id
+                for row in rows
+                if row.owner != owner
+                and (
+                    row.lease_expires_at is None
+                    or row.lease_expires_at <= now
+                    or (row.owner is not None and owner_is_dead(row.owner))
+                )
+            ]
+            if not stale:
+                return 0
             result = session.execute(
-                update(Case).where(Case.status == PROCESSING).values(status=RECEIVED)
+                update(Case)
+                .where(Case.id.in_(stale), Case.status == PROCESSING)
+                .values(status=RECEIVED, owner=None, lease_expires_at=None)
             )
             return int(result.rowcount or 0)
 
-    def claim(self, limit: int) -> list[ClaimedCase]:
-        """Mark up to ``limit`` pending cases (oldest first) ``processing`` and return them.
+    def claim(
+        self, limit: int, owner: str | None = None, lease_seconds: float = 30.0
+    ) -> list[ClaimedCase]:
+        """Claim up to ``limit`` cases (oldest first) for ``owner`` and return them.
+
+        Pending cases are taken, and ``processing`` cases whose lease has expired (their worker
+        stopped renewing: it crashed, or its machine did). Each claimed case records ``owner``
+        and a lease of ``lease_seconds``, to be renewed with :meth:`renew`.
 
         Safe between processes sharing the store: each row is taken with a conditional update,
         so a case another claimer took in the meantime is left out (SQLite has no row locks;
         PostgreSQL also skips rows locked by a concurrent claim).
         """
+        owner = owner or process_owner()
         with self._claim_lock, self.session() as session, session.begin():
+            now = utcnow()
+            claimable = or_(
+                Case.status == RECEIVED,
+                and_(Case.status == PROCESSING, Case.lease_expires_at < now),
+            )
             rows = session.execute(
                 select(
                     Case.id,
@@ -207,23 +253,68 @@ class CaseStore:
                     Case.calling_ae,
                     Case.peer_address,
                     Case.called_ae,
+                    Case.status,
+                    Case.owner,
                 )
-                .where(Case.status == RECEIVED)
+                .where(claimable)
                 .order_by(Case.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             ).all()
-            now = utcnow()
+            expires = now + dt.timedelta(seconds=lease_seconds)
             claimed = []
             for row in rows:
+                if row.status == RECEIVED:
+                    still = Case.status == RECEIVED
+                else:  # an expired lease: only if nobody renewed or took it meanwhile
+                    still = and_(
+                        Case.status == PROCESSING,
+                        Case.owner == row.owner,
+                        Case.lease_expires_at < now,
+                    )
                 taken = session.execute(
                     update(Case)
-                    .where(Case.id == row.id, Case.status == RECEIVED)
-                    .values(status=PROCESSING, started_at=now)
+                    .where(Case.id == row.id, still)
+                    .values(
+                        status=PROCESSING, started_at=now, owner=owner, lease_expires_at=expires
+                    )
                 )
                 if taken.rowcount == 1:
-                    claimed.append(ClaimedCase(*row))
+                    if row.status != RECEIVED:
+                        LOGGER.warning("event=lease-taken-back case=%d from=%s", row.id, row.owner)
+                    claimed.append(ClaimedCase(*row[:6]))
             return claimed
+
+    def renew(
+        self, case_ids: Sequence[int], owner: str | None = None, lease_seconds: float = 30.0
+    ) -> set[int]:
+        """Extend ``owner``'s leases on ``case_ids``; return the ids it still holds.
+
+        A case missing from the result was taken back (its lease had expired) or received
+        again: its holder must not record an outcome for it.
+        """
+        if not case_ids:
+            return set()
+        owner = owner or process_owner()
+        expires = utcnow() + dt.timedelta(seconds=lease_seconds)
+        with self.session() as session, session.begin():
+            session.execute(
+                update(Case)
+                .where(
+                    Case.id.in_(list(case_ids)),
+                    Case.status == PROCESSING,
+                    Case.owner == owner,
+                )
+                .values(lease_expires_at=expires)
+            )
+            held = session.scalars(
+                select(Case.id).where(
+                    Case.id.in_(list(case_ids)),
+                    Case.status == PROCESSING,
+                    Case.owner == owner,
+                )
+            ).all()
+            return set(held)
 
     def known_uids(self) -> set[str]:
         """Return the SOP Instance UIDs of every case."""
@@ -260,11 +351,13 @@ class CaseStore:
         """
         self.finish_many([CaseFinish(case_id, outcome, outputs, targets)])
 
-    def finish_many(self, finished: Sequence[CaseFinish]) -> int:
+    def finish_many(self, finished: Sequence[CaseFinish], owner: str | None = None) -> int:
         """Record several finished cases (a worker's batch) in one transaction.
 
         Each case is recorded as :meth:`finish` does; a case received again while it was
         processed is left pending. One commit for the batch instead of one per case.
+        With ``owner``, a case whose lease that owner no longer holds (taken back after it
+        expired, by another worker) is left to its new holder.
 
         Returns
         -------
@@ -279,14 +372,22 @@ class CaseStore:
             missing = [i for i in ids if i not in cases]
             if missing:
                 raise KeyError(f"no case {missing[0]}")
-            current = [item for item in finished if cases[item.case_id].status == PROCESSING]
+            current = [
+                item
+                for item in finished
+                if cases[item.case_id].status == PROCESSING
+                and (owner is None or cases[item.case_id].owner == owner)
+            ]
+            kept = {item.case_id for item in current}
             for item in finished:
-                if cases[item.case_id].status != PROCESSING:
-                    # Received again while we worked on it: leave it pending for the new copy.
+                if item.case_id not in kept:
+                    # Received again while we worked on it (left pending for the new copy),
+                    # or our lease expired and another worker holds the case now.
                     LOGGER.info("event=case-superseded case=%d", item.case_id)
             now = utcnow()
             for item in current:
                 _apply_outcome(cases[item.case_id], item.outcome, now)
+                cases[item.case_id].lease_expires_at = None
             records = [(item, r) for item in current for r in item.outputs]
             if not records:
                 return 0

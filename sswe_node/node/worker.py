@@ -14,6 +14,7 @@ from pydicom import Dataset, dcmread, dcmwrite
 
 from sswe_node.config import Settings
 from sswe_node.node.background import QueueThread
+from sswe_node.node.leases import process_owner
 from sswe_node.node.metrics import Metrics
 from sswe_node.node.records import CaseFinish, CaseOutcome, ClaimedCase, OutputRecord, Target
 from sswe_node.node.schema import DONE, FAILED
@@ -140,6 +141,37 @@ class Worker(QueueThread):
         self.ready = threading.Event()
         self.error: str | None = None
         self.storage_dir = Path(settings.node.storage_dir)
+        self.owner = process_owner()
+        self.lease_seconds = settings.processing.lease_seconds
+        self._held: set[int] = set()
+        self._held_lock = threading.Lock()
+
+    def idle_seconds(self) -> float:
+        """Return the longest sleep before looking for pending cases again."""
+        return self.settings.processing.poll_seconds
+
+    def _renew_leases(self) -> None:
+        """Renew the leases of the cases this worker holds, a few times per lease, until stopped.
+
+        A case whose lease was lost (it expired, e.g. while the process was stopped, and
+        another worker took it back) is dropped: its outcome will not be recorded here.
+        """
+        interval = max(0.2, self.lease_seconds / 3)
+        while not self.stop_event.wait(interval):
+            with self._held_lock:
+                held = set(self._held)
+            if not held:
+                continue
+            try:
+                kept = self.store.renew(sorted(held), self.owner, self.lease_seconds)
+            except Exception as exc:  # noqa: BLE001 - retried at the next interval
+                LOGGER.warning("event=lease-renew-failed error=%s", type(exc).__name__)
+                continue
+            lost = held - kept
+            if lost:
+                LOGGER.warning("event=lease-lost cases=%s", ",".join(map(str, sorted(lost))))
+                with self._held_lock:
+                    self._held -= lost
 
     def run(self) -> None:
         """Load the model, then process batches until stopped."""
@@ -165,6 +197,7 @@ class Worker(QueueThread):
             return
         self._process_batch = process_batch
         warm_up(self.model)
+        threading.Thread(target=self._renew_leases, name=f"{self.name}-leases", daemon=True).start()
         self.ready.set()
         self.drain()
 
@@ -176,15 +209,22 @@ class Worker(QueueThread):
                 self.process(batch)
             except Exception:  # noqa: BLE001 - recorded on each case of the batch
                 LOGGER.exception("event=batch-error cases=%d", len(batch))
-                for case in batch:
-                    self.store.finish(
-                        case.id, CaseOutcome(FAILED, "internal", "internal: batch error")
-                    )
+                outcome = CaseOutcome(FAILED, "internal", "internal: batch error")
+                self.store.finish_many([CaseFinish(c.id, outcome) for c in batch], self.owner)
+            finally:
+                with self._held_lock:
+                    self._held -= {case.id for case in batch}
         return len(batch)
+
+    def _claim(self, limit: int) -> list[ClaimedCase]:
+        claimed = self.store.claim(limit, self.owner, self.lease_seconds)
+        with self._held_lock:
+            self._held.update(case.id for case in claimed)
+        return claimed
 
     def _next_batch(self) -> list[ClaimedCase]:
         size = self.settings.processing.batch_size
-        batch = self.store.claim(size)
+        batch = self._claim(size)
         if batch and len(batch) < size and self.settings.processing.batch_wait_seconds > 0:
             # Wait briefly for more instances so inference is batched across cases.
             deadline = time.monotonic() + self.settings.processing.batch_wait_seconds
@@ -194,7 +234,7 @@ class Worker(QueueThread):
                     break
                 self.wake.wait(left)
                 self.wake.clear()
-                batch += self.store.claim(size - len(batch))
+                batch += self._claim(size - len(batch))
         return batch
 
     def process(self, batch: Sequence[ClaimedCase]) -> None:
@@ -270,7 +310,8 @@ class Worker(QueueThread):
                     targets_for(case, self.settings) if outcome.status == DONE else [],
                 )
                 for case, outcome, records in finished
-            ]
+            ],
+            owner=self.owner,
         )
         for case, outcome, records in finished:
             self.metrics.inc("processed_total", status=outcome.status)
