@@ -60,24 +60,24 @@ def _add_logging_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     """``-v``/``-q``/``--log-level``; after the sub-command they override the ones before it."""
     default = None if top else argparse.SUPPRESS
     group = parser.add_argument_group("logging")
-    group.add_argument(
-        "-v", "--verbose", action="count", default=default, help="more log lines (DEBUG)"
-    )
-    group.add_argument(
-        "-q",
-        "--quiet",
-        action="count",
-        default=default,
-        help="fewer log lines (-q WARNING, -qq ERROR)",
-    )
-    group.add_argument(
-        "--log-level",
-        default=default,
-        type=str.upper,
-        choices=LOG_LEVELS,
-        metavar="LEVEL",
-        help="log level: " + ", ".join(LOG_LEVELS),
-    )
+    options: list[tuple[tuple[str, ...], dict[str, object]]] = [
+        (("-v", "--verbose"), {"action": "count", "help": "more log lines (DEBUG)"}),
+        (("-q", "--quiet"), {"action": "count", "help": "fewer log lines (-q WARNING, -qq ERROR)"}),
+        (
+            ("--log-level",),
+            {
+                "type": str.upper,
+                "choices": LOG_LEVELS,
+                "metavar": "LEVEL",
+                "help": "log level: " + ", ".join(LOG_LEVELS),
+            },
+        ),
+    ]
+    for flags, kwargs in options:
+        # A sub-command's own option of the same spelling wins (argparse refuses a second one).
+        free = tuple(f for f in flags if f not in parser._option_string_actions)
+        if free:
+            group.add_argument(*free, default=default, **kwargs)  # type: ignore[arg-type]
 
 
 def log_level(args: argparse.Namespace) -> str | None:
