@@ -49,7 +49,7 @@ IMAGE_STATISTICS = (
     "gradient",
 )
 
-#: Ridge added to the covariance, as a fraction of its mean variance (shrinkage).
+#: Shrinkage of the covariance towards its diagonal (the weight of the diagonal).
 SHRINKAGE = 0.1
 
 
@@ -109,8 +109,10 @@ class Gaussian:
         mean = x.mean(axis=0)
         cov = np.cov(x, rowvar=False) if len(x) > 1 else np.eye(x.shape[1])
         cov = np.atleast_2d(cov)
-        ridge = SHRINKAGE * float(np.mean(np.diag(cov))) + 1e-12
-        return mean, cov + ridge * np.eye(len(mean))
+        # Shrink towards the diagonal (each feature keeps its own scale), plus a floor.
+        diagonal = np.diag(np.diag(cov))
+        shrunk = (1 - SHRINKAGE) * cov + SHRINKAGE * diagonal
+        return mean, shrunk + 1e-9 * (float(np.mean(np.diag(cov))) + 1e-12) * np.eye(len(mean))
 
     @classmethod
     def fit(cls, vectors: NDArray[np.floating], folds: int = 5, seed: int = 0) -> Gaussian:
