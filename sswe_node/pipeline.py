@@ -28,6 +28,7 @@ from sswe_node.errors import (
     SsweError,
     UnsupportedLayoutError,
 )
+from sswe_node.model import SsweModel
 
 __all__ = [
     "InstanceResult",
@@ -138,7 +139,7 @@ def _uid(ds: Dataset) -> str:
         return ""
 
 
-def scale_setting(model: Any, settings: Settings) -> Any:
+def scale_setting(model: SsweModel, settings: Settings) -> Any:
     """Return the scale the node was given: the configured one (explicit), else the model's.
 
     ``reading.colour_bar_min/max`` set (max > min) is an explicit configuration: captures
@@ -196,7 +197,7 @@ def warn_if_other_organ(ds: Dataset, organ: str) -> bool:
     return True
 
 
-def pre_process(ds: Dataset, model: Any, settings: Settings) -> tuple[list[Any], NDArray]:
+def pre_process(ds: Dataset, model: SsweModel, settings: Settings) -> tuple[list[Any], NDArray]:
     """Read one instance into frame readings and model inputs.
 
     Parameters
@@ -246,7 +247,7 @@ def post_process(
     ds: Dataset,
     readings: Sequence[Any],
     predictions: NDArray[np.floating],
-    model: Any,
+    model: SsweModel,
     settings: Settings,
     *,
     sd: NDArray[np.floating] | None = None,
@@ -333,7 +334,7 @@ def post_process(
 
 
 def infer(
-    model: Any,
+    model: SsweModel,
     images: NDArray[np.float32],
     settings: Settings,
     scanners: Sequence[str] = (),
@@ -360,7 +361,7 @@ def infer(
     return result.values, result.sd, result.ood_score
 
 
-def sd_threshold(model: Any, settings: Settings) -> float | None:
+def sd_threshold(model: SsweModel, settings: Settings) -> float | None:
     """Return the standard deviation above which captures withhold colour."""
     if settings.trust.sd_threshold > 0:
         return float(settings.trust.sd_threshold)
@@ -370,7 +371,7 @@ def sd_threshold(model: Any, settings: Settings) -> float | None:
 
 def process_batch(
     datasets: Sequence[Dataset],
-    model: Any,
+    model: SsweModel,
     settings: Settings,
     *,
     scanner_stats: Any = None,
@@ -466,6 +467,6 @@ def process_batch(
     return results
 
 
-def process_instance(ds: Dataset, model: Any, settings: Settings) -> InstanceResult:
+def process_instance(ds: Dataset, model: SsweModel, settings: Settings) -> InstanceResult:
     """Run the pipeline on one instance (``process_batch([ds], ...)[0]``)."""
     return process_batch([ds], model, settings)[0]
