@@ -21,7 +21,7 @@ from pydicom import Dataset, dcmwrite
 
 from sswe_node.errors import SsweError
 from sswe_node.node.storage import atomic_write
-from sswe_node.node.web_session import WebAuth, apply_auth
+from sswe_node.node.web_session import WebAuth, apply_auth, describe_request_error
 from training.pacs import (
     _SERIES_DONE,
     QueryFilters,
@@ -62,15 +62,24 @@ class DicomwebSource:
         Seconds per HTTP request.
     page_size : int
         QIDO-RS ``limit`` per request (the next page is asked with ``offset``).
+    attempts : int
+        Tries per request: a refused connection, a time-out or a 408, 429, 503, 504 answer is
+        tried again after 2, 4, 8, 16 s (dicomweb-client's retry), so 5 ride out a 30 s outage.
     """
 
     def __init__(
-        self, url: str, auth: WebAuth | None = None, timeout: float = 60.0, page_size: int = 1000
+        self,
+        url: str,
+        auth: WebAuth | None = None,
+        timeout: float = 60.0,
+        page_size: int = 1000,
+        attempts: int = 5,
     ) -> None:
         self.url = url.rstrip("/")
         self.auth = auth or WebAuth()
         self.timeout = timeout
         self.page_size = page_size
+        self.attempts = max(1, attempts)
         self._local = threading.local()
 
     def __str__(self) -> str:
@@ -81,6 +90,7 @@ class DicomwebSource:
         client = getattr(self._local, "client", None)
         if client is None:
             client = DICOMwebClient(self.url, timeout=self.timeout)
+            client.set_http_retry_params(retry=self.attempts > 1, max_attempts=self.attempts)
             apply_auth(client._session, self.auth)
             self._local.client = client
         return client
@@ -160,7 +170,7 @@ class DicomwebSource:
             try:
                 page = method(*uids, limit=self.page_size, offset=offset or None, **kwargs)
             except requests.RequestException as exc:
-                why = _why(exc)
+                why = describe_request_error(exc)
                 raise DicomwebError(f"QIDO-RS search for {level} at {self} failed: {why}") from None
             answers = [Dataset.from_json(answer) for answer in page]
             new = {str(a.get(key, "")): a for a in answers if str(a.get(key, "")) not in found}
@@ -262,7 +272,8 @@ class DicomwebSource:
                     )
                     _keep(cache, ref, ds)
         except requests.RequestException as exc:
-            raise DicomwebError(f"WADO-RS retrieval from {self} failed: {_why(exc)}") from None
+            why = describe_request_error(exc)
+            raise DicomwebError(f"WADO-RS retrieval from {self} failed: {why}") from None
         still = [u for u in missing if not (folder / f"{u}.dcm").exists()]
         if still:
             raise DicomwebError(f"{len(still)} of {len(uids)} instances did not arrive")
@@ -277,12 +288,3 @@ def _keep(cache: Path, ref: SeriesRef, ds: Dataset) -> None:
     buffer = io.BytesIO()
     dcmwrite(buffer, ds, enforce_file_format=True)
     atomic_write(path, buffer.getvalue())
-
-
-def _why(exc: requests.RequestException) -> str:
-    response = getattr(exc, "response", None)
-    if response is not None:
-        return f"HTTP {response.status_code} {response.reason or ''}".strip()
-    if isinstance(exc, requests.Timeout):
-        return "timed out"
-    return " ".join(str(exc).split())[:160]

@@ -29,7 +29,7 @@ from pydicom import Dataset, dcmread
 
 from sswe_node.errors import ConfigError
 from sswe_node.node.records import SendJob
-from sswe_node.node.web_session import WebAuth, apply_auth
+from sswe_node.node.web_session import WebAuth, apply_auth, describe_request_error
 
 LOGGER = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class StowClient:
             reason = f"no answer within {self.destination.timeout:g} s (timed out)"
             return outcomes + [StowOutcome(j, RETRY, reason) for j in sendable]
         except requests.ConnectionError as exc:
-            reason = f"connection failed: {_short(exc)}"
+            reason = f"connection failed: {describe_request_error(exc)}"
             return outcomes + [StowOutcome(j, RETRY, reason) for j in sendable]
         except requests.HTTPError:
             pass  # the status and body decide, below

@@ -140,3 +140,27 @@ def server_ssl_context(http: object) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(certificate, getattr(http, "private_key", "") or None)
     return context
+
+
+def describe_request_error(exc: BaseException, limit: int = 200) -> str:
+    """Return a short reason for a failed HTTP request (the cause, not urllib3's wrapping).
+
+    ``HTTP 401 Unauthorized`` for an error answer; for a refused or broken connection the
+    innermost cause, e.g. ``[Errno 111] Connection refused``.
+    """
+    response = getattr(exc, "response", None)
+    if response is not None:
+        return f"HTTP {response.status_code} {response.reason or ''}".strip()
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    cause: object = exc
+    for _ in range(4):  # requests -> urllib3 MaxRetryError -> NewConnectionError / SSLError
+        args = getattr(cause, "args", None)
+        inner = getattr(cause, "reason", None) or (args[0] if args else None)
+        if inner is None or inner is cause or isinstance(inner, str):
+            break
+        cause = inner
+    text = " ".join(str(cause).split())
+    if "): " in text:  # "HTTPConnection(host=..., port=...): Failed to ...: [Errno 111] ..."
+        text = text.split("): ", 1)[1]
+    return text[:limit]
