@@ -99,6 +99,21 @@ def test_filters_and_errors(web_archive: dict, tmp_path: Path, capsys) -> None:
                  "--manufacturer", "NoSuchVendor*", "--cache", str(tmp_path / "c1"),
                  *common]) == 0  # fmt: skip
     assert ": 0 series" in capsys.readouterr().out
+    # A patients file and a date range: one patient's series, then none after 2999.
+    files = sorted((web_archive["archive"] / "dicom").rglob("*.dcm"))
+    patient = str(dcmread(files[0], stop_before_pixels=True).PatientID)
+    theirs = [f for f in files if str(dcmread(f, stop_before_pixels=True).PatientID) == patient]
+    assert 0 < len(theirs) < len(files)
+    (tmp_path / "ids.txt").write_text(f"# one patient\n{patient}\n")
+    out = tmp_path / "one.h5"
+    assert main(["dataset", "build", str(out), "--dicomweb", server.dicomweb_url, *auth,
+                 "--patients", str(tmp_path / "ids.txt"), "--date-from", "19000101",
+                 "--cache", str(tmp_path / "c4"), *common]) == 0  # fmt: skip
+    assert f"fetched {len(theirs)} instances" in capsys.readouterr().out
+    assert main(["dataset", "build", str(tmp_path / "late.h5"), "--dicomweb",
+                 server.dicomweb_url, *auth, "--date-from", "29990101",
+                 "--cache", str(tmp_path / "c5"), *common]) == 0  # fmt: skip
+    assert ": 0 series" in capsys.readouterr().out
     # The wrong password: a clear error naming the HTTP status.
     (tmp_path / "bad").write_text("wrong\n")
     code = main(["dataset", "build", str(tmp_path / "x.h5"), "--dicomweb", server.dicomweb_url,
