@@ -146,7 +146,9 @@ def _expected_values(source: Path, config: Path) -> np.ndarray:
     settings = load_settings(config)
     model = load_node_model(settings)
     readings, inputs = pre_process(dcmread(source), model, settings)
-    prediction = model.predict(inputs)[0]
+    # The node's map is the MC dropout mean (fixed masks: the same for this frame alone).
+    mc = hasattr(model, "infer")
+    prediction = model.infer(inputs).values[0] if mc else model.predict(inputs)[0]
     roi = readings[0].roi
     return np.asarray(from_grid(prediction, (roi.bottom - roi.top, roi.right - roi.left)))
 

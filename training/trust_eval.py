@@ -6,6 +6,7 @@ JSON-friendly dictionary and :func:`render_markdown` turns them into report line
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -237,7 +238,12 @@ def second_scanner_error(
         def fixed(latent: Any, a: Any = a, b: Any = b, n: int = n) -> Any:
             return np.tile(a, (n, 1)), np.tile(b, (n, 1)), np.ones(n, bool)
 
-        aligned = model.infer(images[sel], passes=1, aligner=fixed).values
+        switch = model.inference  # measured whatever the manifest's switch says
+        model.inference = dataclasses.replace(switch, align_scanners=True)
+        try:
+            aligned = model.infer(images[sel], passes=1, aligner=fixed).values
+        finally:
+            model.inference = switch
         e_plain = np.abs(plain - truth[sel])[valid[sel]]
         e_aligned = np.abs(aligned - truth[sel])[valid[sel]]
         plain_all.append(e_plain)
@@ -270,6 +276,7 @@ def trust_report(
     m = model.manifest
     report: dict[str, Any] = {
         "mc_passes": int(model.inference.mc_passes),
+        "align_scanners": bool(model.inference.align_scanners),
         "pad": int(model.inference.pad),
         "rim": rim(predictions),
         "ood": {"test_frames": ood_rate(model, data.images[rows], percentile)},
@@ -338,6 +345,11 @@ def render_markdown(trust: dict[str, Any], unit: str) -> list[str]:
     al = trust.get("alignment")
     if al:
         lines.append("")
+        lines.append(
+            "- Scanner alignment is "
+            + ("on" if trust.get("align_scanners") else "off")
+            + " for this model in the node ([inference] align_scanners); measured either way:"
+        )
         if "without" in al:
             lines.append(
                 f"- 5-NN scanner accuracy ({', '.join(al['scanners'])}): {al['without']:.2f} "
