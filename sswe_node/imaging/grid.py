@@ -127,6 +127,31 @@ def to_grid(array: NDArray[np.floating], grid: tuple[int, int] = (96, 64)) -> ND
     return _bilinear(array, (int(grid[0]), int(grid[1])))
 
 
+def touched_cells(mask: NDArray[np.bool_], grid: tuple[int, int] = (96, 64)) -> NDArray[np.bool_]:
+    """Return the grid cells whose :func:`to_grid` value any ``True`` source pixel enters.
+
+    The same taps as the bilinear regridding, gathered on booleans: exact, and much cheaper
+    than regridding the mask as floats.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        ``(h, w)`` boolean source-pixel mask.
+    grid : tuple of int
+        ``(rows, cols)`` of the model grid.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``grid``-shaped boolean.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    low_r, high_r, _ = _taps(mask.shape[0], int(grid[0]))
+    low_c, high_c, _ = _taps(mask.shape[1], int(grid[1]))
+    rows = mask[low_r] | mask[high_r]
+    return rows[:, low_c] | rows[:, high_c]
+
+
 def from_grid(array: NDArray[np.floating], shape: tuple[int, int]) -> NDArray[np.float32]:
     """Bring a model-grid array back to source pixels (e.g. for an overlay).
 

@@ -60,8 +60,9 @@ def _thin_bright(
     k = reach
     if h < 2 * k + 1 or w < 2 * k + 1:
         return out
-    rows, cols = np.nonzero(lum[k:-k, k:-k] >= level)
-    if len(rows) < lum.size // 50:  # few bright pixels (white in an elastogram): test those
+    bright = lum[k:-k, k:-k] >= level
+    if np.count_nonzero(bright) < lum.size // 50:  # few bright pixels (white in an elastogram)
+        rows, cols = np.nonzero(bright)
         rows, cols = rows + k, cols + k
         limit = lum[rows, cols].astype(np.int16) - contrast
         thin = (lum[rows - k, cols] <= limit) & (lum[rows + k, cols] <= limit)
@@ -73,7 +74,7 @@ def _thin_bright(
     centre = lum[k:-k, k:-k]
     found = (raised[: -2 * k, k:-k] <= centre) & (raised[2 * k :, k:-k] <= centre)
     found |= (raised[k:-k, : -2 * k] <= centre) & (raised[k:-k, 2 * k :] <= centre)
-    found &= centre >= level
+    found &= bright
     out[k:-k, k:-k] = found
     return out
 

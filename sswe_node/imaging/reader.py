@@ -29,7 +29,7 @@ from sswe_node.imaging.elastogram import (
     sample_colour_bar,
 )
 from sswe_node.imaging.frame_layout import FrameLayout, Layout
-from sswe_node.imaging.grid import from_grid, grid_spacing_mm, to_grid
+from sswe_node.imaging.grid import from_grid, grid_spacing_mm, to_grid, touched_cells
 from sswe_node.imaging.layout import analyse_layout
 from sswe_node.imaging.marks import fill_masked, graphics_marks, outside_fan, wedge_mask
 from sswe_node.imaging.pixels import (
@@ -137,7 +137,7 @@ class FrameReading:
         if self.outside is not None:  # black first: marks there are filled with black
             out[to_grid(self.outside.astype(np.float32), grid) > 0.5] = 0.0
         if self.marks is not None and self.marks.any():
-            out = fill_masked(out, to_grid(self.marks.astype(np.float32), grid) > 0.01)
+            out = fill_masked(out, touched_cells(self.marks, grid))
         return np.clip(out, 0.0, 1.0)
 
     def label_on_grid(
