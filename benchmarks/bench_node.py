@@ -1,16 +1,18 @@
-"""The node on the network: C-STORE ingest rate against dcmtk's storescp, end-to-end latency.
+"""The node on the network: ingest against dcmtk's storescp, end to end, steady-state latency.
 
 Measured in one run, on the same simulated files (uncompressed, about 1 MB each):
 
 1. **Ingest**: ``sswe-node serve`` with processing paused (each instance written atomically
    with fsync and recorded in the SQLite case store before Success) against dcmtk's
-   ``storescp`` writing the same files (no fsync, no database). One ``storescu`` association
-   sends every file; the ratio is node rate / storescp rate.
-2. **End to end**: the node with processing on, sending to a destination SCP run here; the
-   latency of each instance is from the end of its C-STORE to the arrival of its last output
-   at the destination (p50, p95); the throughput is instances per second over the whole burst.
-3. **Pipeline**: ``benchmarks/bench_pipeline.py`` (the pipeline against the bare model's
-   ``predict`` at the same batch size), run as part of this run unless ``--skip-pipeline``.
+   ``storescp --fork`` writing the same files (no fsync, no database), with 1 and with 4
+   parallel ``storescu`` senders (the files split between them); the ratio is node / storescp.
+2. **End to end**: the node with processing on (``processing.workers`` worker processes and a
+   sender process), sending to a destination SCP run here. A burst of every file on one
+   association: throughput (instances/s over the burst) and the latency of each instance, from
+   the end of its C-STORE to the arrival of its last output (p50, p95). Then a steady stream
+   at ``--rate`` captures/s (default 5): p50/p95 latency.
+3. **Pipeline**: ``benchmarks/bench_pipeline.py`` at the same batch size and model (the rate the
+   node's workers could reach alone); the end-to-end throughput is compared with it.
 
     .venv/bin/python benchmarks/bench_node.py                       # tiny untrained U-Net
     .venv/bin/python benchmarks/bench_node.py --model prostate-sim --count 60
@@ -79,12 +81,25 @@ def _model(name: str | None, tmp: Path) -> tuple[str, str]:
     return "bench-unet", str(tmp / "models")
 
 
-def _storescu(files: list[Path], port: int, aec: str) -> float:
+def _storescu(files: list[Path], port: int, aec: str, senders: int = 1) -> float:
+    """Send ``files`` with ``senders`` parallel storescu processes; return the wall time."""
     start = time.perf_counter()
-    subprocess.run(
-        [dcmtk("storescu"), "-R", "-xe", "-aec", aec, "127.0.0.1", str(port), *map(str, files)],
-        env=dcmtk_env(), check=True, capture_output=True, timeout=600,
-    )  # fmt: skip
+    shares = [files[i::senders] for i in range(senders)]
+    command = [dcmtk("storescu"), "-R", "-xe", "-aec", aec, "127.0.0.1", str(port)]
+    running = [
+        subprocess.Popen(
+            [*command, *map(str, share)],
+            env=dcmtk_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for share in shares
+        if share
+    ]
+    for process in running:
+        _, err = process.communicate(timeout=600)
+        if process.returncode:
+            raise RuntimeError(f"storescu failed: {err.decode()[-500:]}")
     return time.perf_counter() - start
 
 
@@ -100,8 +115,13 @@ def _stop(process: subprocess.Popen) -> None:
     process.wait(timeout=60)
 
 
-def measure_ingest(files: list[Path], tmp: Path, repeats: int) -> dict[str, float]:
-    """Return the best ingest rate (instances/s) of the node and of storescp."""
+def measure_ingest(
+    files: list[Path], tmp: Path, repeats: int, senders: tuple[int, ...] = (1, 4)
+) -> dict[str, float]:
+    """Return the best ingest rates (instances/s) of the node and of storescp, per sender count.
+
+    Keys ``node-N``, ``storescp-N`` for N parallel senders, and ``pynetdicom`` (1 sender).
+    """
     port = free_port()
     work = tmp / "ingest"
     work.mkdir()
@@ -116,22 +136,28 @@ def measure_ingest(files: list[Path], tmp: Path, repeats: int) -> dict[str, floa
             "logging": {"level": "WARNING"},
         },
     )  # fmt: skip
+    rates: dict[str, float] = {}
     node = _serve(config, work / "serve.log")
     try:
         wait_for_port(port, timeout=60)
-        node_times = [_storescu(files, port, "SSWE_NODE") for _ in range(repeats)]
+        _storescu(files[:2], port, "SSWE_NODE")  # warm-up: first imports, first commit
+        for n in senders:
+            times = [_storescu(files, port, "SSWE_NODE", n) for _ in range(repeats)]
+            rates[f"node-{n}"] = len(files) / min(times)
     finally:
         _stop(node)
     scp_port = free_port()
     out = work / "storescp"
     out.mkdir()
     storescp = subprocess.Popen(
-        [dcmtk("storescp"), "-od", str(out), "+B", "-aet", "STORESCP", str(scp_port)],
+        [dcmtk("storescp"), "--fork", "-od", str(out), "+B", "-aet", "STORESCP", str(scp_port)],
         env=dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         wait_for_port(scp_port, timeout=30)
-        scp_times = [_storescu(files, scp_port, "STORESCP") for _ in range(repeats)]
+        for n in senders:
+            times = [_storescu(files, scp_port, "STORESCP", n) for _ in range(repeats)]
+            rates[f"storescp-{n}"] = len(files) / min(times)
     finally:
         storescp.terminate()
         storescp.wait(timeout=30)
@@ -148,11 +174,8 @@ def measure_ingest(files: list[Path], tmp: Path, repeats: int) -> dict[str, floa
         noop_times = [_storescu(files, noop_port, "NOOP") for _ in range(repeats)]
     finally:
         server.shutdown()
-    return {
-        "node": len(files) / min(node_times),
-        "storescp": len(files) / min(scp_times),
-        "pynetdicom": len(files) / min(noop_times),
-    }
+    rates["pynetdicom"] = len(files) / min(noop_times)
+    return rates
 
 
 class _Destination:
@@ -186,10 +209,32 @@ class _Destination:
         self.server.shutdown()
 
 
+def _percentiles(latencies: list[float]) -> tuple[float, float]:
+    if not latencies:
+        return float("nan"), float("nan")
+    ordered = sorted(latencies)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+
+
+def _wait_arrivals(destination: _Destination, expected: int, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while sum(len(v) for v in destination.arrivals.values()) < expected:
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.02)
+
+
 def measure_end_to_end(
-    files: list[Path], tmp: Path, model: tuple[str, str], batch_size: int, log: Path | None = None
+    files: list[Path],
+    tmp: Path,
+    model: tuple[str, str],
+    batch_size: int,
+    log: Path | None = None,
+    workers: int = 1,
+    rate: float = 5.0,
+    steady_count: int = 0,
 ) -> dict[str, float]:
-    """Send every file in one burst; return latency percentiles and throughput."""
+    """Send every file in one burst, then a steady stream; return throughput and latencies."""
     work = tmp / "e2e"
     work.mkdir()
     destination = _Destination()
@@ -202,7 +247,8 @@ def measure_end_to_end(
                 "database_url": f"sqlite:///{work / 'cases.db'}", "min_free_space_mb": 1,
             },
             "model": {"name": model[0], "models_dir": model[1]},
-            "processing": {"batch_size": batch_size, "batch_wait_seconds": 0.2},
+            "processing": {"batch_size": batch_size, "batch_wait_seconds": 0.2,
+                           "workers": workers},
             "http": {"enabled": True, "port": http_port},
             "logging": {"level": "INFO" if log else "WARNING"},
         },
@@ -210,9 +256,10 @@ def measure_end_to_end(
           "port": destination.port}],
     )  # fmt: skip
     node = _serve(config, work / "serve.log")
+    result: dict[str, float] = {}
     try:
         wait_for_port(port, timeout=60)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while True:  # wait for the model, so its loading is not counted as latency
             with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/health") as r:
                 if json.loads(r.read())["model_loaded"]:
@@ -220,14 +267,13 @@ def measure_end_to_end(
             if time.monotonic() > deadline:
                 raise RuntimeError("the model did not load")
             time.sleep(0.2)
-        expected = 0
-        datasets = []
-        for f in files:
-            datasets.append(dcmread(f))
+        datasets = [dcmread(f) for f in files]
         scu = AE(ae_title="BENCHSCU")
         for ds in datasets:
             scu.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
         scu.maximum_pdu_size = 0
+
+        # Burst: every file on one association, as fast as the node acknowledges.
         sent: dict[str, float] = {}
         start = time.perf_counter()
         assoc = scu.associate("127.0.0.1", port, ae_title="SSWE_NODE")
@@ -235,29 +281,59 @@ def measure_end_to_end(
             assoc.send_c_store(ds)
             sent[str(ds.SOPInstanceUID)] = time.perf_counter()
         assoc.release()
-        expected = 2 * len(datasets)  # a Parametric Map and a Secondary Capture each
-        deadline = time.monotonic() + 600
-        while sum(len(v) for v in destination.arrivals.values()) < expected:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        _wait_arrivals(destination, 2 * len(datasets))  # a Parametric Map and a Capture each
+        arrivals = dict(destination.arrivals)
+        latencies = [max(arrivals[u]) - t for u, t in sent.items() if u in arrivals]
+        last = max(max(v) for v in arrivals.values()) if arrivals else start
+        result["instances"] = float(len(sent))
+        result["completed"] = float(len(latencies))
+        result["p50"], result["p95"] = _percentiles(latencies)
+        result["throughput"] = len(latencies) / (last - start) if latencies else 0.0
+
+        # Steady: one capture every 1/rate s (the same files again: resends, new outputs).
+        if steady_count:
+            time.sleep(1.0)
+            with destination.lock:
+                destination.arrivals.clear()
+            steady = (datasets * (1 + steady_count // len(datasets)))[:steady_count]
+            sent_at: dict[str, float] = {}
+            assoc = scu.associate("127.0.0.1", port, ae_title="SSWE_NODE")
+            t0 = time.perf_counter()
+            for i, ds in enumerate(steady):
+                pause = t0 + i / rate - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+                assoc.send_c_store(ds)
+                sent_at[str(ds.SOPInstanceUID)] = time.perf_counter()
+            assoc.release()
+            _wait_arrivals(destination, 2 * len(steady), timeout=120)
+            arrivals = dict(destination.arrivals)
+            steady_latencies = [max(arrivals[u]) - t for u, t in sent_at.items() if u in arrivals]
+            result["steady_completed"] = float(len(steady_latencies))
+            result["steady_p50"], result["steady_p95"] = _percentiles(steady_latencies)
     finally:
         _stop(node)
         destination.stop()
         if log is not None:
             shutil.copy(work / "serve.log", log)
-    latencies = sorted(
-        max(destination.arrivals[uid]) - t for uid, t in sent.items() if uid in destination.arrivals
-    )
-    done = len(latencies)
-    last = max(max(v) for v in destination.arrivals.values()) if destination.arrivals else start
-    return {
-        "instances": float(len(sent)),
-        "completed": float(done),
-        "p50": statistics.median(latencies) if latencies else float("nan"),
-        "p95": latencies[min(done - 1, int(0.95 * done))] if latencies else float("nan"),
-        "throughput": done / (last - start) if done else 0.0,
-    }
+    return result
+
+
+def measure_pipeline(model: str | None, batch_size: int) -> dict[str, float]:
+    """Run benchmarks/bench_pipeline.py; return its rates (instances/s, frames/s)."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_pipeline.py"),
+           "--batch-size", str(batch_size), "--repeats", "3"]  # fmt: skip
+    if model:
+        cmd += ["--model", model]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    print(done.stdout, end="", flush=True)
+    rates: dict[str, float] = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("pipeline:"):
+            rates["pipeline"] = float(line.split("ms/batch")[1].split()[0])
+        elif line.startswith("bare model.predict:"):
+            rates["predict_frames"] = float(line.split("ms/batch")[1].split()[0])
+    return rates
 
 
 def main() -> int:
@@ -267,12 +343,16 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="ingest repeats (best kept)")
     parser.add_argument("--model", default=None, help="packaged model (default: tiny U-Net)")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1, help="node worker processes")
+    parser.add_argument("--rate", type=float, default=5.0, help="steady captures per second")
+    parser.add_argument("--steady", type=int, default=40, help="instances sent at --rate")
     parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument(
         "--log", type=Path, default=None, help="keep the end-to-end node's INFO log here"
     )
     args = parser.parse_args()
-    if dcmtk("storescp") is None:
+    if shutil.which("storescp") is None:
         print("dcmtk is not installed", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as name:
@@ -280,33 +360,40 @@ def main() -> int:
         files = _sources(tmp, args.count)
         size = sum(f.stat().st_size for f in files) / len(files) / 1e6
         print(f"{len(files)} simulated instances, {size:.2f} MB each on average; "
-              f"{os.cpu_count()} CPUs")  # fmt: skip
-        ingest = measure_ingest(files, tmp, args.repeats)
-        print(
-            f"ingest (processing paused): node {ingest['node']:.1f} inst/s, storescp "
-            f"{ingest['storescp']:.1f} inst/s; ratio node/storescp = "
-            f"{ingest['node'] / ingest['storescp']:.2f}"
-        )
-        print(
-            f"  reference: pynetdicom SCP keeping nothing {ingest['pynetdicom']:.1f} inst/s "
-            f"(ratio to storescp {ingest['pynetdicom'] / ingest['storescp']:.2f}); the rest of "
-            "the node's time is durability: fsync of file and folder, a SQLite commit"
-        )
+              f"{os.cpu_count()} CPUs", flush=True)  # fmt: skip
+        if not args.skip_ingest:
+            ingest = measure_ingest(files, tmp, args.repeats)
+            for n in (1, 4):
+                node, scp = ingest[f"node-{n}"], ingest[f"storescp-{n}"]
+                print(f"ingest, {n} sender(s) (processing paused): node {node:.1f} inst/s, "
+                      f"storescp --fork {scp:.1f} inst/s; ratio node/storescp = "
+                      f"{node / scp:.2f}")  # fmt: skip
+            print(f"  reference: pynetdicom SCP keeping nothing, 1 sender "
+                  f"{ingest['pynetdicom']:.1f} inst/s", flush=True)  # fmt: skip
         model = _model(args.model, tmp)
-        e2e = measure_end_to_end(files, tmp, model, args.batch_size, args.log)
-        print(
-            f"end to end ({model[0]}, batch {args.batch_size}): "
-            f"{e2e['completed']:.0f}/{e2e['instances']:.0f} instances, latency p50 "
-            f"{e2e['p50']:.2f} s, p95 {e2e['p95']:.2f} s, throughput {e2e['throughput']:.2f} "
-            f"inst/s; ratio throughput/ingest = {e2e['throughput'] / ingest['node']:.3f}"
+        e2e = measure_end_to_end(
+            files, tmp, model, args.batch_size, args.log, args.workers, args.rate, args.steady
         )
+        print(
+            f"end to end ({model[0]}, batch {args.batch_size}, {args.workers} worker "
+            f"process(es)): burst {e2e['completed']:.0f}/{e2e['instances']:.0f} instances, "
+            f"latency p50 {e2e['p50']:.2f} s, p95 {e2e['p95']:.2f} s, throughput "
+            f"{e2e['throughput']:.2f} inst/s", flush=True,
+        )  # fmt: skip
+        if args.steady:
+            print(
+                f"steady {args.rate:g} captures/s: {e2e['steady_completed']:.0f}/{args.steady} "
+                f"instances, latency p50 {e2e['steady_p50']:.2f} s, p95 "
+                f"{e2e['steady_p95']:.2f} s", flush=True,
+            )  # fmt: skip
     if not args.skip_pipeline:
-        cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_pipeline.py"),
-               "--batch-size", str(args.batch_size)]  # fmt: skip
-        if args.model:
-            cmd += ["--model", args.model]
         print("pipeline against the bare model (benchmarks/bench_pipeline.py):", flush=True)
-        subprocess.run(cmd, cwd=ROOT, check=False)
+        rates = measure_pipeline(args.model, args.batch_size)
+        if "pipeline" in rates:
+            print(
+                f"ratio end-to-end throughput / pipeline rate = "
+                f"{e2e['throughput'] / rates['pipeline']:.2f}"
+            )
     return 0
 
 

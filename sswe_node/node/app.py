@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import logging
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -52,6 +54,7 @@ class Node:
         self.model_loader = model_loader
         self.metrics = Metrics()
         self.stop_event = threading.Event()
+        self._metrics_dir: str | None = None
         # Wake-ups across the node's processes (threading.Event until start()).
         self.cases_waiting: Any = threading.Event()
         self.sends_queued: Any = threading.Event()
@@ -109,13 +112,16 @@ class Node:
 
     def _start_processes(self) -> None:
         settings = self.settings
+        self._metrics_dir = tempfile.mkdtemp(prefix="sswe-metrics-")
+        self.metrics.add_children(self._metrics_dir)
+        folder = self._metrics_dir
         if not settings.processing.paused:
             for index in range(settings.processing.workers):
-                child = ChildProcess("worker", worker_main, (settings, index))
+                child = ChildProcess("worker", worker_main, (settings, index), folder)
                 self.workers.append(child)
         else:
             LOGGER.info("event=processing-paused")
-        self.sender = ChildProcess("sender", sender_main, (settings,))
+        self.sender = ChildProcess("sender", sender_main, (settings,), folder)
         for child in [*self.workers, self.sender]:
             child.start()
 
@@ -213,6 +219,8 @@ class Node:
             self.http.stop()
         if self.store is not None:
             self.store.close()
+        if self._metrics_dir is not None:
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
         LOGGER.info("event=stopped")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Summary, generate_latest
+from prometheus_client.registry import Collector
 
 _PREFIX = "sswe_"
 
@@ -17,6 +18,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.children_dir: str | None = None
         self._lock = threading.Lock()
         self._counters: dict[str, Counter] = {}
         self._summaries: dict[str, Summary] = {}
@@ -48,8 +50,25 @@ class Metrics:
 
     def value(self, name: str, **labels: str) -> float:
         """Return the current value of a counter (0 when never incremented)."""
-        sample = self.registry.get_sample_value(_PREFIX + name, labels or None)
+        sample = self._exposed().get_sample_value(_PREFIX + name, labels or None)
         return float(sample or 0.0)
+
+    def add_children(self, path: str) -> None:
+        """Also expose the metrics that this node's worker and sender processes write.
+
+        The children run prometheus_client in multi-process mode (``PROMETHEUS_MULTIPROC_DIR``
+        = ``path``, set for them by :class:`sswe_node.node.processes.ChildProcess`); their
+        counters and summaries are summed over processes and merged with this process's own
+        (same metric names, e.g. ``sswe_stage_seconds`` of ``store`` here and ``predict`` there).
+        """
+        self.children_dir = path
+
+    def _exposed(self) -> CollectorRegistry:
+        if self.children_dir is None:
+            return self.registry
+        exposed = CollectorRegistry(auto_describe=False)
+        exposed.register(_Merged(self.registry, self.children_dir))
+        return exposed
 
     def render(self, gauges: dict[str, dict[str, float]] | None = None) -> str:
         """Return everything in the Prometheus text exposition format.
@@ -69,4 +88,27 @@ class Metrics:
                 gauge = self._gauges[name]
             for status, value in values.items():
                 gauge.labels(status=status).set(value)
-        return generate_latest(self.registry).decode()
+        return generate_latest(self._exposed()).decode()
+
+
+class _Merged(Collector):
+    """Our own metrics and the child processes' (multi-process files), one family per name."""
+
+    def __init__(self, own: CollectorRegistry, children_dir: str) -> None:
+        self.own = own
+        self.children_dir = children_dir
+
+    def collect(self):  # noqa: ANN201 - prometheus_client's collector protocol
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        children = CollectorRegistry(auto_describe=False)
+        MultiProcessCollector(children, path=self.children_dir)
+        families: dict[str, object] = {}
+        for registry in (self.own, children):
+            for family in registry.collect():
+                known = families.get(family.name)
+                if known is None:
+                    families[family.name] = family
+                else:
+                    known.samples.extend(family.samples)  # type: ignore[attr-defined]
+        return iter(families.values())

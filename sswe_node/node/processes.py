@@ -27,6 +27,8 @@ from sswe_node.tf_chatter import silence as silence_tensorflow
 LOGGER = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+_MULTIPROC = "PROMETHEUS_MULTIPROC_DIR"
+_START_LOCK = threading.Lock()
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
@@ -140,9 +142,13 @@ class ChildProcess:
         :func:`worker_main` or :func:`sender_main`.
     args : tuple
         Its arguments before ``level, parent, ready`` (and ``errors`` for a worker).
+    metrics_dir : str, optional
+        Where the child writes its Prometheus metrics (multi-process mode), for the parent's
+        ``/metrics`` (:meth:`sswe_node.node.metrics.Metrics.add_children`).
     """
 
-    def __init__(self, kind: str, target: Any, args: tuple) -> None:
+    def __init__(self, kind: str, target: Any, args: tuple, metrics_dir: str | None = None) -> None:
+        self.metrics_dir = metrics_dir
         context = multiprocessing.get_context("spawn")
         self.kind = kind
         self.ready = context.Event()  # set by the child, only ever polled here
@@ -159,7 +165,19 @@ class ChildProcess:
 
     def start(self) -> None:
         """Start the process."""
-        self.process.start()
+        with _START_LOCK:
+            # The child inherits the environment at start: prometheus_client reads this
+            # variable when it is imported there (never in this process, which keeps its own).
+            previous = os.environ.get(_MULTIPROC)
+            if self.metrics_dir:
+                os.environ[_MULTIPROC] = self.metrics_dir
+            try:
+                self.process.start()
+            finally:
+                if previous is None:
+                    os.environ.pop(_MULTIPROC, None)
+                else:
+                    os.environ[_MULTIPROC] = previous
         LOGGER.info("event=process-started kind=%s pid=%d", self.kind, self.process.pid)
 
     @property
