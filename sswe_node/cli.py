@@ -28,6 +28,7 @@ from types import ModuleType
 
 from sswe_node import __version__
 from sswe_node.errors import SsweError
+from sswe_node.quiet import quiet_libraries
 from sswe_node.tf_chatter import silence as silence_tensorflow
 
 ENTRY_POINT_GROUP = "sswe_node.commands"
@@ -168,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     silence_tensorflow(level)  # before any TensorFlow import, here or in worker processes
+    quiet_libraries(level)  # pynetdicom's identifier dumps, decoders' tracebacks
     if getattr(args, "no_progress", None) is False and not _is_terminal(sys.stderr):
         args.no_progress = True  # a bar in a log file or a pipe is only noise
     try:

@@ -82,6 +82,8 @@ def find_colour_bar(
     offset = (0, 0)
     if within is not None:
         within = within.clipped(frame.shape)
+        if within.height < 1 or within.width < 1:
+            return None  # a region outside the pixels (a cropped capture): no bar there
         mask = colour_mask(frame[within.slices]) if mask is None else mask[within.slices]
         offset = (within.top, within.left)
     elif mask is None:

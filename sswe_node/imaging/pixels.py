@@ -112,11 +112,39 @@ def check_ultrasound(ds: Dataset, *, max_pixels: int | None = None) -> None:
             f"(supported: {', '.join(sorted(SUPPORTED_PHOTOMETRIC))})",
             reason="unsupported-photometric",
         )
+    _check_native_length(ds, rows, cols, samples)
     pixels = rows * cols * frame_count(ds)
     if max_pixels is not None and pixels > max_pixels:
         raise ImageTooLargeError(
             f"image has {pixels} pixels ({rows} x {cols} x {frame_count(ds)} frames), "
             f"more than the configured limit node.max_image_pixels = {max_pixels}"
+        )
+
+
+def _check_native_length(ds: Dataset, rows: int, cols: int, samples: int) -> None:
+    """Refuse a native image whose description does not fit its Pixel Data (misread pixels)."""
+    bits = int(ds.BitsAllocated)
+    if bits not in (8, 16, 32):
+        raise CorruptDicomError(
+            f"Bits Allocated {bits} is not 8, 16 or 32: not an image this node can read"
+        )
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and UID(str(syntax)).is_encapsulated:
+        return
+    value = ds["PixelData"].value
+    if value is None or not isinstance(value, bytes | bytearray):
+        return
+    frames = frame_count(ds)
+    if str(ds.PhotometricInterpretation).strip().upper() == "YBR_FULL_422":
+        samples = 2  # two chroma values shared by each pair of pixels
+    expected = rows * cols * samples * frames * bits // 8
+    # Shorter data fails in the decoder (pixel-decode); longer data would be read silently
+    # with the wrong geometry. One byte more is the padding to an even length.
+    if len(value) > expected + 1:
+        raise CorruptDicomError(
+            f"Pixel Data holds {len(value)} bytes but {rows} rows x {cols} columns x "
+            f"{samples} samples x {frames} frames at {bits} bits need {expected}: "
+            "Rows, Columns, Number of Frames or Bits Allocated do not match the pixels"
         )
 
 

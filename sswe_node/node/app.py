@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import logging
+import os
 import shutil
 import signal
 import tempfile
@@ -21,12 +22,13 @@ from sswe_node.node.handlers import adopt_orphans
 from sswe_node.node.health import HealthServer
 from sswe_node.node.metrics import Metrics
 from sswe_node.node.processes import ChildProcess, new_sender, sender_main, worker_main
-from sswe_node.node.scp import start_scp
+from sswe_node.node.scp import start_scp, stop_scp
 from sswe_node.node.store import CaseStore
 from sswe_node.node.stow_server import stow_route
 from sswe_node.node.wakeup import CASES, SENDS, Wakeup
 from sswe_node.node.web_session import server_ssl_context
 from sswe_node.node.worker import Worker, load_node_model
+from sswe_node.quiet import quiet_libraries
 
 LOGGER = logging.getLogger(__name__)
 
@@ -185,23 +187,23 @@ class Node:
         }
         return self.metrics.render(gauges)
 
-    def stop(self, grace_seconds: float = 30.0) -> None:
-        """Stop accepting associations, let in-flight ones and the current batch finish, exit."""
+    def stop(self, grace_seconds: float | None = None) -> None:
+        """Stop accepting associations, let in-flight ones and the current batch finish, exit.
+
+        Bounded: established associations get half of ``grace_seconds`` (default
+        ``node.shutdown_timeout``), then are cut; connections still sending their request are
+        closed at once; the workers and the sender get what is left.
+        """
         if self._stopped:
             return
         self._stopped = True
         LOGGER.info("event=stopping")
+        if grace_seconds is None:
+            grace_seconds = self.settings.node.shutdown_timeout
+        end = time.monotonic() + grace_seconds
         if self.server is not None:
-            self.server.shutdown()
-            deadline = time.monotonic() + grace_seconds
-            # Let established associations finish their transfers; a bare TCP connection that
-            # never sent an A-ASSOCIATE request (a port probe) is not waited for.
-            while time.monotonic() < deadline and any(
-                a.is_established for a in self.server.active_associations
-            ):
-                time.sleep(0.05)
-            for assoc in self.server.active_associations:
-                assoc.abort()
+            stop_scp(self.server, time.monotonic() + grace_seconds / 2)
+        grace_seconds = max(0.5, end - time.monotonic())
         self.stop_event.set()
         for child in [*self.workers, self.sender]:
             if isinstance(child, ChildProcess):
@@ -248,10 +250,8 @@ def run(args: argparse.Namespace) -> int:
     )
     level = (getattr(args, "log_level", None) or settings.logging.level).upper()
     logging.getLogger().setLevel(level)
-    if level != "DEBUG":
-        # One line per node event: the libraries' per-PDU and per-module chatter is debug.
-        for name in ("pynetdicom", "highdicom", "dicomweb_client"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_libraries(level)  # one line per node event: the libraries' chatter is debug
+    os.umask(0o077)  # every file and folder the node makes is the owner's only
     node = Node(settings)
     stop = threading.Event()
 
@@ -274,5 +274,21 @@ def run(args: argparse.Namespace) -> int:
         while not stop.wait(0.5):
             pass
     finally:
-        node.stop()
+        _stop_within(node, settings.node.shutdown_timeout)
     return 0
+
+
+def _stop_within(node: Node, seconds: float) -> None:
+    """Stop ``node``; exit the process anyway once ``seconds`` (plus one) have passed.
+
+    Whatever a peer or a stuck library call does, SIGTERM ends the node in bounded time.
+    Everything acknowledged is durable already, so a forced exit loses nothing: interrupted
+    cases and sends are resumed at the next start.
+    """
+    stopper = threading.Thread(target=node.stop, name="sswe-stop", daemon=True)
+    stopper.start()
+    stopper.join(seconds + 1.0)
+    if stopper.is_alive():
+        LOGGER.warning("event=stopped forced=true seconds=%.0f", seconds)
+        logging.shutdown()
+        os._exit(0)

@@ -23,6 +23,7 @@ class ReceivedInstance:
     store_seconds: float | None = None
     called_ae: str = ""
     content_sha256: str | None = None
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass

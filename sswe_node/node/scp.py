@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -18,7 +21,9 @@ from sswe_node.dicom_constants import (
     ULTRASOUND_IMAGE_CLASSES,
 )
 from sswe_node.node import handlers
+from sswe_node.node.admission import Admission, close_socket
 from sswe_node.node.metrics import Metrics
+from sswe_node.node.storage import private_folder
 from sswe_node.node.store import CaseStore
 
 LOGGER = logging.getLogger(__name__)
@@ -29,6 +34,46 @@ TRANSFER_SYNTAXES = list(STORAGE_TRANSFER_SYNTAXES)
 ULTRASOUND_CLASSES = [*ULTRASOUND_IMAGE_CLASSES, *SECONDARY_CAPTURE_CLASSES]
 """The classes the node is for. Other storage classes are accepted too, so that an instance
 sent by mistake (a CT image) is kept and reported as skipped instead of refused unseen."""
+
+PYNETDICOM_THREAD_LIMIT = 1024
+"""What pynetdicom's own ``maximum_associations`` is set to. It counts every acceptor thread
+(bare connections and just-rejected associations too), so the node's limit is applied by
+:class:`~sswe_node.node.admission.Admission` to admitted associations instead."""
+
+
+class GuardedServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, with a request timeout and a bounded TLS handshake.
+
+    ``admission`` is set by :func:`start_scp`; the serve loop calls its ``reap`` about twice a
+    second. The TLS handshake (done by pynetdicom in the accepting thread) gets
+    ``admission.request_timeout`` seconds, so a peer that connects and says nothing cannot
+    stop the node from accepting others.
+    """
+
+    admission: Admission
+    block_on_close = False
+    daemon_threads = True
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept a connection; wrap it in TLS within the request timeout when TLS is on."""
+        client, address = self.socket.accept()
+        if self.ssl_context:
+            client.settimeout(self.admission.request_timeout)
+            try:
+                client = self.ssl_context.wrap_socket(client, server_side=True)
+            except (OSError, ValueError):
+                LOGGER.warning(
+                    "event=connection-closed reason=tls-handshake-failed address=%s", address[0]
+                )
+                client.close()
+                raise
+            client.settimeout(None)
+        return client, address
+
+    def service_actions(self) -> None:
+        """Close connections that have not completed their request in time."""
+        super().service_actions()
+        self.admission.reap()
 
 
 def build_ae(settings: Settings) -> AE:
@@ -51,13 +96,12 @@ def build_ae(settings: Settings) -> AE:
     for context in AllStoragePresentationContexts:
         if context.abstract_syntax not in ULTRASOUND_CLASSES:
             ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
-    ae.maximum_associations = node.max_associations
+    # The node's own limit (node.max_associations) counts admitted associations only.
+    ae.maximum_associations = PYNETDICOM_THREAD_LIMIT
     ae.maximum_pdu_size = node.max_pdu_size
     ae.acse_timeout = node.acse_timeout
     ae.dimse_timeout = node.dimse_timeout
     ae.network_timeout = node.network_timeout
-    if node.allowed_calling_ae_titles:
-        ae.require_calling_aet = list(node.allowed_calling_ae_titles)
     return ae
 
 
@@ -101,24 +145,50 @@ def start_scp(
     """
     node = settings.node
     storage_dir = Path(node.storage_dir)
-    storage_dir.mkdir(parents=True, exist_ok=True)
+    private_folder(storage_dir)
     ae = build_ae(settings)
+    admission = Admission(
+        node.max_associations, node.association_request_timeout, node.acse_timeout
+    )
+    # Received datasets go to a file as they arrive (never whole in memory); the handler
+    # copies that file into the storage folder in chunks.
+    _config.STORE_RECV_CHUNKED_DATASET = True
     evt_handlers = [
+        (evt.EVT_CONN_OPEN, admission.on_connection),
         (evt.EVT_C_ECHO, handlers.handle_echo),
-        (evt.EVT_REQUESTED, handlers.handle_requested, [list(node.allowed_peer_addresses)]),
+        (
+            evt.EVT_REQUESTED,
+            handlers.handle_requested,
+            [list(node.allowed_peer_addresses), list(node.allowed_calling_ae_titles), admission],
+        ),
         (evt.EVT_REJECTED, handlers.handle_rejected),
+        (evt.EVT_PDU_RECV, handlers.handle_pdu_received),
         (
             evt.EVT_C_STORE,
             handlers.handle_store,
-            [storage_dir, store, float(node.min_free_space_mb), wake, metrics],
+            [
+                storage_dir,
+                store,
+                float(node.min_free_space_mb),
+                wake,
+                metrics,
+                int(node.max_instance_mb * 1024 * 1024),
+            ],
         ),
     ]
-    server = ae.start_server(
+    server = ae.make_server(
         (node.host, node.port),
-        block=False,
         evt_handlers=evt_handlers,
         ssl_context=server_ssl_context(settings),
+        server_class=GuardedServer,
     )
+    server.admission = admission
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.25}, name="sswe-scp-accept"
+    )
+    thread.daemon = True
+    thread.start()
+    ae._servers.append(server)  # noqa: SLF001 - as AE.start_server does; shutdown() removes it
     LOGGER.info(
         "event=listening ae_title=%s host=%s port=%d tls=%s",
         node.ae_title,
@@ -127,3 +197,40 @@ def start_scp(
         settings.tls.enabled,
     )
     return ae, server
+
+
+def stop_scp(server: ThreadedAssociationServer, deadline: float) -> None:
+    """Stop accepting, let admitted associations finish until ``deadline``, then cut them.
+
+    Bounded whatever the peers do: connections that have not completed their request are
+    shut down at once, and at ``deadline`` every remaining connection is shut down (its
+    socket, not pynetdicom's blocking ``abort``, which waits for a peer that may never
+    answer).
+
+    Parameters
+    ----------
+    server : ThreadedAssociationServer
+        The server from :func:`start_scp`.
+    deadline : float
+        A :func:`time.monotonic` time.
+    """
+    server.shutdown()
+    admission: Admission | None = getattr(server, "admission", None)
+    for assoc in server.active_associations:
+        if not assoc.is_established:
+            close_socket(assoc)
+    while time.monotonic() < deadline and any(a.is_established for a in server.active_associations):
+        time.sleep(0.05)
+    left = [a for a in server.active_associations if a.is_alive()]
+    if left:
+        LOGGER.warning(
+            "event=associations-cut count=%d established=%d",
+            len(left),
+            admission.established() if admission else sum(a.is_established for a in left),
+        )
+    for assoc in left:
+        assoc.abort(block=False)  # queue an A-ABORT; the socket is closed next
+    if left:
+        time.sleep(0.1)
+    for assoc in left:
+        close_socket(assoc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
 import ssl
 import threading
 import time
@@ -17,6 +18,7 @@ from pynetdicom import AE, _config
 
 from sswe_node.config import Destination, NodeSettings, SendingSettings, TlsSettings
 from sswe_node.node.background import QueueThread
+from sswe_node.node.leases import process_owner
 from sswe_node.node.metrics import Metrics
 from sswe_node.node.records import SendJob
 from sswe_node.node.schema import utcnow
@@ -34,10 +36,21 @@ _CONVERTIBLE_ORDER = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 _CONVERTIBLE = frozenset(str(s) for s in _CONVERTIBLE_ORDER)
 
 
-def backoff_seconds(attempts: int, settings: SendingSettings) -> float:
-    """Return the wait before the next try after ``attempts`` failed tries (1, 2, ...)."""
-    wait = settings.initial_backoff_seconds * (2 ** max(attempts - 1, 0))
-    return float(min(wait, settings.max_backoff_seconds))
+def backoff_seconds(
+    attempts: int, settings: SendingSettings, rng: random.Random | None = None
+) -> float:
+    """Return the wait before the next try after ``attempts`` failed tries (1, 2, ...).
+
+    ``initial_backoff_seconds * 2**(attempts-1)``, at most ``max_backoff_seconds``, then
+    shortened by a random fraction of up to ``backoff_jitter``, so that sends that failed
+    together (a destination that was down) do not all come back at the same instant.
+    """
+    wait = min(
+        settings.initial_backoff_seconds * (2 ** max(attempts - 1, 0)),
+        settings.max_backoff_seconds,
+    )
+    jitter = settings.backoff_jitter * (rng or random).random()
+    return float(wait * (1.0 - jitter))
 
 
 def client_ssl_context(tls: TlsSettings) -> ssl.SSLContext:
@@ -108,9 +121,14 @@ class Sender(QueueThread):
         self.poll_seconds = poll_seconds
         self.timeouts = timeouts
         self.linger_seconds = linger_seconds
+        self.owner = process_owner()
+        self._held: set[int] = set()  # sends claimed and not yet sent, failed or given back
 
     def run(self) -> None:
         """Send due outputs until stopped."""
+        released = self.store.release_dead_claims()
+        if released:
+            LOGGER.info("event=send-claims-released count=%d", released)
         self.drain()
 
     def step(self) -> int:
@@ -125,8 +143,27 @@ class Sender(QueueThread):
         return max(0.01, min(self.poll_seconds, (due - utcnow()).total_seconds()))
 
     def send_due(self) -> int:
-        """Send every due output once (grouped by destination); return how many were tried."""
-        jobs = self.store.due_sends(limit=500)
+        """Send every due output once (grouped by destination); return how many were tried.
+
+        Each send is claimed first (:meth:`CaseStore.claim_sends`), so a send is never tried
+        twice at once, by this sender on a kept association or by another; what was claimed
+        and not tried is given back at the end.
+        """
+        try:
+            return self._send_claimed(self._claim(limit=500))
+        finally:
+            if self._held:
+                self.store.release_sends(sorted(self._held), self.owner)
+                self._held.clear()
+
+    def _claim(self, limit: int, destination: tuple[str, str, int, bool] | None = None) -> list:
+        jobs = self.store.claim_sends(
+            self.owner, limit, self.sending.lease_seconds, destination=destination
+        )
+        self._held.update(job.id for job in jobs)
+        return jobs
+
+    def _send_claimed(self, jobs: list[SendJob]) -> int:
         web = [job for job in jobs if job.url]
         if web:  # STOW-RS destinations
             self.web.send(web, self._web_outcome, self.stop_event.is_set)
@@ -243,7 +280,7 @@ class Sender(QueueThread):
         """
         deadline = time.monotonic() + self.linger_seconds
         while not self.stop_event.is_set():
-            jobs = self.store.due_sends(limit=_MAX_CONTEXTS, destination=destination)
+            jobs = self._claim(limit=_MAX_CONTEXTS, destination=destination)
             if jobs:
                 return jobs
             left = deadline - time.monotonic()
@@ -265,7 +302,10 @@ class Sender(QueueThread):
                 continue
             code = int(getattr(status, "Status", -1)) if status else -1
             if code in (0x0000, 0xB000, 0xB007, 0xB006):
-                self.store.mark_sent(job.id)
+                self._held.discard(job.id)
+                if not self.store.mark_sent(job.id, self.owner):
+                    LOGGER.warning("event=send-already-recorded output=%d", job.id)
+                    continue
                 self.metrics.inc("sent_total", destination=job.destination)
                 LOGGER.info(
                     "event=sent output=%d destination=%s status=0x%04X", job.id,
@@ -306,7 +346,9 @@ class Sender(QueueThread):
         """Record a STOW-RS outcome: sent, retried with back-off, or failed for good."""
         job = outcome.job
         if outcome.outcome == STOW_SENT:
-            self.store.mark_sent(job.id)
+            self._held.discard(job.id)
+            if not self.store.mark_sent(job.id, self.owner):
+                return
             self.metrics.inc("sent_total", destination=job.destination)
             LOGGER.info(
                 "event=sent output=%d destination=%s stow=%s", job.id, job.destination,
@@ -321,6 +363,7 @@ class Sender(QueueThread):
         self._failed(job, outcome.reason, final=outcome.outcome != STOW_RETRY)
 
     def _failed(self, job: SendJob, error: str, final: bool = False) -> None:
+        self._held.discard(job.id)
         attempts = job.attempts + 1
         if final or attempts >= self.sending.max_attempts:
             self.store.mark_send_failed(job.id, error, None)

@@ -16,3 +16,7 @@ class Status(IntEnum):
 # A-ASSOCIATE-RJ (result, source, diagnostic) triples (PS3.8 9.3.4).
 REJECT_NO_REASON = (0x01, 0x01, 0x01)
 """Rejected permanent, by the service user: no reason given (used for unknown peer addresses)."""
+REJECT_CALLING_AE = (0x01, 0x01, 0x03)
+"""Rejected permanent, by the service user: calling AE title not recognised."""
+REJECT_LOCAL_LIMIT = (0x02, 0x03, 0x02)
+"""Rejected transient, by the service provider (presentation): local limit exceeded."""

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 LOGGER = logging.getLogger(__name__)
 
 INCOMING = "incoming"
 OUTPUTS = "outputs"
+
+FOLDER_MODE = 0o700
+"""Storage folders: the owner only (received instances hold patient data)."""
+FILE_MODE = 0o600
+"""Stored files and the SQLite case store: the owner only."""
+
+_VALID_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 
 
 def atomic_write(path: Path, chunks: list[bytes] | bytes, *, sync_folder: bool = True) -> None:
@@ -36,7 +46,7 @@ def atomic_write(path: Path, chunks: list[bytes] | bytes, *, sync_folder: bool =
     OSError
         When anything fails; no partial file is left at ``path``.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_folder(path.parent)
     if isinstance(chunks, bytes | bytearray):
         chunks = [bytes(chunks)]
     fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
@@ -74,37 +84,170 @@ def sync_folder_of(path: Path) -> None:
         os.close(fd)
 
 
+def private_folder(folder: Path) -> None:
+    """Create ``folder`` (and missing parents) readable by the owner only, whatever the umask.
+
+    A folder that exists already is made ``0700`` too when we own it.
+    """
+    missing = []
+    current = folder
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    folder.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+    for created in [*missing, folder]:
+        _chmod(created, FOLDER_MODE)
+
+
+def private_files(paths: Iterable[Path]) -> None:
+    """Make each existing file of ``paths`` ``0600`` (e.g. an SQLite database, -wal, -shm)."""
+    for path in paths:
+        if path.exists():
+            _chmod(path, FILE_MODE)
+
+
+def _chmod(path: Path, mode: int) -> None:
+    try:
+        if path.stat().st_uid == os.geteuid() and path.stat().st_mode & 0o777 != mode:
+            os.chmod(path, mode)
+    except OSError as exc:  # e.g. a read-only mount: worth saying, not worth stopping
+        LOGGER.warning("event=chmod-failed mode=%o error=%s", mode, type(exc).__name__)
+
+
 def free_space_mb(folder: Path) -> float:
     """Return the free space, in MiB, of the file system holding ``folder`` (created if missing)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    private_folder(folder)
     return shutil.disk_usage(folder).free / (1024 * 1024)
 
 
-def incoming_path(storage_dir: Path, sop_instance_uid: str) -> Path:
-    """Return where a received instance is kept, named by its SOP Instance UID."""
-    return storage_dir / INCOMING / f"{_safe(sop_instance_uid)}.dcm"
+def is_valid_uid(uid: str) -> bool:
+    """Return whether ``uid`` is a valid DICOM UID (PS3.5 9.1): digits and dots, <= 64 chars."""
+    return len(uid) <= 64 and _VALID_UID.fullmatch(uid) is not None
+
+
+def file_stem(uid: str) -> str:
+    """Return the file name (without ``.dcm``) for a SOP Instance UID.
+
+    Injective and safe: a valid UID is its own name; anything else (a peer that sends
+    ``1.2.aa``, ``../x`` or 200 characters) is named ``h`` + the SHA-256 of the UID, which no
+    valid UID can be, so two instances never share a file and no name leaves the folder.
+    """
+    uid = uid.strip("\0 ")
+    if is_valid_uid(uid):
+        return uid
+    return "h" + hashlib.sha256(uid.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def incoming_path(storage_dir: Path, sop_instance_uid: str, content_sha256: str = "") -> Path:
+    """Return where a received instance is kept, named by its SOP Instance UID.
+
+    ``content_sha256`` names the file of other content received under a UID already kept
+    (a ``uid-conflict``): ``<stem>.<first 16 hex digits>.dcm``, so both files are kept.
+    """
+    suffix = f".{content_sha256[:16]}" if content_sha256 else ""
+    return storage_dir / INCOMING / f"{file_stem(sop_instance_uid)}{suffix}.dcm"
 
 
 def output_path(storage_dir: Path, sop_instance_uid: str) -> Path:
     """Return where a derived instance is kept, named by its SOP Instance UID."""
-    return storage_dir / OUTPUTS / f"{_safe(sop_instance_uid)}.dcm"
+    return storage_dir / OUTPUTS / f"{file_stem(sop_instance_uid)}.dcm"
 
 
-def incoming_files(storage_dir: Path) -> dict[str, Path]:
-    """Return ``{SOP Instance UID: path}`` of the received files, removing interrupted writes."""
+def incoming_files(storage_dir: Path) -> list[Path]:
+    """Return the received files, removing writes a crash interrupted (never acknowledged)."""
     folder = storage_dir / INCOMING
-    found: dict[str, Path] = {}
+    found: list[Path] = []
     if not folder.is_dir():
         return found
     for path in folder.iterdir():
         if path.name.startswith(".tmp-"):
-            path.unlink(missing_ok=True)  # a write interrupted by a crash: never acknowledged
+            path.unlink(missing_ok=True)
         elif path.suffix == ".dcm":
-            found[path.stem] = path
-    return found
+            found.append(path)
+    return sorted(found)
 
 
-def _safe(uid: str) -> str:
-    # UIDs are digits and dots; anything else (a malformed peer) must not escape the folder.
-    cleaned = "".join(c if c.isdigit() or c == "." else "_" for c in uid.strip("\0 "))
-    return cleaned.strip(".") or "_"
+class TooLargeError(OSError):
+    """A received stream is larger than the configured limit."""
+
+
+_COPY_CHUNK = 1 << 20
+
+
+def stage_incoming(
+    storage_dir: Path, source: Path | bytes, max_bytes: int = 0
+) -> tuple[Path, str, int]:
+    """Copy a received stream into a durable temporary file of the incoming folder.
+
+    The bytes are copied in 1 MiB chunks (never held whole), hashed on the way and
+    ``fsync``-ed; :func:`commit_staged` then renames the file into place.
+
+    Parameters
+    ----------
+    storage_dir : Path
+        The storage folder.
+    source : Path or bytes
+        The received file (pynetdicom's chunked receive) or the encoded bytes.
+    max_bytes : int
+        Refuse streams longer than this (0: no limit).
+
+    Returns
+    -------
+    (Path, str, int)
+        The temporary file, the SHA-256 of its content (hex) and its size in bytes.
+
+    Raises
+    ------
+    TooLargeError
+        When the stream exceeds ``max_bytes``; nothing is left behind.
+    OSError
+        When anything else fails; nothing is left behind.
+    """
+    folder = storage_dir / INCOMING
+    private_folder(folder)
+    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if isinstance(source, bytes | bytearray):
+                pieces: Iterable[bytes] = [bytes(source)]
+                reader = None
+            else:
+                reader = open(source, "rb")  # noqa: SIM115 - closed below
+                pieces = iter(lambda: reader.read(_COPY_CHUNK), b"")
+            try:
+                for piece in pieces:
+                    size += len(piece)
+                    if max_bytes and size > max_bytes:
+                        raise TooLargeError(f"more than {max_bytes} bytes")
+                    digest.update(piece)
+                    handle.write(piece)
+            finally:
+                if reader is not None:
+                    reader.close()
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return Path(tmp_name), digest.hexdigest(), size
+
+
+def file_sha256(path: Path) -> str:
+    """Return the SHA-256 (hex) of a file's content, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for piece in iter(lambda: handle.read(_COPY_CHUNK), b""):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def commit_staged(staged: Path, path: Path) -> None:
+    """Rename a staged file to ``path`` and ``fsync`` the folder (the rename is durable)."""
+    try:
+        os.replace(staged, path)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    sync_folder_of(path)

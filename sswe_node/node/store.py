@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,8 +43,14 @@ from sswe_node.node.schema import (
     Send,
     utcnow,
 )
+from sswe_node.node.storage import FILE_MODE, private_files, private_folder
 
 LOGGER = logging.getLogger(__name__)
+
+UID_CONFLICT = "uid-conflict"
+"""Case warning: other content was received before under the same SOP Instance UID."""
+RECEIVE_WARNINGS = (UID_CONFLICT, "nonstandard-uid")
+"""Warnings set when an instance is received (kept when its processing ends)."""
 
 
 def _apply_outcome(case: Case, outcome: CaseOutcome, now: dt.datetime) -> None:
@@ -58,7 +65,9 @@ def _apply_outcome(case: Case, outcome: CaseOutcome, now: dt.datetime) -> None:
     case.predict_seconds = outcome.timings.get("predict")
     case.build_seconds = outcome.timings.get("build")
     case.finished_at = now
-    case.warnings = ",".join(outcome.warnings)
+    # Warnings found on receipt (uid-conflict, nonstandard-uid) stay with the processing's.
+    received = [w for w in (case.warnings or "").split(",") if w in RECEIVE_WARNINGS]
+    case.warnings = ",".join(dict.fromkeys([*received, *outcome.warnings]))
     case.scale_min = outcome.scale_min
     case.scale_max = outcome.scale_max
     case.scale_unit = outcome.scale_unit
@@ -107,7 +116,7 @@ def create_store_engine(url: str) -> Engine:
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite(Path(parsed.database))
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     elif parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg2") is None:
         # A plain postgresql:// URL means psycopg2 to SQLAlchemy; we ship psycopg (3).
@@ -117,6 +126,19 @@ def create_store_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     upgrade(engine)
     return engine
+
+
+def _private_sqlite(database: Path) -> None:
+    """Create the SQLite file (and a missing folder) for the owner only, whatever the umask.
+
+    SQLite gives its ``-wal`` and ``-shm`` files the database file's permissions; those left
+    by an older version are made private too.
+    """
+    if not database.parent.exists():
+        private_folder(database.parent)
+    if not database.exists():
+        os.close(os.open(database, os.O_CREAT | os.O_WRONLY, FILE_MODE))
+    private_files(Path(f"{database}{suffix}") for suffix in ("", "-wal", "-shm", "-journal"))
 
 
 class CaseStore:
@@ -146,16 +168,29 @@ class CaseStore:
     def record_received(self, info: ReceivedInstance) -> int:
         """Record a received instance as a pending case and return the case id.
 
-        A resend of an instance already known (same SOP Instance UID) makes the case pending
-        again, so it is processed and sent again (outputs keep their UIDs).
+        A resend of identical content (same SOP Instance UID and content hash, or a case
+        recorded before content hashes) makes its case pending again, so it is processed and
+        sent again (outputs keep their UIDs). Other content under a UID already known is a
+        case of its own, with the warning ``uid-conflict`` (both files are kept).
         """
         with self.session() as session, session.begin():
-            case = session.scalars(
+            known = session.scalars(
                 select(Case).where(Case.sop_instance_uid == info.sop_instance_uid)
-            ).one_or_none()
+            ).all()
+            same = [c for c in known if c.content_sha256 in (info.content_sha256, None)]
+            case = next(
+                (c for c in same if c.content_sha256 == info.content_sha256),
+                same[0] if same else None,
+            )
+            warnings = list(info.warnings)
             if case is None:
                 case = Case(sop_instance_uid=info.sop_instance_uid, times_received=0)
                 session.add(case)
+                if known:
+                    warnings.insert(0, UID_CONFLICT)
+            elif UID_CONFLICT in (case.warnings or "").split(","):
+                warnings.insert(0, UID_CONFLICT)
+            case.warnings = ",".join(dict.fromkeys(warnings))
             case.times_received = (case.times_received or 0) + 1
             for name in (
                 "sop_class_uid",
@@ -316,6 +351,42 @@ class CaseStore:
             ).all()
             return set(held)
 
+    def contents_of(self, sop_instance_uid: str) -> list[tuple[int, str | None, str]]:
+        """Return ``(case id, content SHA-256, path)`` of each case of a SOP Instance UID."""
+        with self.session() as session:
+            rows = session.execute(
+                select(Case.id, Case.content_sha256, Case.path)
+                .where(Case.sop_instance_uid == sop_instance_uid)
+                .order_by(Case.id)
+            ).all()
+            return [(int(i), sha, str(path or "")) for i, sha, path in rows]
+
+    def known_paths(self) -> set[str]:
+        """Return the received file of every case."""
+        with self.session() as session:
+            return {str(p) for p in session.scalars(select(Case.path)).all() if p}
+
+    def uid_salts(self, case_ids: Sequence[int]) -> dict[int, str]:
+        """Return ``{case id: content SHA-256}`` of the ``uid-conflict`` cases among ``case_ids``.
+
+        Their outputs' UIDs are derived with the content hash too, so that different content
+        under one SOP Instance UID never reuses an output UID
+        (:data:`sswe_node.outputs.uids.UID_SALT_ATTRIBUTE`).
+        """
+        if not case_ids:
+            return {}
+        with self.session() as session:
+            rows = session.execute(
+                select(Case.id, Case.content_sha256, Case.warnings).where(
+                    Case.id.in_(list(case_ids))
+                )
+            ).all()
+        return {
+            int(i): str(sha)
+            for i, sha, warnings in rows
+            if sha and UID_CONFLICT in (warnings or "").split(",")
+        }
+
     def known_uids(self) -> set[str]:
         """Return the SOP Instance UIDs of every case."""
         with self.session() as session:
@@ -444,15 +515,26 @@ class CaseStore:
         now: dt.datetime | None = None,
         destination: tuple[str, str, int, bool] | None = None,
     ) -> list[SendJob]:
-        """Return queued sends whose next attempt is due, oldest first.
+        """Return queued sends whose next attempt is due and that nobody holds, oldest first.
 
-        ``destination``: only those to this ``(ae_title, host, port, tls)``.
+        ``destination``: only those to this ``(ae_title, host, port, tls)``. A read only: a
+        sender takes sends with :meth:`claim_sends`.
         """
         now = now or utcnow()
+        with self.session() as session:
+            rows = session.execute(self._due_query(now, destination).limit(limit)).all()
+            return [_send_job(s, path, uid) for s, path, uid in rows]
+
+    @staticmethod
+    def _due_query(now: dt.datetime, destination: tuple[str, str, int, bool] | None) -> Any:
         query = (
             select(Send, Output.path, Output.sop_instance_uid)
             .join(Output, Send.output_id == Output.id)
-            .where(Send.status == QUEUED, Send.next_attempt_at <= now)
+            .where(
+                Send.status == QUEUED,
+                Send.next_attempt_at <= now,
+                or_(Send.claimed_by.is_(None), Send.lease_expires_at < now),
+            )
         )
         if destination is not None:
             ae_title, host, port, tls = destination
@@ -462,23 +544,71 @@ class CaseStore:
                 Send.port == port,
                 Send.tls == int(tls),
             )
-        with self.session() as session:
-            rows = session.execute(query.order_by(Send.next_attempt_at, Send.id).limit(limit)).all()
-            return [
-                SendJob(
-                    s.id,
-                    path,
-                    uid,
-                    s.destination,
-                    s.ae_title,
-                    s.host,
-                    s.port,
-                    bool(s.tls),
-                    s.attempts,
-                    s.url,
-                )  # fmt: skip
-                for s, path, uid in rows
-            ]
+        return query.order_by(Send.next_attempt_at, Send.id)
+
+    def claim_sends(
+        self,
+        owner: str,
+        limit: int = 100,
+        lease_seconds: float = 300.0,
+        destination: tuple[str, str, int, bool] | None = None,
+    ) -> list[SendJob]:
+        """Take up to ``limit`` due sends for ``owner`` and return them, oldest first.
+
+        Each send is taken with a conditional update (still queued, and unclaimed or its
+        lease expired), so two senders, or two passes of one sender, never both get it. A
+        claim lasts ``lease_seconds``; :meth:`mark_sent`, :meth:`mark_send_failed` and
+        :meth:`release_sends` end it, and a sender that died loses it when it expires.
+        """
+        with self.session() as session, session.begin():
+            now = utcnow()
+            rows = session.execute(
+                self._due_query(now, destination).limit(limit).with_for_update(skip_locked=True)
+            ).all()
+            expires = now + dt.timedelta(seconds=lease_seconds)
+            claimed = []
+            for send, path, uid in rows:
+                taken = session.execute(
+                    update(Send)
+                    .where(
+                        Send.id == send.id,
+                        Send.status == QUEUED,
+                        or_(Send.claimed_by.is_(None), Send.lease_expires_at < now),
+                    )
+                    .values(claimed_by=owner, lease_expires_at=expires)
+                    .execution_options(synchronize_session=False)
+                )
+                if taken.rowcount == 1:
+                    claimed.append(_send_job(send, path, uid))
+            return claimed
+
+    def release_sends(self, send_ids: Sequence[int], owner: str) -> int:
+        """Give back ``owner``'s claims on sends it will not try now; return how many."""
+        if not send_ids:
+            return 0
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                update(Send)
+                .where(Send.id.in_(list(send_ids)), Send.claimed_by == owner)
+                .values(claimed_by=None, lease_expires_at=None)
+            )
+            return int(result.rowcount or 0)
+
+    def release_dead_claims(self) -> int:
+        """Give back send claims of processes of this host that are gone (at start-up)."""
+        with self.session() as session, session.begin():
+            owners = session.scalars(
+                select(Send.claimed_by).where(Send.claimed_by.is_not(None)).distinct()
+            ).all()
+            dead = [o for o in owners if owner_is_dead(o)]
+            if not dead:
+                return 0
+            result = session.execute(
+                update(Send)
+                .where(Send.claimed_by.in_(dead))
+                .values(claimed_by=None, lease_expires_at=None)
+            )
+            return int(result.rowcount or 0)
 
     def next_send_due(self) -> dt.datetime | None:
         """Return when the earliest queued send is due, or ``None`` when none is queued."""
@@ -486,23 +616,43 @@ class CaseStore:
             query = select(func.min(Send.next_attempt_at)).where(Send.status == QUEUED)
             return session.scalar(query)
 
-    def mark_sent(self, send_id: int) -> None:
-        """Record a successful C-STORE of a queued output."""
+    def mark_sent(self, send_id: int, owner: str | None = None) -> bool:
+        """Record a successful C-STORE of a queued output; return whether it was recorded.
+
+        ``False`` when the send was no longer queued (or, with ``owner``, no longer that
+        owner's): it was counted by whoever recorded it, and must not be counted again.
+        """
         # One UPDATE, no ORM load: called once per C-STORE, on the sender's critical path.
+        condition = [Send.id == send_id, Send.status == QUEUED]
+        if owner is not None:
+            condition.append(or_(Send.claimed_by == owner, Send.claimed_by.is_(None)))
         with self.engine.begin() as connection:
-            connection.execute(
+            result = connection.execute(
                 update(Send)
-                .where(Send.id == send_id)
-                .values(status=SENT, attempts=Send.attempts + 1, sent_at=utcnow(), last_error="")
+                .where(*condition)
+                .values(
+                    status=SENT,
+                    attempts=Send.attempts + 1,
+                    sent_at=utcnow(),
+                    last_error="",
+                    claimed_by=None,
+                    lease_expires_at=None,
+                )
             )
+            return result.rowcount == 1
 
     def mark_send_failed(self, send_id: int, error: str, retry_at: dt.datetime | None) -> None:
-        """Record a failed attempt: queued again at ``retry_at``, or failed for good if ``None``."""
+        """Record a failed attempt: queued again at ``retry_at``, or failed for good if ``None``.
+
+        The sender's claim ends either way.
+        """
         with self.session() as session, session.begin():
             send = session.get(Send, send_id)
-            if send is not None:
+            if send is not None and send.status == QUEUED:
                 send.attempts += 1
                 send.last_error = error[:500]
+                send.claimed_by = None
+                send.lease_expires_at = None
                 if retry_at is None:
                     send.status = FAILED
                 else:
@@ -585,6 +735,12 @@ class CaseStore:
                 }
                 for s, uid, case_id in rows
             ]
+
+
+def _send_job(s: Send, path: str, uid: str) -> SendJob:
+    return SendJob(
+        s.id, path, uid, s.destination, s.ae_title, s.host, s.port, bool(s.tls), s.attempts, s.url
+    )
 
 
 def _iso(value: dt.datetime | None) -> str | None:

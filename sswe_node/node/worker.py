@@ -14,6 +14,7 @@ from pydicom import Dataset, dcmread, dcmwrite
 
 from sswe_node.config import Settings
 from sswe_node.node.background import QueueThread
+from sswe_node.node.intake import missing_identity, split_by_bytes
 from sswe_node.node.leases import process_owner
 from sswe_node.node.metrics import Metrics
 from sswe_node.node.records import CaseFinish, CaseOutcome, ClaimedCase, OutputRecord, Target
@@ -21,6 +22,7 @@ from sswe_node.node.schema import DONE, FAILED
 from sswe_node.node.storage import atomic_write, output_path, sync_folder_of
 from sswe_node.node.store import CaseStore
 from sswe_node.node.stow_server import STOW_CALLING_AE
+from sswe_node.outputs.uids import UID_SALT_ATTRIBUTE
 
 LOGGER = logging.getLogger(__name__)
 
@@ -206,7 +208,9 @@ class Worker(QueueThread):
         batch = self._next_batch()
         if batch:
             try:
-                self.process(batch)
+                limit = int(self.settings.processing.batch_max_mb * 1024 * 1024)
+                for part in split_by_bytes(batch, [c.path for c in batch], limit):
+                    self.process(part)  # a batch is read whole: bounded by bytes too
             except Exception:  # noqa: BLE001 - recorded on each case of the batch
                 LOGGER.exception("event=batch-error cases=%d", len(batch))
                 outcome = CaseOutcome(FAILED, "internal", "internal: batch error")
@@ -248,13 +252,20 @@ class Worker(QueueThread):
         datasets: list[Dataset] = []
         readable: list[ClaimedCase] = []
         finished: list[tuple[ClaimedCase, CaseOutcome, list[OutputRecord]]] = []
+        salts = self.store.uid_salts([case.id for case in batch])
         for case in batch:
             try:
-                datasets.append(dcmread(case.path))
-                readable.append(case)
+                ds = dcmread(case.path)
+                problem = missing_identity(ds)
             except Exception as exc:  # noqa: BLE001 - recorded as the case's reason
-                message = f"corrupt: not readable DICOM ({type(exc).__name__})"
-                finished.append((case, CaseOutcome(FAILED, "corrupt", message), []))
+                problem = f"corrupt: not readable DICOM ({type(exc).__name__})"
+            if problem:
+                finished.append((case, CaseOutcome(FAILED, "corrupt", problem), []))
+                continue
+            if case.id in salts:  # other content under a known UID: outputs get new UIDs
+                setattr(ds, UID_SALT_ATTRIBUTE, salts[case.id])
+            datasets.append(ds)
+            readable.append(case)
         results = self._process_batch(datasets, self.model, self.settings) if datasets else []
         manifest = self.model.manifest
         written: list[Path] = []

@@ -7,6 +7,7 @@ import hashlib
 from pydicom.dataset import Dataset
 
 __all__ = [
+    "UID_SALT_ATTRIBUTE",
     "derived_uid",
     "derived_series_uid",
     "derived_instance_uid",
@@ -14,6 +15,18 @@ __all__ = [
     "source_study_uid",
     "source_series_uid",
 ]
+
+
+UID_SALT_ATTRIBUTE = "sswe_uid_salt"
+"""A source dataset attribute (Python, not DICOM) that, when set, enters the derived instance
+and frame-of-reference UIDs: the node sets it to the content hash of an instance received with
+a SOP Instance UID already used by other content (``uid-conflict``), so that the two contents'
+outputs never share a UID. Unset, the UIDs are as they always were."""
+
+
+def _source_parts(source: Dataset) -> list[str]:
+    salt = getattr(source, UID_SALT_ATTRIBUTE, "")
+    return [str(source.SOPInstanceUID), *([str(salt)] if salt else [])]
 
 
 def derived_uid(*parts: str) -> str:
@@ -61,7 +74,7 @@ def derived_instance_uid(
     source: Dataset, frame: int, model_name: str, model_version: str, kind: str
 ) -> str:
     """Return the SOP Instance UID of the object derived from one frame of ``source``."""
-    return derived_uid(str(source.SOPInstanceUID), str(frame), model_name, model_version, kind)
+    return derived_uid(*_source_parts(source), str(frame), model_name, model_version, kind)
 
 
 def frame_of_reference_uid(source: Dataset) -> str:
@@ -72,4 +85,4 @@ def frame_of_reference_uid(source: Dataset) -> str:
     depends on the source instance only: every object derived from the same source (any
     model) shares it.
     """
-    return derived_uid(str(source.SOPInstanceUID), "frame-of-reference")
+    return derived_uid(*_source_parts(source), "frame-of-reference")
