@@ -211,3 +211,18 @@ def test_stow_needs_a_token_or_an_explicit_anonymous_setting(tmp_path: Path) -> 
     sections = node_sections(tmp_path, http={"enabled": True, "stow_enabled": True})
     with pytest.raises(ConfigError, match="stow_allow_anonymous"):
         load_settings(write_config(tmp_path / "node.toml", sections))
+
+
+def test_multipart_parts_and_malformed_bodies() -> None:
+    from sswe_node.node.stow_server import HttpError, split_multipart
+
+    body = (b"preamble\r\n--X\r\nContent-Type: application/dicom\r\n\r\nA\r\n--X\r\n\r\nB\r\n"
+            b"--X\r\n\r\n\r\n--X--\r\nepilogue")  # fmt: skip
+    parts = split_multipart(body, b"X")
+    assert parts[0] == ({"content-type": "application/dicom"}, b"A")
+    assert parts[1] == ({}, b"B")  # no headers: the part starts with its blank line
+    assert parts[2] == ({}, b"")  # an empty part
+    for bad in (b"--X\r\nContent-Type: a\r\nA\r\n--X--", b"--X\r\n\r\nA", b"no boundary"):
+        with pytest.raises(HttpError) as refused:
+            split_multipart(bad, b"X")
+        assert refused.value.status == 400

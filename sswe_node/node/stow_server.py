@@ -319,18 +319,19 @@ def split_multipart(data: bytes, boundary: bytes) -> list[tuple[dict[str, str], 
         end = data.find(b"\r\n" + delimiter, start - 2)
         if end < 0:
             raise HttpError(400, "multipart body without its closing boundary")
-        part = data[start:end] if end >= start else b""
+        # Positions first, one copy of the content only (the body may be hundreds of MB).
         headers: dict[str, str] = {}
-        if part.startswith(b"\r\n"):
-            content = part[2:]
+        if data.startswith(b"\r\n", start):
+            content_start = start + 2
         else:
-            head, sep, content = part.partition(b"\r\n\r\n")
-            if not sep:
+            blank = data.find(b"\r\n\r\n", start, end)
+            if blank < 0:
                 raise HttpError(400, "multipart part without a blank line after its headers")
-            for raw in head.split(b"\r\n"):
+            for raw in data[start:blank].split(b"\r\n"):
                 name, _, value = raw.decode("latin-1").partition(":")
                 headers[name.strip().lower()] = value.strip()
-        parts.append((headers, content))
+            content_start = blank + 4
+        parts.append((headers, data[content_start:end] if end > content_start else b""))
         position = end + 2 + len(delimiter)
     return parts
 
