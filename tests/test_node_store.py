@@ -147,7 +147,9 @@ def test_filters(url: str) -> None:
 
 
 def test_backoff_is_exponential_and_capped() -> None:
-    settings = SendingSettings(initial_backoff_seconds=2.0, max_backoff_seconds=10.0)
+    settings = SendingSettings(
+        initial_backoff_seconds=2.0, max_backoff_seconds=10.0, backoff_jitter=0.0
+    )  # jitter: tests/test_hardening_sends.py
     assert [backoff_seconds(n, settings) for n in (1, 2, 3, 4, 5)] == [2, 4, 8, 10, 10]
 
 
