@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from sswe_node.aetitle import check_ae_title
 from sswe_node.errors import ConfigError
 from sswe_node.shipped import shipped_path
 
@@ -379,10 +380,12 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
 
 
 def _check_ae_title(title: str, key: str, source: str) -> None:
-    if not title or len(title) > 16 or "\\" in title or not title.isprintable():
+    try:
+        check_ae_title(title)  # the one AE title rule (sswe_node.aetitle)
+    except ConfigError:
         raise ConfigError(
             f"{source}: '{key}' must be 1-16 printable characters without backslash, got {title!r}"
-        )
+        ) from None
 
 
 def _check(settings: Settings, source: str) -> None:
