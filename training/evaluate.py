@@ -187,6 +187,7 @@ def evaluate_model(
     passes: int = 0,
     ground_truth: str | Path | None = None,
     ood_percentile: float = 99.0,
+    pad: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate a packaged model and write ``report.json``, ``report.md`` and figures.
 
@@ -217,6 +218,8 @@ def evaluate_model(
         map, without and with scanner alignment.
     ood_percentile : float
         Score above which a frame counts as out of distribution.
+    pad : int, optional
+        Reflection padding instead of the manifest's (0: none, to measure the rim without it).
 
     Returns
     -------
@@ -232,6 +235,10 @@ def evaluate_model(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(model_dir, models_dir)
+    if pad is not None:
+        import dataclasses
+
+        model.inference = dataclasses.replace(model.inference, pad=int(pad))
     m = model.manifest
     data = read_dataset(dataset)
     if tuple(data.images.shape[1:]) != tuple(m.grid):
@@ -426,6 +433,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--passes", type=int, default=0, help="MC dropout passes (default: the model's)"
     )
     parser.add_argument(
+        "--pad", type=int, default=None, help="reflection padding instead of the model's"
+    )
+    parser.add_argument(
         "--ground-truth",
         default=None,
         help="simulated archive's ground_truth.h5: second-scanner error with/without alignment",
@@ -447,6 +457,7 @@ def run(args: argparse.Namespace) -> int:
         tsne=not args.no_tsne,
         passes=args.passes,
         ground_truth=args.ground_truth,
+        pad=args.pad,
     )
     s = report["model"]["summary"]
     unit = report["unit"]
