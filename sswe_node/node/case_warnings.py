@@ -1,7 +1,7 @@
-"""Counts of case warnings (e.g. ``out-of-distribution``) from the case store, for ``/metrics``.
+"""Case warnings (e.g. ``out-of-distribution``): whether outputs are sent, and their counts.
 
 Workers may run in their own processes, whose counters the serving process never sees, so the
-count is read from the case rows themselves (like the queue depths).
+``/metrics`` count is read from the case rows themselves (like the queue depths).
 """
 
 from __future__ import annotations
@@ -10,9 +10,26 @@ from collections import Counter
 
 from sqlalchemy import select
 
-from sswe_node.node.schema import Case
+from sswe_node.config import Settings
+from sswe_node.node.records import CaseOutcome
+from sswe_node.node.schema import DONE, Case
 
-__all__ = ["warning_counts"]
+__all__ = ["OUT_OF_DISTRIBUTION", "sendable", "warning_counts"]
+
+#: The warning of a case whose image is unlike the model's training data.
+OUT_OF_DISTRIBUTION = "out-of-distribution"
+
+
+def sendable(outcome: CaseOutcome, settings: Settings) -> bool:
+    """Whether a case's outputs are sent: done, and not held back as out of distribution.
+
+    With ``processing.send_out_of_distribution = false`` the outputs of a case warned
+    ``out-of-distribution`` are written and recorded but stay in the node's storage.
+    """
+    if outcome.status != DONE:
+        return False
+    held = not settings.processing.send_out_of_distribution
+    return not (held and OUT_OF_DISTRIBUTION in outcome.warnings)
 
 
 def warning_counts(store: object) -> dict[str, float]:
