@@ -37,12 +37,33 @@ from tests.peers import dcmtk_env, free_port  # noqa: E402
 MIB = 1024 * 1024
 
 
+def _hwm_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:  # gone meanwhile
+        pass
+    return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(c) for c in task.read_text().split()]
+        except OSError:
+            continue
+    return found + [g for c in found for g in _children(c)]
+
+
 def peak_mb(pid: int) -> float:
-    """Return the peak resident set (VmHWM) of process ``pid`` in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
+    """Return the peak resident set (VmHWM) of the node in MiB: its own plus its children's.
+
+    The node may run its workers and sender as child processes; the sum of each process's
+    peak is an upper bound of the peak of their sum.
+    """
+    return _hwm_mb(pid) + sum(_hwm_mb(child) for child in _children(pid))
 
 
 def large_instance(path: Path, megabytes: float) -> Path:

@@ -175,6 +175,17 @@ def test_pynetdicom_is_quiet_below_warning_unless_debug() -> None:
     assert logging.getLogger("pynetdicom").getEffectiveLevel() == logging.WARNING
     assert logging.getLogger("pynetdicom.acse").isEnabledFor(logging.INFO) is False
     assert not logging.getLogger("pydicom.pixels.decoders.base").isEnabledFor(logging.ERROR)
+    cut = logging.LogRecord(
+        "pynetdicom.dul",
+        logging.ERROR,
+        "",
+        0,
+        "The received PDU is shorter than expected (6 of 1006 bytes received)",
+        None,
+        None,
+    )
+    assert not logging.getLogger("pynetdicom.dul").filter(cut)  # the node says it instead
     quiet_libraries("DEBUG")
     assert logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("pynetdicom.dul").filter(cut)
     quiet_libraries("INFO")
