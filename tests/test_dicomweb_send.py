@@ -246,9 +246,6 @@ def test_503_then_200_retries_and_sends_each_once(tmp_path: Path, sender_for, fl
     store, sender = sender_for(Destination(name=DESTINATION, url=peer.url))
     uids = _queue(store, _outputs(tmp_path, 4), peer.url)
     sender.start()
-    _wait(lambda: store.list_sends()[0]["attempts"] >= 1)
-    first = store.list_sends()
-    assert all(s["status"] == "queued" and "HTTP 503" in s["last_error"] for s in first), first
     _wait(lambda: _settled(store))
     sends = store.list_sends()
     assert {s["status"] for s in sends} == {"sent"}
@@ -257,15 +254,32 @@ def test_503_then_200_retries_and_sends_each_once(tmp_path: Path, sender_for, fl
     assert peer.stored == Counter(dict.fromkeys(uids, 1))  # every instance once
 
 
-def test_time_out_then_200(tmp_path: Path, sender_for, flaky) -> None:
+def test_503_for_good_gives_the_reason_after_max_attempts(
+    tmp_path: Path, sender_for, flaky
+) -> None:
+    peer = flaky(["503"])
+    store, sender = sender_for(Destination(name=DESTINATION, url=peer.url), max_attempts=2)
+    _queue(store, _outputs(tmp_path, 2), peer.url)
+    sender.start()
+    _wait(lambda: _settled(store))
+    sends = store.list_sends()
+    assert {s["status"] for s in sends} == {"failed"} and not peer.stored
+    assert all(s["attempts"] == 2 for s in sends), sends
+    assert all(s["last_error"] == "HTTP 503 Service Unavailable: try later" for s in sends)
+
+
+def test_time_out_then_200(
+    tmp_path: Path, sender_for, flaky, caplog: pytest.LogCaptureFixture
+) -> None:
     peer = flaky(["slow", "ok"], delay=3.0)
     destination = Destination(name=DESTINATION, url=peer.url, timeout=1.0)
     store, sender = sender_for(destination)
     uids = _queue(store, _outputs(tmp_path, 2), peer.url)
     sender.start()
-    _wait(lambda: store.list_sends()[0]["attempts"] >= 1)
-    assert "timed out" in store.list_sends()[0]["last_error"]
+    _wait(lambda: store.list_sends()[0]["attempts"] >= 1 or peer.requests >= 2)
     _wait(lambda: _settled(store))
+    assert peer.requests >= 2  # the first request timed out
+    assert "reason=no-answer-within-1-s-(timed-out)" in caplog.text
     assert {s["status"] for s in store.list_sends()} == {"sent"}
     assert peer.stored == Counter(dict.fromkeys(uids, 1))
 
