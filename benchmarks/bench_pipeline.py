@@ -10,6 +10,10 @@ Uncertainty (issue 12): the pipeline runs ``trust.mc_passes`` MC dropout passes;
 times it with 1 pass (no uncertainty frame, no hatching) and with ``--passes`` (default 8),
 interleaved, and prints the rate ratio (goal: T = 8 at least 0.5 of T = 1).
 
+Overheads (issue 10): pipeline at T = 1 against the bare deterministic ``predict``, and at
+T = ``--passes`` against the bare ``infer`` with as many passes (goal: at least 0.6 at batch 16),
+and the build cost per instance (goal: at most 3 ms).
+
     .venv/bin/python benchmarks/bench_pipeline.py --model prostate-sim --batch-size 16
     .venv/bin/python benchmarks/bench_pipeline.py            # a fresh paper-sized U-Net
 """
@@ -87,12 +91,18 @@ def main() -> None:
         process_batch(datasets, model, settings)  # warm-up: imports, font, caches
         process_batch(datasets, model, single)
 
+        passes = args.passes
+        model.infer(inputs, passes=passes)  # warm-up: MC graph tracing
         bare, piped, stages = [], [], {"read": [], "predict": [], "build": []}
+        bare_mc = []
         piped_1, stages_1 = [], {"read": [], "predict": [], "build": []}
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             model.predict(inputs)
             bare.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            model.infer(inputs, passes=passes)
+            bare_mc.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             results = process_batch(datasets, model, settings)
             piped.append(time.perf_counter() - t0)
@@ -130,6 +140,17 @@ def main() -> None:
     )
     for key, values in stages_1.items():
         print(f"  {key:8s} {statistics.median(values) * 1000:8.1f} ms/batch")
+    bare_mc_s = statistics.median(bare_mc)
+    build_1 = statistics.median(stages_1["build"]) / max(done_1, 1)
+    print(f"bare model.infer T={passes}: {bare_mc_s * 1000:6.1f} ms/batch")
+    ratio_1 = (frames / piped_1_s) / (frames / bare_s)
+    ratio_t = (frames / piped_s) / (frames / bare_mc_s)
+    print(
+        f"ratio pipeline T=1 / bare predict: {ratio_1:.3f}; pipeline T={passes} / bare infer "
+        f"T={passes}: {ratio_t:.3f} ({'meets' if min(ratio_1, ratio_t) >= 0.6 else 'misses'} "
+        f"the goal >= 0.6); build per instance T=1 {build_1 * 1000:.1f} ms "
+        f"({'meets' if build_1 <= 0.003 else 'misses'} the goal <= 3 ms)"
+    )
     ratio = (done / piped_s) / (done_1 / piped_1_s)
     print(
         f"ratio pipeline rate T={args.passes} / T=1: {ratio:.3f} "

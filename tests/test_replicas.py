@@ -9,6 +9,7 @@ every output is at the destination (a real Orthanc) exactly once.
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,3 +166,42 @@ def _uid_of(path: Path) -> str:
     from pydicom import dcmread
 
     return str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def test_a_worker_machine_processes_what_a_paused_receiver_keeps(
+    tmp_path: Path, tiny_model_dir: Path, make_us_source: Any, require_dcmtk: None
+) -> None:
+    """`sswe-node worker` (no DICOM port) processes the cases a receiver only stored."""
+    sources = _sources(tmp_path / "sources", make_us_source, 6)
+    model = {"name": tiny_model_dir.name, "models_dir": str(tiny_model_dir.parent)}
+    receiver = node_sections(tmp_path, processing={"paused": True})
+    worker = node_sections(tmp_path, model=model, processing={"workers": 2, "batch_size": 2})
+    worker["node"] = dict(receiver["node"])  # the same case store and storage folder
+    serve_config = write_config(tmp_path / "serve.toml", receiver)
+    worker_config = write_config(tmp_path / "worker.toml", worker)
+    serve = ServeProcess(serve_config, int(receiver["node"]["port"]), tmp_path / "serve.log")
+    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115
+    process = None
+    store = CaseStore(receiver["node"]["database_url"])
+    try:
+        sender = _storescu(sources, serve.port, "SCU")
+        assert len(_acknowledged(sender.communicate(timeout=120)[0])) == len(sources)
+        assert {c["status"] for c in store.list_cases(limit=None)} == {"received"}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sswe_node.cli", "worker", "--config", str(worker_config)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while {c["status"] for c in store.list_cases(limit=None)} != {"done"}:
+            assert process.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
+            time.sleep(0.2)
+        assert len(store.list_cases(limit=None)) == len(sources)
+        assert (tmp_path / "worker.log").read_text().count("event=process-started") == 2
+    finally:
+        store.close()
+        if process is not None and process.poll() is None:
+            process.terminate()
+            assert process.wait(timeout=60) == 0
+        log.close()
+        assert serve.terminate() == 0
