@@ -79,7 +79,9 @@ def _thin_bright(
     return out
 
 
-def graphics_marks(pixels: NDArray[np.floating], *, grey_image: bool) -> NDArray[np.bool_]:
+def graphics_marks(
+    pixels: NDArray[np.floating], *, grey_image: bool, white: bool = True
+) -> NDArray[np.bool_]:
     """Return where thin burned-in graphics (lines, rings, crosses, text) cover a region.
 
     Parameters
@@ -89,6 +91,9 @@ def graphics_marks(pixels: NDArray[np.floating], *, grey_image: bool) -> NDArray
     grey_image : bool
         True for a B-mode region (any colour is a mark); False for an elastogram (colour is
         the image; only thin white structures are marks).
+    white : bool
+        Look for thin white graphics in a B-mode region too (False: colour only, for the
+        plain panel of a dual display, whose white marks are found in the elastogram panel).
 
     Returns
     -------
@@ -105,7 +110,10 @@ def graphics_marks(pixels: NDArray[np.floating], *, grey_image: bool) -> NDArray
     else:
         lum = low = pixels
     if grey_image:
-        candidates = _thin_bright(lum, _BRIGHT, contrast=_GREY_CONTRAST)
+        if white:
+            candidates = _thin_bright(lum, _BRIGHT, contrast=_GREY_CONTRAST)
+        else:
+            candidates = np.zeros(lum.shape, dtype=bool)
         coloured = (lum - low) > 40 if rgb else None  # uint8: lum >= low, no wrap
     else:
         # White stands out in the darkest channel (no colour of a colour table is that
@@ -116,7 +124,9 @@ def graphics_marks(pixels: NDArray[np.floating], *, grey_image: bool) -> NDArray
         coloured = None
     if not candidates.any() and (coloured is None or not coloured.any()):
         return candidates
-    marks = _structures(candidates, _MIN_MARK if grey_image else _MIN_COLOURED_MARK)
+    marks = candidates
+    if candidates.any():
+        marks = _structures(candidates, _MIN_MARK if grey_image else _MIN_COLOURED_MARK)
     if grey_image and marks.any():
         marks |= _same_level_blocks(marks, lum)
     if coloured is not None and coloured.any():  # colour in a grey image: graphics, any shape

@@ -336,10 +336,14 @@ def _find_marks(reading: FrameReading, frame: NDArray[np.floating], regions: lis
     roi = reading.roi
     pixels = frame[roi.slices]
     wedges = tuple(r.box.shifted(-roi.top, -roi.left) for r in regions if r.data_type == GREY_BAR)
-    marks = graphics_marks(pixels, grey_image=True)
+    dual = reading.overlay_roi is not None
+    # A dual display draws its rings, calipers and crosses on both panels: white ones are
+    # found in the elastogram panel (white stands out of every colour, and few pixels are
+    # that light there), coloured ones in the plain panel (any colour in a grey image).
+    marks = graphics_marks(pixels, grey_image=True, white=not dual)
     if reading.layout is Layout.BMODE or wedges:  # a dual's ROI is the SWE box's copy
         marks |= wedge_mask(reading.bmode, wedges)
-    if reading.overlay_roi is not None:
+    if dual:
         box = frame[reading.overlay_roi.slices]
         rows, cols = min(box.shape[0], marks.shape[0]), min(box.shape[1], marks.shape[1])
         marks[:rows, :cols] |= graphics_marks(box, grey_image=False)[:rows, :cols]
