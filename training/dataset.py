@@ -299,6 +299,14 @@ def _sample(reading: Any, layout_enum: Any, options: BuildOptions, common: dict)
         roi_cols=int(roi.right - roi.left),
     )
     image = np.asarray(reading.model_input(options.grid), dtype=np.float32)
+    # the scale the row was decoded at and where it came from (sswe_node.imaging.scale)
+    scale = getattr(reading, "scale", None)
+    meta.update(
+        scale_min=float(scale[0]) if scale is not None else float("nan"),
+        scale_max=float(scale[1]) if scale is not None else float("nan"),
+        scale_unit=str(reading.unit or "") if scale is not None else "",
+        scale_source=str(getattr(reading, "scale_source", None) or ""),
+    )
     if reading.layout != layout_enum.DUAL_SWE:
         meta.update(labelled=False, quantity="", unit="", confident_fraction=float("nan"))
         return Sample(image=image, label=None, confidence=None, meta=meta)

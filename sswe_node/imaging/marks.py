@@ -12,9 +12,10 @@ Detection is cheap, made for every frame:
   *both* sides (a line, ring or text stroke at most ~3 pixels wide), kept when they form a
   structure that speckle grains do not (large, or a row of characters);
 * in a grey B-mode, any coloured pixel (green cursors, yellow rings and calipers); inside the
-  elastogram, white graphics (text). Yellow and green marks drawn only on the elastogram are
-  not told apart from the colour table's own yellow and green: scanners draw rings and
-  calipers on both panels of a dual display, and the plain panel's copy masks them;
+  elastogram, white graphics (text, white rings). Yellow and green marks drawn only on the
+  elastogram are not told apart from the colour table's own yellow and green, nor white marks
+  drawn only on the plain panel of a dual display looked for: scanners draw rings and
+  calipers on both panels, so each kind is found where it is cheap and sure (the reader);
 * grey-bar (wedge) regions from the Sequence of Ultrasound Regions, and a pixel test for a
   wedge at the edge of the region: a strip of uniform rows ramping through the grey levels;
 * outside the fan: exactly black areas joined to the corners of the region, on a 4x coarser
