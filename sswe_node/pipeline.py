@@ -300,6 +300,7 @@ def post_process(
         sd_map = None
         if sd is not None:
             sd_map = np.maximum(from_grid(sd[k], roi.shape), np.float32(0))
+            sd_map[np.isnan(values)] = np.nan  # no uncertainty where there is no value
         spacing = reading.spacing_mm or source_spacing_mm(ds, roi)
         if settings.processing.parametric_map:
             outputs.append(

@@ -207,9 +207,9 @@ def build_parametric_map(
         sd = np.asarray(sd, dtype=np.float32)
         if sd.shape != values.shape:
             raise ValueError(f"sd of shape {sd.shape} does not match the values {values.shape}")
-        sd_range = (0.0, max(float(sd.max()), 1e-6))
-        if not np.isfinite(sd_range[1]) or float(sd.min()) < 0:
-            raise ValueError("sd must be finite and non-negative")
+        if np.isinf(sd).any() or np.isnan(sd).all() or float(np.nanmin(sd)) < 0:
+            raise ValueError("sd must be finite and non-negative (NaN only outside the tissue)")
+        sd_range = (0.0, max(float(np.nanmax(sd)), 1e-6))
     shared = _shared_groups(
         model, spacing, value_range, per_frame_mapping=sd is not None, scale=(low, high)
     )
