@@ -205,3 +205,41 @@ def test_a_worker_machine_processes_what_a_paused_receiver_keeps(
             assert process.wait(timeout=60) == 0
         log.close()
         assert serve.terminate() == 0
+
+
+def test_a_crashed_worker_process_is_started_again(
+    tmp_path: Path, tiny_model_dir: Path, make_us_source: Any, require_dcmtk: None
+) -> None:
+    """A worker process killed by the kernel (say, out of memory) is replaced; work goes on."""
+    import os
+    import signal
+
+    from sswe_node.config import load_settings
+    from sswe_node.node.app import Node
+
+    model = {"name": tiny_model_dir.name, "models_dir": str(tiny_model_dir.parent)}
+    sections = node_sections(tmp_path, model=model, processing={"poll_seconds": 0.5})
+    node = Node(load_settings(write_config(tmp_path / "node.toml", sections)))
+    node.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not node.workers[0].ready.is_set():
+            assert time.monotonic() < deadline and node.workers[0].is_alive()
+            time.sleep(0.1)
+        first = node.workers[0].process.pid
+        os.kill(first, signal.SIGKILL)
+        while node.workers[0].process.pid == first or not node.workers[0].ready.is_set():
+            assert time.monotonic() < deadline, "the worker process was not started again"
+            time.sleep(0.1)
+        sources = _sources(tmp_path / "sources", make_us_source, 2)
+        _storescu(sources, node.port, "SCU").communicate(timeout=60)
+        store = CaseStore(sections["node"]["database_url"])
+        try:
+            while {c["status"] for c in store.list_cases(limit=None)} != {"done"}:
+                assert time.monotonic() < deadline, store.list_cases(limit=None)
+                time.sleep(0.2)
+        finally:
+            store.close()
+        assert node.health()["status"] == "ok"
+    finally:
+        node.stop(grace_seconds=10)

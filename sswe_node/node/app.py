@@ -21,7 +21,13 @@ from sswe_node.errors import SsweError
 from sswe_node.node.handlers import adopt_orphans
 from sswe_node.node.health import HealthServer
 from sswe_node.node.metrics import Metrics
-from sswe_node.node.processes import ChildProcess, new_sender, sender_main, worker_main
+from sswe_node.node.processes import (
+    ChildProcess,
+    new_sender,
+    sender_main,
+    supervise,
+    worker_main,
+)
 from sswe_node.node.scp import start_scp, stop_scp
 from sswe_node.node.store import CaseStore
 from sswe_node.node.stow_server import stow_route
@@ -124,8 +130,16 @@ class Node:
         else:
             LOGGER.info("event=processing-paused")
         self.sender = ChildProcess("sender", sender_main, (settings,), folder)
-        for child in [*self.workers, self.sender]:
+        children = [*self.workers, self.sender]
+        for child in children:
             child.start()
+        supervise(children, self.stop_event, self._respawned)
+
+    def _respawned(self, old: ChildProcess, new: ChildProcess) -> None:
+        if old is self.sender:
+            self.sender = new
+        else:
+            self.workers[self.workers.index(old)] = new
 
     def _start_threads(self) -> None:
         settings = self.settings

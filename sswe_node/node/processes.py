@@ -149,6 +149,7 @@ class ChildProcess:
 
     def __init__(self, kind: str, target: Any, args: tuple, metrics_dir: str | None = None) -> None:
         self.metrics_dir = metrics_dir
+        self._spec = (kind, target, args, metrics_dir)
         context = multiprocessing.get_context("spawn")
         self.kind = kind
         self.ready = context.Event()  # set by the child, only ever polled here
@@ -162,6 +163,18 @@ class ChildProcess:
             name=f"sswe-{kind}",
             daemon=False,
         )
+
+    def respawn(self) -> ChildProcess:
+        """Return a new, not started, handle running the same process (after a crash)."""
+        return ChildProcess(*self._spec)
+
+    def crashed(self) -> bool:
+        """Return whether the process ended on its own with a failure (a signal, an error).
+
+        A worker whose model does not load ends with status 0 and reports why (:attr:`error`):
+        starting it again would not help.
+        """
+        return self.process.exitcode not in (None, 0)
 
     def start(self) -> None:
         """Start the process."""
@@ -205,6 +218,40 @@ class ChildProcess:
             LOGGER.warning("event=process-killed kind=%s pid=%d", self.kind, self.process.pid)
             self.process.kill()
             self.process.join(5)
+
+
+def supervise(
+    children: list[ChildProcess],
+    stop: threading.Event,
+    on_respawn: Any = None,
+    interval: float = 2.0,
+) -> None:
+    """Start a thread that starts again any child that crashed (replaced in ``children``).
+
+    A child killed by the kernel (out of memory) or by an error would otherwise leave the node
+    receiving without processing or sending. One restart per child every ``interval`` seconds
+    at most (a child that crashes at once does not spin). ``on_respawn(old, new)`` is called
+    before the new handle starts.
+    """
+
+    def _run() -> None:
+        while not stop.wait(interval):
+            for index, child in enumerate(list(children)):
+                if stop.is_set() or not child.crashed():
+                    continue
+                LOGGER.error(
+                    "event=process-died kind=%s pid=%s status=%s",
+                    child.kind,
+                    child.process.pid,
+                    child.process.exitcode,
+                )
+                again = child.respawn()
+                children[index] = again
+                if on_respawn is not None:
+                    on_respawn(child, again)
+                again.start()
+
+    threading.Thread(target=_run, name="sswe-supervisor", daemon=True).start()
 
 
 def wait_ready(children: list[ChildProcess], timeout: float) -> bool:
