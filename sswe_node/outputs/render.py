@@ -201,8 +201,14 @@ def _hatch(
     overlay: NDArray[np.uint8], grey: NDArray[np.uint8], uncertain: NDArray[np.bool_]
 ) -> NDArray[np.uint8]:
     """Withhold the colour of ``uncertain`` pixels: plain B-mode crossed by diagonal lines."""
-    out = np.where(uncertain[..., None], grey[..., None], overlay)
-    out[uncertain & _diagonal(*uncertain.shape)] = _HATCH_GREY
+    out = np.array(overlay, copy=True)
+    shape = out.shape
+    np.copyto(
+        out,
+        np.broadcast_to(grey[..., None], shape),
+        where=np.broadcast_to(uncertain[..., None], shape),
+    )
+    out.reshape(-1, 3)[(uncertain & _diagonal(*uncertain.shape)).ravel()] = _HATCH_GREY
     return out
 
 
