@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -80,17 +81,31 @@ def test_deflate_bomb_is_refused_without_inflating_it(
     assert _send_file_as_is(node.port, small) == 0
 
 
-def test_encoded_stream_over_the_limit_is_refused(
+def test_encoded_stream_over_the_limit_is_cut_while_it_arrives(
     start_node: StartNode, make_us_source, tmp_path: Path
 ) -> None:
     node = start_node(node={"max_instance_mb": 1})
-    big = make_us_source(rows=1024, cols=1100, regions=False)  # ~1.1 MB of pixels
-    big.save_as(tmp_path / "big.dcm", enforce_file_format=True)
+    big = make_us_source(rows=1024, cols=2048, regions=False)  # 2 MiB of pixels
+    small = make_us_source(rows=256, cols=256, regions=False, seed=1)
     ae = AE(ae_title="SENDER")
     ae.add_requested_context(UltrasoundImageStorage)
+    ae.maximum_pdu_size = 16384  # the stream comes in many P-DATA: cut after about 1 MiB
     assoc = ae.associate("127.0.0.1", node.port, ae_title="SSWE_NODE")
     try:
-        assert int(assoc.send_c_store(big).Status) == 0xA700
+        status = assoc.send_c_store(big)
+        assert not status  # no response: the node aborted the association
+        deadline = time.monotonic() + 5
+        while assoc.is_established and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not assoc.is_established
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    assert not list(Path(node.settings.node.storage_dir, "incoming").glob("*.dcm"))
+    # The next association is served as usual.
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="SSWE_NODE")
+    try:
+        assert int(assoc.send_c_store(small).Status) == 0
     finally:
         assoc.release()
 

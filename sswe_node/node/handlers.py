@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
@@ -107,18 +107,24 @@ def handle_rejected(event: Event) -> None:
     )
 
 
-def handle_pdu_received(event: Event) -> None:
-    """Give a C-STORE request without an Affected SOP Instance/Class UID a placeholder UID.
+def handle_pdu_received(event: Event, max_stream_bytes: int = 0) -> None:
+    """Watch P-DATA as it arrives: cut oversized streams, fix C-STOREs without UIDs.
 
-    pynetdicom cannot take such a request: its chunked receive fails writing the file meta
-    and the sender would wait for its DIMSE timeout. The command is rewritten, before
-    pynetdicom decodes it, with :data:`NO_UID` (and the context's SOP class when that is
-    missing); :func:`handle_store` answers 0xC210 (cannot understand) to it at once.
+    - A dataset stream longer than ``max_stream_bytes`` (0: no limit) is cut while it arrives
+      with an A-ABORT (``event=store-refused reason=too-large``), before pynetdicom's chunked
+      receive has written it out whole; its partial file is removed.
+    - pynetdicom cannot take a C-STORE request without an Affected SOP Instance/Class UID: its
+      chunked receive fails writing the file meta and the sender would wait for its DIMSE
+      timeout. The command is rewritten, before pynetdicom decodes it, with :data:`NO_UID`
+      (and the context's SOP class when that is missing); :func:`keep_instance` answers it
+      0xC210 (cannot understand) at once.
     """
     pdu = event.pdu
     items = getattr(pdu, "presentation_data_value_items", None)
     if not items:
         return
+    if max_stream_bytes:
+        _count_stream(event.assoc, items, max_stream_bytes)
     for item in items:
         value = item.presentation_data_value
         # Control header: bit 0 command, bit 1 last fragment (PS3.8 E.2); commands are small
@@ -143,6 +149,39 @@ def handle_pdu_received(event: Event) -> None:
             item.presentation_data_value = value[:1] + encode(command, True, True)
         except Exception:  # noqa: BLE001 - not ours to judge: pynetdicom decides
             LOGGER.debug("event=command-unreadable")
+
+
+def _count_stream(assoc: Any, items: list[Any], limit: int) -> None:
+    """Add the dataset fragments of a P-DATA to the association's count; abort over ``limit``."""
+    count = getattr(assoc, "_sswe_stream_bytes", 0)
+    for item in items:
+        value = item.presentation_data_value or b""
+        if not value or value[0] & 0x01:  # a command fragment
+            continue
+        count += len(value) - 1
+        if count > limit and not getattr(assoc, "_sswe_cut", False):
+            assoc._sswe_cut = True
+            LOGGER.error(
+                "event=store-refused reason=too-large limit_bytes=%d calling_ae=%s action=abort",
+                limit,
+                assoc.requestor.ae_title,
+            )
+            assoc.acse.send_abort(0x02)  # queued: this runs in pynetdicom's reader thread
+            _drop_partial(assoc)
+        if value[0] & 0x02:  # the last fragment of this dataset
+            count = 0
+    assoc._sswe_stream_bytes = count
+
+
+def _drop_partial(assoc: Any) -> None:
+    """Remove the file pynetdicom's chunked receive had started for an aborted C-STORE."""
+    handle = getattr(getattr(assoc.dimse, "message", None), "_data_set_file", None)
+    if handle is None:
+        return
+    try:  # unlinked, not closed: pynetdicom may still write what is already on its way
+        Path(handle.name).unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def handle_store(
@@ -183,6 +222,9 @@ def handle_store(
         ``0x0000`` on success, ``0xA700`` when it could not be kept, ``0xC210`` without UIDs.
     """
     start = time.perf_counter()
+    if getattr(event.assoc, "_sswe_cut", False):  # cut while it arrived (too large): aborted
+        metrics.inc("store_refused_total", reason="too-large")
+        return int(Status.OUT_OF_RESOURCES)
     request = event.request
     info = ReceivedInstance(
         sop_instance_uid=str(request.AffectedSOPInstanceUID or "").strip("\0 "),

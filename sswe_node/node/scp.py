@@ -162,7 +162,11 @@ def start_scp(
             [list(node.allowed_peer_addresses), list(node.allowed_calling_ae_titles), admission],
         ),
         (evt.EVT_REJECTED, handlers.handle_rejected),
-        (evt.EVT_PDU_RECV, handlers.handle_pdu_received),
+        (
+            evt.EVT_PDU_RECV,
+            handlers.handle_pdu_received,
+            [int(node.max_instance_mb * 1024 * 1024)],
+        ),
         (
             evt.EVT_C_STORE,
             handlers.handle_store,
