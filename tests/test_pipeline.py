@@ -50,7 +50,11 @@ def _expected_values(ds: pydicom.Dataset, model) -> list[np.ndarray]:
     grid = model.manifest.grid
     readings = read_instance(ds, grid=grid, quantity=model.manifest.quantity)
     predictions = model.predict(np.stack([r.model_input(grid) for r in readings]))
-    return [from_grid(p, r.bmode.shape) for r, p in zip(readings, predictions, strict=True)]
+    values = [from_grid(p, r.bmode.shape) for r, p in zip(readings, predictions, strict=True)]
+    for r, v in zip(readings, values, strict=True):
+        if r.outside is not None:  # outside a sector fan: NaN in the map (issue 9)
+            v[r.outside] = np.nan
+    return values
 
 
 def test_batch_of_mixed_instances(model, archive, make_us_source, dciodvfy_errors, tmp_path):
