@@ -199,6 +199,10 @@ class Node:
             "cases": {k: float(v) for k, v in counts["cases"].items()},
             "sends": {k: float(v) for k, v in counts["sends"].items()},
         }
+        if self.store:  # cases by warning code (label "status", as the queue gauges)
+            from sswe_node.node.case_warnings import warning_counts
+
+            gauges["case_warnings"] = warning_counts(self.store)
         return self.metrics.render(gauges)
 
     def stop(self, grace_seconds: float | None = None) -> None:

@@ -14,6 +14,7 @@ from pydicom import Dataset, dcmread, dcmwrite
 
 from sswe_node.config import Settings
 from sswe_node.node.background import QueueThread
+from sswe_node.node.case_warnings import sendable
 from sswe_node.node.intake import missing_identity, split_by_bytes
 from sswe_node.node.leases import process_owner
 from sswe_node.node.metrics import Metrics
@@ -28,12 +29,36 @@ LOGGER = logging.getLogger(__name__)
 
 
 def load_node_model(settings: Settings) -> Any:
-    """Load the configured model (imports TensorFlow: call from a worker thread, once)."""
+    """Load the configured model, or with ``[[routing]]`` rules every model they name.
+
+    Imports TensorFlow: call from a worker thread, once. Returns a model, or a
+    :class:`~sswe_node.routing.ModelRouter` holding several.
+    """
     from sswe_node.model import load_model
 
-    return load_model(
-        settings.model.name, models_dir=settings.model.models_dir, device=settings.model.device
-    )
+    def load(name: str) -> Any:
+        return load_model(
+            name,
+            models_dir=settings.model.models_dir,
+            device=settings.model.device,
+            mc_precision=settings.trust.mc_precision,
+        )
+
+    if not settings.routing:
+        return load(settings.model.name)
+    from sswe_node.routing import ModelRouter
+
+    return ModelRouter.load(settings, load)
+
+
+def _scanner_stats(store: Any) -> Any:
+    """Per-scanner latent statistics in the case store (``None`` for a store without them)."""
+    try:
+        from sswe_node.node.scanner_stats import StoredScannerStats
+
+        return StoredScannerStats(store) if hasattr(store, "session") else None
+    except ImportError:  # pragma: no cover - a store without the scanner_stats table
+        return None
 
 
 def targets_for(case: ClaimedCase, settings: Settings) -> list[Target]:
@@ -91,8 +116,10 @@ def warm_up(model: Any) -> None:
         import sswe_node.imaging  # noqa: F401 - imported on first use by the pipeline
         import sswe_node.outputs  # noqa: F401
 
-        rows, cols = model.manifest.grid
-        model.predict(np.zeros((1, rows, cols), np.float32))
+        for each in getattr(model, "models", {"": model}).values():
+            rows, cols = each.manifest.grid
+            zeros = np.zeros((1, rows, cols), np.float32)
+            each.infer(zeros) if hasattr(each, "infer") else each.predict(zeros)
     except Exception as exc:  # noqa: BLE001 - the node keeps going; the first batch is slower
         LOGGER.warning("event=warm-up-failed error=%s", type(exc).__name__)
         return
@@ -143,6 +170,7 @@ class Worker(QueueThread):
         self.ready = threading.Event()
         self.error: str | None = None
         self.storage_dir = Path(settings.node.storage_dir)
+        self.scanner_stats = _scanner_stats(store)
         self.owner = process_owner()
         self.lease_seconds = settings.processing.lease_seconds
         self._held: set[int] = set()
@@ -266,7 +294,7 @@ class Worker(QueueThread):
                 setattr(ds, UID_SALT_ATTRIBUTE, salts[case.id])
             datasets.append(ds)
             readable.append(case)
-        results = self._process_batch(datasets, self.model, self.settings) if datasets else []
+        results = self._run_pipeline(readable, datasets) if datasets else []
         manifest = self.model.manifest
         written: list[Path] = []
         for case, result in zip(readable, results, strict=True):
@@ -276,9 +304,15 @@ class Worker(QueueThread):
                 message=result.message,
                 layout=result.layout,
                 frames=result.frames,
-                model_name=manifest.name,
-                model_version=str(manifest.version),
+                model_name=getattr(result, "model_name", "") or manifest.name,
+                model_version=getattr(result, "model_version", "") or str(manifest.version),
                 timings=dict(result.timings),
+                warnings=tuple(getattr(result, "warnings", ())),
+                ood_score=getattr(result, "ood_score", None),
+                scale_min=getattr(result, "scale_min", None),
+                scale_max=getattr(result, "scale_max", None),
+                scale_unit=getattr(result, "scale_unit", None),
+                scale_source=getattr(result, "scale_source", None),
             )
             records: list[OutputRecord] = []
             try:
@@ -308,6 +342,38 @@ class Worker(QueueThread):
         self.metrics.observe("batch_seconds", time.perf_counter() - started)
         self.metrics.inc("batches_total")
 
+    def _run_pipeline(self, cases: Sequence[ClaimedCase], datasets: Sequence[Dataset]) -> list[Any]:
+        """Run the pipeline on each routed model's share of the batch (results in order)."""
+        from sswe_node.pipeline import InstanceResult
+        from sswe_node.routing import NO_MODEL, ModelRouter
+
+        router = self.model
+        if not isinstance(router, ModelRouter):
+            router = ModelRouter.single(self.model, self.settings)
+        results: list[Any] = [None] * len(datasets)
+        groups: dict[str, list[int]] = {}
+        for i, (case, ds) in enumerate(zip(cases, datasets, strict=True)):
+            name = router.route(ds, case.called_ae, case.calling_ae)
+            if name is None:
+                results[i] = InstanceResult(
+                    str(ds.get("SOPInstanceUID", "") or ""),
+                    status="skipped",
+                    reason=NO_MODEL,
+                    message=f"{NO_MODEL}: no [[routing]] rule matches the instance",
+                )
+            else:
+                groups.setdefault(name, []).append(i)
+        for name, indices in groups.items():
+            share = self._process_batch(
+                [datasets[i] for i in indices],
+                router.models[name],
+                self.settings,
+                scanner_stats=self.scanner_stats,
+            )
+            for i, result in zip(indices, share, strict=True):
+                results[i] = result
+        return results
+
     def _record(
         self, finished: Sequence[tuple[ClaimedCase, CaseOutcome, list[OutputRecord]]]
     ) -> int:
@@ -318,7 +384,7 @@ class Worker(QueueThread):
                     case.id,
                     outcome,
                     records,
-                    targets_for(case, self.settings) if outcome.status == DONE else [],
+                    targets_for(case, self.settings) if sendable(outcome, self.settings) else [],
                 )
                 for case, outcome, records in finished
             ],
@@ -326,6 +392,8 @@ class Worker(QueueThread):
         )
         for case, outcome, records in finished:
             self.metrics.inc("processed_total", status=outcome.status)
+            for warning in outcome.warnings:
+                self.metrics.inc("case_warnings_total", warning=warning)
             for stage, seconds in outcome.timings.items():
                 self.metrics.observe("stage_seconds", seconds, stage=stage)
             log = LOGGER.info if outcome.status == DONE else LOGGER.warning
