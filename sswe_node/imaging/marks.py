@@ -104,6 +104,10 @@ def graphics_marks(
     rgb = pixels.ndim == 3
     if pixels.dtype != np.uint8:
         pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    if rgb and not (grey_image and white):
+        sparse = _sparse_marks(pixels, grey_image)
+        if sparse is not None:
+            return sparse
     if rgb:
         r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
         low = np.minimum(np.minimum(r, g), b)
@@ -133,6 +137,47 @@ def graphics_marks(
     if coloured is not None and coloured.any():  # colour in a grey image: graphics, any shape
         marks |= _grow(coloured, 1, 1)
     return marks
+
+
+def _sparse_marks(pixels: NDArray[np.uint8], grey_image: bool) -> NDArray[np.bool_] | None:
+    """Find colour marks in a grey panel, or white marks in an elastogram, on few pixels.
+
+    Both are rare: in a grey panel only coloured graphics have unequal channels, and in an
+    elastogram only white graphics have red and blue both high. Those pixels are tested alone
+    (the same tests as the dense path); None when they are too many (e.g. a JPEG panel whose
+    channels all differ a little): the dense path then runs.
+    """
+    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    h, w = r.shape
+    if grey_image:
+        maybe = (r != g) | (g != b)
+    else:
+        maybe = (r >= 200) & (b >= 200)
+    count = np.count_nonzero(maybe)
+    if count > r.size // 50:
+        return None
+    out = np.zeros((h, w), dtype=bool)
+    if count == 0:
+        return out
+    rows, cols = np.nonzero(maybe)
+
+    def low(rr: NDArray[np.intp], cc: NDArray[np.intp]) -> NDArray[np.int16]:
+        rr, cc = np.clip(rr, 0, h - 1), np.clip(cc, 0, w - 1)
+        return np.minimum(np.minimum(r[rr, cc], g[rr, cc]), b[rr, cc]).astype(np.int16)
+
+    if grey_image:
+        high = np.maximum(np.maximum(r[rows, cols], g[rows, cols]), b[rows, cols])
+        coloured = (high.astype(np.int16) - low(rows, cols)) > 40
+        out[rows[coloured], cols[coloured]] = True
+        return _grow(out, 1, 1) if coloured.any() else out
+    centre = low(rows, cols)
+    inner = (rows >= 2) & (rows < h - 2) & (cols >= 2) & (cols < w - 2) & (centre >= 200)
+    rows, cols, centre = rows[inner], cols[inner], centre[inner]
+    limit = centre - _CONTRAST
+    thin = (low(rows - 2, cols) <= limit) & (low(rows + 2, cols) <= limit)
+    thin |= (low(rows, cols - 2) <= limit) & (low(rows, cols + 2) <= limit)
+    out[rows[thin], cols[thin]] = True
+    return _structures(out, _MIN_COLOURED_MARK) if thin.any() else out
 
 
 def _same_level_blocks(marks: NDArray[np.bool_], lum: NDArray[np.uint8]) -> NDArray[np.bool_]:
