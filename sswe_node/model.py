@@ -409,6 +409,20 @@ class PackagedModel:
         m = self.manifest
         return f"PackagedModel({m.name!r} {m.version}, {m.quantity} in {m.unit}, {self.path})"
 
+    def configure(self, **changes: Any) -> None:
+        """Change how the model is run (fields of :class:`InferenceSettings`, e.g. ``pad=0``).
+
+        The compiled calls are rebuilt on next use.
+        """
+        import dataclasses
+
+        depth = 2**self._depth
+        settings = dataclasses.replace(self.inference, **changes)
+        if settings.pad % depth or settings.mc_passes < 1:
+            raise ModelError(f"pad must be a multiple of {depth} and mc_passes at least 1")
+        self.inference = settings
+        self._calls.clear()
+
     @property
     def latent_channels(self) -> int:
         """Channels of the latent feature map."""

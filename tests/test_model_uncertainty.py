@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 from pathlib import Path
 
@@ -66,8 +65,7 @@ def test_mc_dropout_gives_mean_and_sd_reproducibly(packaged) -> None:
 def test_mc_sd_matches_keras_dropout_in_expectation(packaged) -> None:
     network, folder = packaged
     model = load_model(folder, device="cpu")
-    model.inference = dataclasses.replace(model.inference, pad=0, sd_scale=1.0)
-    model._calls.clear()
+    model.configure(pad=0, sd_scale=1.0)
     images = _images(4, seed=2)
     ours = model.infer(images, passes=64)
     runs = np.stack(
@@ -81,8 +79,7 @@ def test_mc_sd_matches_keras_dropout_in_expectation(packaged) -> None:
 def test_padding_zero_is_the_plain_network(packaged) -> None:
     network, folder = packaged
     model = load_model(folder, device="cpu")
-    model.inference = dataclasses.replace(model.inference, pad=0)
-    model._calls.clear()
+    model.configure(pad=0)
     images = _images(3, seed=4)
     expected = np.asarray(network(images[..., None], training=False))[..., 0] * 100
     np.testing.assert_allclose(model.predict(images), expected, rtol=1e-5, atol=1e-4)

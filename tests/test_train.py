@@ -64,9 +64,12 @@ def test_train_end_to_end_loss_decreases_and_package_reloads_identically(tmp_pat
     best = keras.saving.load_model(tmp_path / "work" / "checkpoints" / "best.keras", compile=False)
     images = np.random.default_rng(0).random((5, 96, 64), dtype=np.float32)
     expected = np.asarray(best(images[..., None], training=False))[..., 0] * 100
+    model.configure(pad=0)  # the packaged network itself (the node pads against the rim)
     np.testing.assert_allclose(model.predict(images), expected, rtol=1e-5, atol=1e-4)
     again = load_model(out)
+    again.configure(pad=0)
     np.testing.assert_array_equal(again.predict(images), model.predict(images))
+    assert again.trust is not None and m.inference["sd_scale"] > 0  # written at packaging
 
 
 @pytest.mark.slow

@@ -236,9 +236,7 @@ def evaluate_model(
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(model_dir, models_dir)
     if pad is not None:
-        import dataclasses
-
-        model.inference = dataclasses.replace(model.inference, pad=int(pad))
+        model.configure(pad=int(pad))
     m = model.manifest
     data = read_dataset(dataset)
     if tuple(data.images.shape[1:]) != tuple(m.grid):
