@@ -54,10 +54,23 @@ class Geometry:
         if self.kind == "linear":
             return None
         x, z = self.axes()
-        depth = z[:, None] + self.apex_mm
-        angle = np.degrees(np.arctan2(np.abs(x)[None, :], depth))
-        radius = np.hypot(x[None, :], depth)
-        return (angle <= self.half_angle_deg) & (radius >= self.apex_mm)
+        ax = np.abs(x)
+        depth = z + self.apex_mm
+        limit = depth * np.tan(np.radians(self.half_angle_deg))
+        # |x| <= depth * tan(angle) decides all but the pixels right on the fan's edge, where
+        # the angles themselves are compared (the result of comparing angles everywhere)
+        inside = ax[None, :] <= limit[:, None]
+        order = np.argsort(ax, kind="stable")
+        sorted_ax = ax[order]
+        lo = np.searchsorted(sorted_ax, limit * (1 - 1e-9) - 1e-9, side="left")
+        hi = np.searchsorted(sorted_ax, limit * (1 + 1e-9) + 1e-9, side="right")
+        for row in np.flatnonzero(hi > lo):
+            cols = order[lo[row] : hi[row]]
+            angle = np.degrees(np.arctan2(ax[cols], depth[row]))
+            inside[row, cols] = angle <= self.half_angle_deg
+        if depth[0] <= self.apex_mm:  # rows at or above the probe face: the radius decides too
+            inside &= np.hypot(x[None, :], depth[:, None]) >= self.apex_mm
+        return inside
 
 
 @dataclass(frozen=True)
