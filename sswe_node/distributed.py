@@ -16,6 +16,7 @@ reported as tasks finish. A worker keeps what is costly to load (the model) betw
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -50,6 +51,12 @@ def cluster_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
     """
     from distributed import Client, LocalCluster
 
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # Scheduler and worker start-up lines are not this command's output; a worker slow to
+        # exit (TensorFlow) after its last task is killed by its nanny, harmlessly.
+        for name in ("distributed", "distributed.http.proxy", "bokeh", "tornado"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
     if scheduler and scheduler != LOCAL:
         with Client(scheduler) as client:
             yield client

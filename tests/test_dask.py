@@ -46,13 +46,22 @@ def _comparable(path: Path) -> dict:
 
 
 def test_local_cluster_convert_equals_the_plain_run(
-    inputs: Path, tiny_model_dir: Path, tmp_path: Path
+    inputs: Path, tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
+    from sswe_node.config import load_settings
+    from sswe_node.convert import convert
+
     plain = _convert(inputs, tmp_path / "plain", tiny_model_dir, "--no-progress")
     assert plain.returncode == 0, plain.stderr[-3000:]
     dask = _convert(inputs, tmp_path / "dask", tiny_model_dir, "--workers", "2")
     assert dask.returncode == 0, dask.stderr[-3000:]
-    assert "100%" in dask.stderr  # the progress bar still moves, task by task
+    # The progress bar (shown on a terminal) moves task by task on the cluster too.
+    settings = load_settings(
+        overrides={"model.name": str(tiny_model_dir), "processing.batch_size": 4}
+    )
+    convert([inputs / "simulated"], tmp_path / "bar", settings, progress=True, workers=2)
+    bar = capsys.readouterr().err
+    assert "100%" in bar and "file/s" in bar, bar[-2000:]
 
     def files(root: Path) -> list[Path]:
         return sorted(p.relative_to(root) for p in root.rglob("*.dcm"))
@@ -67,6 +76,7 @@ def test_local_cluster_convert_equals_the_plain_run(
     assert summary == json.loads((tmp_path / "dask" / "convert-summary.json").read_text())
     assert summary["converted"] >= 4 and summary["skipped"]  # the CT and the garbage file
     assert plain.stdout.splitlines()[0] == dask.stdout.splitlines()[0]
+    assert "INFO distributed." not in dask.stderr  # the cluster's start-up chatter stays out
 
 
 def test_dataset_build_on_a_local_cluster_equals_the_plain_build(
