@@ -127,3 +127,13 @@ def test_batches_are_bounded_by_bytes(tmp_path: Path) -> None:
     runs = list(split_by_bytes(list(range(6)), [str(p) for p in paths], 10))
     assert runs == [[0, 1], [2], [3], [4, 5]]
     assert list(split_by_bytes([1, 2], [str(paths[0])] * 2, 0)) == [[1, 2]]
+
+
+def test_chunked_receive_is_on_only_while_a_node_listens(start_node: StartNode) -> None:
+    # Process-wide in pynetdicom: other SCPs of the process (dataset build's C-MOVE
+    # destination) get it back off once the node stops.
+    assert _config.STORE_RECV_CHUNKED_DATASET is False
+    node = start_node()
+    assert _config.STORE_RECV_CHUNKED_DATASET is True
+    node.stop(grace_seconds=5)
+    assert _config.STORE_RECV_CHUNKED_DATASET is False

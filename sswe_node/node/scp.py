@@ -41,6 +41,28 @@ PYNETDICOM_THREAD_LIMIT = 1024
 :class:`~sswe_node.node.admission.Admission` to admitted associations instead."""
 
 
+_CHUNKED = {"servers": 0, "before": False}
+_CHUNKED_LOCK = threading.Lock()
+
+
+def _chunked_receive(*, on: bool) -> None:
+    """Turn pynetdicom's process-wide chunked receive on while any node SCP runs.
+
+    Other pynetdicom SCPs of the same process (e.g. a C-MOVE destination of ``dataset build``)
+    get their usual in-memory datasets back once the last node SCP has stopped.
+    """
+    with _CHUNKED_LOCK:
+        if on:
+            if _CHUNKED["servers"] == 0:
+                _CHUNKED["before"] = _config.STORE_RECV_CHUNKED_DATASET
+            _CHUNKED["servers"] += 1
+            _config.STORE_RECV_CHUNKED_DATASET = True
+        elif _CHUNKED["servers"] > 0:
+            _CHUNKED["servers"] -= 1
+            if _CHUNKED["servers"] == 0:
+                _config.STORE_RECV_CHUNKED_DATASET = _CHUNKED["before"]
+
+
 class GuardedServer(ThreadedAssociationServer):
     """pynetdicom's threaded server, with a request timeout and a bounded TLS handshake.
 
@@ -150,9 +172,6 @@ def start_scp(
     admission = Admission(
         node.max_associations, node.association_request_timeout, node.acse_timeout
     )
-    # Received datasets go to a file as they arrive (never whole in memory); the handler
-    # copies that file into the storage folder in chunks.
-    _config.STORE_RECV_CHUNKED_DATASET = True
     evt_handlers = [
         (evt.EVT_CONN_OPEN, admission.on_connection),
         (evt.EVT_C_ECHO, handlers.handle_echo),
@@ -187,6 +206,9 @@ def start_scp(
         server_class=GuardedServer,
     )
     server.admission = admission
+    # Received datasets go to a file as they arrive (never whole in memory); the handler
+    # copies that file into the storage folder in chunks.
+    _chunked_receive(on=True)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.25}, name="sswe-scp-accept"
     )
@@ -219,6 +241,7 @@ def stop_scp(server: ThreadedAssociationServer, deadline: float) -> None:
         A :func:`time.monotonic` time.
     """
     server.shutdown()
+    _chunked_receive(on=False)
     admission: Admission | None = getattr(server, "admission", None)
     for assoc in server.active_associations:
         if not assoc.is_established:
