@@ -52,7 +52,7 @@ def test_reader_refuses_strain_captures_and_still_decodes_swe(archive) -> None:
         with pytest.raises(UnsupportedLayoutError, match=STRAIN) as info:
             read_instance(ds, scale=(0.0, 70.0))
         assert info.value.reason == "unsupported-layout"
-        assert "SOFT" in str(info.value) or "HARD" in str(info.value)
+        assert "labelled" in str(info.value) and "without a kPa or m/s scale" in str(info.value)
     for rec in _of(records, "dual"):
         (reading,) = read_instance(pydicom.dcmread(root / rec["path"]), scale=(0.0, 70.0))
         assert reading.swe is not None and np.isfinite(reading.swe).any()
@@ -130,3 +130,21 @@ def test_node_pipeline_skips_strain_with_the_reason(archive, tiny_model_dir) -> 
     for r in results[:2]:
         assert r.reason == "unsupported-layout" and "strain elastography" in r.message
         assert r.outputs == []
+
+
+@pytest.mark.parametrize("soft_on_top", [True, False])
+def test_every_simulated_bar_label_style_is_recognised(soft_on_top: bool) -> None:
+    from training.simulate.render import Box
+    from training.simulate.strain import BAR_LABELS, StrainSettings, render_strain_dual
+
+    rng = np.random.default_rng(3)
+    bmode = rng.integers(20, 200, (300, 450), dtype=np.uint8)
+    display = rng.uniform(0, 1, (180, 260)).astype(np.float32)
+    for colour_map in ("bgr", "gr"):
+        for labels in BAR_LABELS:
+            settings = StrainSettings(colour_map=colour_map, soft_on_top=soft_on_top, labels=labels)
+            frame, layout = render_strain_dual(
+                bmode, display, Box(40, 90, 220, 350), settings, spacing_mm=0.12, top_mm=1.0
+            )
+            reason = strain_bar_reason(frame, layout.boxes["colour_bar"])
+            assert reason is not None and "not SWE" in reason, (labels, colour_map)

@@ -59,7 +59,7 @@ def _end_crops(
     rows, cols = frame.shape[:2]
     vertical = bar.height >= bar.width
     if vertical:
-        left, right = max(0, bar.left - 24), min(cols, bar.right + 44)
+        left, right = max(0, bar.left - 8), min(cols, bar.right + 44)
         spans = ((bar.top - 28, bar.top + 10), (bar.bottom - 10, bar.bottom + 28))
         crops = [(slice(max(0, a), min(rows, b)), slice(left, right)) for a, b in spans]
     else:

@@ -349,7 +349,8 @@ class _ArchiveWriter:
         bmode, maps, setting, fan = self.last_bmode
         geo = setting.geometry
         rng = np.random.default_rng([self.seed, *plane, _ACQ_STREAM["strain"]])
-        settings = StrainSettings.draw(rng)
+        label_rng = np.random.default_rng([self.seed, *plane, _ACQ_STREAM["strain"] + 1])
+        settings = StrainSettings.draw(rng, label_rng)
         h = int(geo.rows * rng.uniform(0.6, 0.8))
         w = int(geo.cols * rng.uniform(0.55, 0.75))
         top = int(rng.integers(int(0.06 * geo.rows), geo.rows - h - 4))

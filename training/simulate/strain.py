@@ -16,7 +16,8 @@ pixel grid (drawn per acquisition by :meth:`StrainSettings.draw`, recorded in ``
 
 The screen (:func:`render_strain_dual`) is a dual display like the SWE scanner's: strain over
 the B-mode in the left panel (blended with ``opacity``), the plain B-mode on the right, and a
-colour bar labelled "SOFT" / "HARD" without any kPa or m/s scale. Colour tables: ``"bgr"``
+colour bar labelled "SOFT" / "HARD" (or "Soft" / "Hard", "S" / "H", "+" / "-") without any
+kPa or m/s scale. Colour tables: ``"bgr"``
 (hard blue, intermediate green, soft red, Hitachi-like) or ``"gr"`` (hard red, yellow, soft
 green to teal).
 All synthetic: not for diagnosis.
@@ -37,6 +38,14 @@ from training.simulate.tissue import TissueMaps
 __all__ = ["StrainSettings", "StrainImage", "simulate_strain", "render_strain_dual", "strain_lut"]
 
 _TEXT = (225, 225, 225)
+#: Words at the (soft, hard) ends of strain colour bars, and how often each is drawn.
+BAR_LABELS: tuple[tuple[str, str], ...] = (
+    ("SOFT", "HARD"),
+    ("Soft", "Hard"),
+    ("S", "H"),
+    ("+", "-"),
+)
+BAR_LABEL_SHARES = (0.6, 0.15, 0.1, 0.15)
 
 
 @dataclass(frozen=True)
@@ -51,11 +60,21 @@ class StrainSettings:
     opacity: float = 0.7
     colour_map: str = "bgr"
     soft_on_top: bool = True
+    labels: tuple[str, str] = ("SOFT", "HARD")
 
     @classmethod
-    def draw(cls, rng: np.random.Generator) -> StrainSettings:
-        """Draw the operator's and the scanner's settings of one acquisition."""
+    def draw(
+        cls, rng: np.random.Generator, label_rng: np.random.Generator | None = None
+    ) -> StrainSettings:
+        """Draw the operator's and the scanner's settings of one acquisition.
+
+        ``label_rng`` (a stream of its own, so that adding it changed no other draw) picks the
+        bar's words from :data:`BAR_LABELS`; without it, "SOFT" / "HARD".
+        """
         u = rng.uniform
+        labels = ("SOFT", "HARD")
+        if label_rng is not None:
+            labels = BAR_LABELS[int(label_rng.choice(len(BAR_LABELS), p=BAR_LABEL_SHARES))]
         return cls(
             stress_decay_mm=float(u(25.0, 60.0)),
             smoothing_mm=float(u(1.5, 3.0)),
@@ -65,6 +84,7 @@ class StrainSettings:
             opacity=float(u(0.55, 0.9)),
             colour_map=str(rng.choice(("bgr", "gr"))),
             soft_on_top=bool(u() < 0.7),
+            labels=labels,
         )
 
     def record(self) -> dict[str, object]:
@@ -176,7 +196,8 @@ def render_strain_dual(
         _depth_ruler(draw, p, spacing_mm, top_mm, side="right" if p is plain else "left")
     draw.text((margin, 8), "ELASTO  " + header, fill=_TEXT, font=_font(14))
     draw.text((margin, 28), SYNTHETIC_NOTE, fill=(200, 200, 90), font=_font(11))
-    top_word, bottom_word = ("SOFT", "HARD") if settings.soft_on_top else ("HARD", "SOFT")
+    soft, hard = settings.labels
+    top_word, bottom_word = (soft, hard) if settings.soft_on_top else (hard, soft)
     draw.text((bar.left - 6, bar.top - 20), top_word, fill=_TEXT, font=_font(13))
     draw.text((bar.left - 6, bar.bottom + 6), bottom_word, fill=_TEXT, font=_font(13))
     frame = np.asarray(image)
