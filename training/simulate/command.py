@@ -77,8 +77,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also write the second scanner's quasi-static strain elastography capture of "
         "every plane (kind 'strain': dual B-mode/strain screen, bar labelled SOFT/HARD, "
-        "Soft/Hard, S/H or +/-, no kPa scale; operator-dependent stress decay, smoothing, noise and contrast drawn per "
-        "acquisition); readers refuse it as strain, never decoded as SWE",
+        "Soft/Hard, S/H or +/-, no kPa scale; operator-dependent stress decay, smoothing, "
+        "noise and contrast drawn per acquisition); readers refuse it as strain, never decoded "
+        "as SWE",
     )
     parser.add_argument(
         "--scales",
