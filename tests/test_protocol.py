@@ -35,12 +35,13 @@ def test_tiny_protocol_run_writes_every_report_section(tmp_path: Path) -> None:
     for scored in report["truth"].values():
         assert scored["model"]["summary"]["mae"]["mean"] > 0 and "ablation" in scored
     assert set(report["tsne"]) == {"other-scanner", "bmode"}
+    assert set(report["fan_filled"]["truth"]) == {"other-scanner", "bmode"}
     qse = report["qse"]
     assert qse["images"] >= 1 and len(qse["per_image"]) == qse["images"]
     assert -1.0 <= qse["ceiling"]["mean"] <= 1.0 and "model" in qse and "ablation" in qse
     text = (out / "report.md").read_text()
     for heading in ("## 1. SWE-scanner test patients", "## 2. Generalisation",
-                    "## 3. Latent overlap", "## 4. Augmentation ablation",
+                    "## 3. Latent overlap", "### 3b. Diagnostic", "## 4. Augmentation ablation",
                     "## 5. QSE comparison"):  # fmt: skip
         assert heading in text
     assert (out / "fig6-1.png").is_file()

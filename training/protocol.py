@@ -33,6 +33,7 @@ import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import h5py
@@ -43,7 +44,7 @@ from sswe_node.errors import SsweError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["run_protocol", "main", "configure_parser", "GLAND_CLASSES"]
+__all__ = ["run_protocol", "main", "configure_parser", "fill_outside_fan", "GLAND_CLASSES"]
 
 DISCLAIMER = "Synthetic SWE research output on simulated data: not for diagnosis."
 #: Tissue classes of the simulator counted as the gland (peripheral, transition zone, lesion).
@@ -105,6 +106,20 @@ def _ablation(scored: dict[str, Any]) -> dict[str, Any]:
     if "model" not in scored or "ablation" not in scored:
         return {}
     return paired_t_tests(scored["model"]["per_patient"], scored["ablation"]["per_patient"])
+
+
+def fill_outside_fan(images: NDArray[np.floating]) -> NDArray[np.float32]:
+    """Return copies of model inputs with exact-zero pixels (a sector's black corners) filled.
+
+    Each image's zeros get the median of its other pixels: a diagnostic of how much the
+    sector's black area alone moves the latent features and the predictions.
+    """
+    out = np.array(images, dtype=np.float32, copy=True)
+    for image in out:
+        zero = image == 0.0
+        if zero.any() and (~zero).any():
+            image[zero] = np.median(image[~zero])
+    return out
 
 
 def _overlap(
@@ -409,6 +424,30 @@ def run_protocol(
                 seed,
             )  # fmt: skip
 
+        # 3b. diagnostic: the same with the sectors' black corners filled
+        fan_rows = np.asarray(kind_rows["bmode"] + kind_rows["other-scanner"], np.intp)
+        images = np.array(data.images, dtype=np.float32, copy=True)
+        if len(fan_rows):
+            images[fan_rows] = fill_outside_fan(data.images[fan_rows])
+        filled = SimpleNamespace(images=images, meta=data.meta)
+        diagnostic: dict[str, Any] = {"tsne": {}, "truth": {}}
+        for kind in ("other-scanner", "bmode"):
+            groups = {"dual": dual_rows, kind: np.asarray(kind_rows[kind], np.intp)}
+            diagnostic["tsne"][kind] = _overlap(
+                models["model"], filled, groups, out / f"tsne-dual-vs-{kind}-filled.png",
+                max_per_group, seed,
+            )  # fmt: skip
+            rows = np.asarray(kind_rows[kind], np.intp)
+            got = [_truth_on_grid(h5, str(sops[r]), grid, scale) for r in rows]
+            if len(rows) and all(g is not None for g in got):
+                true = np.stack([g[0] for g in got if g is not None])
+                gland = np.stack([g[1] for g in got if g is not None])
+                scored = _score(models, filled, rows, true, gland)
+                scored["ablation_t_test"] = _ablation(scored)
+                scored["description"] = KIND_NAMES[kind] + ", black corners filled"
+                diagnostic["truth"][kind] = scored
+        report["fan_filled"] = diagnostic
+
         # 4. QSE
         report["qse"] = _qse(models, data, records, h5, test_patient_ids, rows_by_sop, out, figures)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
@@ -490,6 +529,26 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"- dual B-mode vs {kind}: 5-NN accuracy {result['knn_accuracy']:.2f} "
                 f"({result['images_per_group']} images each), `{result['figure']}`"
             )
+    diagnostic = report.get("fan_filled")
+    if diagnostic:
+        lines += [
+            "",
+            "### 3b. Diagnostic: the sectors' black corners filled with each image's median grey",
+            "",
+            "The same comparisons after filling the exact-zero pixels of the full-screen and "
+            "second-scanner model inputs (the area outside the fan) with the image's median: "
+            "how much of the separation and of the error the black corners alone cause.",
+            "",
+        ]
+        for kind, result in diagnostic["tsne"].items():
+            if result is not None:
+                lines.append(
+                    f"- dual B-mode vs {kind} (filled): 5-NN accuracy "
+                    f"{result['knn_accuracy']:.2f}, `{result['figure']}`"
+                )
+        for scored in diagnostic["truth"].values():
+            lines += ["", f"{scored['description']}:", "",
+                      *_metric_table(scored, unit, ("model", "ablation"))]  # fmt: skip
     q = report["qse"]
     lines += [
         "",
