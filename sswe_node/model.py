@@ -395,6 +395,12 @@ class PackagedModel:
         self.device = device
         self.inference = InferenceSettings.from_manifest(manifest)
         self.trust = manifest.trust_stats(path)
+        made_with = None if self.trust is None else self.trust.source.get("pad")
+        if made_with is not None and int(made_with) != self.inference.pad:
+            raise ModelError(
+                f"model {manifest.name}: trust statistics were computed with pad {made_with}, "
+                f"[inference] pad is {self.inference.pad}: run `sswe-node model stats` again"
+            )
         depth = int(manifest.architecture.get("depth", 2))
         if self.inference.pad % (2**depth):
             raise ModelError(f"model {manifest.name}: pad must be a multiple of {2**depth}")
@@ -420,6 +426,10 @@ class PackagedModel:
         settings = dataclasses.replace(self.inference, **changes)
         if settings.pad % depth or settings.mc_passes < 1:
             raise ModelError(f"pad must be a multiple of {depth} and mc_passes at least 1")
+        if self.trust is not None and settings.pad != self.inference.pad:
+            logger.warning("pad changed to %d: trust statistics (pad %d) dropped", settings.pad,
+                           self.inference.pad)  # fmt: skip
+            self.trust = None
         self.inference = settings
         self._calls.clear()
 

@@ -232,7 +232,8 @@ def compute_statistics(
         latent=Gaussian.fit(pooled, seed=seed),
         reference=FeatureStats.from_frames(latent.reshape(len(latent), -1)),
         scanners=sorted({str(s) for s in scanners}),
-        source={**dict(source), "frames": int(len(images))},
+        # The latent features depend on the padding: the statistics hold for this one.
+        source={**dict(source), "frames": int(len(images)), "pad": int(model.inference.pad)},
     )
 
 
