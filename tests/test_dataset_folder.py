@@ -253,12 +253,12 @@ def test_body_part_decides_the_quantity_without_organ(thyroid: Path, tmp_path: P
     assert set(read_dataset(tmp_path / "forced.h5").meta["unit"]) == {""}
 
 
-def _without_bar_labels(archive: Path, out: Path) -> Path:
+def without_bar_labels(archive: Path, out: Path) -> Path:
     """Copy an archive's instances with the text beside the colour bar blacked out."""
     import json
 
     out.mkdir()
-    for entry in json.loads((archive / "archive.json").read_text())["instances"]:
+    for number, entry in enumerate(json.loads((archive / "archive.json").read_text())["instances"]):
         ds = dcmread(archive / entry["path"])
         if entry["kind"] == "dual":
             top, left, bottom, right = entry["boxes"]["colour_bar"]
@@ -266,7 +266,7 @@ def _without_bar_labels(archive: Path, out: Path) -> Path:
             pixels[max(0, top - 30) : bottom + 30, left - 60 : right + 60] = 0
             pixels[top:bottom, left:right] = ds.pixel_array[top:bottom, left:right]
             ds.PixelData = pixels.tobytes()
-        ds.save_as(out / f"{entry['kind']}.dcm", enforce_file_format=True)
+        ds.save_as(out / f"{number:04d}-{entry['kind']}.dcm", enforce_file_format=True)
     return out
 
 
@@ -274,7 +274,7 @@ def test_cli_dual_capture_without_scale_is_an_error_that_says_how_to_fix_it(
     thyroid: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "no-scale.h5"
-    unlabelled = _without_bar_labels(thyroid, tmp_path / "unlabelled")  # labels give a scale
+    unlabelled = without_bar_labels(thyroid, tmp_path / "unlabelled")  # labels give a scale
     argv = ["dataset", "build", str(out), "--folder", str(unlabelled), "--organ", "thyroid",
             "--workers", "1", "--key-file", str(tmp_path / "key")]  # fmt: skip
     (tmp_path / "key").write_text("thyroid-test-key\n")

@@ -143,12 +143,15 @@ def test_low_confidence_coverage_is_rejected(simulated: dict, tmp_path: Path) ->
 
 
 def test_duals_without_scale_are_rejected_as_no_scale(simulated: dict, tmp_path: Path) -> None:
+    from tests.test_dataset_folder import without_bar_labels
     from training.dataset import BuildOptions, build_from_folder
     from training.pseudonym import PseudonymKey
 
     archive = simulated["archive"]
     duals = sum(i["kind"] == "dual" for i in json.loads((archive / "archive.json").read_text())[
         "instances"])  # fmt: skip
-    report = build_from_folder(archive, tmp_path / "d.h5", PseudonymKey(b"k", "t"),
+    # Blacked-out bar labels: nothing on the screen or in the options gives a scale.
+    unlabelled = without_bar_labels(archive, tmp_path / "unlabelled")
+    report = build_from_folder(unlabelled, tmp_path / "d.h5", PseudonymKey(b"k", "t"),
                                BuildOptions(workers=1))  # fmt: skip
     assert report.rejections["no-scale"] == duals and report.labelled == 0

@@ -430,6 +430,21 @@ class PacsClient:
             raise PacsError(f"C-{method.upper()} ended with status 0x{final:04X}")
 
 
+def _received_bytes(event: evt.Event) -> bytes:
+    """Return the received instance in the DICOM File Format, however pynetdicom kept it.
+
+    pynetdicom's chunked receive (switched on process-wide while a node SCP runs in the same
+    process) leaves the instance in a file and no bytes in the request.
+    """
+    try:
+        kept = event.dataset_path
+    except AttributeError:
+        kept = None
+    if kept is None:  # chunked receive off: the bytes are in the request
+        return event.encoded_dataset(include_meta=True)
+    return Path(kept).read_bytes()
+
+
 def _handle_store(event: evt.Event, cache: Path) -> int:
     """Keep one received instance in the cache, durably; return a DIMSE status.
 
@@ -445,7 +460,7 @@ def _handle_store(event: evt.Event, cache: Path) -> int:
             str(ds.get("SeriesInstanceUID", "")),
             str(event.request.AffectedSOPInstanceUID),
         )
-        atomic_write(path, event.encoded_dataset(include_meta=True))
+        atomic_write(path, _received_bytes(event))
     except PacsError:
         return int(Status.CANNOT_UNDERSTAND_UIDS)
     except OSError as exc:
