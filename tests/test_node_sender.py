@@ -134,7 +134,9 @@ def test_echo_command(orthanc: Orthanc, capsys: pytest.CaptureFixture[str]) -> N
     assert "C-ECHO success" in capsys.readouterr().out
     assert main(["echo", f"NOBODY@127.0.0.1:{free_port()}", "--timeout", "2"]) == 1
     assert "association failed" in capsys.readouterr().err
-    assert main(["echo", "not-a-peer"]) == 1
+    with pytest.raises(SystemExit) as usage:  # a malformed peer is a usage error: exit 2
+        main(["echo", "not-a-peer"])
+    assert usage.value.code == 2
     assert "AE@HOST:PORT" in capsys.readouterr().err
 
 
