@@ -44,6 +44,9 @@ _MIN_MARK = 16
 #: ... white inside an elastogram (no colour of a colour table is that light): fewer suffice.
 _MIN_COLOURED_MARK = 6
 _EIGHT = np.ones((3, 3), dtype=bool)
+_STEPS = np.array([-1, 0, 1])
+#: :func:`_sparse_marks` tests its candidates alone up to this share of the region (1 / N).
+_SPARSE_SHARE = 50
 
 
 def _thin_bright(
@@ -63,7 +66,7 @@ def _thin_bright(
         return out
     bright = lum[k:-k, k:-k] >= level
     if np.count_nonzero(bright) < lum.size // 50:  # few bright pixels (white in an elastogram)
-        rows, cols = np.nonzero(bright)
+        rows, cols = np.divmod(np.flatnonzero(bright), w - 2 * k)
         rows, cols = rows + k, cols + k
         limit = lum[rows, cols].astype(np.int16) - contrast
         thin = (lum[rows - k, cols] <= limit) & (lum[rows + k, cols] <= limit)
@@ -145,39 +148,66 @@ def _sparse_marks(pixels: NDArray[np.uint8], grey_image: bool) -> NDArray[np.boo
     Both are rare: in a grey panel only coloured graphics have unequal channels, and in an
     elastogram only white graphics have red and blue both high. Those pixels are tested alone
     (the same tests as the dense path); None when they are too many (e.g. a JPEG panel whose
-    channels all differ a little): the dense path then runs.
+    channels all differ a little): the dense path then runs. The candidates are found on the
+    region's bytes in one contiguous row (fast byte comparisons), the tests and the structure
+    finding on the candidates' flat indices only.
     """
-    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
-    h, w = r.shape
+    h, w = pixels.shape[:2]
+    n = h * w
+    flat = np.ascontiguousarray(pixels).reshape(-1)  # R, G, B, R, G, B...
     if grey_image:
-        maybe = (r != g) | (g != b)
+        # a pixel is grey when R == G and G == B: two neighbouring-byte tests, read per pixel
+        # as one uint16 of the test bytes (3 i, 3 i + 1) (the pair (B, next R) is not looked at)
+        unequal = np.zeros(3 * n + 2, dtype=bool)
+        np.not_equal(flat[1:], flat[:-1], out=unequal[: 3 * n - 1])
+        maybe = np.ndarray((n,), dtype=np.uint16, buffer=unequal, strides=(3,)) != 0
     else:
-        maybe = (r >= 200) & (b >= 200)
-    count = np.count_nonzero(maybe)
-    if count > r.size // 50:
+        maybe = np.minimum(flat[0::3], flat[2::3]) >= 200  # red and blue both high
+    count = int(np.count_nonzero(maybe))
+    if count > n // _SPARSE_SHARE:
         return None
     out = np.zeros((h, w), dtype=bool)
     if count == 0:
         return out
-    rows, cols = np.nonzero(maybe)
+    index = np.flatnonzero(maybe)
+    red, green, blue = flat[0::3], flat[1::3], flat[2::3]
 
-    def low(rr: NDArray[np.intp], cc: NDArray[np.intp]) -> NDArray[np.int16]:
-        rr, cc = np.clip(rr, 0, h - 1), np.clip(cc, 0, w - 1)
-        return np.minimum(np.minimum(r[rr, cc], g[rr, cc]), b[rr, cc]).astype(np.int16)
+    def low(at: NDArray[np.intp]) -> NDArray[np.int16]:
+        return np.minimum(np.minimum(red[at], green[at]), blue[at]).astype(np.int16)
 
     if grey_image:
-        high = np.maximum(np.maximum(r[rows, cols], g[rows, cols]), b[rows, cols])
-        coloured = (high.astype(np.int16) - low(rows, cols)) > 40
-        out[rows[coloured], cols[coloured]] = True
-        return _grow(out, 1, 1) if coloured.any() else out
-    centre = low(rows, cols)
+        r, g, b = red[index], green[index], blue[index]
+        high = np.maximum(np.maximum(r, g), b).astype(np.int16)
+        coloured = (high - np.minimum(np.minimum(r, g), b)) > 40
+        if not coloured.any():
+            return out
+        return _grow_sparse(index[coloured], (h, w), out)
+    rows, cols = np.divmod(index, w)
+    centre = low(index)
     inner = (rows >= 2) & (rows < h - 2) & (cols >= 2) & (cols < w - 2) & (centre >= 200)
-    rows, cols, centre = rows[inner], cols[inner], centre[inner]
+    index, centre = index[inner], centre[inner]
     limit = centre - _CONTRAST
-    thin = (low(rows - 2, cols) <= limit) & (low(rows + 2, cols) <= limit)
-    thin |= (low(rows, cols - 2) <= limit) & (low(rows, cols + 2) <= limit)
-    out[rows[thin], cols[thin]] = True
-    return _structures(out, _MIN_COLOURED_MARK) if thin.any() else out
+    up, down, side = 2 * w, 2 * w, 2
+    thin = (low(index - up) <= limit) & (low(index + down) <= limit)
+    thin |= (low(index - side) <= limit) & (low(index + side) <= limit)
+    if not thin.any():
+        return out
+    return _structures_sparse(index[thin], (h, w), _MIN_COLOURED_MARK)
+
+
+def _grow_sparse(
+    index: NDArray[np.intp], shape: tuple[int, int], out: NDArray[np.bool_] | None = None
+) -> NDArray[np.bool_]:
+    """Set the pixels at flat ``index`` and their eight neighbours (as :func:`_grow` by 1, 1)."""
+    h, w = shape
+    if out is None:
+        out = np.zeros(shape, dtype=bool)
+    rows, cols = np.divmod(index, w)
+    step = _STEPS[:, None]
+    rr = np.minimum(np.maximum(rows + step, 0), h - 1) * w  # (3, m); ufuncs: np.clip costs more
+    cc = np.minimum(np.maximum(cols + step, 0), w - 1)
+    out.reshape(-1)[(rr[:, None, :] + cc[None, :, :]).ravel()] = True
+    return out
 
 
 def _same_level_blocks(marks: NDArray[np.bool_], lum: NDArray[np.uint8]) -> NDArray[np.bool_]:
@@ -217,35 +247,62 @@ def _grow(mask: NDArray[np.bool_], rows: int, cols: int) -> NDArray[np.bool_]:
 
 
 def _structures(candidates: NDArray[np.bool_], min_size: int) -> NDArray[np.bool_]:
-    """Keep candidate structures that are graphics (see :func:`_structures_in`).
-
-    Worked within the candidates' bounding box (grown by the final one-pixel margin).
-    """
-    rows = np.flatnonzero(candidates.any(axis=1))
-    if not len(rows):
+    """Keep candidate structures that are graphics (see :func:`_structures_sparse`)."""
+    index = np.flatnonzero(candidates)
+    if not len(index):
         return candidates
-    cols = np.flatnonzero(candidates.any(axis=0))
-    h, w = candidates.shape
-    box = (slice(max(0, rows[0] - 1), min(h, rows[-1] + 2)),
-           slice(max(0, cols[0] - 1), min(w, cols[-1] + 2)))  # fmt: skip
-    out = np.zeros_like(candidates)
-    out[box] = _structures_in(candidates[box], min_size)
-    return out
+    return _structures_sparse(index, candidates.shape, min_size)
 
 
-def _structures_in(candidates: NDArray[np.bool_], min_size: int) -> NDArray[np.bool_]:
-    """Keep candidate structures that are graphics rather than speckle grains.
+def _structures_sparse(
+    index: NDArray[np.intp], shape: tuple[int, int], min_size: int
+) -> NDArray[np.bool_]:
+    """Keep the candidate structures (pixels at sorted flat ``index``) that are graphics.
 
     A structure counts when it is large (``min_size`` pixels) or when it is one of a row of
     at least three small ones a few pixels apart (the characters of a text). (A flat level
     does not tell graphics: clipped speckle is flat at 255 too.) Worked on the candidate
     pixels only (sparse), so speckle costs little.
     """
-    labels, n = ndimage.label(candidates, structure=_EIGHT)
-    if n == 0:
-        return candidates
-    flat = np.flatnonzero(candidates)
-    owners = labels.ravel()[flat].astype(np.int64)
+    owners, n = _components(index, shape)
+    return _keep_structures(index, owners, n, shape, min_size)
+
+
+def _components(index: NDArray[np.intp], shape: tuple[int, int]) -> tuple[NDArray[np.int64], int]:
+    """Return the 8-connected structure (1..n) of each pixel at flat ``index``, and n.
+
+    Labelled on the candidates' rows and columns only: every run of rows (columns) without
+    a candidate shrinks to one, which keeps exactly which pixels touch (neighbours stay
+    neighbours, pixels two or more apart stay at least two apart) on a far smaller image.
+    """
+    rows, cols = np.divmod(index, shape[1])
+    row_at, n_rows = _squeezed(rows, shape[0])
+    col_at, n_cols = _squeezed(cols, shape[1])
+    at = (row_at[rows], col_at[cols])
+    small = np.zeros((n_rows, n_cols), dtype=bool)
+    small[at] = True
+    labels, n = ndimage.label(small, structure=_EIGHT)
+    return labels[at].astype(np.int64), int(n)
+
+
+def _squeezed(coords: NDArray[np.intp], size: int) -> tuple[NDArray[np.intp], int]:
+    """Map 0..size-1 so that each run of coordinates holding no candidate becomes one."""
+    present = np.bincount(coords, minlength=size) > 0
+    kept = present.copy()
+    kept[1:] |= present[:-1]  # the first empty one after a used one separates the next
+    kept[0] = True
+    position = np.cumsum(kept) - 1
+    return position, int(position[-1]) + 1
+
+
+def _keep_structures(
+    flat: NDArray[np.intp],
+    owners: NDArray[np.int64],
+    n: int,
+    shape: tuple[int, int],
+    min_size: int,
+) -> NDArray[np.bool_]:
+    """Keep the structures (``owners`` 1..n of the pixels at ``flat``) that are graphics."""
     sizes = np.bincount(owners, minlength=n + 1)
     keep = sizes >= min_size
     small = (sizes >= 4) & ~keep
@@ -255,19 +312,12 @@ def _structures_in(candidates: NDArray[np.bool_], min_size: int) -> NDArray[np.b
         chars = np.flatnonzero((sizes >= 4) & (sizes <= 120))
         chars = chars[chars > 0]
         if 3 <= len(chars) <= 2000:
-            keep[_text_rows(labels.shape[1], flat, owners, chars)] = True
+            keep[_text_rows(shape[1], flat, owners, chars)] = True
     keep[0] = False
     kept = flat[keep[owners]]
-    out = np.zeros(candidates.shape, dtype=bool)
     if not len(kept):
-        return out
-    # grown by one pixel (anti-aliased edges), on the kept pixels only
-    h, w = candidates.shape
-    rows, cols = np.divmod(kept, w)
-    for dr in (-1, 0, 1):
-        for dc in (-1, 0, 1):
-            out[np.clip(rows + dr, 0, h - 1), np.clip(cols + dc, 0, w - 1)] = True
-    return out
+        return np.zeros(shape, dtype=bool)
+    return _grow_sparse(kept, shape)  # anti-aliased edges, on the kept pixels only
 
 
 def _text_rows(

@@ -101,7 +101,8 @@ def read_bar_labels(frame: NDArray[np.floating], bar: PixelBox) -> BarLabels | N
     """
     # First the exact pixels around the bar's two ends (the frames of a series), then the
     # binarised label crops (the same labels under other compression noise).
-    exact = hashlib.blake2b(np.asarray(bar.as_list(), dtype=np.int32).tobytes(), digest_size=16)
+    # (SHA-256: hardware-accelerated on current CPUs, about twice as fast as BLAKE2 here)
+    exact = hashlib.sha256(np.asarray(bar.as_list(), dtype=np.int32).tobytes())
     for end in _end_windows(bar, frame.shape):
         # every other row: a different label differs in many rows of its glyphs
         exact.update(
