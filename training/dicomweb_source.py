@@ -11,7 +11,6 @@ import io
 import logging
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +22,16 @@ from sswe_node.errors import SsweError
 from sswe_node.node.storage import atomic_write
 from sswe_node.node.web_session import WebAuth, apply_auth, describe_request_error
 from training.pacs import (
-    _SERIES_DONE,
     QueryFilters,
     RetrieveReport,
     SeriesRef,
-    _matches,
-    _progress_bar,
-    _series_marker,
+    absent,
     cached_path,
+    mark_complete,
+    matching_series,
+    retrieve_each,
     series_folder,
+    split_cached,
 )
 
 logger = logging.getLogger(__name__)
@@ -132,21 +132,9 @@ class DicomwebSource:
                 "series", study_uid, search_filters=search, fields=list(_SERIES_FIELDS)
             )
             for found in found_series:
-                uid = str(found.get("SeriesInstanceUID", ""))
-                modality = str(found.get("Modality", ""))
-                if not uid or (filters.modality and modality and modality != filters.modality):
-                    continue
-                if not _matches(found.get("StationName"), filters.station):
-                    continue
-                if not _matches(found.get("Manufacturer"), filters.manufacturer):
-                    continue
-                count = found.get("NumberOfSeriesRelatedInstances")
-                series[uid] = SeriesRef(
-                    study_uid=study_uid,
-                    series_uid=uid,
-                    modality=modality,
-                    instances=int(count) if count not in (None, "") else None,
-                )
+                ref = matching_series(study_uid, found, filters)
+                if ref is not None:
+                    series[ref.series_uid] = ref
         logger.info("QIDO-RS on %s: %d studies, %d series", self, len(studies), len(series))
         return sorted(series.values(), key=lambda s: (s.study_uid, s.series_uid))
 
@@ -218,37 +206,14 @@ class DicomwebSource:
             When some series could not be retrieved completely (after trying them all).
         """
         cache = Path(cache_dir)
-        (cache / _SERIES_DONE).mkdir(parents=True, exist_ok=True)
-        report = RetrieveReport(series=len(series))
-        todo = []
-        for ref in series:
-            marker = _series_marker(cache, ref.series_uid)
-            if marker.exists() and marker.read_text().strip() == str(ref.instances):
-                report.series_skipped += 1
-                report.instances_cached += ref.instances or 0
-            else:
-                todo.append(ref)
-        logger.info("retrieve by WADO-RS: %d series, %d already cached",
-                    len(series), report.series_skipped)  # fmt: skip
-        bar = _progress_bar(sum(r.instances or 0 for r in todo), progress)
-        try:
-            with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-                futures = {pool.submit(self._retrieve_series, ref, cache): ref for ref in todo}
-                for future in as_completed(futures):
-                    ref = futures[future]
-                    try:
-                        fetched, cached = future.result()
-                    except Exception as exc:  # noqa: BLE001 - try every series, then fail
-                        logger.error("series %s: %s", ref.series_uid, exc)
-                        report.failed_series.append(ref.series_uid)
-                        continue
-                    report.instances_fetched += fetched
-                    report.instances_cached += cached
-                    if bar is not None:
-                        bar.update(fetched + cached)
-        finally:
-            if bar is not None:
-                bar.close()
+        report, todo = split_cached(series, cache, "WADO-RS")
+        retrieve_each(
+            todo,
+            lambda ref: self._retrieve_series(ref, cache),
+            report,
+            parallel=parallel,
+            progress=progress,
+        )
         if report.failed_series:
             raise DicomwebError(
                 f"{len(report.failed_series)} of {len(series)} series could not be retrieved "
@@ -259,7 +224,7 @@ class DicomwebSource:
     def _retrieve_series(self, ref: SeriesRef, cache: Path) -> tuple[int, int]:
         uids = self.find_instances(ref)
         folder = series_folder(cache, ref.study_uid, ref.series_uid)
-        missing = [u for u in uids if not (folder / f"{u}.dcm").exists()]
+        missing = absent(folder, uids)
         client = self.client()
         try:
             if missing and len(missing) == len(uids):
@@ -274,12 +239,10 @@ class DicomwebSource:
         except requests.RequestException as exc:
             why = describe_request_error(exc)
             raise DicomwebError(f"WADO-RS retrieval from {self} failed: {why}") from None
-        still = [u for u in missing if not (folder / f"{u}.dcm").exists()]
+        still = absent(folder, missing)
         if still:
             raise DicomwebError(f"{len(still)} of {len(uids)} instances did not arrive")
-        marker = _series_marker(cache, ref.series_uid)
-        marker.write_text(str(ref.instances if ref.instances is not None else len(uids)))
-        return len(missing), len(uids) - len(missing)
+        return mark_complete(cache, ref, uids, missing)
 
 
 def _keep(cache: Path, ref: SeriesRef, ds: Dataset) -> None:

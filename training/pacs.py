@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -139,7 +139,8 @@ def cached_path(cache_dir: str | Path, study_uid: str, series_uid: str, sop_uid:
     return series_folder(cache_dir, study_uid, series_uid) / f"{sop_uid}.dcm"
 
 
-def _series_marker(cache_dir: Path, series_uid: str) -> Path:
+def series_marker(cache_dir: Path, series_uid: str) -> Path:
+    """Return the completion marker of one series (its text: the instance count)."""
     return cache_dir / _SERIES_DONE / series_uid
 
 
@@ -147,6 +148,103 @@ def _matches(value: Any, pattern: str | None) -> bool:
     if not pattern or value in (None, ""):
         return True  # the PACS did not return it: trust its own matching
     return fnmatch.fnmatch(str(value).upper(), pattern.upper())
+
+
+def matching_series(study_uid: str, found: Dataset, filters: QueryFilters) -> SeriesRef | None:
+    """Return the series a search answer describes, or ``None`` when it misses the filters.
+
+    Every key is matched here again (StationName and Manufacturer with ``*``/``?``
+    wildcards), so a source that ignores a key still gives the right series; a key the
+    source did not return is trusted to its own matching.
+    """
+    uid = str(found.get("SeriesInstanceUID", ""))
+    modality = str(found.get("Modality", ""))
+    if not uid or (filters.modality and modality and modality != filters.modality):
+        return None
+    if not _matches(found.get("StationName"), filters.station):
+        return None
+    if not _matches(found.get("Manufacturer"), filters.manufacturer):
+        return None
+    count = found.get("NumberOfSeriesRelatedInstances")
+    return SeriesRef(
+        study_uid=study_uid,
+        series_uid=uid,
+        modality=modality,
+        instances=int(count) if count not in (None, "") else None,
+    )
+
+
+def split_cached(
+    series: Sequence[SeriesRef], cache: Path, via: str
+) -> tuple[RetrieveReport, list[SeriesRef]]:
+    """Count the series already complete in ``cache``; return the report and the rest.
+
+    A series is complete when its marker holds its instance count. Creates the marker
+    folder; ``via`` names the retrieval in the log line (``"C-MOVE"``, ``"WADO-RS"``).
+    """
+    (cache / _SERIES_DONE).mkdir(parents=True, exist_ok=True)
+    report = RetrieveReport(series=len(series))
+    todo = []
+    for ref in series:
+        marker = series_marker(cache, ref.series_uid)
+        if marker.exists() and marker.read_text().strip() == str(ref.instances):
+            report.series_skipped += 1
+            report.instances_cached += ref.instances or 0
+        else:
+            todo.append(ref)
+    logger.info("retrieve by %s: %d series, %d already cached",
+                via, len(series), report.series_skipped)  # fmt: skip
+    return report, todo
+
+
+def retrieve_each(
+    todo: Sequence[SeriesRef],
+    fetch: Callable[[SeriesRef], tuple[int, int]],
+    report: RetrieveReport,
+    *,
+    parallel: int,
+    progress: bool,
+) -> RetrieveReport:
+    """Run ``fetch`` on every series, ``parallel`` at once, adding its counts to ``report``.
+
+    ``fetch`` returns (instances fetched, instances already cached); a series whose
+    ``fetch`` raises is logged and listed in ``report.failed_series``, and the others still
+    run. A progress bar (instances) is shown on standard error when ``progress``.
+    """
+    bar = _progress_bar(sum(r.instances or 0 for r in todo), progress)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+            futures = {pool.submit(fetch, ref): ref for ref in todo}
+            for future in as_completed(futures):
+                ref = futures[future]
+                try:
+                    fetched, cached = future.result()
+                except Exception as exc:  # noqa: BLE001 - try every series, then fail
+                    logger.error("series %s: %s", ref.series_uid, exc)
+                    report.failed_series.append(ref.series_uid)
+                    continue
+                report.instances_fetched += fetched
+                report.instances_cached += cached
+                if bar is not None:
+                    bar.update(fetched + cached)
+    finally:
+        if bar is not None:
+            bar.close()
+    return report
+
+
+def absent(folder: Path, uids: Sequence[str]) -> list[str]:
+    """Return the SOP Instance UIDs that have no file in a series folder yet."""
+    return [u for u in uids if not (folder / f"{u}.dcm").exists()]
+
+
+def mark_complete(
+    cache: Path, ref: SeriesRef, uids: Sequence[str], missing: Sequence[str]
+) -> tuple[int, int]:
+    """Write a series' completion marker; return (instances fetched, instances cached)."""
+    marker = series_marker(cache, ref.series_uid)
+    marker.write_text(str(ref.instances if ref.instances is not None else len(uids)))
+    return len(missing), len(uids) - len(missing)
 
 
 class PacsClient:
@@ -240,21 +338,9 @@ class PacsClient:
                 query.Manufacturer = filters.manufacturer or ""
                 query.NumberOfSeriesRelatedInstances = ""
                 for ident in self._find(assoc, query):
-                    uid = str(ident.get("SeriesInstanceUID", ""))
-                    modality = str(ident.get("Modality", ""))
-                    if not uid or (filters.modality and modality and modality != filters.modality):
-                        continue
-                    if not _matches(ident.get("StationName"), filters.station):
-                        continue
-                    if not _matches(ident.get("Manufacturer"), filters.manufacturer):
-                        continue
-                    count = ident.get("NumberOfSeriesRelatedInstances")
-                    series[uid] = SeriesRef(
-                        study_uid=study_uid,
-                        series_uid=uid,
-                        modality=modality,
-                        instances=int(count) if count not in (None, "") else None,
-                    )
+                    ref = matching_series(study_uid, ident, filters)
+                    if ref is not None:
+                        series[ref.series_uid] = ref
         logger.info("C-FIND on %s: %d studies, %d series", self.peer, len(studies), len(series))
         return sorted(series.values(), key=lambda s: (s.study_uid, s.series_uid))
 
@@ -319,45 +405,19 @@ class PacsClient:
         if method == "move" and not (move_aet and move_port):
             raise ConfigError("C-MOVE needs --move-aet and --move-port (a port the PACS reaches)")
         cache = Path(cache_dir)
-        (cache / _SERIES_DONE).mkdir(parents=True, exist_ok=True)
-        report = RetrieveReport(series=len(series))
-        todo = []
-        for ref in series:
-            marker = _series_marker(cache, ref.series_uid)
-            if marker.exists() and marker.read_text().strip() == str(ref.instances):
-                report.series_skipped += 1
-                report.instances_cached += ref.instances or 0
-            else:
-                todo.append(ref)
-        logger.info(
-            "retrieve by C-%s: %d series, %d already cached",
-            method.upper(), len(series), report.series_skipped,
-        )  # fmt: skip
+        report, todo = split_cached(series, cache, f"C-{method.upper()}")
         server = None
         if method == "move" and todo:
             server = _start_store_scp(cache, move_aet or "", move_bind, int(move_port or 0))
-        bar = _progress_bar(sum(r.instances or 0 for r in todo), progress)
         try:
-            with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-                futures = {
-                    pool.submit(self._retrieve_series, ref, cache, method, move_aet): ref
-                    for ref in todo
-                }
-                for future in as_completed(futures):
-                    ref = futures[future]
-                    try:
-                        fetched, cached = future.result()
-                    except Exception as exc:  # noqa: BLE001 - try every series, then fail
-                        logger.error("series %s: %s", ref.series_uid, exc)
-                        report.failed_series.append(ref.series_uid)
-                        continue
-                    report.instances_fetched += fetched
-                    report.instances_cached += cached
-                    if bar is not None:
-                        bar.update(fetched + cached)
+            retrieve_each(
+                todo,
+                lambda ref: self._retrieve_series(ref, cache, method, move_aet),
+                report,
+                parallel=parallel,
+                progress=progress,
+            )
         finally:
-            if bar is not None:
-                bar.close()
             if server is not None:
                 server.shutdown()
         if report.failed_series:
@@ -387,17 +447,15 @@ class PacsClient:
         with self._association(ae, **kwargs) as assoc:
             uids = self.find_instances(assoc, ref)
             folder = series_folder(cache, ref.study_uid, ref.series_uid)
-            missing = [u for u in uids if not (folder / f"{u}.dcm").exists()]
+            missing = absent(folder, uids)
             if missing:
                 keys = [None] if len(missing) == len(uids) else missing
                 for sop_uid in keys:
                     self._send_retrieve(assoc, ref, sop_uid, method, move_aet)
-            still = [u for u in missing if not (folder / f"{u}.dcm").exists()]
+            still = absent(folder, missing)
         if still:
             raise PacsError(f"{len(still)} of {len(uids)} instances did not arrive")
-        marker = _series_marker(cache, ref.series_uid)
-        marker.write_text(str(ref.instances if ref.instances is not None else len(uids)))
-        return len(missing), len(uids) - len(missing)
+        return mark_complete(cache, ref, uids, missing)
 
     def _send_retrieve(
         self,
