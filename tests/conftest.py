@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.node_support import StartNode, paused_nodes
 from tests.peers import Orthanc
 
 
@@ -17,6 +18,13 @@ def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
     server = Orthanc(tmp_path / "orthanc")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def start_node(tmp_path: Path) -> Iterator[StartNode]:
+    """Start in-process nodes with processing paused (receive and store only), stopped after."""
+    with paused_nodes(tmp_path) as start:
+        yield start
 
 
 @pytest.fixture(scope="session")

@@ -11,12 +11,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pydicom.filereader import read_file_meta_info
 
+from sswe_node.config import load_settings
+from sswe_node.node.app import Node
 from tests.peers import dcmtk_env, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +81,33 @@ def node_sections(workdir: Path, port: int | None = None, **extra: dict[str, Any
     for name, values in extra.items():
         sections.setdefault(name, {}).update(values)
     return sections
+
+
+#: Starts a test node: keyword arguments are configuration sections (see :func:`paused_nodes`).
+StartNode = Callable[..., Node]
+
+
+@contextmanager
+def paused_nodes(workdir: Path) -> Iterator[StartNode]:
+    """Yield a function starting in-process nodes with processing paused (receive and store only).
+
+    Each node lives in ``workdir`` (configuration ``node.toml``); keyword arguments are extra
+    configuration sections, as for :func:`node_sections`. Every node started is stopped on exit.
+    """
+    nodes: list[Node] = []
+
+    def _start(**extra: dict) -> Node:
+        sections = node_sections(workdir, **{"processing": {"paused": True}, **extra})
+        node = Node(load_settings(write_config(workdir / "node.toml", sections)))
+        node.start()
+        nodes.append(node)
+        return node
+
+    try:
+        yield _start
+    finally:
+        for node in nodes:
+            node.stop(grace_seconds=5)
 
 
 def storescu_keep(

@@ -4,40 +4,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from pydicom.uid import DeflatedExplicitVRLittleEndian, UltrasoundImageStorage, generate_uid
 from pynetdicom import AE, _config
 
-from sswe_node.config import load_settings
-from sswe_node.node.app import Node
 from sswe_node.node.inflate import check_inflated_size
 from sswe_node.node.intake import split_by_bytes
 from sswe_node.node.storage import TooLargeError
 from sswe_node.node.store import CaseStore
 from tests.bombs import write_deflate_bomb
-from tests.node_support import node_sections, write_config
+from tests.node_support import StartNode
 
-StartNode = Callable[..., Node]
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def start_node(tmp_path: Path) -> Iterator[StartNode]:
-    nodes: list[Node] = []
-
-    def _start(**extra: dict) -> Node:
-        sections = node_sections(tmp_path, **{"processing": {"paused": True}, **extra})
-        node = Node(load_settings(write_config(tmp_path / "node.toml", sections)))
-        node.start()
-        nodes.append(node)
-        return node
-
-    yield _start
-    for node in nodes:
-        node.stop(grace_seconds=5)
 
 
 def _send_file_as_is(port: int, path: Path) -> int:

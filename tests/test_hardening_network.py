@@ -10,7 +10,6 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
 
@@ -23,29 +22,14 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import UltrasoundImageStorage, Verification
 
-from sswe_node.config import load_settings
-from sswe_node.node.app import Node
-from tests.node_support import ServeProcess, node_sections, storescu_keep, write_config
+from tests.node_support import ServeProcess, StartNode, node_sections, storescu_keep, write_config
 from tests.peers import dcmtk_env, echoscu, free_port
-
-StartNode = Callable[..., Node]
 
 
 @pytest.fixture
-def start_node(tmp_path: Path, require_dcmtk: None) -> Iterator[StartNode]:
-    """Start an in-process node with processing paused (receive and store only)."""
-    nodes: list[Node] = []
-
-    def _start(**extra: dict) -> Node:
-        sections = node_sections(tmp_path, **{"processing": {"paused": True}, **extra})
-        node = Node(load_settings(write_config(tmp_path / "node.toml", sections)))
-        node.start()
-        nodes.append(node)
-        return node
-
-    yield _start
-    for node in nodes:
-        node.stop(grace_seconds=5)
+def start_node(start_node: StartNode, require_dcmtk: None) -> StartNode:
+    """The shared paused-node starter (tests/conftest.py), with dcmtk required."""
+    return start_node
 
 
 def half_open(port: int, count: int) -> list[socket.socket]:

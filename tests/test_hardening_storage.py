@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,33 +18,19 @@ from pynetdicom import AE
 from pynetdicom.sop_class import UltrasoundImageStorage
 from sqlalchemy import select
 
-from sswe_node.config import load_settings
 from sswe_node.node.app import Node
 from sswe_node.node.schema import Case
 from sswe_node.node.storage import file_stem, incoming_path
 from sswe_node.node.store import CaseStore
 from sswe_node.outputs.uids import UID_SALT_ATTRIBUTE, derived_instance_uid
 from sswe_node.quiet import quiet_libraries
-from tests.node_support import node_sections, storescu_keep, write_config
-
-StartNode = Callable[..., Node]
+from tests.node_support import StartNode, storescu_keep
 
 
 @pytest.fixture
-def start_node(tmp_path: Path, require_dcmtk: None) -> Iterator[StartNode]:
-    """Start an in-process node with processing paused (receive and store only)."""
-    nodes: list[Node] = []
-
-    def _start(**extra: dict) -> Node:
-        sections = node_sections(tmp_path, **{"processing": {"paused": True}, **extra})
-        node = Node(load_settings(write_config(tmp_path / "node.toml", sections)))
-        node.start()
-        nodes.append(node)
-        return node
-
-    yield _start
-    for node in nodes:
-        node.stop(grace_seconds=5)
+def start_node(start_node: StartNode, require_dcmtk: None) -> StartNode:
+    """The shared paused-node starter (tests/conftest.py), with dcmtk required."""
+    return start_node
 
 
 def _send(port: int, datasets: list[Dataset]) -> list[int]:

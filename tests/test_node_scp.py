@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,28 +29,20 @@ from sswe_node.config import load_settings
 from sswe_node.node.app import Node
 from sswe_node.node.scp import PYNETDICOM_THREAD_LIMIT, build_ae
 from sswe_node.node.store import CaseStore
-from tests.node_support import make_certificate, node_sections, storescu_keep, write_config
+from tests.node_support import (
+    StartNode,
+    make_certificate,
+    node_sections,
+    storescu_keep,
+    write_config,
+)
 from tests.peers import dcmtk_env, echoscu
-
-StartNode = Callable[..., Node]
 
 
 @pytest.fixture
-def start_node(tmp_path: Path, require_dcmtk: None) -> Iterator[StartNode]:
-    """Start an in-process node with processing paused (receive and store only)."""
-    nodes: list[Node] = []
-
-    def _start(**extra: dict) -> Node:
-        sections = node_sections(tmp_path, **{"processing": {"paused": True}, **extra})
-        settings = load_settings(write_config(tmp_path / "node.toml", sections))
-        node = Node(settings)
-        node.start()
-        nodes.append(node)
-        return node
-
-    yield _start
-    for node in nodes:
-        node.stop(grace_seconds=5)
+def start_node(start_node: StartNode, require_dcmtk: None) -> StartNode:
+    """The shared paused-node starter (tests/conftest.py), with dcmtk required."""
+    return start_node
 
 
 def _cases(node: Node) -> list[dict]:
