@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+import os
+import struct
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate, get_frame
 from pydicom.pixels import apply_color_lut, pixel_array
 from pydicom.uid import UID, JPEGBaseline8Bit, JPEGExtended12Bit
 
@@ -31,7 +36,9 @@ __all__ = [
     "check_ultrasound",
     "decode_frame",
     "decode_frame_native",
+    "decode_frames_native",
     "frame_count",
+    "LAZY_PIXEL_BYTES",
     "select_frames",
     "SUPPORTED_PHOTOMETRIC",
 ]
@@ -50,6 +57,23 @@ SUPPORTED_PHOTOMETRIC = frozenset(
 )
 
 _PILLOW_FIRST = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit})
+
+#: ``dcmread(path, defer_size=LAZY_PIXEL_BYTES)`` leaves larger values (Pixel Data) in the
+#: file: :func:`decode_frames_native` then reads only the frames it decodes.
+LAZY_PIXEL_BYTES = 4 * 1024 * 1024
+#: What a one-frame copy of an instance needs to decode its pixels (the 0028 group's image
+#: description; a palette is applied from the instance itself).
+_FRAME_KEYWORDS = (
+    "Rows",
+    "Columns",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "PlanarConfiguration",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+)
 _SC_MODALITIES = frozenset({"US", "OT", ""})
 
 
@@ -131,18 +155,23 @@ def _check_native_length(ds: Dataset, rows: int, cols: int, samples: int) -> Non
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is not None and UID(str(syntax)).is_encapsulated:
         return
-    value = ds["PixelData"].value
-    if value is None or not isinstance(value, bytes | bytearray):
-        return
+    raw = ds.get_item("PixelData", keep_deferred=True)
+    if isinstance(raw, RawDataElement) and raw.value is None:  # deferred: not read yet
+        length = int(raw.length)
+    else:
+        value = ds["PixelData"].value
+        if value is None or not isinstance(value, bytes | bytearray):
+            return
+        length = len(value)
     frames = frame_count(ds)
     if str(ds.PhotometricInterpretation).strip().upper() == "YBR_FULL_422":
         samples = 2  # two chroma values shared by each pair of pixels
     expected = rows * cols * samples * frames * bits // 8
     # Shorter data fails in the decoder (pixel-decode); longer data would be read silently
     # with the wrong geometry. One byte more is the padding to an even length.
-    if len(value) > expected + 1:
+    if length > expected + 1:
         raise CorruptDicomError(
-            f"Pixel Data holds {len(value)} bytes but {rows} rows x {cols} columns x "
+            f"Pixel Data holds {length} bytes but {rows} rows x {cols} columns x "
             f"{samples} samples x {frames} frames at {bits} bits need {expected}: "
             "Rows, Columns, Number of Frames or Bits Allocated do not match the pixels"
         )
@@ -213,15 +242,19 @@ def decode_frame(ds: Dataset, index: int = 0) -> NDArray[np.float32]:
     return decode_frame_native(ds, index).astype(np.float32, copy=False)
 
 
-def decode_frame_native(ds: Dataset, index: int = 0) -> NDArray[np.uint8] | NDArray[np.float32]:
+def decode_frame_native(
+    ds: Dataset, index: int = 0, *, _frame: Dataset | None = None
+) -> NDArray[np.uint8] | NDArray[np.float32]:
     """Like :func:`decode_frame`, but 8-bit data stays uint8 (0-255) to save time and memory.
 
     Other data (more than 8 bits, 16-bit palettes, MONOCHROME1) comes back as float32 0-255.
+    (``_frame``: a one-frame copy holding frame ``index``'s data, see
+    :func:`decode_frames_native`.)
     """
     syntax = _transfer_syntax(ds)
     photometric = str(ds.PhotometricInterpretation).strip().upper()
     try:
-        arr = _pixel_array(ds, index, syntax)
+        arr = _pixel_array(ds, index, syntax) if _frame is None else _pixel_array(_frame, 0, syntax)
     except NotImplementedError:
         raise UnsupportedTransferSyntaxError(
             f"cannot decode pixel data in transfer syntax {syntax.name} ({syntax}); "
@@ -255,6 +288,136 @@ def decode_frame_native(ds: Dataset, index: int = 0) -> NDArray[np.uint8] | NDAr
     if photometric == "MONOCHROME1":
         out = np.float32(255.0) - out
     return out
+
+
+def decode_frames_native(
+    ds: Dataset, indices: list[int]
+) -> Iterator[NDArray[np.uint8] | NDArray[np.float32]]:
+    """Decode the frames ``indices`` of an instance, one at a time, reading only those frames.
+
+    An instance read with ``dcmread(path, defer_size=LAZY_PIXEL_BYTES)`` whose Pixel Data was
+    left in the file (deferred) and that has several frames is read frame by frame from the
+    file: native data by the byte range of each frame, encapsulated data by the Basic (or
+    Extended) Offset Table or, without one, by its fragments (one per frame; several per
+    frame: pydicom's frame search). The other frames are never read nor decoded. Otherwise
+    (Pixel Data in memory, one frame) this is :func:`decode_frame_native` per index.
+
+    Parameters
+    ----------
+    ds : pydicom.dataset.Dataset
+        The instance (checked with :func:`check_ultrasound` first).
+    indices : list of int
+        Frame indices, in the order to decode them.
+
+    Yields
+    ------
+    numpy.ndarray
+        Each frame as :func:`decode_frame_native` returns it.
+
+    Raises
+    ------
+    UnsupportedTransferSyntaxError, PixelDecodeError
+        As :func:`decode_frame_native`; truncated frames are a ``PixelDecodeError``.
+    """
+    raw = ds.get_item("PixelData", keep_deferred=True)
+    path = getattr(ds, "filename", None)
+    deferred = isinstance(raw, RawDataElement) and raw.value is None
+    if not deferred or frame_count(ds) == 1 or not isinstance(path, str | os.PathLike):
+        for index in indices:
+            yield decode_frame_native(ds, index)
+        return
+    assert isinstance(raw, RawDataElement)
+    syntax = _transfer_syntax(ds)
+    try:
+        fp = open(path, "rb")  # noqa: SIM115 - held across the yields, closed below
+    except OSError as exc:
+        raise PixelDecodeError(f"the pixel data cannot be read from the file: {exc}") from None
+    with fp:
+        fragments: list[tuple[int, int]] = []  # found once, when there is no offset table
+        for index in indices:
+            if syntax.is_encapsulated:
+                data = encapsulate([_encapsulated_frame(ds, fp, raw.value_tell, index, fragments)])
+            else:
+                data = _native_frame(ds, fp, raw.value_tell, index, syntax)
+            yield decode_frame_native(ds, index, _frame=_one_frame(ds, raw, data))
+
+
+def _native_frame(ds: Dataset, fp: BinaryIO, start: int, index: int, syntax: UID) -> bytes:
+    """Read frame ``index``'s bytes of native Pixel Data starting at ``start`` in the file."""
+    samples = int(ds.SamplesPerPixel)
+    if str(ds.PhotometricInterpretation).strip().upper() == "YBR_FULL_422":
+        samples = 2  # two chroma values shared by each pair of pixels
+    size = int(ds.Rows) * int(ds.Columns) * samples * int(ds.BitsAllocated) // 8
+    fp.seek(start + index * size)
+    data = fp.read(size)
+    if len(data) < size:
+        raise PixelDecodeError(
+            f"pixel data of frame {index} in {syntax.name} cannot be decoded (truncated or "
+            f"corrupt?): {len(data)} of its {size} bytes are in the file"
+        )
+    return data
+
+
+def _fragments(fp: BinaryIO, start: int) -> list[tuple[int, int]]:
+    """Return (position, length) of each fragment after the Basic Offset Table (headers only)."""
+    found = []
+    fp.seek(start)
+    while True:
+        head = fp.read(8)
+        if len(head) < 8:
+            raise PixelDecodeError("the encapsulated pixel data is truncated (no delimiter)")
+        group, element, length = struct.unpack("<HHI", head)
+        if (group, element) == (0xFFFE, 0xE0DD):  # sequence delimiter
+            return found[1:]  # the first item is the Basic Offset Table
+        if (group, element) != (0xFFFE, 0xE000):
+            raise PixelDecodeError("the encapsulated pixel data holds an item of another kind")
+        found.append((fp.tell(), length))
+        fp.seek(length, os.SEEK_CUR)
+
+
+def _encapsulated_frame(
+    ds: Dataset, fp: BinaryIO, start: int, index: int, fragments: list[tuple[int, int]]
+) -> bytes:
+    """Read frame ``index``'s encoded bytes from encapsulated Pixel Data at ``start``."""
+    frames = frame_count(ds)
+    fp.seek(start)
+    offsets = fp.read(8)
+    has_table = len(offsets) == 8 and int.from_bytes(offsets[4:], "little") > 0
+    extended = ds.get("ExtendedOffsetTable"), ds.get("ExtendedOffsetTableLengths")
+    if not has_table and extended[0] is None and not fragments:
+        fragments += _fragments(fp, start)
+    if not has_table and extended[0] is None and len(fragments) == frames:
+        position, length = fragments[index]  # one fragment per frame
+        fp.seek(position)
+        data = fp.read(length)
+    else:
+        fp.seek(start)
+        try:
+            data = get_frame(
+                fp,
+                index,
+                number_of_frames=frames,
+                extended_offsets=extended if extended[0] is not None else None,
+            )
+        except (ValueError, KeyError, OSError, EOFError) as exc:
+            raise PixelDecodeError(
+                f"frame {index} cannot be found in the pixel data: {exc}"
+            ) from None
+    if not data:
+        raise PixelDecodeError(f"frame {index} of the encapsulated pixel data is empty")
+    return data
+
+
+def _one_frame(ds: Dataset, raw: RawDataElement, data: bytes) -> Dataset:
+    """Return a one-frame dataset with ``ds``'s image description and the frame ``data``."""
+    frame = Dataset()
+    frame.file_meta = ds.file_meta
+    for keyword in _FRAME_KEYWORDS:
+        if keyword in ds:
+            frame[keyword] = ds[keyword]  # shared, never changed
+    frame.NumberOfFrames = 1
+    frame.add_new(0x7FE00010, raw.VR or ("OW" if int(ds.BitsAllocated) > 8 else "OB"), data)
+    return frame
 
 
 def _pixel_array(ds: Dataset, index: int, syntax: UID) -> NDArray[Any]:

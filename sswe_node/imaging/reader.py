@@ -11,6 +11,7 @@ from typing import BinaryIO
 import numpy as np
 import pydicom
 from numpy.typing import NDArray
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -33,8 +34,9 @@ from sswe_node.imaging.grid import from_grid, grid_spacing_mm, to_grid, touched_
 from sswe_node.imaging.layout import analyse_layout
 from sswe_node.imaging.marks import fill_masked, graphics_marks, outside_fan, wedge_mask
 from sswe_node.imaging.pixels import (
+    LAZY_PIXEL_BYTES,
     check_ultrasound,
-    decode_frame_native,
+    decode_frames_native,
     frame_count,
     select_frames,
 )
@@ -249,8 +251,8 @@ def read_instance(
     pixel_spacing = _pixel_spacing(ds)
     readings = []
     skipped: list[DicomInputError] = []
-    for index in select_frames(frame_count(ds), max_frames):
-        frame = decode_frame_native(ds, index)
+    indices = select_frames(frame_count(ds), max_frames)
+    for index, frame in zip(indices, decode_frames_native(ds, indices), strict=True):
         try:
             found = analyse_layout(frame, regions, pixel_spacing_mm=pixel_spacing)
             reading = _read_frame(
@@ -368,15 +370,21 @@ def read_file(source: str | os.PathLike[str] | BinaryIO) -> Dataset:
     Returns
     -------
     pydicom.dataset.Dataset
+        Read from a path, a Pixel Data larger than
+        :data:`~sswe_node.imaging.pixels.LAZY_PIXEL_BYTES` stays in the file (deferred):
+        :func:`read_instance` then reads and decodes only the frames it uses.
 
     Raises
     ------
     CorruptDicomError
         The file is not DICOM, is truncated, or cannot be parsed.
     """
+    defer = LAZY_PIXEL_BYTES if isinstance(source, str | os.PathLike) else None
     try:
-        ds = pydicom.dcmread(source, force=False)
-        ds.get("PixelData")  # parse up to the pixel data so that truncation shows here
+        ds = pydicom.dcmread(source, force=False, defer_size=defer)
+        raw = ds.get_item("PixelData", keep_deferred=True)
+        if not (isinstance(raw, RawDataElement) and raw.value is None):  # not deferred
+            ds.get("PixelData")  # parse up to the pixel data so that truncation shows here
     except InvalidDicomError:
         try:
             ds = pydicom.dcmread(source, force=True)

@@ -276,6 +276,8 @@ class Worker(QueueThread):
         ``fsync``-ed once, then every case is recorded and its sends queued in one transaction,
         and the sender is woken: outputs are durable before they are queued.
         """
+        from sswe_node.imaging.pixels import LAZY_PIXEL_BYTES
+
         started = time.perf_counter()
         datasets: list[Dataset] = []
         readable: list[ClaimedCase] = []
@@ -283,7 +285,8 @@ class Worker(QueueThread):
         salts = self.store.uid_salts([case.id for case in batch])
         for case in batch:
             try:
-                ds = dcmread(case.path)
+                # a large Pixel Data stays in the file: only the frames used are read
+                ds = dcmread(case.path, defer_size=LAZY_PIXEL_BYTES)
                 problem = missing_identity(ds)
             except Exception as exc:  # noqa: BLE001 - recorded as the case's reason
                 problem = f"corrupt: not readable DICOM ({type(exc).__name__})"
