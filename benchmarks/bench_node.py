@@ -233,6 +233,7 @@ def measure_end_to_end(
     workers: int = 1,
     rate: float = 5.0,
     steady_count: int = 0,
+    threads: bool = False,
 ) -> dict[str, float]:
     """Send every file in one burst, then a steady stream; return throughput and latencies."""
     work = tmp / "e2e"
@@ -248,7 +249,7 @@ def measure_end_to_end(
             },
             "model": {"name": model[0], "models_dir": model[1]},
             "processing": {"batch_size": batch_size, "batch_wait_seconds": 0.2,
-                           "workers": workers},
+                           "workers": workers, "processes": not threads},
             "http": {"enabled": True, "port": http_port},
             "logging": {"level": "INFO" if log else "WARNING"},
         },
@@ -344,6 +345,9 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="packaged model (default: tiny U-Net)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1, help="node worker processes")
+    parser.add_argument(
+        "--threads", action="store_true", help="the 0.1.0 layout: one process, worker threads"
+    )
     parser.add_argument("--rate", type=float, default=5.0, help="steady captures per second")
     parser.add_argument("--steady", type=int, default=40, help="instances sent at --rate")
     parser.add_argument("--skip-pipeline", action="store_true")
@@ -372,11 +376,20 @@ def main() -> int:
                   f"{ingest['pynetdicom']:.1f} inst/s", flush=True)  # fmt: skip
         model = _model(args.model, tmp)
         e2e = measure_end_to_end(
-            files, tmp, model, args.batch_size, args.log, args.workers, args.rate, args.steady
+            files,
+            tmp,
+            model,
+            args.batch_size,
+            args.log,
+            args.workers,
+            args.rate,
+            args.steady,
+            args.threads,
         )
         print(
             f"end to end ({model[0]}, batch {args.batch_size}, {args.workers} worker "
-            f"process(es)): burst {e2e['completed']:.0f}/{e2e['instances']:.0f} instances, "
+            f"{'thread' if args.threads else 'process'}(es)): burst "
+            f"{e2e['completed']:.0f}/{e2e['instances']:.0f} instances, "
             f"latency p50 {e2e['p50']:.2f} s, p95 {e2e['p95']:.2f} s, throughput "
             f"{e2e['throughput']:.2f} inst/s", flush=True,
         )  # fmt: skip
