@@ -189,23 +189,26 @@ class LoggingSettings:
     level: str = "INFO"
 
 
-@dataclass
-class Destination:
-    """A peer that receives the derived instances: C-STORE, or STOW-RS when ``url`` is set.
+@dataclass(unsafe_hash=True)
+class WebAuthSettings:
+    """How to authenticate to a DICOMweb server (the keys; the secrets are read when used).
 
-    A STOW-RS destination (``url = "https://host/dicom-web"``, the DICOMweb base URL) may
-    authenticate with a bearer token (``token_env``: an environment variable holding it, or
-    ``token_file``), HTTP basic (``username`` with ``password_env`` or ``password_file``), and/or
-    a client certificate (``client_certificate``, ``client_key``, PEM). ``ca_certificates``
-    verifies the server (default: the system's); ``verify = false`` does not (tests only).
+    Attributes
+    ----------
+    token_env, token_file : str
+        An environment variable, or a file, holding a bearer token (``Authorization: Bearer``).
+    username : str
+        HTTP basic user name; the password from ``password_env`` or ``password_file``.
+    password_env, password_file : str
+        Where the HTTP basic password is.
+    client_certificate, client_key : str
+        A client certificate (PEM) and its key (PEM; empty when inside the certificate file).
+    ca_certificates : str
+        CA bundle (PEM) that verifies the server; empty: the system's.
+    verify : bool
+        ``False`` accepts any server certificate (tests only).
     """
 
-    name: str = ""
-    ae_title: str = ""
-    host: str = ""
-    port: int = 104
-    tls: bool = False
-    url: str = ""
     token_env: str = ""
     token_file: str = ""
     username: str = ""
@@ -215,6 +218,26 @@ class Destination:
     client_key: str = ""
     ca_certificates: str = ""
     verify: bool = True
+
+
+@dataclass
+class Destination(WebAuthSettings):
+    """A peer that receives the derived instances: C-STORE, or STOW-RS when ``url`` is set.
+
+    A STOW-RS destination (``url = "https://host/dicom-web"``, the DICOMweb base URL) may
+    authenticate with a bearer token (``token_env``: an environment variable holding it, or
+    ``token_file``), HTTP basic (``username`` with ``password_env`` or ``password_file``), and/or
+    a client certificate (``client_certificate``, ``client_key``, PEM). ``ca_certificates``
+    verifies the server (default: the system's); ``verify = false`` does not (tests only).
+    The authentication keys are those of :class:`WebAuthSettings`.
+    """
+
+    name: str = ""
+    ae_title: str = ""
+    host: str = ""
+    port: int = 104
+    tls: bool = False
+    url: str = ""
     timeout: float = 30.0
 
 

@@ -5,43 +5,20 @@ from __future__ import annotations
 import os
 import ssl
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
+from sswe_node.config import WebAuthSettings
 from sswe_node.errors import ConfigError
 
 
-@dataclass(frozen=True)
-class WebAuth:
+class WebAuth(WebAuthSettings):
     """How to authenticate to a DICOMweb server (secrets are read when a session is made).
 
-    Attributes
-    ----------
-    token_env, token_file : str
-        An environment variable, or a file, holding a bearer token (``Authorization: Bearer``).
-    username : str
-        HTTP basic user name; the password from ``password_env`` or ``password_file``.
-    password_env, password_file : str
-        Where the HTTP basic password is.
-    client_certificate, client_key : str
-        A client certificate (PEM) and its key (PEM; empty when inside the certificate file).
-    ca_certificates : str
-        CA bundle (PEM) that verifies the server; empty: the system's.
-    verify : bool
-        ``False`` accepts any server certificate (tests only).
+    The attributes are those of :class:`sswe_node.config.WebAuthSettings` (bearer token,
+    HTTP basic, client certificate, CA bundle, verification).
     """
-
-    token_env: str = ""
-    token_file: str = ""
-    username: str = ""
-    password_env: str = ""
-    password_file: str = ""
-    client_certificate: str = ""
-    client_key: str = ""
-    ca_certificates: str = ""
-    verify: bool = True
 
     @classmethod
     def of(cls, settings: object) -> WebAuth:
@@ -60,25 +37,32 @@ class WebAuth:
         ConfigError
             When the variable is unset or the file cannot be read or is empty.
         """
-        if self.token_env:
-            value = os.environ.get(self.token_env, "").strip()
-            if not value:
-                raise ConfigError(f"environment variable {self.token_env} (bearer token) is unset")
-            return value
-        if self.token_file:
-            return read_secret(self.token_file, "bearer token")
-        return ""
+        return _configured_secret(self.token_env, self.token_file, "bearer token", strip=True)
 
     def password(self) -> str:
         """Return the HTTP basic password (``""`` when none is configured)."""
-        if self.password_env:
-            value = os.environ.get(self.password_env, "")
-            if not value:
-                raise ConfigError(f"environment variable {self.password_env} (password) is unset")
-            return value
-        if self.password_file:
-            return read_secret(self.password_file, "password")
-        return ""
+        return _configured_secret(self.password_env, self.password_file, "password", strip=False)
+
+
+def _configured_secret(env: str, path: str, what: str, *, strip: bool) -> str:
+    """Return a secret from the environment variable ``env`` or the file ``path`` (else "").
+
+    Raises
+    ------
+    ConfigError
+        When the variable is unset (or blank, with ``strip``), or the file cannot be read or
+        is empty.
+    """
+    if env:
+        value = os.environ.get(env, "")
+        if strip:
+            value = value.strip()
+        if not value:
+            raise ConfigError(f"environment variable {env} ({what}) is unset")
+        return value
+    if path:
+        return read_secret(path, what)
+    return ""
 
 
 def make_session(auth: WebAuth) -> requests.Session:
