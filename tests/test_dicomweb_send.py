@@ -411,18 +411,29 @@ def test_http_basic_authentication(tmp_path: Path, sender_for, flaky) -> None:
     assert {s["status"] for s in store.list_sends()} == {"sent"}
 
 
-def test_client_certificate_over_https(tmp_path: Path, sender_for, flaky) -> None:
+def _mutual_tls_peer(
+    folder: Path, flaky: Callable[..., FlakyStow]
+) -> tuple[FlakyStow, Path, Path, Path]:
+    """Start a STOW-RS peer over HTTPS that requires a client certificate (answers "ok").
+
+    Returns the peer, its certificate, and the client's certificate and key (each
+    self-signed, made in ``folder``).
+    """
     from tests.node_support import make_certificate
 
-    (tmp_path / "server").mkdir()
-    (tmp_path / "client").mkdir()
-    server_key, server_cert = make_certificate(tmp_path / "server")
-    client_key, client_cert = make_certificate(tmp_path / "client")
+    (folder / "server").mkdir()
+    (folder / "client").mkdir()
+    server_key, server_cert = make_certificate(folder / "server")
+    client_key, client_cert = make_certificate(folder / "client")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(server_cert, server_key)
     context.verify_mode = ssl.CERT_REQUIRED  # a client certificate is required
     context.load_verify_locations(client_cert)
-    peer = flaky(["ok"], ssl_context=context)
+    return flaky(["ok"], ssl_context=context), server_cert, client_cert, client_key
+
+
+def test_client_certificate_over_https(tmp_path: Path, sender_for, flaky) -> None:
+    peer, server_cert, _client_cert, _client_key = _mutual_tls_peer(tmp_path, flaky)
     assert peer.url.startswith("https://")
     # Without the client certificate: the TLS handshake fails, retried with the reason.
     store, sender = sender_for(
@@ -439,17 +450,7 @@ def test_client_certificate_over_https(tmp_path: Path, sender_for, flaky) -> Non
 
 
 def test_client_certificate_accepted(tmp_path: Path, sender_for, flaky) -> None:
-    from tests.node_support import make_certificate
-
-    (tmp_path / "server").mkdir()
-    (tmp_path / "client").mkdir()
-    server_key, server_cert = make_certificate(tmp_path / "server")
-    client_key, client_cert = make_certificate(tmp_path / "client")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(server_cert, server_key)
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.load_verify_locations(client_cert)
-    peer = flaky(["ok"], ssl_context=context)
+    peer, server_cert, client_cert, client_key = _mutual_tls_peer(tmp_path, flaky)
     destination = Destination(
         name=DESTINATION, url=peer.url, ca_certificates=str(server_cert),
         client_certificate=str(client_cert), client_key=str(client_key),
