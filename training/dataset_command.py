@@ -7,9 +7,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sswe_node.aetitle import add_calling_aet, add_move_aet, peer_text_argument
+
+if TYPE_CHECKING:
+    from training.pacs import QueryFilters, RetrieveReport, SeriesRef
 
 HELP = "build or inspect a training dataset from a DICOM folder or PACS (research use only)"
 
@@ -232,11 +235,11 @@ def _no_scale_error(count: int, quantity: str | None) -> str:
     )
 
 
-def _retrieve(args: argparse.Namespace, progress: bool, say: Any) -> tuple[list[Path], str]:
-    from training.pacs import PacsClient, PacsPeer, QueryFilters, read_patient_list, series_folder
+def _query_filters(args: argparse.Namespace) -> QueryFilters:
+    """Return the search filters the build options ask for."""
+    from training.pacs import QueryFilters, read_patient_list
 
-    peer = PacsPeer.parse(args.pacs)
-    filters = QueryFilters(
+    return QueryFilters(
         modality=args.modality or None,
         date_from=args.date_from,
         date_to=args.date_to,
@@ -244,6 +247,28 @@ def _retrieve(args: argparse.Namespace, progress: bool, say: Any) -> tuple[list[
         manufacturer=args.manufacturer,
         patients=read_patient_list(args.patients) if args.patients else (),
     )
+
+
+def _retrieved_folders(
+    source: object, series: list[SeriesRef], report: RetrieveReport, cache: Path, say: Any
+) -> list[Path]:
+    """Say what a retrieval did; return the cache folders of the series that arrived."""
+    from training.pacs import series_folder
+
+    print(
+        f"{source}: {len(series)} series; fetched {report.instances_fetched} instances, "
+        f"{report.instances_cached} already in {cache}",
+        file=say,
+    )
+    folders = [series_folder(cache, s.study_uid, s.series_uid) for s in series]
+    return [f for f in folders if f.is_dir()]
+
+
+def _retrieve(args: argparse.Namespace, progress: bool, say: Any) -> tuple[list[Path], str]:
+    from training.pacs import PacsClient, PacsPeer
+
+    peer = PacsPeer.parse(args.pacs)
+    filters = _query_filters(args)
     cache = args.cache or Path(str(args.out) + ".cache")
     client = PacsClient(peer, args.calling_aet)
     series = client.find_series(filters)
@@ -251,13 +276,8 @@ def _retrieve(args: argparse.Namespace, progress: bool, say: Any) -> tuple[list[
         series, cache, method=args.retrieve, move_aet=args.move_aet, move_port=args.move_port,
         move_bind=args.move_bind, parallel=args.parallel, progress=progress,
     )  # fmt: skip
-    print(
-        f"{peer}: {len(series)} series; fetched {report.instances_fetched} instances, "
-        f"{report.instances_cached} already in {cache}",
-        file=say,
-    )
-    folders = [series_folder(cache, s.study_uid, s.series_uid) for s in series]
-    return [f for f in folders if f.is_dir()], f"pacs:{peer} via C-{args.retrieve.upper()}"
+    folders = _retrieved_folders(peer, series, report, cache, say)
+    return folders, f"pacs:{peer} via C-{args.retrieve.upper()}"
 
 
 def _retrieve_dicomweb(
@@ -265,28 +285,15 @@ def _retrieve_dicomweb(
 ) -> tuple[list[Path], str]:
     from sswe_node.node.web_session import WebAuth
     from training.dicomweb_source import DicomwebSource
-    from training.pacs import QueryFilters, read_patient_list, series_folder
 
     auth = WebAuth(**{k: getattr(args, k) or "" for k in _WEB_AUTH})
     archive = DicomwebSource(args.dicomweb, auth)
-    filters = QueryFilters(
-        modality=args.modality or None,
-        date_from=args.date_from,
-        date_to=args.date_to,
-        station=args.station,
-        manufacturer=args.manufacturer,
-        patients=read_patient_list(args.patients) if args.patients else (),
-    )
+    filters = _query_filters(args)
     cache = args.cache or Path(str(args.out) + ".cache")
     series = archive.find_series(filters)
     report = archive.retrieve(series, cache, parallel=args.parallel, progress=progress)
-    print(
-        f"{archive}: {len(series)} series; fetched {report.instances_fetched} instances, "
-        f"{report.instances_cached} already in {cache}",
-        file=say,
-    )
-    folders = [series_folder(cache, s.study_uid, s.series_uid) for s in series]
-    return [f for f in folders if f.is_dir()], f"dicomweb:{archive} via WADO-RS"
+    folders = _retrieved_folders(archive, series, report, cache, say)
+    return folders, f"dicomweb:{archive} via WADO-RS"
 
 
 _WEB_AUTH = ("token_env", "token_file", "username", "password_env", "password_file",
