@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from sswe_node.config import load_settings
@@ -107,12 +108,7 @@ def run(args: argparse.Namespace) -> int:
             store.close()
         if args.status:
             sends = [s for s in sends if s["status"] == args.status]
-        if args.json:
-            json.dump(sends, sys.stdout, indent=2)
-            sys.stdout.write("\n")
-        else:
-            print(format_sends(sends))
-        return 0
+        return _show(sends, args.json, format_sends)
     try:
         cases = store.list_cases(
             status=args.status,
@@ -123,9 +119,16 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         store.close()
-    if args.json:
-        json.dump(cases, sys.stdout, indent=2)
+    return _show(cases, args.json, format_table)
+
+
+def _show(
+    rows: list[dict[str, Any]], as_json: bool, table: Callable[[list[dict[str, Any]]], str]
+) -> int:
+    """Print rows as indented JSON, or as the text ``table`` makes of them; return 0."""
+    if as_json:
+        json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        print(format_table(cases))
+        print(table(rows))
     return 0
