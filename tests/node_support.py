@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.filereader import read_file_meta_info
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
 
 from sswe_node.config import load_settings
 from sswe_node.node.app import Node
@@ -108,6 +110,26 @@ def paused_nodes(workdir: Path) -> Iterator[StartNode]:
     finally:
         for node in nodes:
             node.stop(grace_seconds=5)
+
+
+def echo_while_holding(port: int) -> tuple[AE, subprocess.CompletedProcess[str]]:
+    """Hold one association (pynetdicom, ``HOLDER``) while dcmtk's echoscu (``SECOND``) calls.
+
+    Returns the holder's AE (Verification proposed) and echoscu's result; the held association
+    is released before returning.
+    """
+    scu = AE(ae_title="HOLDER")
+    scu.add_requested_context(Verification)
+    held = scu.associate("127.0.0.1", port, ae_title="SSWE_NODE")
+    assert held.is_established
+    try:
+        second = subprocess.run(
+            ["echoscu", "-aet", "SECOND", "-aec", "SSWE_NODE", "127.0.0.1", str(port)],
+            env=dcmtk_env(), capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    finally:
+        held.release()
+    return scu, second
 
 
 def storescu_keep(

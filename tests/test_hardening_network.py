@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 import struct
-import subprocess
 import time
 from io import BytesIO
 from pathlib import Path
@@ -22,8 +21,15 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import UltrasoundImageStorage, Verification
 
-from tests.node_support import ServeProcess, StartNode, node_sections, storescu_keep, write_config
-from tests.peers import dcmtk_env, echoscu, free_port
+from tests.node_support import (
+    ServeProcess,
+    StartNode,
+    echo_while_holding,
+    node_sections,
+    storescu_keep,
+    write_config,
+)
+from tests.peers import echoscu, free_port
 
 
 @pytest.fixture
@@ -87,19 +93,9 @@ def test_limit_counts_established_associations_only(
     start_node: StartNode, caplog: pytest.LogCaptureFixture
 ) -> None:
     node = start_node(node={"max_associations": 1})
-    scu = AE(ae_title="HOLDER")
-    scu.add_requested_context(Verification)
-    held = scu.associate("127.0.0.1", node.port, ae_title="SSWE_NODE")
-    assert held.is_established
-    try:
-        second = subprocess.run(
-            ["echoscu", "-aet", "SECOND", "-aec", "SSWE_NODE", "127.0.0.1", str(node.port)],
-            env=dcmtk_env(), capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
-        assert second.returncode != 0
-        assert "Local Limit Exceeded" in second.stderr
-    finally:
-        held.release()
+    scu, second = echo_while_holding(node.port)
+    assert second.returncode != 0
+    assert "Local Limit Exceeded" in second.stderr
     lines = [r.getMessage() for r in caplog.records if "association-rejected" in r.getMessage()]
     assert any("reason=local-limit-exceeded established=1 limit=1" in m for m in lines), lines
     # Rejected associations do not hold the slot: senders one after the other all pass.

@@ -31,6 +31,7 @@ from sswe_node.node.scp import PYNETDICOM_THREAD_LIMIT, build_ae
 from sswe_node.node.store import CaseStore
 from tests.node_support import (
     StartNode,
+    echo_while_holding,
     make_certificate,
     node_sections,
     storescu_keep,
@@ -223,20 +224,10 @@ def test_pdu_size_reaches_the_peer(start_node: StartNode) -> None:
 
 def test_max_associations_rejects_one_more(start_node: StartNode) -> None:
     node = start_node(node={"max_associations": 1})
-    scu = AE(ae_title="HOLDER")
-    scu.add_requested_context(Verification)
-    held = scu.associate("127.0.0.1", node.port, ae_title="SSWE_NODE")
-    assert held.is_established
-    try:
-        second = subprocess.run(
-            ["echoscu", "-aet", "SECOND", "-aec", "SSWE_NODE", "127.0.0.1", str(node.port)],
-            env=dcmtk_env(), capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
-        assert second.returncode != 0
-        assert "Association Rejected" in second.stderr
-        assert "Local Limit Exceeded" in second.stderr
-    finally:
-        held.release()
+    _scu, second = echo_while_holding(node.port)
+    assert second.returncode != 0
+    assert "Association Rejected" in second.stderr
+    assert "Local Limit Exceeded" in second.stderr
     # Once the first association is gone, the next one is served again.
     deadline = time.monotonic() + 10
     while not echoscu(node.port, called_aet="SSWE_NODE"):
