@@ -95,13 +95,19 @@ def _settled(store: CaseStore) -> bool:
     return all(s["status"] != "queued" for s in store.list_sends())
 
 
+def _send_all(sender: Sender, store: CaseStore, files: list[Path], url: str) -> dict[str, str]:
+    """Queue ``files`` to ``url`` (:func:`_queue`), start ``sender``, wait until none is queued."""
+    uids = _queue(store, files, url)
+    sender.start()
+    _wait(lambda: _settled(store))
+    return uids
+
+
 def test_outputs_arrive_at_orthanc_by_stow_rs(tmp_path: Path, sender_for) -> None:
     with Orthanc(tmp_path / "orthanc", dicomweb=True) as orthanc:
         store, sender = sender_for(Destination(name=DESTINATION, url=orthanc.dicomweb_url))
         files = _outputs(tmp_path, 3)
-        uids = _queue(store, files, orthanc.dicomweb_url)
-        sender.start()
-        _wait(lambda: _settled(store))
+        uids = _send_all(sender, store, files, orthanc.dicomweb_url)
         sends = store.list_sends()
         assert {s["status"] for s in sends} == {"sent"}, sends
         assert all(s["attempts"] == 1 for s in sends)
@@ -244,9 +250,7 @@ def flaky() -> Iterator[Callable[..., FlakyStow]]:
 def test_503_then_200_retries_and_sends_each_once(tmp_path: Path, sender_for, flaky) -> None:
     peer = flaky(["503", "503", "ok"])
     store, sender = sender_for(Destination(name=DESTINATION, url=peer.url))
-    uids = _queue(store, _outputs(tmp_path, 4), peer.url)
-    sender.start()
-    _wait(lambda: _settled(store))
+    uids = _send_all(sender, store, _outputs(tmp_path, 4), peer.url)
     sends = store.list_sends()
     assert {s["status"] for s in sends} == {"sent"}
     # Retries fall due one by one, so the second and third requests split the outputs.
@@ -259,9 +263,7 @@ def test_503_for_good_gives_the_reason_after_max_attempts(
 ) -> None:
     peer = flaky(["503"])
     store, sender = sender_for(Destination(name=DESTINATION, url=peer.url), max_attempts=2)
-    _queue(store, _outputs(tmp_path, 2), peer.url)
-    sender.start()
-    _wait(lambda: _settled(store))
+    _send_all(sender, store, _outputs(tmp_path, 2), peer.url)
     sends = store.list_sends()
     assert {s["status"] for s in sends} == {"failed"} and not peer.stored
     assert all(s["attempts"] == 2 for s in sends), sends
@@ -289,9 +291,7 @@ def test_permanent_4xx_fails_for_good_and_shows_in_cases(
 ) -> None:
     peer = flaky(["415"])
     store, sender = sender_for(Destination(name=DESTINATION, url=peer.url), max_attempts=5)
-    _queue(store, _outputs(tmp_path, 2), peer.url)
-    sender.start()
-    _wait(lambda: _settled(store))
+    _send_all(sender, store, _outputs(tmp_path, 2), peer.url)
     sends = store.list_sends()
     assert {s["status"] for s in sends} == {"failed"}
     assert all(s["attempts"] == 1 and "HTTP 415" in s["last_error"] for s in sends), sends
@@ -314,9 +314,7 @@ def test_partial_failure_decides_per_instance(tmp_path: Path, sender_for, flaky)
     peer = flaky(["partial", "ok"])
     store, sender = sender_for(Destination(name=DESTINATION, url=peer.url), max_attempts=5)
     files = _outputs(tmp_path, 3)
-    uids = list(_queue(store, files, peer.url))
-    sender.start()
-    _wait(lambda: _settled(store))
+    uids = list(_send_all(sender, store, files, peer.url))
     by_uid = {s["output_sop_instance_uid"]: s for s in store.list_sends()}
     assert by_uid[uids[0]]["status"] == "sent" and by_uid[uids[0]]["attempts"] == 1
     assert by_uid[uids[1]]["status"] == "sent" and by_uid[uids[1]]["attempts"] == 2
@@ -330,9 +328,7 @@ def test_server_down_is_retried_with_a_clear_reason(tmp_path: Path, sender_for) 
 
     url = f"http://127.0.0.1:{free_port()}/dicom-web"
     store, sender = sender_for(Destination(name=DESTINATION, url=url), max_attempts=2)
-    _queue(store, _outputs(tmp_path, 1), url)
-    sender.start()
-    _wait(lambda: _settled(store))
+    _send_all(sender, store, _outputs(tmp_path, 1), url)
     send = store.list_sends()[0]
     assert send["status"] == "failed" and send["attempts"] == 2
     assert send["last_error"].startswith("connection failed")
@@ -370,9 +366,7 @@ def test_bearer_token_from_environment_then_from_a_rotated_file(
     store, sender = sender_for(
         Destination(name=DESTINATION, url=peer.url, token_env="SSWE_TEST_STOW_TOKEN")
     )
-    _queue(store, _outputs(tmp_path, 1), peer.url)
-    sender.start()
-    _wait(lambda: _settled(store))
+    _send_all(sender, store, _outputs(tmp_path, 1), peer.url)
     assert store.list_sends()[0]["status"] == "sent"
     assert peer.authorizations == ["Bearer s3cret"]
 
@@ -405,9 +399,7 @@ def test_http_basic_authentication(tmp_path: Path, sender_for, flaky) -> None:
         name=DESTINATION, url=peer.url, username="sswe", password_file=str(tmp_path / "pw")
     )
     store, sender = sender_for(destination)
-    _queue(store, _outputs(tmp_path, 2), peer.url)
-    sender.start()
-    _wait(lambda: _settled(store))
+    _send_all(sender, store, _outputs(tmp_path, 2), peer.url)
     assert {s["status"] for s in store.list_sends()} == {"sent"}
 
 
@@ -440,9 +432,7 @@ def test_client_certificate_over_https(tmp_path: Path, sender_for, flaky) -> Non
         Destination(name=DESTINATION, url=peer.url, ca_certificates=str(server_cert)),
         max_attempts=1,
     )
-    _queue(store, _outputs(tmp_path, 1), peer.url)
-    sender.start()
-    _wait(lambda: _settled(store))
+    _send_all(sender, store, _outputs(tmp_path, 1), peer.url)
     send = store.list_sends()[0]
     assert send["status"] == "failed" and "connection failed" in send["last_error"]
     assert "CERTIFICATE_VERIFY_FAILED" not in send["last_error"]  # our CA file is used
@@ -456,8 +446,6 @@ def test_client_certificate_accepted(tmp_path: Path, sender_for, flaky) -> None:
         client_certificate=str(client_cert), client_key=str(client_key),
     )  # fmt: skip
     store, sender = sender_for(destination)
-    uids = _queue(store, _outputs(tmp_path, 2), peer.url)
-    sender.start()
-    _wait(lambda: _settled(store))
+    uids = _send_all(sender, store, _outputs(tmp_path, 2), peer.url)
     assert {s["status"] for s in store.list_sends()} == {"sent"}
     assert peer.stored == Counter(dict.fromkeys(uids, 1))
