@@ -47,6 +47,15 @@ def _common(work: Path, scale: list) -> list[str]:
             "--no-progress"]  # fmt: skip
 
 
+def _upload_new_dual(archive: Path, index: dict, server: Orthanc, path: Path) -> None:
+    """Grow the archive by one dual capture in an existing series (a copy with a new UID)."""
+    dual = next(i for i in index["instances"] if i["kind"] == "dual")
+    ds = dcmread(archive / dual["path"])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.save_as(path, enforce_file_format=True)
+    server.upload([path])
+
+
 def _sorted(data: DatasetArrays) -> DatasetArrays:
     return data.subset(np.lexsort((data.meta["frame"], data.meta["sop_uid"])))
 
@@ -96,11 +105,7 @@ def test_pacs_builds_equal_folder_build_and_ground_truth(
     assert "fetched 0 instances" in printed and "+0 rows" in printed
 
     # The PACS grows by one dual capture in an existing series: only it is fetched and read.
-    dual = next(i for i in index["instances"] if i["kind"] == "dual")
-    ds = dcmread(archive / dual["path"])
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.save_as(tmp_path / "new.dcm", enforce_file_format=True)
-    server.upload([tmp_path / "new.dcm"])
+    _upload_new_dual(archive, index, server, tmp_path / "new.dcm")
     assert main(["dataset", "build", str(move_out), *move, *common]) == 0
     printed = capsys.readouterr().out
     assert "fetched 1 instances" in printed and "+1 rows (1 labelled" in printed

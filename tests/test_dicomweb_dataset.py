@@ -9,12 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydicom import dcmread
-from pydicom.uid import generate_uid
 
 from sswe_node.cli import main
 from tests.peers import Orthanc, free_port
-from tests.test_dataset_pacs import _assert_same
+from tests.test_dataset_pacs import _assert_same, _common, _upload_new_dual
 from training.datafile import read_dataset
 
 write_archive = pytest.importorskip("training.simulate").write_archive
@@ -35,11 +33,6 @@ def web_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         yield {"work": work, "archive": archive, "server": server}
     finally:
         server.stop()
-
-
-def _common(work: Path, scale: list) -> list[str]:
-    return ["--key-file", str(work / "key"), "--scale", *map(str, scale), "--workers", "1",
-            "--no-progress"]  # fmt: skip
 
 
 def test_dicomweb_build_equals_folder_build_resumes_and_grows(
@@ -78,11 +71,7 @@ def test_dicomweb_build_equals_folder_build_resumes_and_grows(
     lost = next(cache.rglob("*.dcm"))
     lost.unlink()
     shutil.rmtree(cache / ".series")
-    dual = next(i for i in index["instances"] if i["kind"] == "dual")
-    ds = dcmread(archive / dual["path"])
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.save_as(tmp_path / "new.dcm", enforce_file_format=True)
-    server.upload([tmp_path / "new.dcm"])
+    _upload_new_dual(archive, index, server, tmp_path / "new.dcm")
     assert main(["dataset", "build", str(web_out), *web, *common]) == 0
     printed = capsys.readouterr().out
     assert "fetched 2 instances" in printed and "+1 rows (1 labelled" in printed, printed
