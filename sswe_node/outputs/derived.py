@@ -19,6 +19,7 @@ __all__ = [
     "series_description",
     "source_laterality",
     "mark_derived",
+    "mark_source",
 ]
 
 #: Manufacturer recorded for the model in Contributing Equipment and on derived objects.
@@ -115,6 +116,15 @@ def mark_derived(derived: Dataset, source: Dataset, model: ModelInfo, kind: str)
     derived.SeriesDescription = series_description(model, kind)
     derived.ImageComments = WARNING
     derived.DerivationDescription = derivation_description(model)
+    mark_source(derived, source)
+
+
+def mark_source(derived: Dataset, source: Dataset) -> None:
+    """Copy the source's body part and institution into a derived object and set Laterality.
+
+    The part of :func:`mark_derived` that depends on the source (the rest depends on the model
+    only and is written once per model, see :mod:`sswe_node.outputs.header`).
+    """
     for keyword in ("BodyPartExamined", "InstitutionName"):
         if source.get(keyword) and keyword not in derived:
             setattr(derived, keyword, source.get(keyword))

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import copy
 import datetime
+import pickle
+from collections.abc import Callable
+from functools import lru_cache
 from typing import NamedTuple
 
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -21,9 +24,12 @@ from sswe_node.outputs.derived import (
     MANUFACTURER,
     ModelInfo,
     contribution_description,
-    mark_derived,
+    derivation_description,
+    mark_source,
+    series_description,
 )
 from sswe_node.outputs.geometry import is_multiframe
+from sswe_node.outputs.labels import WARNING
 from sswe_node.outputs.numbering import derived_instance_number, derived_series_number
 from sswe_node.outputs.uids import derived_instance_uid, derived_series_uid, source_study_uid
 
@@ -146,29 +152,81 @@ def _copy_present(target: Dataset, source: Dataset, keywords: tuple[str, ...]) -
             target.add(copy.deepcopy(element))
 
 
-def _contributing_equipment(source: Dataset, model: ModelInfo) -> list[Dataset]:
-    """Return the source's acquisition equipment (when it names a manufacturer), then the model."""
-    items = []
-    if source.get("Manufacturer"):
-        acquisition = Dataset()
-        _copy_present(acquisition, source, _ACQUISITION_EQUIPMENT)
-        acquisition.ContributionDescription = "Acquisition equipment of the source image(s)"
-        acquisition.PurposeOfReferenceCodeSequence = [code_item(ACQUISITION_EQUIPMENT)]
-        items.append(acquisition)
-    items.append(
-        item(
-            Manufacturer=MANUFACTURER,
-            ManufacturerModelName=model.name[:64],
-            SoftwareVersions=[str(model.version)[:64], f"sswe-node {__version__}"],
-            ContributionDescription=contribution_description(model),
-            PurposeOfReferenceCodeSequence=[code_item(PROCESSING_EQUIPMENT)],
-        )
+def _acquisition_equipment(source: Dataset) -> Dataset | None:
+    """Return the source's acquisition equipment item, when the source names a manufacturer."""
+    if not source.get("Manufacturer"):
+        return None
+    acquisition = Dataset()
+    _copy_present(acquisition, source, _ACQUISITION_EQUIPMENT)
+    acquisition.ContributionDescription = "Acquisition equipment of the source image(s)"
+    acquisition.PurposeOfReferenceCodeSequence = [code_item(ACQUISITION_EQUIPMENT)]
+    return acquisition
+
+
+def _model_equipment(model: ModelInfo) -> Dataset:
+    """Return the Contributing Equipment item of the model (processing equipment)."""
+    return item(
+        Manufacturer=MANUFACTURER,
+        ManufacturerModelName=model.name[:64],
+        SoftwareVersions=[str(model.version)[:64], f"sswe-node {__version__}"],
+        ContributionDescription=contribution_description(model),
+        PurposeOfReferenceCodeSequence=[code_item(PROCESSING_EQUIPMENT)],
     )
-    return items
+
+
+@lru_cache(maxsize=64)
+def _template(
+    name: str,
+    version: str,
+    quantity: str,
+    unit: str,
+    sop_class_uid: str,
+    kind: str,
+    fixed: Callable[[Dataset], None] | None,
+) -> bytes:
+    """Return the pickled attributes of a derived object that depend on the model and kind only.
+
+    Written once per model and kind, then unpickled per object: far cheaper than setting the
+    same attributes again (pydicom converts and validates each value it is given).
+    """
+    model = _ModelKey(name, version, quantity, unit)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta.ImplementationVersionName = f"SSWE_NODE_{__version__}"[:16]
+    ds.SOPClassUID = sop_class_uid
+    ds.Modality = "OT"
+    ds.Manufacturer = MANUFACTURER
+    ds.ManufacturerModelName = name[:64]
+    ds.SoftwareVersions = str(version)[:64]
+    ds.ContributingEquipmentSequence = [_model_equipment(model)]
+    ds.SeriesDescription = series_description(model, kind.upper())
+    ds.ImageComments = WARNING
+    ds.DerivationDescription = derivation_description(model)
+    if fixed is not None:
+        fixed(ds)
+    return pickle.dumps(ds, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class _ModelKey(NamedTuple):
+    """The model fields the header depends on (a :class:`ModelInfo` for the template)."""
+
+    name: str
+    version: str
+    quantity: str
+    unit: str
 
 
 def new_derived(
-    source: Dataset, model: ModelInfo, *, sop_class_uid: str, kind: str, frame: int
+    source: Dataset,
+    model: ModelInfo,
+    *,
+    sop_class_uid: str,
+    kind: str,
+    frame: int,
+    fixed: Callable[[Dataset], None] | None = None,
 ) -> Dataset:
     """Start a derived object of one source frame: everything but the image-specific modules.
 
@@ -184,6 +242,10 @@ def new_derived(
         ``"pm"`` or ``"sc"``: picks the series, numbers and UIDs.
     frame : int
         0-based index of the source frame.
+    fixed : callable, optional
+        Writes the attributes of the object's class that depend on nothing else (a module-level
+        function: it is part of the cache key); run once per model and kind, its result is
+        copied into every object.
 
     Returns
     -------
@@ -197,18 +259,21 @@ def new_derived(
     now = datetime.datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
 
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class_uid
+    ds = pickle.loads(
+        _template(
+            str(model.name),
+            str(model.version),
+            str(model.quantity),
+            str(model.unit),
+            str(sop_class_uid),
+            kind,
+            fixed,
+        )
+    )
     ds.file_meta.MediaStorageSOPInstanceUID = uid
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.file_meta.ImplementationVersionName = f"SSWE_NODE_{__version__}"[:16]
-
     charset = source.get("SpecificCharacterSet")
     if charset:
         ds.SpecificCharacterSet = charset
-    ds.SOPClassUID = sop_class_uid
     ds.SOPInstanceUID = uid
     ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
     ds.ContentDate, ds.ContentTime = date, time
@@ -218,14 +283,12 @@ def new_derived(
     _copy_present(ds, source, _OPTIONAL_PATIENT_STUDY)
     ds.StudyInstanceUID = source_study_uid(source)
 
-    ds.Modality = "OT"
     ds.SeriesInstanceUID = derived_series_uid(source, model.name, model.version, kind)
     ds.SeriesNumber = derived_series_number(source, kind)
     ds.InstanceNumber = derived_instance_number(source, frame)
-    ds.Manufacturer = MANUFACTURER
-    ds.ManufacturerModelName = model.name[:64]
-    ds.SoftwareVersions = str(model.version)[:64]
-    ds.ContributingEquipmentSequence = _contributing_equipment(source, model)
+    acquisition = _acquisition_equipment(source)
+    if acquisition is not None:
+        ds.ContributingEquipmentSequence.insert(0, acquisition)
     ds.SourceImageSequence = [source_reference(source, frame)]
-    mark_derived(ds, source, model, kind.upper())
+    mark_source(ds, source)
     return ds

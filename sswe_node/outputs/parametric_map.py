@@ -138,6 +138,24 @@ def _frame_groups(
     return groups
 
 
+def _fixed_attributes(pm: Dataset) -> None:
+    """Write the Parametric Map attributes that depend on nothing (once per model, cached)."""
+    pm.ImageType = _IMAGE_TYPE
+    pm.PixelPresentation = "MONOCHROME"
+    pm.DeviceSerialNumber = "0"
+    pm.ContentQualification = "RESEARCH"
+    pm.ContentLabel = "SYNTHETIC_SWE"
+    pm.ContentDescription = WARNING
+    pm.AcquisitionContextSequence = []
+    pm.PositionReferenceIndicator = None
+    pm.SamplesPerPixel = 1
+    pm.PhotometricInterpretation = "MONOCHROME2"
+    pm.BitsAllocated = 32
+    pm.BurnedInAnnotation = "NO"
+    pm.RecognizableVisualFeatures = "NO"
+    pm.PresentationLUTShape = "IDENTITY"
+
+
 def build_parametric_map(
     source: Dataset,
     values: NDArray[np.floating],
@@ -214,14 +232,14 @@ def build_parametric_map(
         model, spacing, value_range, per_frame_mapping=sd is not None, scale=(low, high)
     )
 
-    pm = new_derived(source, model, sop_class_uid=PARAMETRIC_MAP_STORAGE, kind="pm", frame=frame)
-    pm.ImageType = _IMAGE_TYPE
-    pm.PixelPresentation = "MONOCHROME"
-    pm.DeviceSerialNumber = "0"
-    pm.ContentQualification = "RESEARCH"
-    pm.ContentLabel = "SYNTHETIC_SWE"
-    pm.ContentDescription = WARNING
-    pm.AcquisitionContextSequence = []
+    pm = new_derived(
+        source,
+        model,
+        sop_class_uid=PARAMETRIC_MAP_STORAGE,
+        kind="pm",
+        frame=frame,
+        fixed=_fixed_attributes,
+    )
     pm.ReferencedSeriesSequence = [
         item(
             ReferencedInstanceSequence=[
@@ -235,7 +253,6 @@ def build_parametric_map(
     ]
     # Frame of Reference: a plane derived from the source instance (see geometry).
     pm.FrameOfReferenceUID = frame_of_reference_uid(source)
-    pm.PositionReferenceIndicator = None
     organisation = derived_uid(pm.SeriesInstanceUID, "dimension-organization")
     pm.DimensionOrganizationSequence = [item(DimensionOrganizationUID=organisation)]
     pm.DimensionIndexSequence = [
@@ -255,15 +272,9 @@ def build_parametric_map(
                 DimensionDescriptionLabel="LUT Label",
             )
         )
-    pm.SamplesPerPixel = 1
-    pm.PhotometricInterpretation = "MONOCHROME2"
     pm.NumberOfFrames = 1 if sd is None else 2
     pm.Rows, pm.Columns = values.shape
-    pm.BitsAllocated = 32
-    pm.BurnedInAnnotation = "NO"
-    pm.RecognizableVisualFeatures = "NO"
     mark_lossy(pm, source)
-    pm.PresentationLUTShape = "IDENTITY"
     pm.SharedFunctionalGroupsSequence = [shared]
     position = roi_position_mm(roi, spacing)
     if sd is None:

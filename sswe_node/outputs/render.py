@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,15 +44,21 @@ def _grey(bmode: NDArray[np.float32]) -> NDArray[np.uint8]:
 
 @lru_cache(maxsize=4)
 def _blend_table(lut_bytes: bytes) -> NDArray[np.uint8]:
-    """Return ``(256 * n, 3)``: the overlay colour of grey level ``g`` under entry ``c``.
+    """Return ``(256 * n + 257, 3)``: every colour a pixel of the overlay panel can take.
 
-    Row ``g * n + c`` holds ``round((1 - alpha) * g + alpha * lut[c])``, so blending a
-    whole panel is one table look-up.
+    Row ``g * n + c`` holds ``round((1 - alpha) * g + alpha * lut[c])`` (grey level ``g``
+    under entry ``c``), row ``256 * n + g`` the plain grey ``g`` (no value, or colour
+    withheld) and the last row the hatching grey, so the whole panel is one table look-up.
     """
     lut = np.frombuffer(lut_bytes, dtype=np.uint8).reshape(-1, 3).astype(np.float32)
     grey = np.arange(256, dtype=np.float32)[:, None, None]
     blended = np.float32(1 - OVERLAY_ALPHA) * grey + np.float32(OVERLAY_ALPHA) * lut[None]
-    return np.rint(blended).astype(np.uint8).reshape(-1, 3)
+    plain = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
+    table = np.concatenate(
+        [np.rint(blended).astype(np.uint8).reshape(-1, 3), plain, [[_HATCH_GREY] * 3]]
+    ).astype(np.uint8)
+    table.flags.writeable = False
+    return table
 
 
 def _overlay(
@@ -59,8 +66,13 @@ def _overlay(
     values: NDArray[np.float32],
     scale: tuple[float, float],
     lut: NDArray[np.uint8],
+    uncertain: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.uint8]:
-    """Return the ``(rows, columns, 3)`` B-mode with the colour overlay (grey where NaN)."""
+    """Return the ``(rows, columns, 3)`` B-mode with the colour overlay.
+
+    Grey where a value is NaN; where ``uncertain``, the plain B-mode crossed by diagonal
+    hatching lines (colour withheld).
+    """
     low, high = scale
     if high <= low:
         raise ValueError(f"vmax ({high}) must be greater than vmin ({low})")
@@ -68,15 +80,19 @@ def _overlay(
     index = (values - np.float32(low)) * np.float32((n - 1) / (high - low))
     finite = np.isfinite(index)
     if not finite.all():
-        index[~finite] = 0
+        index[~finite] = 0  # grey there (below); 0 keeps the integer cast defined
     np.clip(index, 0, n - 1, out=index)
     index = np.rint(index, out=index).astype(np.int32)
     index += grey * np.int32(n)
+    withheld = ~finite
+    if uncertain is not None:
+        withheld |= uncertain
+    if withheld.any():
+        np.copyto(index, grey + np.int32(256 * n), where=withheld)
+        if uncertain is not None:
+            index[uncertain & _diagonal(*uncertain.shape)] = 256 * n + 256
     table = _blend_table(np.ascontiguousarray(lut, dtype=np.uint8).tobytes())
-    overlay = np.take(table, index, axis=0)
-    if not finite.all():
-        overlay[~finite] = grey[~finite][:, None]
-    return overlay
+    return np.take(table, index, axis=0)
 
 
 @lru_cache(maxsize=16)
@@ -137,13 +153,12 @@ def render_capture(
     lut = jet_lut() if lut is None else lut
 
     grey = _grey(bmode)
-    overlay = _overlay(grey, values, (low, high), lut)
     if uncertain is not None:
         uncertain = np.asarray(uncertain, dtype=bool)
         if uncertain.shape != values.shape:
             raise ValueError(f"uncertain {uncertain.shape} must match values {values.shape}")
-        if uncertain.any():  # before enlarging: less work, and the lines grow with the panel
-            overlay = _hatch(overlay, grey, uncertain)
+    # Hatching before enlarging: less work, and the lines grow with the panel.
+    overlay = _overlay(grey, values, (low, high), lut, uncertain)
 
     # Enlarge small regions, but never beyond MAX_PANEL_COLUMNS (thin, wide regions).
     factor = min(math.ceil(MIN_PANEL_ROWS / bmode.shape[0]), MAX_PANEL_COLUMNS // bmode.shape[1])
@@ -153,6 +168,49 @@ def render_capture(
         overlay = overlay.repeat(factor, axis=0).repeat(factor, axis=1)
     rows, cols = grey.shape[:2]
 
+    frame = _frame(
+        rows, cols, low, high, title, unit, legend, banner,
+        np.ascontiguousarray(lut, dtype=np.uint8).tobytes(),
+    )  # fmt: skip
+    canvas = frame.canvas.copy()
+    top, x_overlay = frame.top, frame.x_overlay
+    panel = canvas[top : top + rows, _MARGIN : _MARGIN + cols]
+    for channel in range(3):  # grey in R, G and B (faster than a broadcast copy)
+        panel[..., channel] = grey
+    canvas[top : top + rows, x_overlay : x_overlay + cols] = overlay
+    if len(frame.text_index):  # text reaching into the panels is drawn over them, as before
+        canvas.reshape(-1, 3)[frame.text_index] = frame.text_colour
+    return canvas
+
+
+class _Frame(NamedTuple):
+    """What a capture shows besides its two panels, drawn once per size, scale and texts."""
+
+    canvas: NDArray[np.uint8]
+    top: int
+    x_overlay: int
+    text_index: NDArray[np.intp]
+    text_colour: NDArray[np.uint8]
+
+
+@lru_cache(maxsize=64)
+def _frame(
+    rows: int,
+    cols: int,
+    low: float,
+    high: float,
+    title: str,
+    unit: str,
+    legend: str | None,
+    banner: str | None,
+    lut_bytes: bytes,
+) -> _Frame:
+    """Return the capture without its panels: header texts, colour bar and its labels.
+
+    Everything here depends on the panel size, the scale, the texts and the colour table
+    only (per model and geometry), so it is drawn once; the pixels of texts that fall on a
+    panel are kept to be drawn again over each capture's panels.
+    """
     size = max(TEXT_SIZE, rows // 40)  # text grows with large images, to stay readable
     bar_width = max(_BAR_WIDTH, size + 3)
     line_h = text_size("Hg", size)[0] + 3
@@ -172,15 +230,9 @@ def render_capture(
     canvas = np.zeros((height, width, 3), dtype=np.uint8)
 
     top = header_h + line_h
-    panel = canvas[top : top + rows, _MARGIN : _MARGIN + cols]
-    for channel in range(3):  # grey in R, G and B (faster than a broadcast copy)
-        panel[..., channel] = grey
     x_overlay = _MARGIN + cols + _GAP
-    canvas[top : top + rows, x_overlay : x_overlay + cols] = overlay
     x_bar = x_overlay + cols + _GAP
-    canvas[top : top + rows, x_bar : x_bar + bar_width] = _colour_bar(
-        rows, bar_width, np.ascontiguousarray(lut, dtype=np.uint8).tobytes()
-    )
+    canvas[top : top + rows, x_bar : x_bar + bar_width] = _colour_bar(rows, bar_width, lut_bytes)
 
     text_h = text_size("0", size)[0]
     x_label = x_bar + bar_width + 3
@@ -194,22 +246,19 @@ def render_capture(
     ]
     lines.append((unit, header_h, x_bar, _TEXT_COLOUR))
     lines += [(label, y, x_label, _TEXT_COLOUR) for label, y in zip(labels, positions, strict=True)]
-    return burn_texts(canvas, lines, size)
+    burn_texts(canvas, lines, size)
 
-
-def _hatch(
-    overlay: NDArray[np.uint8], grey: NDArray[np.uint8], uncertain: NDArray[np.bool_]
-) -> NDArray[np.uint8]:
-    """Withhold the colour of ``uncertain`` pixels: plain B-mode crossed by diagonal lines."""
-    out = np.array(overlay, copy=True)
-    shape = out.shape
-    np.copyto(
-        out,
-        np.broadcast_to(grey[..., None], shape),
-        where=np.broadcast_to(uncertain[..., None], shape),
-    )
-    out.reshape(-1, 3)[(uncertain & _diagonal(*uncertain.shape)).ravel()] = _HATCH_GREY
-    return out
+    written = burn_texts(
+        np.zeros_like(canvas), [(t, y, x, (255, 255, 255)) for t, y, x, _ in lines], size
+    )[..., 0].astype(bool)
+    on_panels = np.zeros(written.shape, dtype=bool)
+    on_panels[top : top + rows, _MARGIN : _MARGIN + cols] = True
+    on_panels[top : top + rows, x_overlay : x_overlay + cols] = True
+    text_index = np.flatnonzero(written & on_panels)
+    text_colour = canvas.reshape(-1, 3)[text_index]
+    for array in (canvas, text_index, text_colour):
+        array.flags.writeable = False
+    return _Frame(canvas, top, x_overlay, text_index, text_colour)
 
 
 @lru_cache(maxsize=8)

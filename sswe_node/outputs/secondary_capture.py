@@ -42,6 +42,18 @@ def _patient_orientation(source: Dataset) -> list[str] | None:
     return None
 
 
+def _fixed_attributes(sc: Dataset) -> None:
+    """Write the capture attributes that depend on nothing (once per model, cached)."""
+    sc.ImageType = ["DERIVED", "SECONDARY"]
+    sc.ConversionType = "WSD"
+    sc.DerivationCodeSequence = [code_item(_IMAGE_PROCESSING)]
+    sc.SamplesPerPixel = 3
+    sc.PhotometricInterpretation = "RGB"
+    sc.PlanarConfiguration = 0
+    sc.BitsAllocated, sc.BitsStored, sc.HighBit, sc.PixelRepresentation = 8, 8, 7, 0
+    sc.BurnedInAnnotation = "YES"
+
+
 def build_secondary_capture(
     source: Dataset,
     values: NDArray[np.floating],
@@ -103,20 +115,19 @@ def build_secondary_capture(
         legend=legend,
         banner=OOD_BANNER if out_of_distribution else None,
     )
-    sc = new_derived(source, model, sop_class_uid=SECONDARY_CAPTURE_STORAGE, kind="sc", frame=frame)
-    sc.ImageType = ["DERIVED", "SECONDARY"]
-    sc.ConversionType = "WSD"
+    sc = new_derived(
+        source,
+        model,
+        sop_class_uid=SECONDARY_CAPTURE_STORAGE,
+        kind="sc",
+        frame=frame,
+        fixed=_fixed_attributes,
+    )
     now = datetime.datetime.now()
     sc.DateOfSecondaryCapture = now.strftime("%Y%m%d")
     sc.TimeOfSecondaryCapture = now.strftime("%H%M%S.%f")
-    sc.DerivationCodeSequence = [code_item(_IMAGE_PROCESSING)]
     sc.PatientOrientation = _patient_orientation(source)  # Type 2: empty for most ultrasound
-    sc.SamplesPerPixel = 3
-    sc.PhotometricInterpretation = "RGB"
-    sc.PlanarConfiguration = 0
     sc.Rows, sc.Columns = pixels.shape[:2]
-    sc.BitsAllocated, sc.BitsStored, sc.HighBit, sc.PixelRepresentation = 8, 8, 7, 0
-    sc.BurnedInAnnotation = "YES"
     mark_lossy(sc, source)
     if scale_source is not None:
         described = scale_description(scale, model.unit, scale_source)
