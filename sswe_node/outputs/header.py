@@ -12,11 +12,16 @@ from __future__ import annotations
 import copy
 import datetime
 import pickle
-from collections.abc import Callable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from functools import lru_cache
 from typing import NamedTuple
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from sswe_node import __version__
@@ -38,6 +43,8 @@ __all__ = [
     "SOURCE_FOR_PROCESSING",
     "code_item",
     "item",
+    "ModelKey",
+    "model_key",
     "new_derived",
     "source_reference",
 ]
@@ -174,22 +181,27 @@ def _model_equipment(model: ModelInfo) -> Dataset:
     )
 
 
+class ModelKey(NamedTuple):
+    """The model fields a derived object's header depends on (a :class:`ModelInfo`)."""
+
+    name: str
+    version: str
+    quantity: str
+    unit: str
+    colour_bar: tuple[float, float]
+
+
+#: Writes the attributes of a derived class that depend on the model only (cached per model).
+Fixed = Callable[[Dataset, ModelKey], None]
+
+
 @lru_cache(maxsize=64)
-def _template(
-    name: str,
-    version: str,
-    quantity: str,
-    unit: str,
-    sop_class_uid: str,
-    kind: str,
-    fixed: Callable[[Dataset], None] | None,
-) -> bytes:
+def _template(model: ModelKey, sop_class_uid: str, kind: str, fixed: Fixed | None) -> bytes:
     """Return the pickled attributes of a derived object that depend on the model and kind only.
 
     Written once per model and kind, then unpickled per object: far cheaper than setting the
     same attributes again (pydicom converts and validates each value it is given).
     """
-    model = _ModelKey(name, version, quantity, unit)
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = sop_class_uid
@@ -199,24 +211,128 @@ def _template(
     ds.SOPClassUID = sop_class_uid
     ds.Modality = "OT"
     ds.Manufacturer = MANUFACTURER
-    ds.ManufacturerModelName = name[:64]
-    ds.SoftwareVersions = str(version)[:64]
+    ds.ManufacturerModelName = model.name[:64]
+    ds.SoftwareVersions = str(model.version)[:64]
     ds.ContributingEquipmentSequence = [_model_equipment(model)]
     ds.SeriesDescription = series_description(model, kind.upper())
     ds.ImageComments = WARNING
     ds.DerivationDescription = derivation_description(model)
     if fixed is not None:
-        fixed(ds)
+        fixed(ds, model)
     return pickle.dumps(ds, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-class _ModelKey(NamedTuple):
-    """The model fields the header depends on (a :class:`ModelInfo` for the template)."""
+# Every source attribute the study-level part of a header is written from.
+_STUDY_LEVEL_TAGS = frozenset(
+    int(tag_for_keyword(keyword))
+    for keyword in (
+        "SpecificCharacterSet",
+        *_TYPE2_PATIENT_STUDY,
+        *_OPTIONAL_PATIENT_STUDY,
+        *_ACQUISITION_EQUIPMENT,
+        "BodyPartExamined",
+        "Laterality",
+        "ImageLaterality",
+    )
+)
+#: Study-level headers kept (a node works through the instances of a few studies at a time).
+STUDY_CACHE_SIZE = 64
 
-    name: str
-    version: str
-    quantity: str
-    unit: str
+
+def _frozen(value: object) -> Hashable:
+    """Return ``value`` as a hashable key (sequences and multiple values as tuples)."""
+    if isinstance(value, Sequence):
+        return tuple(
+            tuple((int(e.tag), e.VR, _frozen(e.value)) for e in dataset) for dataset in value
+        )
+    if isinstance(value, MultiValue | list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value  # type: ignore[return-value]
+
+
+def _study_key(source: Dataset) -> Hashable | None:
+    """Return what the study-level header depends on (None when it cannot be a key)."""
+    key = []
+    for tag in sorted(source.keys() & _STUDY_LEVEL_TAGS):
+        element = source[tag]
+        key.append((tag, element.VR, _frozen(element.value)))
+    result = tuple(key)
+    try:
+        hash(result)
+    except TypeError:
+        return None
+    return result
+
+
+class _StudyTemplates:
+    """The pickled headers of recent (model, kind, study) keys, least recently used out."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> bytes | None:
+        with self._lock:
+            data = self._items.get(key)
+            if data is not None:
+                self._items.move_to_end(key)
+            return data
+
+    def put(self, key: Hashable, data: bytes) -> None:
+        with self._lock:
+            self._items[key] = data
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+_STUDY_TEMPLATES = _StudyTemplates(STUDY_CACHE_SIZE)
+
+
+def _write_study_level(ds: Dataset, source: Dataset) -> None:
+    """Write what comes from the source's patient, study and equipment attributes."""
+    charset = source.get("SpecificCharacterSet")
+    if charset:
+        ds.SpecificCharacterSet = charset
+    for keyword in _TYPE2_PATIENT_STUDY:
+        value = source.get(keyword)
+        setattr(ds, keyword, None if value is None or value == "" else value)
+    _copy_present(ds, source, _OPTIONAL_PATIENT_STUDY)
+    acquisition = _acquisition_equipment(source)
+    if acquisition is not None:
+        ds.ContributingEquipmentSequence.insert(0, acquisition)
+    mark_source(ds, source)
+
+
+def _header(
+    source: Dataset, model: ModelKey, sop_class_uid: str, kind: str, fixed: Fixed | None
+) -> Dataset:
+    """Return a new derived object with every attribute but the instance's own.
+
+    The model-level attributes are written once per model and kind, the study-level ones
+    once per study (same patient, study and equipment attributes); both are then copied by
+    unpickling, far cheaper than setting them again.
+    """
+    study = _study_key(source)
+    key = None if study is None else (model, sop_class_uid, kind, fixed, study)
+    if key is not None:
+        data = _STUDY_TEMPLATES.get(key)
+        if data is not None:
+            return pickle.loads(data)
+    ds = pickle.loads(_template(model, sop_class_uid, kind, fixed))
+    _write_study_level(ds, source)
+    if key is not None:
+        _STUDY_TEMPLATES.put(key, pickle.dumps(ds, protocol=pickle.HIGHEST_PROTOCOL))
+    return ds
+
+
+def model_key(model: ModelInfo) -> ModelKey:
+    """Return the hashable fields of ``model`` the outputs depend on."""
+    low, high = model.colour_bar
+    return ModelKey(
+        str(model.name), str(model.version), str(model.quantity), str(model.unit),
+        (float(low), float(high)),
+    )  # fmt: skip
 
 
 def new_derived(
@@ -226,7 +342,7 @@ def new_derived(
     sop_class_uid: str,
     kind: str,
     frame: int,
-    fixed: Callable[[Dataset], None] | None = None,
+    fixed: Fixed | None = None,
 ) -> Dataset:
     """Start a derived object of one source frame: everything but the image-specific modules.
 
@@ -243,9 +359,9 @@ def new_derived(
     frame : int
         0-based index of the source frame.
     fixed : callable, optional
-        Writes the attributes of the object's class that depend on nothing else (a module-level
-        function: it is part of the cache key); run once per model and kind, its result is
-        copied into every object.
+        ``fixed(dataset, model_key)`` writes the attributes of the object's class that depend
+        on the model only (a module-level function: it is part of the cache key); run once per
+        model and kind, its result is copied into every object.
 
     Returns
     -------
@@ -259,36 +375,15 @@ def new_derived(
     now = datetime.datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
 
-    ds = pickle.loads(
-        _template(
-            str(model.name),
-            str(model.version),
-            str(model.quantity),
-            str(model.unit),
-            str(sop_class_uid),
-            kind,
-            fixed,
-        )
-    )
+    ds = _header(source, model_key(model), str(sop_class_uid), kind, fixed)
     ds.file_meta.MediaStorageSOPInstanceUID = uid
-    charset = source.get("SpecificCharacterSet")
-    if charset:
-        ds.SpecificCharacterSet = charset
     ds.SOPInstanceUID = uid
     ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
     ds.ContentDate, ds.ContentTime = date, time
-    for keyword in _TYPE2_PATIENT_STUDY:
-        value = source.get(keyword)
-        setattr(ds, keyword, None if value is None or value == "" else value)
-    _copy_present(ds, source, _OPTIONAL_PATIENT_STUDY)
     ds.StudyInstanceUID = source_study_uid(source)
 
     ds.SeriesInstanceUID = derived_series_uid(source, model.name, model.version, kind)
     ds.SeriesNumber = derived_series_number(source, kind)
     ds.InstanceNumber = derived_instance_number(source, frame)
-    acquisition = _acquisition_equipment(source)
-    if acquisition is not None:
-        ds.ContributingEquipmentSequence.insert(0, acquisition)
     ds.SourceImageSequence = [source_reference(source, frame)]
-    mark_source(ds, source)
     return ds

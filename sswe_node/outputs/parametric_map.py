@@ -10,8 +10,21 @@ from pydicom.dataset import Dataset
 from pydicom.valuerep import DSfloat
 
 from sswe_node.outputs.derived import ModelInfo, scale_description
-from sswe_node.outputs.geometry import COLUMN_DIRECTION, ROW_DIRECTION, Box, roi_position_mm
-from sswe_node.outputs.header import Code, code_item, item, new_derived, source_reference
+from sswe_node.outputs.geometry import (
+    COLUMN_DIRECTION,
+    ROW_DIRECTION,
+    Box,
+    is_multiframe,
+    roi_position_mm,
+)
+from sswe_node.outputs.header import (
+    SOURCE_FOR_PROCESSING,
+    Code,
+    ModelKey,
+    code_item,
+    item,
+    new_derived,
+)
 from sswe_node.outputs.labels import UCUM_MEANINGS, WARNING, quantity_name
 from sswe_node.outputs.lossy import mark_lossy
 from sswe_node.outputs.uids import derived_uid, frame_of_reference_uid, source_series_uid
@@ -111,15 +124,13 @@ def _shared_groups(
 
 
 def _frame_groups(
-    source: Dataset,
-    frame: int,
+    reference: Dataset,
     position: tuple[float, float, float],
     *,
     index: tuple[int, ...] = (1,),
     mapping: Dataset | None = None,
 ) -> Dataset:
     """Return the functional groups of one frame: derivation, index, position (, mapping)."""
-    reference = source_reference(source, frame)
     reference.SpatialLocationsPreserved = "NO"
     groups = item(
         DerivationImageSequence=[
@@ -138,7 +149,127 @@ def _frame_groups(
     return groups
 
 
-def _fixed_attributes(pm: Dataset) -> None:
+def _structure(pm: Dataset, model: ModelKey, with_sd: bool) -> None:
+    """Write the sequences of a map with placeholder values, filled in per map (:func:`_fill`).
+
+    Creating the items is most of a map's build time; their layout depends on the model and
+    on whether there is an uncertainty frame only, so it is written once and copied.
+    """
+    _fixed_attributes(pm, model)
+    placeholder = "1.2"
+    pm.ReferencedSeriesSequence = [
+        item(
+            ReferencedInstanceSequence=[
+                item(ReferencedSOPClassUID=placeholder, ReferencedSOPInstanceUID=placeholder)
+            ],
+            SeriesInstanceUID=placeholder,
+        )
+    ]
+    pm.DimensionOrganizationSequence = [item(DimensionOrganizationUID=placeholder)]
+    pm.DimensionIndexSequence = [
+        item(
+            DimensionOrganizationUID=placeholder,
+            DimensionIndexPointer=_IMAGE_POSITION,
+            FunctionalGroupPointer=_PLANE_POSITION_SEQUENCE,
+            DimensionDescriptionLabel="Image Position Patient",
+        )
+    ]
+    if with_sd:
+        pm.DimensionIndexSequence.append(
+            item(
+                DimensionOrganizationUID=placeholder,
+                DimensionIndexPointer=_LUT_LABEL_TAG,
+                FunctionalGroupPointer=_REAL_WORLD_VALUE_MAPPING_SEQUENCE,
+                DimensionDescriptionLabel="LUT Label",
+            )
+        )
+    unit_range = (0.0, 1.0)
+    pm.SharedFunctionalGroupsSequence = [
+        _shared_groups(model, (1.0, 1.0), unit_range, per_frame_mapping=with_sd, scale=unit_range)
+    ]
+
+    def reference() -> Dataset:
+        return item(
+            ReferencedSOPClassUID=placeholder,
+            ReferencedSOPInstanceUID=placeholder,
+            PurposeOfReferenceCodeSequence=[code_item(SOURCE_FOR_PROCESSING)],
+        )
+
+    origin = (0.0, 0.0, 0.0)
+    if not with_sd:
+        pm.PerFrameFunctionalGroupsSequence = [_frame_groups(reference(), origin)]
+    else:
+        pm.PerFrameFunctionalGroupsSequence = [
+            _frame_groups(
+                reference(), origin, index=(1, 1), mapping=_value_mapping(model, unit_range)
+            ),
+            _frame_groups(
+                reference(),
+                origin,
+                index=(1, 2),
+                mapping=_value_mapping(model, unit_range, sd=True),
+            ),
+        ]
+
+
+def _single_frame(pm: Dataset, model: ModelKey) -> None:
+    """Write the cached part of a map without an uncertainty frame."""
+    _structure(pm, model, with_sd=False)
+
+
+def _with_sd_frame(pm: Dataset, model: ModelKey) -> None:
+    """Write the cached part of a map with an uncertainty frame."""
+    _structure(pm, model, with_sd=True)
+
+
+def _set_range(mapping: Dataset, value_range: tuple[float, float]) -> None:
+    mapping.DoubleFloatRealWorldValueLastValueMapped = value_range[1]
+    mapping.DoubleFloatRealWorldValueFirstValueMapped = value_range[0]
+
+
+def _fill(
+    pm: Dataset,
+    source: Dataset,
+    frame: int,
+    *,
+    spacing: tuple[float, float],
+    scale: tuple[float, float],
+    position: tuple[float, float, float],
+    ranges: tuple[tuple[float, float], ...],
+) -> None:
+    """Write the values of one map into the structure of :func:`_structure`."""
+    series = pm.ReferencedSeriesSequence[0]
+    instance = series.ReferencedInstanceSequence[0]
+    instance.ReferencedSOPClassUID = source.SOPClassUID
+    instance.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    series.SeriesInstanceUID = source_series_uid(source)
+    organisation = derived_uid(pm.SeriesInstanceUID, "dimension-organization")
+    pm.DimensionOrganizationSequence[0].DimensionOrganizationUID = organisation
+    for dimension in pm.DimensionIndexSequence:
+        dimension.DimensionOrganizationUID = organisation
+    shared = pm.SharedFunctionalGroupsSequence[0]
+    shared.PixelMeasuresSequence[0].PixelSpacing = _decimals(spacing)
+    low, high = scale
+    voi = shared.FrameVOILUTSequence[0]
+    voi.WindowCenter = _decimals(((low + high) / 2,))[0]
+    voi.WindowWidth = _decimals((high - low,))[0]
+    frames = pm.PerFrameFunctionalGroupsSequence
+    if "RealWorldValueMappingSequence" in shared:
+        _set_range(shared.RealWorldValueMappingSequence[0], ranges[0])
+    else:
+        for groups, value_range in zip(frames, ranges, strict=True):
+            _set_range(groups.RealWorldValueMappingSequence[0], value_range)
+    multiframe = is_multiframe(source)
+    for groups in frames:
+        reference = groups.DerivationImageSequence[0].SourceImageSequence[0]
+        reference.ReferencedSOPClassUID = source.SOPClassUID
+        reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
+        if multiframe:
+            reference.ReferencedFrameNumber = frame + 1
+        groups.PlanePositionSequence[0].ImagePositionPatient = _decimals(position)
+
+
+def _fixed_attributes(pm: Dataset, model: ModelKey) -> None:
     """Write the Parametric Map attributes that depend on nothing (once per model, cached)."""
     pm.ImageType = _IMAGE_TYPE
     pm.PixelPresentation = "MONOCHROME"
@@ -228,72 +359,34 @@ def build_parametric_map(
         if np.isinf(sd).any() or np.isnan(sd).all() or float(np.nanmin(sd)) < 0:
             raise ValueError("sd must be finite and non-negative (NaN only outside the tissue)")
         sd_range = (0.0, max(float(np.nanmax(sd)), 1e-6))
-    shared = _shared_groups(
-        model, spacing, value_range, per_frame_mapping=sd is not None, scale=(low, high)
-    )
-
     pm = new_derived(
         source,
         model,
         sop_class_uid=PARAMETRIC_MAP_STORAGE,
         kind="pm",
         frame=frame,
-        fixed=_fixed_attributes,
+        fixed=_single_frame if sd is None else _with_sd_frame,
     )
-    pm.ReferencedSeriesSequence = [
-        item(
-            ReferencedInstanceSequence=[
-                item(
-                    ReferencedSOPClassUID=source.SOPClassUID,
-                    ReferencedSOPInstanceUID=source.SOPInstanceUID,
-                )
-            ],
-            SeriesInstanceUID=source_series_uid(source),
-        )
-    ]
     # Frame of Reference: a plane derived from the source instance (see geometry).
     pm.FrameOfReferenceUID = frame_of_reference_uid(source)
-    organisation = derived_uid(pm.SeriesInstanceUID, "dimension-organization")
-    pm.DimensionOrganizationSequence = [item(DimensionOrganizationUID=organisation)]
-    pm.DimensionIndexSequence = [
-        item(
-            DimensionOrganizationUID=organisation,
-            DimensionIndexPointer=_IMAGE_POSITION,
-            FunctionalGroupPointer=_PLANE_POSITION_SEQUENCE,
-            DimensionDescriptionLabel="Image Position Patient",
-        )
-    ]
-    if sd is not None:
-        pm.DimensionIndexSequence.append(
-            item(
-                DimensionOrganizationUID=organisation,
-                DimensionIndexPointer=_LUT_LABEL_TAG,
-                FunctionalGroupPointer=_REAL_WORLD_VALUE_MAPPING_SEQUENCE,
-                DimensionDescriptionLabel="LUT Label",
-            )
-        )
     pm.NumberOfFrames = 1 if sd is None else 2
     pm.Rows, pm.Columns = values.shape
     mark_lossy(pm, source)
-    pm.SharedFunctionalGroupsSequence = [shared]
-    position = roi_position_mm(roi, spacing)
+    _fill(
+        pm,
+        source,
+        frame,
+        spacing=spacing,
+        scale=(low, high),
+        position=roi_position_mm(roi, spacing),
+        ranges=(value_range,) if sd is None else (value_range, sd_range),
+    )
     if sd is None:
-        pm.PerFrameFunctionalGroupsSequence = [_frame_groups(source, frame, position)]
         pm.FloatPixelData = np.ascontiguousarray(values, dtype="<f4").tobytes()
     else:
-        pm.PerFrameFunctionalGroupsSequence = [
-            _frame_groups(
-                source, frame, position, index=(1, 1), mapping=_value_mapping(model, value_range)
-            ),
-            _frame_groups(
-                source,
-                frame,
-                position,
-                index=(1, 2),
-                mapping=_value_mapping(model, sd_range, sd=True),
-            ),
-        ]
-        pm.FloatPixelData = np.ascontiguousarray(np.stack([values, sd]), dtype="<f4").tobytes()
+        pixels = np.empty((2, *values.shape), dtype="<f4")
+        pixels[0], pixels[1] = values, sd
+        pm.FloatPixelData = pixels.tobytes()
     if scale_source is not None:
         described = scale_description((low, high), model.unit, scale_source)
         pm.DerivationDescription = f"{pm.DerivationDescription} {described}"[:1024]

@@ -9,7 +9,7 @@ from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 
 from sswe_node.outputs.derived import ModelInfo, scale_description
-from sswe_node.outputs.header import Code, code_item, new_derived
+from sswe_node.outputs.header import Code, ModelKey, code_item, new_derived
 from sswe_node.outputs.labels import format_value, quantity_name
 from sswe_node.outputs.lossy import mark_lossy
 from sswe_node.outputs.render import OOD_BANNER, render_capture
@@ -42,7 +42,7 @@ def _patient_orientation(source: Dataset) -> list[str] | None:
     return None
 
 
-def _fixed_attributes(sc: Dataset) -> None:
+def _fixed_attributes(sc: Dataset, model: ModelKey) -> None:
     """Write the capture attributes that depend on nothing (once per model, cached)."""
     sc.ImageType = ["DERIVED", "SECONDARY"]
     sc.ConversionType = "WSD"
