@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 from numpy.typing import NDArray
@@ -56,6 +57,11 @@ _IMAGE_POSITION = (0x0020, 0x0032)
 _PLANE_POSITION_SEQUENCE = (0x0020, 0x9113)
 _LUT_LABEL_TAG = (0x0040, 0x9210)
 _REAL_WORLD_VALUE_MAPPING_SEQUENCE = (0x0040, 0x9096)
+
+
+def _nan_range(array: NDArray[np.float32]) -> tuple[float, float]:
+    """Return the least and greatest value ignoring NaN (NaN when all are; -inf/inf kept)."""
+    return float(np.fmin.reduce(array, axis=None)), float(np.fmax.reduce(array, axis=None))
 
 
 def _decimals(values: tuple[float, ...]) -> list[DSfloat]:
@@ -343,9 +349,9 @@ def build_parametric_map(
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 2 or values.shape != roi.shape:
         raise ValueError(f"values of shape {values.shape} do not fill the ROI {roi.shape}")
-    if np.isinf(values).any() or np.isnan(values).all():
+    smallest, largest = _nan_range(values)
+    if not (math.isfinite(smallest) and math.isfinite(largest)):  # an infinity, or all NaN
         raise ValueError("values must be finite (NaN only outside the tissue)")
-    smallest, largest = float(np.nanmin(values)), float(np.nanmax(values))
     spacing_known = spacing_mm is not None
     spacing = tuple(float(s) for s in (spacing_mm or UNKNOWN_SPACING_MM))
     low, high = (float(v) for v in (model.colour_bar if scale is None else scale))
@@ -356,9 +362,10 @@ def build_parametric_map(
         sd = np.asarray(sd, dtype=np.float32)
         if sd.shape != values.shape:
             raise ValueError(f"sd of shape {sd.shape} does not match the values {values.shape}")
-        if np.isinf(sd).any() or np.isnan(sd).all() or float(np.nanmin(sd)) < 0:
+        sd_low, sd_high = _nan_range(sd)
+        if not (math.isfinite(sd_low) and math.isfinite(sd_high)) or sd_low < 0:
             raise ValueError("sd must be finite and non-negative (NaN only outside the tissue)")
-        sd_range = (0.0, max(float(np.nanmax(sd)), 1e-6))
+        sd_range = (0.0, max(sd_high, 1e-6))
     pm = new_derived(
         source,
         model,
@@ -383,10 +390,9 @@ def build_parametric_map(
     )
     if sd is None:
         pm.FloatPixelData = np.ascontiguousarray(values, dtype="<f4").tobytes()
-    else:
-        pixels = np.empty((2, *values.shape), dtype="<f4")
-        pixels[0], pixels[1] = values, sd
-        pm.FloatPixelData = pixels.tobytes()
+    else:  # one copy of both frames (stacking first would be two)
+        frames = (np.ascontiguousarray(a, dtype="<f4").data for a in (values, sd))
+        pm.FloatPixelData = b"".join(frames)
     if scale_source is not None:
         described = scale_description((low, high), model.unit, scale_source)
         pm.DerivationDescription = f"{pm.DerivationDescription} {described}"[:1024]

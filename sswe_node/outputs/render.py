@@ -44,19 +44,20 @@ def _grey(bmode: NDArray[np.float32]) -> NDArray[np.uint8]:
 
 @lru_cache(maxsize=4)
 def _blend_table(lut_bytes: bytes) -> NDArray[np.uint8]:
-    """Return ``(256 * n + 257, 3)``: every colour a pixel of the overlay panel can take.
+    """Return ``(256 * (n + 1) + 1, 3)``: every colour a pixel of the overlay panel can take.
 
-    Row ``g * n + c`` holds ``round((1 - alpha) * g + alpha * lut[c])`` (grey level ``g``
-    under entry ``c``), row ``256 * n + g`` the plain grey ``g`` (no value, or colour
-    withheld) and the last row the hatching grey, so the whole panel is one table look-up.
+    Row ``g * (n + 1) + c`` holds ``round((1 - alpha) * g + alpha * lut[c])`` (grey level
+    ``g`` under entry ``c``) for ``c < n``, and the plain grey ``g`` for ``c = n`` (no value,
+    or colour withheld); the last row is the hatching grey. The whole panel is then one
+    table look-up.
     """
     lut = np.frombuffer(lut_bytes, dtype=np.uint8).reshape(-1, 3).astype(np.float32)
     grey = np.arange(256, dtype=np.float32)[:, None, None]
     blended = np.float32(1 - OVERLAY_ALPHA) * grey + np.float32(OVERLAY_ALPHA) * lut[None]
-    plain = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
-    table = np.concatenate(
-        [np.rint(blended).astype(np.uint8).reshape(-1, 3), plain, [[_HATCH_GREY] * 3]]
-    ).astype(np.uint8)
+    table = np.empty((256, len(lut) + 1, 3), dtype=np.uint8)
+    table[:, :-1] = np.rint(blended).astype(np.uint8)
+    table[:, -1] = np.arange(256, dtype=np.uint8)[:, None]
+    table = np.concatenate([table.reshape(-1, 3), [[_HATCH_GREY] * 3]]).astype(np.uint8)
     table.flags.writeable = False
     return table
 
@@ -77,20 +78,23 @@ def _overlay(
     if high <= low:
         raise ValueError(f"vmax ({high}) must be greater than vmin ({low})")
     n = len(lut)
-    index = (values - np.float32(low)) * np.float32((n - 1) / (high - low))
-    finite = np.isfinite(index)
-    if not finite.all():
-        index[~finite] = 0  # grey there (below); 0 keeps the integer cast defined
-    np.clip(index, 0, n - 1, out=index)
-    index = np.rint(index, out=index).astype(np.int32)
-    index += grey * np.int32(n)
-    withheld = ~finite
+    columns = n + 1  # of the blend table: the n colours, then the plain grey
+    index = values - np.float32(low)
+    index *= np.float32((n - 1) / (high - low))
+    withheld = ~np.isfinite(index)
     if uncertain is not None:
         withheld |= uncertain
-    if withheld.any():
-        np.copyto(index, grey + np.int32(256 * n), where=withheld)
-        if uncertain is not None:
-            index[uncertain & _diagonal(*uncertain.shape)] = 256 * n + 256
+    # fmax/fmin clip like np.clip but turn NaN into 0, so the integer cast stays defined.
+    np.fmax(index, np.float32(0), out=index)
+    np.fmin(index, np.float32(n - 1), out=index)
+    index = np.rint(index, out=index).astype(np.int32)
+    # Every entry is below n, the plain-grey column, and every row below the hatching row:
+    # a maximum picks them without the (branching, slow) masked assignments.
+    np.maximum(index, withheld * np.int32(n), out=index)
+    index += grey * np.int32(columns)
+    if uncertain is not None:
+        hatched = uncertain & _diagonal(*uncertain.shape)
+        np.maximum(index, hatched * np.int32(256 * columns), out=index)
     table = _blend_table(np.ascontiguousarray(lut, dtype=np.uint8).tobytes())
     return np.take(table, index, axis=0)
 
