@@ -213,8 +213,12 @@ def _read(path: Path) -> tuple[Any | None, str, str]:
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
+    from sswe_node.node.intake import missing_identity
+
     try:
-        return dcmread(path), "", ""
+        ds = dcmread(path)
+        problem = missing_identity(ds)  # e.g. random bytes behind a valid file header
+        return (None, "failed", problem) if problem else (ds, "", "")
     except InvalidDicomError:
         return None, "skipped", "not-dicom: not a DICOM file (no DICM preamble)"
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one failure, not a crash
