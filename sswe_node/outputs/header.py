@@ -279,6 +279,9 @@ class _StudyTemplates:
                 self._items.move_to_end(key)
             return data
 
+    def __len__(self) -> int:
+        return len(self._items)
+
     def put(self, key: Hashable, data: bytes) -> None:
         with self._lock:
             self._items[key] = data

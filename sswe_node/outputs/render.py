@@ -99,6 +99,14 @@ def _overlay(
     return np.take(table, index, axis=0)
 
 
+@lru_cache(maxsize=1)
+def _default_lut() -> NDArray[np.uint8]:
+    """Return the jet table (computed once)."""
+    lut = jet_lut()
+    lut.flags.writeable = False
+    return lut
+
+
 @lru_cache(maxsize=16)
 def _colour_bar(rows: int, width: int, lut_bytes: bytes) -> NDArray[np.uint8]:
     bar = render_colour_bar(rows, width, np.frombuffer(lut_bytes, np.uint8).reshape(-1, 3))
@@ -154,7 +162,7 @@ def render_capture(
     if bmode.ndim != 2 or bmode.shape != values.shape:
         raise ValueError(f"bmode {bmode.shape} and values {values.shape} must be equal 2D shapes")
     low, high = (float(v) for v in scale)
-    lut = jet_lut() if lut is None else lut
+    lut = _default_lut() if lut is None else lut
 
     grey = _grey(bmode)
     if uncertain is not None:
