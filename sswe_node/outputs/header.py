@@ -45,7 +45,9 @@ __all__ = [
     "item",
     "ModelKey",
     "model_key",
+    "fill_reference",
     "new_derived",
+    "reference_placeholder",
     "source_reference",
 ]
 
@@ -128,6 +130,10 @@ _ACQUISITION_EQUIPMENT = (
 )
 
 
+#: A valid UID standing for one written per object in cached templates.
+_PLACEHOLDER_UID = "1.2"
+
+
 def item(**attributes: object) -> Dataset:
     """Return a dataset (a sequence item) with the given attributes, in keyword order given."""
     dataset = Dataset()
@@ -150,6 +156,23 @@ def source_reference(source: Dataset, frame: int) -> Dataset:
         reference.ReferencedFrameNumber = frame + 1
     reference.PurposeOfReferenceCodeSequence = [code_item(SOURCE_FOR_PROCESSING)]
     return reference
+
+
+def reference_placeholder() -> Dataset:
+    """Return a Source Image Sequence item to be completed by :func:`fill_reference`."""
+    return item(
+        ReferencedSOPClassUID=_PLACEHOLDER_UID,
+        ReferencedSOPInstanceUID=_PLACEHOLDER_UID,
+        PurposeOfReferenceCodeSequence=[code_item(SOURCE_FOR_PROCESSING)],
+    )
+
+
+def fill_reference(reference: Dataset, source: Dataset, frame: int) -> None:
+    """Complete a :func:`reference_placeholder` item: :func:`source_reference` of a template."""
+    reference.ReferencedSOPClassUID = source.SOPClassUID
+    reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    if is_multiframe(source):
+        reference.ReferencedFrameNumber = frame + 1
 
 
 def _copy_present(target: Dataset, source: Dataset, keywords: tuple[str, ...]) -> None:
@@ -217,6 +240,7 @@ def _template(model: ModelKey, sop_class_uid: str, kind: str, fixed: Fixed | Non
     ds.SeriesDescription = series_description(model, kind.upper())
     ds.ImageComments = WARNING
     ds.DerivationDescription = derivation_description(model)
+    ds.SourceImageSequence = [reference_placeholder()]
     if fixed is not None:
         fixed(ds, model)
     return pickle.dumps(ds, protocol=pickle.HIGHEST_PROTOCOL)
@@ -388,5 +412,5 @@ def new_derived(
     ds.SeriesInstanceUID = derived_series_uid(source, model.name, model.version, kind)
     ds.SeriesNumber = derived_series_number(source, kind)
     ds.InstanceNumber = derived_instance_number(source, frame)
-    ds.SourceImageSequence = [source_reference(source, frame)]
+    fill_reference(ds.SourceImageSequence[0], source, frame)
     return ds

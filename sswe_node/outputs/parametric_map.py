@@ -15,16 +15,16 @@ from sswe_node.outputs.geometry import (
     COLUMN_DIRECTION,
     ROW_DIRECTION,
     Box,
-    is_multiframe,
     roi_position_mm,
 )
 from sswe_node.outputs.header import (
-    SOURCE_FOR_PROCESSING,
     Code,
     ModelKey,
     code_item,
+    fill_reference,
     item,
     new_derived,
+    reference_placeholder,
 )
 from sswe_node.outputs.labels import UCUM_MEANINGS, WARNING, quantity_name
 from sswe_node.outputs.lossy import mark_lossy
@@ -194,23 +194,19 @@ def _structure(pm: Dataset, model: ModelKey, with_sd: bool) -> None:
         _shared_groups(model, (1.0, 1.0), unit_range, per_frame_mapping=with_sd, scale=unit_range)
     ]
 
-    def reference() -> Dataset:
-        return item(
-            ReferencedSOPClassUID=placeholder,
-            ReferencedSOPInstanceUID=placeholder,
-            PurposeOfReferenceCodeSequence=[code_item(SOURCE_FOR_PROCESSING)],
-        )
-
     origin = (0.0, 0.0, 0.0)
     if not with_sd:
-        pm.PerFrameFunctionalGroupsSequence = [_frame_groups(reference(), origin)]
+        pm.PerFrameFunctionalGroupsSequence = [_frame_groups(reference_placeholder(), origin)]
     else:
         pm.PerFrameFunctionalGroupsSequence = [
             _frame_groups(
-                reference(), origin, index=(1, 1), mapping=_value_mapping(model, unit_range)
+                reference_placeholder(),
+                origin,
+                index=(1, 1),
+                mapping=_value_mapping(model, unit_range),
             ),
             _frame_groups(
-                reference(),
+                reference_placeholder(),
                 origin,
                 index=(1, 2),
                 mapping=_value_mapping(model, unit_range, sd=True),
@@ -265,13 +261,8 @@ def _fill(
     else:
         for groups, value_range in zip(frames, ranges, strict=True):
             _set_range(groups.RealWorldValueMappingSequence[0], value_range)
-    multiframe = is_multiframe(source)
     for groups in frames:
-        reference = groups.DerivationImageSequence[0].SourceImageSequence[0]
-        reference.ReferencedSOPClassUID = source.SOPClassUID
-        reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
-        if multiframe:
-            reference.ReferencedFrameNumber = frame + 1
+        fill_reference(groups.DerivationImageSequence[0].SourceImageSequence[0], source, frame)
         groups.PlanePositionSequence[0].ImagePositionPatient = _decimals(position)
 
 
