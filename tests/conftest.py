@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.node_support import StartNode, paused_nodes
+from tests.node_support import Postgres, StartNode, paused_nodes
 from tests.peers import Orthanc
 
 
@@ -16,6 +16,17 @@ from tests.peers import Orthanc
 def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
     """A real Orthanc on free loopback ports, stopped after the test."""
     server = Orthanc(tmp_path / "orthanc")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    """One throwaway PostgreSQL server per test module (each test makes its own database)."""
+    try:
+        server = Postgres()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     yield server
     server.stop()
 

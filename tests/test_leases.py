@@ -18,21 +18,9 @@ from sswe_node.node.leases import owner_is_dead, parse_owner, process_owner
 from sswe_node.node.records import CaseFinish, CaseOutcome, ReceivedInstance
 from sswe_node.node.schema import Case, utcnow
 from sswe_node.node.store import CaseStore
-from tests.node_support import Postgres
 
 _NUMBERS = itertools.count()
 OTHER = "other-machine:4242:1700000000"  # a replica elsewhere: never judged dead from here
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    """One throwaway PostgreSQL server for this module."""
-    try:
-        server = Postgres()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

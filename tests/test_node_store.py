@@ -8,7 +8,6 @@ import itertools
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,17 +22,6 @@ from sswe_node.node.store import CaseStore
 from tests.node_support import Postgres
 
 _DATABASE_NUMBERS = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    """One throwaway PostgreSQL server for this module (each test gets its own database)."""
-    try:
-        server = Postgres()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

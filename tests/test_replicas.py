@@ -11,11 +11,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from sswe_node.node.schema import Case
@@ -24,17 +22,6 @@ from tests.node_support import Postgres, ServeProcess, node_sections, write_conf
 from tests.peers import Orthanc, dcmtk_env
 
 BURST = 100
-
-
-@pytest.fixture
-def postgres() -> Iterator[Postgres]:
-    """A throwaway PostgreSQL server."""
-    try:
-        server = Postgres()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    yield server
-    server.stop()
 
 
 def _sources(folder: Path, make_us_source: Any, count: int) -> list[Path]:
