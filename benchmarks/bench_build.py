@@ -1,8 +1,9 @@
 """Build cost: milliseconds per instance of ``post_process`` (regrid + Parametric Map + capture).
 
 No model is run: the packaged model's manifest is read (no TensorFlow) and the predictions are
-fixed random fields on its grid, with a standard deviation (uncertainty frame and hatching) and,
-for every other instance, the out-of-distribution banner. Sources are simulated captures (dual
+fixed random fields on its grid, with a standard deviation (uncertainty frame and hatching;
+``--no-sd``: none, as with one MC pass) and, for every other instance, the out-of-distribution
+banner. Sources are simulated captures (dual
 SWE, full-screen B-mode, second scanner), read once before timing, as in ``bench_pipeline.py``.
 Goal (issue 10 item 6): at most 3 ms per instance. The breakdown times the Parametric Map and
 the Secondary Capture builders alone on the same frames.
@@ -57,6 +58,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=12, help="instances")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--profile", action="store_true", help="cProfile post_process instead")
+    parser.add_argument(
+        "--no-sd", action="store_true", help="no standard deviation (one MC pass: no SD frame)"
+    )
     args = parser.parse_args()
 
     manifest = read_manifest(resolve_model_dir(args.model, args.models_dir))
@@ -72,7 +76,7 @@ def main() -> None:
         shape = inputs.shape
         values = rng.uniform(low, high * 1.1, shape).astype(np.float32)
         sd = rng.gamma(2.0, 0.05 * (high - low), shape).astype(np.float32)
-        cases.append((ds, readings, values, sd, i % 2 == 1))
+        cases.append((ds, readings, values, None if args.no_sd else sd, i % 2 == 1))
 
     def build(case):
         ds, readings, values, sd, ood = case
@@ -108,7 +112,8 @@ def main() -> None:
         roi = Box(reading.roi.top, reading.roi.left, reading.roi.bottom, reading.roi.right)
         scale, source = frame_scale(reading, setting)
         v = rng.uniform(low, high, roi.shape).astype(np.float32)
-        s = rng.gamma(2.0, 0.05 * (high - low), roi.shape).astype(np.float32)
+        s = None if args.no_sd else rng.gamma(2.0, 0.05 * (high - low), roi.shape)
+        s = None if s is None else s.astype(np.float32)
         spacing = reading.spacing_mm or (0.2, 0.2)
         pm_t, sc_t, all_t = [], [], []
         for _ in range(args.repeats):
@@ -131,7 +136,8 @@ def main() -> None:
 
     print(f"sswe_node from {Path(sswe_node.__file__).parent}")
     print(
-        f"model {manifest.name} {manifest.version}; {len(cases)} instances, {args.repeats} rounds"
+        f"model {manifest.name} {manifest.version}; {len(cases)} instances, {args.repeats} "
+        f"rounds; {'no sd' if args.no_sd else 'with sd (uncertainty frame, hatching)'}"
     )
     print("ROI       frames  PM best/median ms  SC best/median ms  post_process best/median ms")
     for shape, frames, pm_t, sc_t, all_t in rows:

@@ -205,7 +205,8 @@ class _Frame(NamedTuple):
     text_colour: NDArray[np.uint8]
 
 
-@lru_cache(maxsize=64)
+# A frame is a few MB for large captures: keep those of a few geometries only.
+@lru_cache(maxsize=16)
 def _frame(
     rows: int,
     cols: int,
