@@ -26,6 +26,7 @@ from sswe_node.node.stow_server import STOW_CALLING_AE
 from sswe_node.outputs.uids import UID_SALT_ATTRIBUTE
 
 LOGGER = logging.getLogger(__name__)
+_DEAD_WORK_CHECK_SECONDS = 5.0
 
 
 def load_node_model(settings: Settings) -> Any:
@@ -175,6 +176,7 @@ class Worker(QueueThread):
         self.lease_seconds = settings.processing.lease_seconds
         self._held: set[int] = set()
         self._held_lock = threading.Lock()
+        self._next_dead_check = 0.0  # monotonic time of the next look for dead workers' cases
 
     def idle_seconds(self) -> float:
         """Return the longest sleep before looking for pending cases again."""
@@ -254,7 +256,22 @@ class Worker(QueueThread):
             self._held.update(case.id for case in claimed)
         return claimed
 
+    def _take_back_dead_work(self) -> None:
+        """Now and then, make cases of this host's workers that died pending again.
+
+        At start-up a crashed predecessor's worker may still be exiting; without this its
+        cases would wait for their lease (``processing.lease_seconds``) to expire.
+        """
+        now = time.monotonic()
+        if now < self._next_dead_check:
+            return
+        self._next_dead_check = now + _DEAD_WORK_CHECK_SECONDS
+        taken = self.store.resume(self.owner)
+        if taken:
+            LOGGER.info("event=dead-work-taken-back count=%d", taken)
+
     def _next_batch(self) -> list[ClaimedCase]:
+        self._take_back_dead_work()
         size = self.settings.processing.batch_size
         batch = self._claim(size)
         if batch and len(batch) < size and self.settings.processing.batch_wait_seconds > 0:
