@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from sswe_node.node.metrics import Metrics
 from sswe_node.node.store import CaseStore
@@ -45,6 +46,20 @@ class QueueThread(threading.Thread):
         self.wake = wake
         self.stop_event = stop
         self.metrics = metrics
+        self._next_dead_check = 0.0  # monotonic time of the next look for dead peers' work
+
+    def dead_work_check_due(self, every_seconds: float = 5.0) -> bool:
+        """Return True at most once every ``every_seconds`` (a throttle for periodic checks).
+
+        The worker and the sender use it to take back, now and then, what processes of this
+        host that died still hold: at start-up a crashed predecessor's children may still be
+        exiting, and without the check their claims would wait for their leases to expire.
+        """
+        now = time.monotonic()
+        if now < self._next_dead_check:
+            return False
+        self._next_dead_check = now + every_seconds
+        return True
 
     def step(self) -> int:
         """Do one unit of work; return how many items it handled (0: nothing to do)."""

@@ -29,7 +29,6 @@ from sswe_node.node.stow_client import StowOutcome, StowSender, web_destinations
 
 LOGGER = logging.getLogger(__name__)
 
-_DEAD_CLAIM_CHECK_SECONDS = 5.0
 _MAX_CONTEXTS = 120
 _CHUNKED_LOCK = threading.Lock()
 # Transfer syntaxes pynetdicom converts between when sending a file.
@@ -124,22 +123,15 @@ class Sender(QueueThread):
         self.linger_seconds = linger_seconds
         self.owner = process_owner()
         self._held: set[int] = set()  # sends claimed and not yet sent, failed or given back
-        self._next_dead_check = 0.0  # monotonic time of the next look for dead senders' claims
 
     def run(self) -> None:
         """Send due outputs until stopped."""
         self.drain()
 
     def _release_dead_claims(self) -> None:
-        """Take back, now and then, the claims of this host's senders that died.
-
-        At start-up a crashed predecessor's sender may still be exiting; without this its
-        claims would wait for their lease (``sending.lease_seconds``) to expire.
-        """
-        now = time.monotonic()
-        if now < self._next_dead_check:
+        """Take back the send claims of this host's senders that died (every few seconds)."""
+        if not self.dead_work_check_due():
             return
-        self._next_dead_check = now + _DEAD_CLAIM_CHECK_SECONDS
         released = self.store.release_dead_claims()
         if released:
             LOGGER.info("event=send-claims-released count=%d", released)

@@ -26,7 +26,6 @@ from sswe_node.node.stow_server import STOW_CALLING_AE
 from sswe_node.outputs.uids import UID_SALT_ATTRIBUTE
 
 LOGGER = logging.getLogger(__name__)
-_DEAD_WORK_CHECK_SECONDS = 5.0
 
 
 def load_node_model(settings: Settings) -> Any:
@@ -176,7 +175,6 @@ class Worker(QueueThread):
         self.lease_seconds = settings.processing.lease_seconds
         self._held: set[int] = set()
         self._held_lock = threading.Lock()
-        self._next_dead_check = 0.0  # monotonic time of the next look for dead workers' cases
 
     def idle_seconds(self) -> float:
         """Return the longest sleep before looking for pending cases again."""
@@ -257,15 +255,9 @@ class Worker(QueueThread):
         return claimed
 
     def _take_back_dead_work(self) -> None:
-        """Now and then, make cases of this host's workers that died pending again.
-
-        At start-up a crashed predecessor's worker may still be exiting; without this its
-        cases would wait for their lease (``processing.lease_seconds``) to expire.
-        """
-        now = time.monotonic()
-        if now < self._next_dead_check:
+        """Make cases of this host's workers that died pending again (every few seconds)."""
+        if not self.dead_work_check_due():
             return
-        self._next_dead_check = now + _DEAD_WORK_CHECK_SECONDS
         taken = self.store.resume(self.owner)
         if taken:
             LOGGER.info("event=dead-work-taken-back count=%d", taken)
