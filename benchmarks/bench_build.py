@@ -18,7 +18,6 @@ To compare with an older tree in one sitting, run the same command with that tre
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -26,25 +25,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-from pydicom import dcmread
+from bench_pipeline import simulated_sources  # run as a script: benchmarks/ is on sys.path
 
 import sswe_node
 from sswe_node.config import load_settings
 from sswe_node.model import InferenceSettings, read_manifest, resolve_model_dir
 from sswe_node.outputs import Box, build_parametric_map, build_secondary_capture
 from sswe_node.pipeline import frame_scale, post_process, pre_process, scale_setting, sd_threshold
-
-
-def _sources(tmp: Path, count: int) -> list:
-    from training.simulate import write_archive
-
-    planes = max(1, -(-count // 3))
-    write_archive(tmp / "archive", patients=1, seed=0, images_per_patient=planes)
-    listing = json.loads((tmp / "archive" / "archive.json").read_text())
-    datasets = [dcmread(tmp / "archive" / item["path"]) for item in listing["instances"]]
-    for ds in datasets:
-        ds.pixel_array  # noqa: B018 - decoded once, outside the timings
-    return datasets[:count]
 
 
 def _best_ms(samples: list[float]) -> tuple[float, float]:
@@ -69,7 +56,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     low, high = manifest.colour_bar
     with tempfile.TemporaryDirectory() as tmp_name:
-        datasets = _sources(Path(tmp_name), args.count)
+        datasets = simulated_sources(Path(tmp_name), args.count)
     cases = []
     for i, ds in enumerate(datasets):
         readings, inputs = pre_process(ds, model, settings)

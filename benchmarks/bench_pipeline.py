@@ -54,7 +54,8 @@ def _model(name: str | None, models_dir: str, tmp: Path, device: str, precision:
     return load_model(tmp / "bench-unet", device=device, mc_precision=precision)
 
 
-def _sources(tmp: Path, count: int) -> list:
+def simulated_sources(tmp: Path, count: int) -> list:
+    """``count`` simulated captures (dual, full-screen, second scanner), pixels decoded."""
     from training.simulate import write_archive
 
     planes = max(1, -(-count // 3))
@@ -83,7 +84,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         model = _model(args.model, args.models_dir, tmp, args.device, args.precision)
-        datasets = _sources(tmp, args.batch_size)
+        datasets = simulated_sources(tmp, args.batch_size)
         settings = load_settings(overrides={"trust.mc_passes": args.passes})
         single = load_settings(overrides={"trust.mc_passes": 1})
         inputs = np.concatenate([pre_process(ds, model, settings)[1] for ds in datasets])
