@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from sswe_node.imaging.boxes import PixelBox
+from sswe_node.imaging.ocr import run_tesseract
 
 __all__ = ["BarLabels", "read_bar_labels", "clear_label_cache", "UNIT_RANGES"]
 
@@ -49,7 +50,6 @@ _NUMBER = re.compile(r"^([kPams/]*)(\d{1,3}(?:\.\d{1,2})?)([kPams/]*)$")
 _cache: OrderedDict[bytes, BarLabels | None] = OrderedDict()
 _cache_lock = threading.Lock()
 _CACHE_SIZE = 256
-_warned_missing = False
 
 
 @dataclass(frozen=True)
@@ -284,9 +284,6 @@ def _words(crop: NDArray[np.uint8]) -> list[NDArray[np.uint8]]:
 
 def _read(crops: tuple[NDArray[np.uint8], NDArray[np.uint8]]) -> BarLabels | None:
     """OCR the (maximum, minimum) crops in every variant; return the agreed, plausible range."""
-    global _warned_missing
-    import pytesseract
-
     # one line per word, per end, per variant: (variant, end) of every line
     lines, owners = [], []
     for v, (factor, level) in enumerate(_VARIANTS):
@@ -295,17 +292,13 @@ def _read(crops: tuple[NDArray[np.uint8], NDArray[np.uint8]]) -> BarLabels | Non
                 lines.append(_variant(word, factor, level))
                 owners.append((v, end))
     sheet, spans = _sheet(lines)
-    try:
-        data = pytesseract.image_to_data(
-            sheet, config=_CONFIG, output_type=pytesseract.Output.DICT, timeout=20
-        )
-    except pytesseract.TesseractNotFoundError:
-        if not _warned_missing:
-            logger.warning("Tesseract is not installed: colour-bar labels cannot be read")
-            _warned_missing = True
-        return None
-    except (RuntimeError, pytesseract.TesseractError) as exc:
-        logger.warning("Tesseract failed on colour-bar labels: %s", exc)
+    data = run_tesseract(
+        lambda tess: tess.image_to_data(
+            sheet, config=_CONFIG, output_type=tess.Output.DICT, timeout=20
+        ),
+        "colour-bar labels cannot be read",
+    )
+    if data is None:
         return None
     texts = [""] * len(lines)
     confidences: list[list[float]] = [[] for _ in lines]

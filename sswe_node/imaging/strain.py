@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sswe_node.imaging.boxes import PixelBox
+from sswe_node.imaging.ocr import run_tesseract
 
 __all__ = ["strain_bar_reason", "read_bar_words", "STRAIN_WORDS", "clear_strain_cache"]
 
@@ -43,7 +44,6 @@ _CONFIG = "--psm 6"
 _CACHE_SIZE = 256
 _cache: OrderedDict[bytes, str] = OrderedDict()
 _lock = threading.Lock()
-_warned = False
 
 
 def clear_strain_cache() -> None:
@@ -84,7 +84,6 @@ def read_bar_words(frame: NDArray[np.floating], bar: PixelBox) -> str | None:
 
     ``None`` when Tesseract is not available. One OCR call per distinct pair of crops.
     """
-    global _warned
     first, second = _end_crops(frame, bar)
     key = hashlib.sha1(
         first.tobytes() + b"|" + second.tobytes() + repr((first.shape, second.shape)).encode()
@@ -93,14 +92,8 @@ def read_bar_words(frame: NDArray[np.floating], bar: PixelBox) -> str | None:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-    try:
-        import pytesseract
-        from PIL import Image
-    except ImportError:
-        if not _warned:
-            logger.warning("pytesseract is not installed: strain captures cannot be recognised")
-            _warned = True
-        return None
+    from PIL import Image
+
     width = max(first.shape[1], second.shape[1])
     gap = np.full((12, width), 255, np.uint8)
 
@@ -112,15 +105,12 @@ def read_bar_words(frame: NDArray[np.floating], bar: PixelBox) -> str | None:
     image = Image.fromarray(sheet).resize(
         (sheet.shape[1] * _UPSCALE, sheet.shape[0] * _UPSCALE), Image.Resampling.LANCZOS
     )
-    try:
-        text = pytesseract.image_to_string(image, config=_CONFIG, timeout=20)
-    except pytesseract.TesseractNotFoundError:
-        if not _warned:
-            logger.warning("tesseract is not installed: strain captures cannot be recognised")
-            _warned = True
-        return None
-    except (RuntimeError, pytesseract.TesseractError) as exc:
-        logger.info("colour bar OCR failed: %s", exc)
+    text = run_tesseract(
+        lambda tess: tess.image_to_string(image, config=_CONFIG, timeout=20),
+        "strain captures cannot be recognised",
+        failure_level=logging.INFO,
+    )
+    if text is None:
         return None
     text = text.upper()
     with _lock:
