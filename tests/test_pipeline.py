@@ -17,7 +17,7 @@ from sswe_node.config import load_settings
 from sswe_node.imaging import read_instance
 from sswe_node.imaging.grid import from_grid
 from sswe_node.model import load_model
-from sswe_node.pipeline import process_batch, process_instance
+from sswe_node.pipeline import chunk_size, process_batch, process_instance
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +127,46 @@ def test_multi_frame_source_gives_outputs_per_frame(model, make_us_source) -> No
     references = [o.SourceImageSequence[0].ReferencedFrameNumber for o in result.outputs]
     assert references == [1, 1, frames, frames]
     assert len({o.SOPInstanceUID for o in result.outputs}) == 4
+
+
+class CountingInfer:
+    """The real model, counting the frames of each ``infer`` call."""
+
+    def __init__(self, model) -> None:
+        self.model, self.calls = model, []
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def infer(self, images, **kwargs):
+        self.calls.append(len(images))
+        return self.model.infer(images, **kwargs)
+
+
+def test_a_batch_of_several_chunks_gives_the_outputs_of_single_instances(model, archive):
+    datasets = [pydicom.dcmread(archive[k]) for k in ["dual", "bmode", "other-scanner"] * 3]
+    broken = pydicom.dcmread(archive["bmode"])
+    broken.PixelData = broken.PixelData[: len(broken.PixelData) // 3]
+    datasets.insert(5, broken)
+    settings = load_settings(overrides={"trust.mc_passes": 3})
+    counting = CountingInfer(model)
+    assert chunk_size(len(datasets)) == 4
+    results = process_batch(datasets, counting, settings)
+
+    # Chunks of 4 read instances, predicted while the next chunk is read: 4 + 4 + 1 frames.
+    assert counting.calls == [4, 4, 1]
+    assert [r.status for r in results] == ["done"] * 5 + ["failed"] + ["done"] * 4
+    assert results[5].reason == "pixel-decode"
+    for ds, result in zip(datasets, results, strict=True):
+        if result.status != "done":
+            continue
+        alone = process_instance(ds, model, settings)
+        assert set(result.timings) == {"read", "predict", "build"}
+        assert result.ood_score == alone.ood_score
+        pm, sc = result.outputs
+        assert pm.FloatPixelData == alone.outputs[0].FloatPixelData  # values and SD frame
+        assert pm.NumberOfFrames == 2
+        assert sc.PixelData == alone.outputs[1].PixelData
 
 
 def test_outputs_follow_settings_and_are_deterministic(model, archive) -> None:

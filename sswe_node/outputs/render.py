@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -12,7 +15,14 @@ from numpy.typing import NDArray
 from sswe_node.imaging.colormap import jet_lut, render_colour_bar
 from sswe_node.outputs.labels import TEXT_SIZE, WARNING, burn_texts, format_value, text_size
 
-__all__ = ["render_capture", "OOD_BANNER", "OVERLAY_ALPHA", "MIN_PANEL_ROWS", "MAX_PANEL_COLUMNS"]
+__all__ = [
+    "render_capture",
+    "Scratch",
+    "OOD_BANNER",
+    "OVERLAY_ALPHA",
+    "MIN_PANEL_ROWS",
+    "MAX_PANEL_COLUMNS",
+]
 
 #: Opacity of the colour overlay on the B-mode.
 OVERLAY_ALPHA = 0.6
@@ -39,25 +49,27 @@ def _grey(bmode: NDArray[np.float32]) -> NDArray[np.uint8]:
     """Return the B-mode as 0-255 grey levels (NaN black)."""
     grey = np.fmax(bmode, np.float32(0))  # fmax also turns NaN into 0
     np.minimum(grey, np.float32(255), out=grey)
-    return np.rint(grey, out=grey).astype(np.uint8)
+    out = np.empty(grey.shape, dtype=np.uint8)
+    return np.rint(grey, out=out, casting="unsafe")  # rounding and casting in one pass
 
 
 @lru_cache(maxsize=4)
 def _blend_table(lut_bytes: bytes) -> NDArray[np.uint8]:
-    """Return ``(256 * (n + 1) + 1, 3)``: every colour a pixel of the overlay panel can take.
+    """Return ``(256 * (n + 2), 3)``: every colour a pixel of the overlay panel can take.
 
-    Row ``g * (n + 1) + c`` holds ``round((1 - alpha) * g + alpha * lut[c])`` (grey level
-    ``g`` under entry ``c``) for ``c < n``, and the plain grey ``g`` for ``c = n`` (no value,
-    or colour withheld); the last row is the hatching grey. The whole panel is then one
+    Row ``g * (n + 2) + c`` holds ``round((1 - alpha) * g + alpha * lut[c])`` (grey level
+    ``g`` under entry ``c``) for ``c < n``, the plain grey ``g`` for ``c = n`` (no value, or
+    colour withheld) and the hatching grey for ``c = n + 1``. The whole panel is then one
     table look-up.
     """
     lut = np.frombuffer(lut_bytes, dtype=np.uint8).reshape(-1, 3).astype(np.float32)
     grey = np.arange(256, dtype=np.float32)[:, None, None]
     blended = np.float32(1 - OVERLAY_ALPHA) * grey + np.float32(OVERLAY_ALPHA) * lut[None]
-    table = np.empty((256, len(lut) + 1, 3), dtype=np.uint8)
-    table[:, :-1] = np.rint(blended).astype(np.uint8)
-    table[:, -1] = np.arange(256, dtype=np.uint8)[:, None]
-    table = np.concatenate([table.reshape(-1, 3), [[_HATCH_GREY] * 3]]).astype(np.uint8)
+    table = np.empty((256, len(lut) + 2, 3), dtype=np.uint8)
+    table[:, :-2] = np.rint(blended).astype(np.uint8)
+    table[:, -2] = np.arange(256, dtype=np.uint8)[:, None]
+    table[:, -1] = _HATCH_GREY
+    table = table.reshape(-1, 3)
     table.flags.writeable = False
     return table
 
@@ -78,25 +90,24 @@ def _overlay(
     if high <= low:
         raise ValueError(f"vmax ({high}) must be greater than vmin ({low})")
     n = len(lut)
-    columns = n + 1  # of the blend table: the n colours, then the plain grey
+    # The blend table's row, in float32 (exact: every row is below 2**24), cast once.
     index = values - np.float32(low)
     index *= np.float32((n - 1) / (high - low))
     withheld = ~np.isfinite(index)
     if uncertain is not None:
         withheld |= uncertain
-    # fmax/fmin clip like np.clip but turn NaN into 0, so the integer cast stays defined.
-    np.fmax(index, np.float32(0), out=index)
-    np.fmin(index, np.float32(n - 1), out=index)
-    index = np.rint(index, out=index).astype(np.int32)
-    # Every entry is below n, the plain-grey column, and every row below the hatching row:
-    # a maximum picks them without the (branching, slow) masked assignments.
-    np.maximum(index, withheld * np.int32(n), out=index)
-    index += grey * np.int32(columns)
+    np.maximum(index, np.float32(0), out=index)  # NaN stays NaN: it is withheld below
+    np.minimum(index, np.float32(n - 1), out=index)
+    np.rint(index, out=index)
+    # Column n (plain grey) where withheld, n + 1 where hatched: both above every colour,
+    # so one fmax picks them (and turns NaN into n) without slow masked assignments.
+    code = withheld * np.float32(n)
     if uncertain is not None:
-        hatched = uncertain & _diagonal(*uncertain.shape)
-        np.maximum(index, hatched * np.int32(256 * columns), out=index)
+        code += uncertain & _diagonal(*uncertain.shape)
+    np.fmax(index, code, out=index)
+    index += grey * np.float32(n + 2)
     table = _blend_table(np.ascontiguousarray(lut, dtype=np.uint8).tobytes())
-    return np.take(table, index, axis=0)
+    return np.take(table, index.astype(np.intp), axis=0)
 
 
 @lru_cache(maxsize=1)
@@ -125,6 +136,7 @@ def render_capture(
     uncertain: NDArray[np.bool_] | None = None,
     legend: str | None = None,
     banner: str | None = None,
+    scratch: Scratch | None = None,
 ) -> NDArray[np.uint8]:
     """Render the picture of a Secondary Capture.
 
@@ -149,6 +161,9 @@ def render_capture(
         A header line explaining the hatching.
     banner : str, optional
         A red header line (e.g. :data:`OOD_BANNER`).
+    scratch : Scratch, optional
+        Draw into this thread's reused canvas instead of a new one: the result is valid
+        until the next capture of the same size and texts is drawn with it (copy it first).
 
     Returns
     -------
@@ -180,11 +195,12 @@ def render_capture(
         overlay = overlay.repeat(factor, axis=0).repeat(factor, axis=1)
     rows, cols = grey.shape[:2]
 
-    frame = _frame(
+    key = (
         rows, cols, low, high, title, unit, legend, banner,
         np.ascontiguousarray(lut, dtype=np.uint8).tobytes(),
     )  # fmt: skip
-    canvas = frame.canvas.copy()
+    frame = _frame(*key)
+    canvas = frame.canvas.copy() if scratch is None else scratch.canvas(key, frame.canvas)
     top, x_overlay = frame.top, frame.x_overlay
     panel = canvas[top : top + rows, _MARGIN : _MARGIN + cols]
     for channel in range(3):  # grey in R, G and B (faster than a broadcast copy)
@@ -193,6 +209,31 @@ def render_capture(
     if len(frame.text_index):  # text reaching into the panels is drawn over them, as before
         canvas.reshape(-1, 3)[frame.text_index] = frame.text_colour
     return canvas
+
+
+class Scratch(threading.local):
+    """Canvases reused by one thread's captures, one per size and texts (a few kept).
+
+    Only the two panels (and the text drawn over them) change from one capture of a
+    geometry to the next, so the canvas is copied from the cached frame once, not per
+    capture.
+    """
+
+    size = 4
+
+    def __init__(self) -> None:
+        self._canvases: OrderedDict[Hashable, NDArray[np.uint8]] = OrderedDict()
+
+    def canvas(self, key: Hashable, frame: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        """Return this thread's canvas for ``key``, a copy of ``frame`` the first time."""
+        canvas = self._canvases.get(key)
+        if canvas is None or canvas.shape != frame.shape:
+            canvas = self._canvases[key] = frame.copy()
+            while len(self._canvases) > self.size:
+                self._canvases.popitem(last=False)
+        else:
+            self._canvases.move_to_end(key)
+        return canvas
 
 
 class _Frame(NamedTuple):

@@ -12,7 +12,7 @@ from sswe_node.outputs.derived import ModelInfo, scale_description
 from sswe_node.outputs.header import Code, ModelKey, code_item, new_derived
 from sswe_node.outputs.labels import format_value, quantity_name
 from sswe_node.outputs.lossy import mark_lossy
-from sswe_node.outputs.render import OOD_BANNER, render_capture
+from sswe_node.outputs.render import OOD_BANNER, Scratch, render_capture
 
 __all__ = ["build_secondary_capture", "capture_title", "SECONDARY_CAPTURE_STORAGE"]
 
@@ -22,6 +22,9 @@ SECONDARY_CAPTURE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 _IMAGE_PROCESSING = Code("110001", "DCM", "Image Processing")
 
 _PATIENT_ORIENTATION_VALUES = {"A", "P", "L", "R", "H", "F"}
+
+#: Each thread's reused canvases: a capture's pixels are copied out into its Pixel Data.
+_SCRATCH = Scratch()
 
 
 def capture_title(model: ModelInfo) -> str:
@@ -114,7 +117,9 @@ def build_secondary_capture(
         uncertain=uncertain,
         legend=legend,
         banner=OOD_BANNER if out_of_distribution else None,
+        scratch=_SCRATCH,
     )
+    shape, pixel_data = pixels.shape, pixels.tobytes()  # copied out before the next capture
     sc = new_derived(
         source,
         model,
@@ -127,12 +132,12 @@ def build_secondary_capture(
     sc.DateOfSecondaryCapture = now.strftime("%Y%m%d")
     sc.TimeOfSecondaryCapture = now.strftime("%H%M%S.%f")
     sc.PatientOrientation = _patient_orientation(source)  # Type 2: empty for most ultrasound
-    sc.Rows, sc.Columns = pixels.shape[:2]
+    sc.Rows, sc.Columns = shape[:2]
     mark_lossy(sc, source)
     if scale_source is not None:
         described = scale_description(scale, model.unit, scale_source)
         sc.DerivationDescription = f"{sc.DerivationDescription} {described}"[:1024]
-    sc.PixelData = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+    sc.PixelData = pixel_data
     if out_of_distribution:
         sc.ImageComments = f"{sc.ImageComments} - {OOD_BANNER}"[:10240]
     return sc
