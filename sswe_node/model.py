@@ -802,6 +802,7 @@ def load_model(
     batch_size: int = 64,
     device: str = "auto",
     mc_precision: str = "auto",
+    trust: bool = True,
 ) -> PackagedModel:
     """Load a packaged model by name or folder, verifying its manifest and checksum.
 
@@ -817,6 +818,9 @@ def load_model(
         ``"auto"`` (GPU when TensorFlow sees one), ``"cpu"`` or ``"gpu"``.
     mc_precision : str
         Arithmetic of the MC dropout passes (see :class:`PackagedModel`).
+    trust : bool
+        ``False`` leaves the ``[trust]`` statistics out (for ``sswe-node model stats``, which
+        replaces them, also when they are outdated).
 
     Returns
     -------
@@ -830,6 +834,10 @@ def load_model(
     """
     path = resolve_model_dir(name_or_path, models_dir)
     manifest = read_manifest(path)
+    if not trust:
+        import dataclasses
+
+        manifest = dataclasses.replace(manifest, trust={})
     weights = path / manifest.weights
     if not weights.is_file():
         raise ModelError(f"{path}: weights file {manifest.weights!r} is missing")

@@ -2,12 +2,26 @@
 
 Pure NumPy, shared by packaging (``training.package``) and the node (``sswe_node.model``):
 
-* **Image statistics** (:func:`image_statistics`): eight cheap numbers per model-grid frame.
-* **Pooled latent features**: the per-channel mean over the latent map of each frame.
-* **Out-of-distribution score** (:class:`Gaussian`): the Mahalanobis distance of a frame's
-  vector from the training frames' mean (shrunk covariance), turned into a percentile of the
-  training frames' own out-of-fold distances. A frame's score is the larger percentile of its
-  image statistics and its latent features.
+* **Image statistics** (:func:`image_statistics`): 46 cheap numbers per model-grid frame that
+  describe the B-mode's look and its speckle physics: grey levels (percentiles, dark and bright
+  fractions, dynamic range, histogram moments), the depth and lateral profile (TGC, field of
+  view), the speckle (autocorrelation of the detrended image along and across the beam at lags
+  1, 2 and 4, the sd of 8x8 blocks and its spread, the speckle SNR mean/sd of bright blocks),
+  the histogram of the block-normalised residual (log-compressed fully developed speckle has a
+  skewed, heavy dark tail; averaged speckle is close to Gaussian) and the residual's spectrum in
+  three bands along and across the beam.
+* **Out-of-distribution scores**: three scores of a frame's image statistics, each turned into
+  a percentile of the training frames' own *out-of-patient* scores (every training frame is
+  scored by a model fitted without its patient, so a new patient of the training distribution
+  ranks like them): the Mahalanobis distance of the eight basic statistics (:class:`Gaussian`),
+  the Mahalanobis distance of all 46 (Ledoit-Wolf shrinkage of the standardised covariance),
+  and the distance to the nearest training frame in standardised units (:class:`Neighbours`:
+  a frame between the training frames' clusters is far from each). A frame's score is the
+  largest of the three percentiles.
+* **Pooled latent features**: the per-channel mean over the latent map of each frame, recorded
+  as a Gaussian but not part of the score (measured on the shipped models: it flagged more of
+  the model's own held-out frames and no more of the other kinds; see
+  ``benchmarks/bench_trust.py``).
 * **Scanner alignment** (:class:`FeatureStats`, :func:`alignment`): per-feature mean and
   variance of the flattened latent maps of a scanner's frames (Chan's parallel update, so
   running statistics can be merged batch by batch), and the feature-wise affine map that
@@ -27,18 +41,21 @@ import numpy as np
 from numpy.typing import NDArray
 
 __all__ = [
+    "BASIC_STATISTICS",
     "IMAGE_STATISTICS",
     "FeatureStats",
     "REFERENCE_FILE",
     "Gaussian",
+    "Neighbours",
     "TrustStats",
     "alignment",
     "image_statistics",
+    "ledoit_wolf",
     "stats_digest",
 ]
 
-#: Names of the cheap image statistics, in the order :func:`image_statistics` returns them.
-IMAGE_STATISTICS = (
+#: The eight basic grey-level statistics (the first columns of :func:`image_statistics`).
+BASIC_STATISTICS = (
     "mean",
     "sd",
     "p05",
@@ -49,35 +66,109 @@ IMAGE_STATISTICS = (
     "gradient",
 )
 
-#: Shrinkage of the covariance towards its diagonal (the weight of the diagonal).
-SHRINKAGE = 0.1
+#: Names of the image statistics, in the order :func:`image_statistics` returns them.
+IMAGE_STATISTICS = (
+    *BASIC_STATISTICS,
+    *(f"depth_mean_{k}" for k in range(6)),
+    *(f"lateral_mean_{k}" for k in range(4)),
+    *(f"autocorrelation_{axis}_{lag}" for axis in ("axial", "lateral") for lag in (1, 2, 4)),
+    "block_sd_median",
+    "block_sd_iqr",
+    "speckle_snr",
+    "skewness",
+    "kurtosis",
+    "dynamic_range",
+    "black_fraction",
+    "residual_sd",
+    "residual_skewness",
+    "residual_kurtosis",
+    *(f"residual_p{q:02d}" for q in (1, 5, 25, 75, 95, 99)),
+    *(f"spectrum_{axis}_{band}" for axis in ("axial", "lateral") for band in range(3)),
+)
+
+#: Side of the blocks of the speckle statistics (pixels of the model grid).
+BLOCK = 8
+
+#: Blocks darker than this (0-1) hold no speckle: left out of the residual histogram.
+DARK_BLOCK = 0.08
 
 
 def image_statistics(images: NDArray[np.floating]) -> NDArray[np.float64]:
-    """Return ``(N, 8)`` cheap statistics of ``(N, rows, cols)`` model-grid frames (0-1).
+    """Return ``(N, 46)`` statistics of ``(N, rows, cols)`` model-grid frames (0-1).
 
-    Mean, standard deviation, 5th/50th/95th percentiles, fraction below 0.05, fraction above
-    0.95 and mean absolute gradient (texture), in :data:`IMAGE_STATISTICS` order.
+    In :data:`IMAGE_STATISTICS` order (see the module docstring). The speckle statistics use
+    the image with the mean of each 8x8 block removed (the residual), so the tissue's
+    structure (gland, lesions, shadows) mostly leaves them.
     """
-    x = np.asarray(images, np.float32).reshape(len(images), -1)
-    flat = np.asarray(images, np.float32)
-    p05, p50, p95 = np.percentile(x, [5, 50, 95], axis=1)
-    grad = np.abs(np.diff(flat, axis=1)).mean(axis=(1, 2)) + np.abs(np.diff(flat, axis=2)).mean(
+    x = np.asarray(images, np.float32)
+    n, rows, cols = x.shape
+    flat = x.reshape(n, -1)
+    p01, p05, p50, p95, p99 = np.percentile(flat, [1, 5, 50, 95, 99], axis=1)
+    grad = np.abs(np.diff(x, axis=1)).mean(axis=(1, 2)) + np.abs(np.diff(x, axis=2)).mean(
         axis=(1, 2)
     )
-    return np.stack(
-        [
-            x.mean(axis=1),
-            x.std(axis=1),
-            p05,
-            p50,
-            p95,
-            (x < 0.05).mean(axis=1),
-            (x > 0.95).mean(axis=1),
-            grad,
-        ],
-        axis=1,
-    ).astype(np.float64)
+    mean, sd = flat.mean(axis=1), flat.std(axis=1)
+    z = (flat - mean[:, None]) / (sd[:, None] + 1e-6)
+    depth = np.stack([b.mean(axis=(1, 2)) for b in np.array_split(x, 6, axis=1)], axis=1)
+    lateral = np.stack([b.mean(axis=(1, 2)) for b in np.array_split(x, 4, axis=2)], axis=1)
+    br, bc = rows // BLOCK, cols // BLOCK
+    blocks = x[:, : br * BLOCK, : bc * BLOCK].reshape(n, br, BLOCK, bc, BLOCK)
+    block_mean = blocks.mean(axis=(2, 4), keepdims=True)
+    block_sd = blocks.std(axis=(2, 4), keepdims=True)
+    residual = (blocks - block_mean).reshape(n, br * BLOCK, bc * BLOCK)
+    var = (residual**2).mean(axis=(1, 2)) + 1e-9
+
+    def autocorrelation(lag: int, axis: int) -> NDArray[np.float32]:
+        a = residual[:, :-lag] if axis == 1 else residual[:, :, :-lag]
+        b = residual[:, lag:] if axis == 1 else residual[:, :, lag:]
+        return (a * b).mean(axis=(1, 2)) / var
+
+    bsd = block_sd.reshape(n, -1)
+    q75, q25 = np.percentile(bsd, [75, 25], axis=1)
+    bright = block_mean.reshape(n, -1) > DARK_BLOCK
+    snr = block_mean.reshape(n, -1) / (bsd + 1e-6)
+    speckle_snr = (snr * bright).sum(axis=1) / np.maximum(bright.sum(axis=1), 1)
+    normalised = (blocks - block_mean) / (block_sd + 1e-6)
+    normalised = normalised.transpose(0, 1, 3, 2, 4).reshape(n, br * bc, BLOCK * BLOCK)
+    histogram = np.zeros((n, 8))
+    for i in range(n):  # per frame: the bright blocks only (a few thousand values)
+        r = normalised[i][bright[i]].ravel()
+        if r.size:
+            histogram[i] = [(r**3).mean(), (r**4).mean(), *np.percentile(r, [1, 5, 25, 75, 95, 99])]
+    spectra = []
+    for axis in (1, 2):
+        power = (np.abs(np.fft.rfft(residual, axis=axis)) ** 2).mean(axis=3 - axis)
+        power /= power.sum(axis=1, keepdims=True) + 1e-12
+        spectra += [band.sum(axis=1) for band in np.array_split(power, 4, axis=1)[:3]]
+    columns = [
+        mean, sd, p05, p50, p95, (flat < 0.05).mean(axis=1), (flat > 0.95).mean(axis=1), grad,
+        *depth.T, *lateral.T,
+        *(autocorrelation(lag, axis) for axis in (1, 2) for lag in (1, 2, 4)),
+        np.median(bsd, axis=1), q75 - q25, speckle_snr, (z**3).mean(axis=1), (z**4).mean(axis=1),
+        p99 - p01, (flat < 0.02).mean(axis=1), np.sqrt(var), *histogram.T, *spectra,
+    ]  # fmt: skip
+    return np.stack(columns, axis=1).astype(np.float64)
+
+
+def ledoit_wolf(z: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Ledoit-Wolf shrunk covariance of centred ``(N, d)`` data (towards a scaled identity)."""
+    n, d = z.shape
+    sample = z.T @ z / n
+    mu = float(np.trace(sample)) / d
+    target = mu * np.eye(d)
+    d2 = float(((sample - target) ** 2).sum())
+    b2 = (float(((z**2).sum(axis=1) ** 2).sum()) - n * float((sample**2).sum())) / n**2
+    shrinkage = 1.0 if d2 <= 0 else min(1.0, max(0.0, b2 / d2))
+    return shrinkage * target + (1 - shrinkage) * sample
+
+
+def _folds(n: int, groups: Sequence[Any] | None, folds: int, seed: int) -> list[NDArray[np.intp]]:
+    """Held-out parts: one per group (patient) when groups are given, else random folds."""
+    if groups is not None:
+        keys = np.asarray([str(g) for g in groups])
+        return [np.flatnonzero(keys == k) for k in np.unique(keys)]
+    order = np.random.default_rng(seed).permutation(n)
+    return list(np.array_split(order, min(folds, n)))
 
 
 @dataclass
@@ -107,28 +198,35 @@ class Gaussian:
     @staticmethod
     def _fit(x: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         mean = x.mean(axis=0)
-        cov = np.cov(x, rowvar=False) if len(x) > 1 else np.eye(x.shape[1])
-        cov = np.atleast_2d(cov)
-        # Shrink towards the diagonal (each feature keeps its own scale), plus a floor.
-        diagonal = np.diag(np.diag(cov))
-        shrunk = (1 - SHRINKAGE) * cov + SHRINKAGE * diagonal
-        return mean, shrunk + 1e-9 * (float(np.mean(np.diag(cov))) + 1e-12) * np.eye(len(mean))
+        scale = x.std(axis=0)
+        scale = np.where(scale > 1e-12, scale, 1.0)
+        # Ledoit-Wolf shrinkage of the correlation-scale covariance, back to the units.
+        cov = ledoit_wolf((x - mean) / scale) * np.outer(scale, scale)
+        return mean, cov + 1e-9 * (float(np.mean(np.diag(cov))) + 1e-12) * np.eye(len(mean))
 
     @classmethod
-    def fit(cls, vectors: NDArray[np.floating], folds: int = 5, seed: int = 0) -> Gaussian:
-        """Fit on ``(N, d)`` training vectors; the scores are ``folds``-fold out of fold.
+    def fit(
+        cls,
+        vectors: NDArray[np.floating],
+        folds: int = 5,
+        seed: int = 0,
+        groups: Sequence[Any] | None = None,
+    ) -> Gaussian:
+        """Fit on ``(N, d)`` training vectors; the scores are out of fold.
 
-        Out-of-fold distances keep the percentiles honest: a frame's in-sample distance is
-        smaller than that of a new frame from the same distribution.
+        With ``groups`` (each frame's patient) every patient's frames are scored by a fit
+        without that patient, so a new patient ranks like the training ones; without, by
+        ``folds`` random folds. In-sample distances would be smaller than a new frame's.
         """
         x = np.asarray(vectors, np.float64)
         if x.ndim != 2 or len(x) < 2:
             raise ValueError(f"need at least two (N, d) training vectors, got {x.shape}")
         mean, cov = cls._fit(x)
-        order = np.random.default_rng(seed).permutation(len(x))
         scores = np.empty(len(x))
-        for part in np.array_split(order, min(folds, len(x))):
-            rest = np.setdiff1d(order, part)
+        for part in _folds(len(x), groups, folds, seed):
+            rest = np.setdiff1d(np.arange(len(x)), part)
+            if len(rest) < 2:
+                rest = np.arange(len(x))
             m, c = cls._fit(x[rest])
             scores[part] = _mahalanobis(x[part], m, np.linalg.pinv(c))
         return cls(mean, cov, scores)
@@ -163,6 +261,73 @@ def _mahalanobis(
 ) -> NDArray[np.float64]:
     diff = x - mean
     return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", diff, precision, diff), 0.0))
+
+
+@dataclass
+class Neighbours:
+    """Distance to the nearest training frame, in standardised units, as a percentile.
+
+    Attributes
+    ----------
+    mean, scale : numpy.ndarray
+        ``(d,)`` per-statistic mean and sd of the training vectors (the standardisation).
+    vectors : numpy.ndarray
+        ``(N, d)`` standardised training vectors.
+    scores : numpy.ndarray
+        Sorted distances of each training frame to the nearest frame of another patient.
+    """
+
+    mean: NDArray[np.float64]
+    scale: NDArray[np.float64]
+    vectors: NDArray[np.float64]
+    scores: NDArray[np.float64]
+
+    def __post_init__(self) -> None:
+        self.mean = np.asarray(self.mean, np.float64)
+        self.scale = np.asarray(self.scale, np.float64)
+        self.vectors = np.asarray(self.vectors, np.float64)
+        self.scores = np.sort(np.asarray(self.scores, np.float64))
+
+    @classmethod
+    def fit(cls, vectors: NDArray[np.floating], groups: Sequence[Any] | None = None) -> Neighbours:
+        """Fit on ``(N, d)`` training vectors (``groups``: each frame's patient, if known).
+
+        A training frame's score is its distance to the nearest frame of another patient
+        (without groups: of another frame), as a new patient's frame would be scored.
+        """
+        x = np.asarray(vectors, np.float64)
+        if x.ndim != 2 or len(x) < 2:
+            raise ValueError(f"need at least two (N, d) training vectors, got {x.shape}")
+        mean, scale = x.mean(axis=0), x.std(axis=0)
+        scale = np.where(scale > 1e-12, scale, 1.0)
+        z = (x - mean) / scale
+        d = ((z[:, None, :] - z[None, :, :]) ** 2).sum(axis=2)
+        keys = np.arange(len(x)) if groups is None else np.asarray([str(g) for g in groups])
+        same = keys[:, None] == keys[None, :]
+        if same.all(axis=1).any():  # a single group: fall back to other frames
+            same = np.eye(len(x), dtype=bool)
+        d[same] = np.inf
+        return cls(mean, scale, z, np.sqrt(d.min(axis=1)))
+
+    def distance(self, vectors: NDArray[np.floating]) -> NDArray[np.float64]:
+        """Return each ``(N, d)`` vector's distance to the nearest training frame."""
+        z = (np.asarray(vectors, np.float64) - self.mean) / self.scale
+        d = (z**2).sum(axis=1)[:, None] - 2 * z @ self.vectors.T
+        d += (self.vectors**2).sum(axis=1)[None, :]
+        return np.sqrt(np.maximum(d.min(axis=1), 0.0))
+
+    def percentile(self, vectors: NDArray[np.floating]) -> NDArray[np.float64]:
+        """Return each vector's distance as a percentile (0-100) of the training frames'."""
+        d = self.distance(vectors)
+        return 100.0 * np.searchsorted(self.scores, d, side="left") / len(self.scores)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the TOML/JSON-friendly part (the vectors go to the reference file)."""
+        return {
+            "mean": [float(v) for v in self.mean],
+            "scale": [float(v) for v in self.scale],
+            "scores": [float(v) for v in self.scores],
+        }
 
 
 @dataclass
@@ -234,14 +399,14 @@ REFERENCE_FILE = "trust.npz"
 
 @dataclass
 class TrustStats:
-    """The trust table of a manifest: OOD Gaussians and the training latent statistics.
+    """The trust table of a manifest: OOD scores and the training latent statistics.
 
     Attributes
     ----------
     image : Gaussian
-        Image statistics of the training frames.
+        The eight basic statistics (:data:`BASIC_STATISTICS`) of the training frames.
     latent : Gaussian
-        Pooled latent features (channel means) of the training frames.
+        Pooled latent features (channel means) of the training frames (recorded, not scored).
     reference : FeatureStats
         Per-feature latent statistics of the training frames (the alignment reference),
         kept in :data:`REFERENCE_FILE` beside the manifest, whose SHA-256 the table holds.
@@ -249,6 +414,10 @@ class TrustStats:
         The training frames' scanners (Manufacturer + Model Name).
     source : dict
         How the statistics were made (dataset, rows, command).
+    statistics : Gaussian
+        All :data:`IMAGE_STATISTICS` of the training frames.
+    neighbours : Neighbours
+        The same, for the nearest-training-frame distance (its vectors in the reference file).
     """
 
     image: Gaussian
@@ -256,22 +425,83 @@ class TrustStats:
     reference: FeatureStats
     scanners: list[str]
     source: dict[str, Any]
+    statistics: Gaussian | None = None
+    neighbours: Neighbours | None = None
+
+    @classmethod
+    def fit(
+        cls,
+        images: NDArray[np.floating],
+        pooled: NDArray[np.floating],
+        latent: NDArray[np.floating],
+        scanners: Sequence[str],
+        source: Mapping[str, Any],
+        *,
+        groups: Sequence[Any] | None = None,
+        seed: int = 0,
+    ) -> TrustStats:
+        """Fit every part on the training frames.
+
+        Parameters
+        ----------
+        images : numpy.ndarray
+            ``(N, rows, cols)`` training frames on the model grid (0-1).
+        pooled, latent : numpy.ndarray
+            Their pooled latent features ``(N, C)`` and latent maps ``(N, h, w, C)``.
+        scanners : sequence of str
+            Each frame's scanner.
+        source : mapping
+            How the frames were chosen (recorded).
+        groups : sequence, optional
+            Each frame's patient: the training scores are then out of patient.
+        seed : int
+            Seed of the random folds when no groups are given.
+        """
+        stats = image_statistics(images)
+        basic = len(BASIC_STATISTICS)
+        return cls(
+            image=Gaussian.fit(stats[:, :basic], seed=seed, groups=groups),
+            latent=Gaussian.fit(pooled, seed=seed, groups=groups),
+            reference=FeatureStats.from_frames(np.asarray(latent).reshape(len(latent), -1)),
+            scanners=sorted({str(s) for s in scanners}),
+            source={
+                **dict(source),
+                "frames": int(len(images)),
+                "scores_out_of": "patient" if groups is not None else "fold",
+            },
+            statistics=Gaussian.fit(stats, seed=seed, groups=groups),
+            neighbours=Neighbours.fit(stats, groups=groups),
+        )
+
+    def percentiles(self, images: NDArray[np.floating]) -> dict[str, NDArray[np.float64]]:
+        """Return each frame's percentile under each score (``basic``, ``all``, ``nearest``)."""
+        stats = image_statistics(images)
+        out = {"basic": self.image.percentile(stats[:, : len(BASIC_STATISTICS)])}
+        if self.statistics is not None:
+            out["all"] = self.statistics.percentile(stats)
+        if self.neighbours is not None:
+            out["nearest"] = self.neighbours.percentile(stats)
+        return out
 
     def score(
-        self, images: NDArray[np.floating], pooled: NDArray[np.floating]
+        self, images: NDArray[np.floating], pooled: NDArray[np.floating] | None = None
     ) -> NDArray[np.float64]:
-        """Return each frame's OOD score: the larger of its two percentiles (0-100)."""
-        return np.maximum(
-            self.image.percentile(image_statistics(images)), self.latent.percentile(pooled)
-        )
+        """Return each frame's OOD score: the largest of its percentiles (0-100).
+
+        ``pooled`` (the latent features) is accepted for the callers' sake and not scored.
+        """
+        return np.max(np.stack(list(self.percentiles(images).values())), axis=0)
 
     def save(self, folder: str | Path) -> dict[str, Any]:
         """Write the reference file into ``folder``; return the manifest table (with digest)."""
         path = Path(folder) / REFERENCE_FILE
         ref = self.reference
+        arrays: dict[str, Any] = {"count": np.int64(ref.count), "mean": ref.mean, "m2": ref.m2}
+        if self.neighbours is not None:
+            arrays["neighbours"] = self.neighbours.vectors
         with open(path, "wb") as f:
-            np.savez(f, count=np.int64(ref.count), mean=ref.mean, m2=ref.m2)
-        body = {
+            np.savez(f, **arrays)
+        body: dict[str, Any] = {
             "image_statistics": list(IMAGE_STATISTICS),
             "image": self.image.to_dict(),
             "latent": self.latent.to_dict(),
@@ -284,6 +514,10 @@ class TrustStats:
             "scanners": list(self.scanners),
             "source": dict(self.source),
         }
+        if self.statistics is not None:
+            body["statistics"] = self.statistics.to_dict()
+        if self.neighbours is not None:
+            body["neighbours"] = self.neighbours.to_dict()
         return {**body, "sha256": stats_digest(body)}
 
     @classmethod
@@ -293,19 +527,31 @@ class TrustStats:
         if stats_digest(body) != raw.get("sha256"):
             raise ValueError("trust statistics do not match their SHA-256")
         if tuple(raw.get("image_statistics", ())) != IMAGE_STATISTICS:
-            raise ValueError("trust statistics were made with other image statistics")
+            raise ValueError(
+                "trust statistics were made with other image statistics: "
+                "run `sswe-node model stats` again"
+            )
         ref = raw["reference"]
         path = Path(folder) / str(ref["file"])
         if not path.is_file() or _sha256(path) != ref["sha256"]:
             raise ValueError(f"{path}: missing or does not match its SHA-256")
         with np.load(path) as npz:
             reference = FeatureStats(int(npz["count"]), npz["mean"], npz["m2"])
+            vectors = npz["neighbours"] if "neighbours" in npz.files else None
+        neighbours = None
+        if "neighbours" in raw:
+            if vectors is None:
+                raise ValueError(f"{path}: no nearest-neighbour vectors")
+            n = raw["neighbours"]
+            neighbours = Neighbours(n["mean"], n["scale"], vectors, n["scores"])
         return cls(
             Gaussian.from_dict(raw["image"]),
             Gaussian.from_dict(raw["latent"]),
             reference,
             [str(s) for s in raw.get("scanners", [])],
             dict(raw.get("source", {})),
+            Gaussian.from_dict(raw["statistics"]) if "statistics" in raw else None,
+            neighbours,
         )
 
 

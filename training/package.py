@@ -204,6 +204,7 @@ def compute_statistics(
     source: Mapping[str, Any],
     *,
     seed: int = 0,
+    groups: Sequence[str] | None = None,
 ) -> TrustStats:
     """Compute the trust statistics of a loaded model on its training frames.
 
@@ -218,23 +219,20 @@ def compute_statistics(
     source : mapping
         How the frames were chosen (recorded in the manifest).
     seed : int
-        Seed of the out-of-fold split of the score distributions.
+        Seed of the out-of-fold split of the score distributions (without ``groups``).
+    groups : sequence of str, optional
+        Each frame's patient: the training frames' scores are then out of patient.
 
     Returns
     -------
     TrustStats
     """
-    from sswe_node.trust import FeatureStats, Gaussian, TrustStats, image_statistics
+    from sswe_node.trust import TrustStats
 
     pooled, latent = model.features(images)
-    return TrustStats(
-        image=Gaussian.fit(image_statistics(images), seed=seed),
-        latent=Gaussian.fit(pooled, seed=seed),
-        reference=FeatureStats.from_frames(latent.reshape(len(latent), -1)),
-        scanners=sorted({str(s) for s in scanners}),
-        # The latent features depend on the padding: the statistics hold for this one.
-        source={**dict(source), "frames": int(len(images)), "pad": int(model.inference.pad)},
-    )
+    # The latent features depend on the padding: the statistics hold for this one.
+    source = {**dict(source), "pad": int(model.inference.pad)}
+    return TrustStats.fit(images, pooled, latent, scanners, source, groups=groups, seed=seed)
 
 
 def fit_sd_scale(
@@ -341,7 +339,7 @@ def add_statistics(
     from training.datafile import read_dataset
 
     folder = resolve_model_dir(model_dir, models_dir)
-    model = load_model(folder)
+    model = load_model(folder, trust=False)  # the statistics in the manifest are replaced
     data = read_dataset(dataset)
     rows, validation, note = training_rows(model.manifest, data)
     if not len(rows):
@@ -349,7 +347,8 @@ def add_statistics(
     meta = data.meta
     scanners = [f"{meta['manufacturer'][r]} {meta['model_name'][r]}".strip() for r in rows]
     source = {"dataset": str(dataset), "command": command, **note}
-    stats = compute_statistics(model, data.images[rows], scanners, source)
+    patients = [str(k) for k in meta["patient_key"][rows]]
+    stats = compute_statistics(model, data.images[rows], scanners, source, groups=patients)
     threshold = float(model.manifest.training.get("recipe", {}).get("confidence_threshold", 0.75))
     k = fit_sd_scale(
         model,

@@ -384,7 +384,8 @@ def _add_trust_statistics(
     scanners = [f"{meta['manufacturer'][r]} {meta['model_name'][r]}".strip() for r in rows]
     source = {"split": "train", "command": command, "matches_training_split": True}
     model = load_model(out)
-    stats = compute_statistics(model, data.images[rows], scanners, source)
+    patients = [str(k) for k in meta["patient_key"][rows]]
+    stats = compute_statistics(model, data.images[rows], scanners, source, groups=patients)
     k = fit_sd_scale(
         model, data.images[val_rows], data.labels[val_rows], data.confidence[val_rows], threshold
     )
