@@ -12,7 +12,11 @@ interleaved, and prints the rate ratio (goal: T = 8 at least 0.5 of T = 1).
 
 Overheads (issue 10): pipeline at T = 1 against the bare deterministic ``predict``, and at
 T = ``--passes`` against the bare ``infer`` with as many passes (goal: at least 0.6 at batch 16),
-and the build cost per instance (goal: at most 3 ms).
+and the build cost per instance (goal: at most 3 ms). ``process_batch`` predicts chunks of a
+few instances on a model thread while reading the next chunk and building the previous one;
+the same run also times it with one model call after all reads (``overlap=False``, the
+earlier behaviour) and gives each variant's process CPU time, so the gain of the overlap
+and the cores it uses are seen side by side.
 
     .venv/bin/python benchmarks/bench_pipeline.py --model prostate-sim --batch-size 16
     .venv/bin/python benchmarks/bench_pipeline.py            # a fresh paper-sized U-Net
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import tempfile
 import time
@@ -67,6 +72,11 @@ def simulated_sources(tmp: Path, count: int) -> list:
     return datasets[:count]
 
 
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="packaged model (default: a fresh U-Net)")
@@ -97,10 +107,12 @@ def main() -> None:
         bare, piped, stages = [], [], {"read": [], "predict": [], "build": []}
         bare_mc = []
         piped_1, stages_1 = [], {"read": [], "predict": [], "build": []}
+        serial_1, cpu = [], {"bare": [], "pipeline T=1": [], "one call T=1": []}
         for _ in range(args.repeats):
-            t0 = time.perf_counter()
+            c0, t0 = _cpu_s(), time.perf_counter()
             model.predict(inputs)
             bare.append(time.perf_counter() - t0)
+            cpu["bare"].append(_cpu_s() - c0)
             t0 = time.perf_counter()
             model.infer(inputs, passes=passes)
             bare_mc.append(time.perf_counter() - t0)
@@ -109,11 +121,16 @@ def main() -> None:
             piped.append(time.perf_counter() - t0)
             for key in stages:
                 stages[key].append(sum(r.timings.get(key, 0.0) for r in results))
-            t0 = time.perf_counter()
+            c0, t0 = _cpu_s(), time.perf_counter()
             results_1 = process_batch(datasets, model, single)
             piped_1.append(time.perf_counter() - t0)
+            cpu["pipeline T=1"].append(_cpu_s() - c0)
             for key in stages_1:
                 stages_1[key].append(sum(r.timings.get(key, 0.0) for r in results_1))
+            c0, t0 = _cpu_s(), time.perf_counter()
+            process_batch(datasets, model, single, overlap=False)
+            serial_1.append(time.perf_counter() - t0)
+            cpu["one call T=1"].append(_cpu_s() - c0)
         done = sum(r.status == "done" for r in results)
         frames = len(inputs)
 
@@ -141,6 +158,15 @@ def main() -> None:
     )
     for key, values in stages_1.items():
         print(f"  {key:8s} {statistics.median(values) * 1000:8.1f} ms/batch")
+    serial_1_s = statistics.median(serial_1)
+    print(
+        f"pipeline T=1, one model call after all reads (overlap=False): {serial_1_s * 1000:.1f} "
+        f"ms/batch; ratio to bare predict {bare_s / serial_1_s:.3f}"
+    )
+    print(
+        "process CPU time per batch (ms, median): "
+        + ", ".join(f"{k} {statistics.median(v) * 1000:.1f}" for k, v in cpu.items())
+    )
     bare_mc_s = statistics.median(bare_mc)
     build_1 = statistics.median(stages_1["build"]) / max(done_1, 1)
     print(f"bare model.infer T={passes}: {bare_mc_s * 1000:6.1f} ms/batch")

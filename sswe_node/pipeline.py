@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import itertools
 import logging
 import os
 import platform
@@ -40,7 +41,7 @@ from sswe_node.model import SsweModel
 
 __all__ = [
     "CHUNK_INSTANCES",
-    "chunk_size",
+    "chunk_plan",
     "InstanceResult",
     "keep_freed_memory",
     "OUT_OF_DISTRIBUTION",
@@ -427,19 +428,31 @@ def sd_threshold(model: SsweModel, settings: Settings) -> float | None:
 
 #: Instances per model call of a batch of several chunks (see :func:`process_batch`).
 CHUNK_INSTANCES = 4
-#: A batch is cut into at most this many chunks.
+#: A batch is cut into about this many chunks of :data:`CHUNK_INSTANCES` or more.
 MAX_CHUNKS = 4
 
 
-def chunk_size(instances: int) -> int:
-    """Return the instances per model call for a batch of ``instances``.
+def chunk_plan(instances: int) -> list[int]:
+    """Return the instances of each model call for a batch of ``instances``.
 
     A batch is cut into chunks so that reading the next chunk and building the previous one
     run while the model predicts this one (the model releases the GIL and, on a small CPU
-    batch, keeps about one core busy). Frames are independent of the batch they come in
-    (the same dropout masks for every frame), so the values are those of one call.
+    batch, keeps about one core busy). The first chunk is half size, so the model starts
+    early. Frames are independent of the batch they come in (the same dropout masks for
+    every frame), so the values are those of one call.
+
+    Examples
+    --------
+    >>> chunk_plan(16), chunk_plan(4), chunk_plan(6)
+    ([2, 4, 4, 4, 2], [4], [2, 4])
     """
-    return max(CHUNK_INSTANCES, -(-instances // MAX_CHUNKS))
+    size = max(CHUNK_INSTANCES, -(-instances // MAX_CHUNKS))
+    if instances <= size:
+        return [instances] if instances else []
+    plan = [-(-size // 2)]
+    while sum(plan) < instances:
+        plan.append(min(size, instances - sum(plan)))
+    return plan
 
 
 class _PredictThread:
@@ -560,10 +573,11 @@ def process_batch(
     settings: Settings,
     *,
     scanner_stats: Any = None,
+    overlap: bool = True,
 ) -> list[InstanceResult]:
     """Run the whole pipeline on a batch of instances.
 
-    The batch is cut into chunks of :func:`chunk_size` instances, each predicted with one
+    The batch is cut into chunks (:func:`chunk_plan`), each predicted with one
     model call on a long-lived thread; while the model predicts one chunk, this thread
     reads the next and builds the previous one. A batch of one chunk is one model call.
 
@@ -578,6 +592,9 @@ def process_batch(
     scanner_stats : sswe_node.alignment.ScannerStatsStore, optional
         Per-scanner running latent statistics for scanner alignment (none: no alignment);
         each chunk's frames are added to them in order, as for batches of the chunk's size.
+    overlap : bool
+        Cut the batch into chunks (the default); False: one model call for the whole batch,
+        after every instance is read (for comparisons).
 
     Returns
     -------
@@ -586,17 +603,20 @@ def process_batch(
     """
     keep_freed_memory()
     results = [InstanceResult(_uid(ds)) for ds in datasets]
-    size = chunk_size(len(datasets))
-    overlap = len(datasets) > size
+    plan = chunk_plan(len(datasets)) if overlap else [len(datasets)]
+    threaded = len(plan) > 1  # several chunks: predict on the model thread
+    ends = set(itertools.accumulate(plan))
     prepared: dict[int, tuple[list[Any], NDArray]] = {}
     in_flight: deque[tuple[list[int], Future[Any]]] = deque()
     chunk: list[int] = []
 
     def submit() -> None:
         stacked = np.concatenate([prepared[i][1] for i in chunk], axis=0)
-        scanners = [scanner_key(datasets[i]) for i in chunk for _ in prepared[i][0]]
+        scanners = [
+            scanner_key(datasets[i], results[i].layout) for i in chunk for _ in prepared[i][0]
+        ]
         args = (model, stacked, settings, scanners, scanner_stats)
-        if overlap:
+        if threaded:
             future = _PredictThread.submit(_timed_infer, *args)
         else:
             future = Future()
@@ -612,7 +632,7 @@ def process_batch(
         if reading is not None:
             prepared[i] = reading
             chunk.append(i)
-        if len(chunk) >= size or (chunk and i == len(datasets) - 1):
+        if chunk and i + 1 in ends:
             submit()
         # Build the chunk before the one the model is now predicting.
         while len(in_flight) > 1 or (in_flight and i == len(datasets) - 1):

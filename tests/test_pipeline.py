@@ -17,7 +17,7 @@ from sswe_node.config import load_settings
 from sswe_node.imaging import read_instance
 from sswe_node.imaging.grid import from_grid
 from sswe_node.model import load_model
-from sswe_node.pipeline import chunk_size, process_batch, process_instance
+from sswe_node.pipeline import chunk_plan, process_batch, process_instance
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,9 @@ def test_batch_of_mixed_instances(model, archive, make_us_source, dciodvfy_error
     assert results[4].reason == "wrong-modality" and results[4].outputs == []
     assert results[4].message.startswith("wrong-modality: ")
     assert [r.layout for r in results[:4]] == ["dual-swe", "bmode", "bmode", "bmode"]
-    assert len(counting.calls) == 1 and counting.calls[0] == sum(r.frames for r in results)
+    # One model call per chunk of the batch (the CT is not read): 2 + 2 frames.
+    assert chunk_plan(len(datasets)) == [2, 3] and counting.calls == [2, 2]
+    assert sum(counting.calls) == sum(r.frames for r in results)
     for ds, result in zip(datasets[:4], results[:4], strict=True):
         assert result.sop_instance_uid == ds.SOPInstanceUID
         assert result.frames == 1
@@ -150,11 +152,11 @@ def test_a_batch_of_several_chunks_gives_the_outputs_of_single_instances(model, 
     datasets.insert(5, broken)
     settings = load_settings(overrides={"trust.mc_passes": 3})
     counting = CountingInfer(model)
-    assert chunk_size(len(datasets)) == 4
+    assert chunk_plan(len(datasets)) == [2, 4, 4]
     results = process_batch(datasets, counting, settings)
 
-    # Chunks of 4 read instances, predicted while the next chunk is read: 4 + 4 + 1 frames.
-    assert counting.calls == [4, 4, 1]
+    # One call per chunk, predicted while the next chunk is read; the broken one is left out.
+    assert counting.calls == [2, 3, 4]
     assert [r.status for r in results] == ["done"] * 5 + ["failed"] + ["done"] * 4
     assert results[5].reason == "pixel-decode"
     for ds, result in zip(datasets, results, strict=True):
