@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -32,13 +33,15 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from pydicom import dcmread
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sswe_node.node.scp import _Contexts  # noqa: E402
 from tests.node_support import write_config  # noqa: E402
 from tests.peers import dcmtk_env, free_port, wait_for_port  # noqa: E402
 
@@ -55,6 +58,94 @@ def dcmtk(tool: str) -> str | None:
         if found and Path(found).parent.resolve() != venv_bin.resolve():
             return found
     return None
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_stat(pid: int) -> tuple[int, float, float]:
+    """Return (parent pid, own CPU seconds, reaped children's CPU seconds) from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (
+        int(fields[1]),
+        (int(fields[11]) + int(fields[12])) / _TICK,
+        (int(fields[13]) + int(fields[14])) / _TICK,
+    )
+
+
+def _role(pid: int) -> str:
+    """Name a process of the node by what it runs (Linux /proc)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        if "resource_tracker" in command:
+            return "resource-tracker"
+        if "multiprocessing" not in command:
+            return "receiver"
+        return "worker" if "tensorflow" in Path(f"/proc/{pid}/maps").read_text() else "sender"
+    except OSError:
+        return "gone"
+
+
+def process_cpu(root: int) -> dict[int, tuple[str, float]]:
+    """Return {pid: (role, CPU seconds)} for ``root`` and its descendants (Linux only).
+
+    Reaped children's CPU is added to their parent (dcmtk's ``storescp --fork``).
+    """
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent, own, reaped = _proc_stat(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+            stats[int(entry.name)] = (parent, own + reaped)
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, (parent, _) in stats.items():
+            if parent == pid and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return {pid: (_role(pid), stats[pid][1]) for pid in tree if pid in stats}
+
+
+class CpuMeter:
+    """CPU seconds spent between :meth:`start` and :meth:`stop`, per node process and here.
+
+    ``here`` is this benchmark process (its SCU and destination threads); ``peers`` the reaped
+    child processes of this one (dcmtk's storescu).
+    """
+
+    def __init__(self, root: int | None) -> None:
+        self.root = root
+
+    def start(self) -> CpuMeter:
+        self._before = process_cpu(self.root) if self.root else {}
+        self._here = time.process_time()
+        self._peers = _children_cpu()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        after = process_cpu(self.root) if self.root else {}
+        spent: dict[str, float] = {}
+        for pid, (role, seconds) in after.items():
+            before = self._before.get(pid, (role, 0.0))[1]
+            spent[role] = spent.get(role, 0.0) + seconds - before
+        spent["bench"] = time.process_time() - self._here
+        spent["storescu"] = _children_cpu() - self._peers
+        return spent
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_line(spent: dict[str, float], count: int) -> str:
+    """Format CPU seconds as milliseconds per instance, per process role."""
+    parts = [f"{role} {seconds / count * 1000:.1f}" for role, seconds in sorted(spent.items())
+             if seconds > 0.0005 and role != "resource-tracker"]  # fmt: skip
+    return "CPU ms/instance: " + ", ".join(parts)
 
 
 def _sources(tmp: Path, count: int) -> list[Path]:
@@ -110,6 +201,22 @@ def _serve(config: Path, log: Path) -> subprocess.Popen:
     )  # fmt: skip
 
 
+def _settle(pid: int, quiet: float = 0.02, timeout: float = 60.0) -> None:
+    """Wait until the node's processes have started (their CPU use has come down).
+
+    The node starts its worker and sender processes after its port opens; their imports
+    would otherwise be counted in the first measure.
+    """
+    deadline = time.monotonic() + timeout
+    last = sum(seconds for _, seconds in process_cpu(pid).values())
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = sum(seconds for _, seconds in process_cpu(pid).values())
+        if now - last < quiet:
+            return
+        last = now
+
+
 def _stop(process: subprocess.Popen) -> None:
     process.terminate()
     process.wait(timeout=60)
@@ -117,10 +224,11 @@ def _stop(process: subprocess.Popen) -> None:
 
 def measure_ingest(
     files: list[Path], tmp: Path, repeats: int, senders: tuple[int, ...] = (1, 4)
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Return the best ingest rates (instances/s) of the node and of storescp, per sender count.
 
-    Keys ``node-N``, ``storescp-N`` for N parallel senders, and ``pynetdicom`` (1 sender).
+    Keys ``node-N``, ``storescp-N`` for N parallel senders, and ``pynetdicom`` (1 sender);
+    ``cpu-node-N``, ``cpu-storescp-N``: the CPU per instance of each process, as text.
     """
     port = free_port()
     work = tmp / "ingest"
@@ -136,14 +244,17 @@ def measure_ingest(
             "logging": {"level": "WARNING"},
         },
     )  # fmt: skip
-    rates: dict[str, float] = {}
+    rates: dict[str, Any] = {}
     node = _serve(config, work / "serve.log")
     try:
         wait_for_port(port, timeout=60)
         _storescu(files[:2], port, "SSWE_NODE")  # warm-up: first imports, first commit
+        _settle(node.pid)
         for n in senders:
+            meter = CpuMeter(node.pid).start()
             times = [_storescu(files, port, "SSWE_NODE", n) for _ in range(repeats)]
             rates[f"node-{n}"] = len(files) / min(times)
+            rates[f"cpu-node-{n}"] = _cpu_line(meter.stop(), len(files) * repeats)
     finally:
         _stop(node)
     scp_port = free_port()
@@ -156,8 +267,10 @@ def measure_ingest(
     try:
         wait_for_port(scp_port, timeout=30)
         for n in senders:
+            meter = CpuMeter(storescp.pid).start()
             times = [_storescu(files, scp_port, "STORESCP", n) for _ in range(repeats)]
             rates[f"storescp-{n}"] = len(files) / min(times)
+            rates[f"cpu-storescp-{n}"] = _cpu_line(meter.stop(), len(files) * repeats)
     finally:
         storescp.terminate()
         storescp.wait(timeout=30)
@@ -192,6 +305,9 @@ class _Destination:
         self.server = self.ae.start_server(
             ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)]
         )
+        # A destination's association set-up is not the node's cost: the contexts are copied
+        # fast for each association (as the node's SCP does), not deep-copied.
+        self.server.contexts = _Contexts(self.server.contexts)
 
     def _store(self, event: evt.Event) -> int:
         ds = event.dataset
@@ -234,7 +350,7 @@ def measure_end_to_end(
     rate: float = 5.0,
     steady_count: int = 0,
     threads: bool = False,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Send every file in one burst, then a steady stream; return throughput and latencies."""
     work = tmp / "e2e"
     work.mkdir()
@@ -257,7 +373,9 @@ def measure_end_to_end(
           "port": destination.port}],
     )  # fmt: skip
     node = _serve(config, work / "serve.log")
-    result: dict[str, float] = {}
+    result: dict[str, Any] = {}
+    cpu: dict[str, str] = {}
+    result["cpu"] = cpu
     try:
         wait_for_port(port, timeout=60)
         deadline = time.monotonic() + 180
@@ -268,7 +386,8 @@ def measure_end_to_end(
             if time.monotonic() > deadline:
                 raise RuntimeError("the model did not load")
             time.sleep(0.2)
-        datasets = [dcmread(f) for f in files]
+        datasets = [dcmread(f, stop_before_pixels=True) for f in files]
+        _settle(node.pid)
         scu = AE(ae_title="BENCHSCU")
         for ds in datasets:
             scu.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
@@ -276,13 +395,18 @@ def measure_end_to_end(
 
         # Burst: every file on one association, as fast as the node acknowledges.
         sent: dict[str, float] = {}
+        meter = CpuMeter(node.pid).start()
         start = time.perf_counter()
+        # The files are streamed as stored (as a scanner sends them), not decoded and
+        # encoded again by this process: that CPU is the client's, not the node's.
+        _config.STORE_SEND_CHUNKED_DATASET = True
         assoc = scu.associate("127.0.0.1", port, ae_title="SSWE_NODE")
-        for ds in datasets:
-            assoc.send_c_store(ds)
+        for path, ds in zip(files, datasets, strict=True):
+            assoc.send_c_store(path)
             sent[str(ds.SOPInstanceUID)] = time.perf_counter()
         assoc.release()
         _wait_arrivals(destination, 2 * len(datasets))  # a Parametric Map and a Capture each
+        cpu["burst"] = _cpu_line(meter.stop(), len(datasets))
         arrivals = dict(destination.arrivals)
         latencies = [max(arrivals[u]) - t for u, t in sent.items() if u in arrivals]
         last = max(max(v) for v in arrivals.values()) if arrivals else start
@@ -296,18 +420,21 @@ def measure_end_to_end(
             time.sleep(1.0)
             with destination.lock:
                 destination.arrivals.clear()
-            steady = (datasets * (1 + steady_count // len(datasets)))[:steady_count]
+            pairs = list(zip(files, datasets, strict=True))
+            steady = (pairs * (1 + steady_count // len(pairs)))[:steady_count]
             sent_at: dict[str, float] = {}
+            meter = CpuMeter(node.pid).start()
             assoc = scu.associate("127.0.0.1", port, ae_title="SSWE_NODE")
             t0 = time.perf_counter()
-            for i, ds in enumerate(steady):
+            for i, (path, ds) in enumerate(steady):
                 pause = t0 + i / rate - time.perf_counter()
                 if pause > 0:
                     time.sleep(pause)
-                assoc.send_c_store(ds)
+                assoc.send_c_store(path)
                 sent_at[str(ds.SOPInstanceUID)] = time.perf_counter()
             assoc.release()
             _wait_arrivals(destination, 2 * len(steady), timeout=120)
+            cpu["steady"] = _cpu_line(meter.stop(), len(steady))
             arrivals = dict(destination.arrivals)
             steady_latencies = [max(arrivals[u]) - t for u, t in sent_at.items() if u in arrivals]
             result["steady_completed"] = float(len(steady_latencies))
@@ -326,8 +453,15 @@ def measure_pipeline(model: str | None, batch_size: int) -> dict[str, float]:
            "--batch-size", str(batch_size), "--repeats", "3"]  # fmt: skip
     if model:
         cmd += ["--model", model]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    # The same tree as this benchmark's node (not another installed copy of sswe_node).
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False, env=env)
     print(done.stdout, end="", flush=True)
+    if "pipeline:" not in done.stdout:
+        print(f"bench_pipeline.py failed: {done.stderr[-1500:]}", flush=True)
     rates: dict[str, float] = {}
     for line in done.stdout.splitlines():
         if line.startswith("pipeline:"):
@@ -372,6 +506,8 @@ def main() -> int:
                 print(f"ingest, {n} sender(s) (processing paused): node {node:.1f} inst/s, "
                       f"storescp --fork {scp:.1f} inst/s; ratio node/storescp = "
                       f"{node / scp:.2f}")  # fmt: skip
+                print(f"  node     {ingest[f'cpu-node-{n}']}")
+                print(f"  storescp {ingest[f'cpu-storescp-{n}']}", flush=True)
             print(f"  reference: pynetdicom SCP keeping nothing, 1 sender "
                   f"{ingest['pynetdicom']:.1f} inst/s", flush=True)  # fmt: skip
         model = _model(args.model, tmp)
@@ -393,12 +529,16 @@ def main() -> int:
             f"latency p50 {e2e['p50']:.2f} s, p95 {e2e['p95']:.2f} s, throughput "
             f"{e2e['throughput']:.2f} inst/s", flush=True,
         )  # fmt: skip
+        if "burst" in e2e["cpu"]:
+            print(f"  {e2e['cpu']['burst']}")
         if args.steady:
             print(
                 f"steady {args.rate:g} captures/s: {e2e['steady_completed']:.0f}/{args.steady} "
                 f"instances, latency p50 {e2e['steady_p50']:.2f} s, p95 "
                 f"{e2e['steady_p95']:.2f} s", flush=True,
             )  # fmt: skip
+            if "steady" in e2e["cpu"]:
+                print(f"  {e2e['cpu']['steady']}")
     if not args.skip_pipeline:
         print("pipeline against the bare model (benchmarks/bench_pipeline.py):", flush=True)
         rates = measure_pipeline(args.model, args.batch_size)

@@ -8,8 +8,9 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 LOGGER = logging.getLogger(__name__)
 
@@ -24,7 +25,12 @@ FILE_MODE = 0o600
 _VALID_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 
 
-def atomic_write(path: Path, chunks: list[bytes] | bytes, *, sync_folder: bool = True) -> None:
+def atomic_write(
+    path: Path,
+    chunks: list[bytes] | bytes | Callable[[BinaryIO], object],
+    *,
+    sync_folder: bool = True,
+) -> None:
     """Write ``chunks`` to ``path`` so that it is either absent or complete, even after a crash.
 
     The bytes go to a temporary file in the same folder, which is flushed, ``fsync``-ed and
@@ -34,8 +40,9 @@ def atomic_write(path: Path, chunks: list[bytes] | bytes, *, sync_folder: bool =
     ----------
     path : Path
         The final file name; its folder is created when missing.
-    chunks : bytes or list of bytes
-        The content, written in order.
+    chunks : bytes, list of bytes, or callable
+        The content, written in order; or a function that writes it to the file handle it is
+        given (e.g. a dataset encoded straight into the file, never whole in memory).
     sync_folder : bool
         ``False`` leaves the folder's ``fsync`` to the caller, who writes several files and
         calls :func:`sync_folder_of` once before relying on any of them (the file itself is
@@ -52,8 +59,11 @@ def atomic_write(path: Path, chunks: list[bytes] | bytes, *, sync_folder: bool =
     fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
+            if callable(chunks):
+                chunks(handle)
+            else:
+                for chunk in chunks:
+                    handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
@@ -179,8 +189,11 @@ def stage_incoming(
 ) -> tuple[Path, str, int]:
     """Copy a received stream into a durable temporary file of the incoming folder.
 
-    The bytes are copied in 1 MiB chunks (never held whole), hashed on the way and
-    ``fsync``-ed; :func:`commit_staged` then renames the file into place.
+    A received file on the same file system (pynetdicom's chunked receive writes into the
+    incoming folder, see :mod:`sswe_node.node.scp`) is hard-linked instead of copied: its
+    bytes are only read, for the hash, and ``fsync``-ed. Otherwise the bytes are copied in
+    1 MiB chunks (never held whole), hashed on the way and ``fsync``-ed. :func:`commit_staged`
+    then renames the file into place.
 
     Parameters
     ----------
@@ -205,6 +218,10 @@ def stage_incoming(
     """
     folder = storage_dir / INCOMING
     private_folder(folder)
+    if not isinstance(source, bytes | bytearray):
+        linked = _link_staged(folder, Path(source), max_bytes)
+        if linked is not None:
+            return linked
     fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
     digest = hashlib.sha256()
     size = 0
@@ -232,6 +249,42 @@ def stage_incoming(
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return Path(tmp_name), digest.hexdigest(), size
+
+
+def _link_staged(folder: Path, source: Path, max_bytes: int) -> tuple[Path, str, int] | None:
+    """Hard-link ``source`` into ``folder`` as a staged file, hash and ``fsync`` it.
+
+    Returns ``None`` (nothing left behind) when the file cannot be linked there, e.g. it lies
+    on another file system: the caller copies it instead.
+
+    Raises
+    ------
+    TooLargeError
+        When the file exceeds ``max_bytes``; nothing is left behind.
+    """
+    try:
+        size = source.stat().st_size
+    except OSError:
+        return None
+    if max_bytes and size > max_bytes:
+        raise TooLargeError(f"more than {max_bytes} bytes")
+    staged = folder / f".tmp-{os.urandom(8).hex()}.part"
+    try:
+        os.link(source, staged)
+    except OSError:
+        return None
+    digest = hashlib.sha256()
+    try:
+        with open(staged, "rb") as handle:
+            for piece in iter(lambda: handle.read(_COPY_CHUNK), b""):
+                digest.update(piece)
+            os.fsync(handle.fileno())
+            if handle.tell() != size:  # still being written: not ours to keep
+                raise OSError("the received file changed while it was staged")
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    return staged, digest.hexdigest(), size
 
 
 def file_sha256(path: Path) -> str:

@@ -47,6 +47,22 @@ from sswe_node.node.storage import FILE_MODE, private_files, private_folder
 
 LOGGER = logging.getLogger(__name__)
 
+_RECEIVED_COLUMNS = (
+    "sop_class_uid",
+    "path",
+    "transfer_syntax",
+    "study_instance_uid",
+    "series_instance_uid",
+    "patient_id",
+    "accession_number",
+    "calling_ae",
+    "peer_address",
+    "store_seconds",
+    "called_ae",
+    "content_sha256",
+)
+"""The columns of a case that :meth:`CaseStore.record_received` sets from the instance."""
+
 UID_CONFLICT = "uid-conflict"
 """Case warning: other content was received before under the same SOP Instance UID."""
 RECEIVE_WARNINGS = (UID_CONFLICT, "nonstandard-uid")
@@ -172,52 +188,55 @@ class CaseStore:
         recorded before content hashes) makes its case pending again, so it is processed and
         sent again (outputs keep their UIDs). Other content under a UID already known is a
         case of its own, with the warning ``uid-conflict`` (both files are kept).
+
+        One short transaction of plain SQL statements (no ORM objects): it runs for every
+        received instance, before the C-STORE is answered.
         """
-        with self.session() as session, session.begin():
-            known = session.scalars(
-                select(Case).where(Case.sop_instance_uid == info.sop_instance_uid)
+        cases = Case.__table__
+        with self.engine.begin() as connection:
+            known = connection.execute(
+                select(cases.c.id, cases.c.content_sha256, cases.c.warnings)
+                .where(cases.c.sop_instance_uid == info.sop_instance_uid)
+                .order_by(cases.c.id)
             ).all()
-            same = [c for c in known if c.content_sha256 in (info.content_sha256, None)]
+            same = [row for row in known if row.content_sha256 in (info.content_sha256, None)]
             case = next(
-                (c for c in same if c.content_sha256 == info.content_sha256),
+                (row for row in same if row.content_sha256 == info.content_sha256),
                 same[0] if same else None,
             )
             warnings = list(info.warnings)
-            if case is None:
-                case = Case(sop_instance_uid=info.sop_instance_uid, times_received=0)
-                session.add(case)
-                if known:
-                    warnings.insert(0, UID_CONFLICT)
-            elif UID_CONFLICT in (case.warnings or "").split(","):
+            if case is None and known:
                 warnings.insert(0, UID_CONFLICT)
-            case.warnings = ",".join(dict.fromkeys(warnings))
-            case.times_received = (case.times_received or 0) + 1
-            for name in (
-                "sop_class_uid",
-                "path",
-                "transfer_syntax",
-                "study_instance_uid",
-                "series_instance_uid",
-                "patient_id",
-                "accession_number",
-                "calling_ae",
-                "peer_address",
-                "store_seconds",
-                "called_ae",
-                "content_sha256",
-            ):
-                setattr(case, name, _fit_column(name, getattr(info, name)))
-            case.status = RECEIVED
-            case.reason = ""
-            case.message = ""
-            case.layout = None  # decided again by the new processing
-            case.received_at = utcnow()
-            case.started_at = None
-            case.finished_at = None
-            case.owner = None  # a worker holding the old copy must not record its outcome
-            case.lease_expires_at = None
-            session.flush()
-            return case.id
+            elif case is not None and UID_CONFLICT in (case.warnings or "").split(","):
+                warnings.insert(0, UID_CONFLICT)
+            values: dict[str, Any] = {
+                name: _fit_column(name, getattr(info, name)) for name in _RECEIVED_COLUMNS
+            }
+            values.update(
+                warnings=",".join(dict.fromkeys(warnings)),
+                status=RECEIVED,
+                reason="",
+                message="",
+                layout=None,  # decided again by the new processing
+                received_at=utcnow(),
+                started_at=None,
+                finished_at=None,
+                owner=None,  # a worker holding the old copy must not record its outcome
+                lease_expires_at=None,
+            )
+            if case is None:
+                inserted = connection.execute(
+                    cases.insert().values(
+                        sop_instance_uid=info.sop_instance_uid, times_received=1, **values
+                    )
+                )
+                return int(inserted.inserted_primary_key[0])
+            connection.execute(
+                update(cases)
+                .where(cases.c.id == case.id)
+                .values(times_received=func.coalesce(cases.c.times_received, 0) + 1, **values)
+            )
+            return int(case.id)
 
     # -- processing ----------------------------------------------------------------------------
 
@@ -353,8 +372,8 @@ class CaseStore:
 
     def contents_of(self, sop_instance_uid: str) -> list[tuple[int, str | None, str]]:
         """Return ``(case id, content SHA-256, path)`` of each case of a SOP Instance UID."""
-        with self.session() as session:
-            rows = session.execute(
+        with self.engine.connect() as connection:
+            rows = connection.execute(
                 select(Case.id, Case.content_sha256, Case.path)
                 .where(Case.sop_instance_uid == sop_instance_uid)
                 .order_by(Case.id)

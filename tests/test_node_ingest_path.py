@@ -1,0 +1,135 @@
+"""The receiving path's shortcuts: received files linked into place, contexts copied fast,
+batches that stop waiting when no burst arrives. Each keeps the persist-before-success rule."""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pynetdicom import dimse_messages
+
+from sswe_node.config import load_settings
+from sswe_node.node import worker as worker_module
+from sswe_node.node.metrics import Metrics
+from sswe_node.node.records import ReceivedInstance
+from sswe_node.node.scp import _Contexts, build_ae
+from sswe_node.node.storage import INCOMING, TooLargeError, file_sha256, stage_incoming
+from sswe_node.node.store import CaseStore
+from sswe_node.node.worker import BATCH_GAP_SECONDS, Worker
+from tests.node_support import StartNode, storescu_keep
+
+
+def test_a_received_file_is_linked_not_copied(tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    (storage / INCOMING).mkdir(parents=True)
+    received = storage / INCOMING / ".tmp-recv-x.dcm"
+    received.write_bytes(Path(get_testdata_file("US1_UNCR.dcm")).read_bytes())
+    staged, sha256, size = stage_incoming(storage, received)
+    assert staged.parent == storage / INCOMING and staged.name.startswith(".tmp-")
+    assert os.stat(staged).st_ino == os.stat(received).st_ino  # the same bytes on disk
+    assert (sha256, size) == (file_sha256(received), received.stat().st_size)
+    received.unlink()  # as pynetdicom does after the handler: the staged file stays whole
+    assert file_sha256(staged) == sha256
+    with pytest.raises(TooLargeError):
+        stage_incoming(storage, staged, max_bytes=size - 1)
+    assert sorted(p.name for p in (storage / INCOMING).iterdir()) == [staged.name]
+
+
+def test_a_file_that_cannot_be_linked_is_copied(tmp_path: Path, monkeypatch) -> None:
+    storage = tmp_path / "storage"
+    source = tmp_path / "elsewhere.dcm"  # as if on another file system
+    source.write_bytes(Path(get_testdata_file("US1_UNCR.dcm")).read_bytes())
+
+    def cross_device(*_args: object) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", cross_device)
+    staged, sha256, size = stage_incoming(storage, source)
+    assert os.stat(staged).st_ino != os.stat(source).st_ino
+    assert staged.read_bytes() == source.read_bytes() and sha256 == file_sha256(source)
+
+
+def test_chunked_receive_writes_into_the_incoming_folder(
+    start_node: StartNode, require_dcmtk: None, tmp_path: Path
+) -> None:
+    node = start_node()
+    incoming = Path(node.settings.node.storage_dir) / INCOMING
+    handle = dimse_messages.NamedTemporaryFile(delete=False, mode="wb", suffix=".dcm")
+    handle.close()
+    assert Path(handle.name).parent == incoming and Path(handle.name).name.startswith(".tmp-")
+    Path(handle.name).unlink()
+    source = Path(get_testdata_file("US1_UNCR.dcm"))
+    storescu_keep([source], node.port)
+    stored = incoming / f"{dcmread(source).SOPInstanceUID}.dcm"
+    assert dcmread(stored).PixelData == dcmread(source).PixelData
+    assert [p for p in incoming.iterdir() if p.name.startswith(".tmp-")] == []
+    node.stop(grace_seconds=5)
+    handle = dimse_messages.NamedTemporaryFile(delete=True)
+    assert Path(handle.name).parent != incoming  # back to pynetdicom's own once stopped
+    handle.close()
+
+
+def test_contexts_copy_like_a_deep_copy() -> None:
+    contexts = build_ae(load_settings()).supported_contexts
+    fast = copy.deepcopy(_Contexts(contexts))
+    slow = copy.deepcopy(contexts)
+    assert [vars(c) for c in fast] == [vars(c) for c in slow]
+    fast[0].transfer_syntax.append("1.2.3")  # a copy of its own, as pynetdicom needs
+    assert "1.2.3" not in contexts[0].transfer_syntax
+    assert all(a is not b for a, b in zip(fast, contexts, strict=True))
+
+
+def _worker(tmp_path: Path, wait: float) -> tuple[Worker, CaseStore, threading.Event]:
+    settings = load_settings(
+        overrides={
+            "node.storage_dir": str(tmp_path / "storage"),
+            "node.database_url": f"sqlite:///{tmp_path / 'cases.db'}",
+            "processing.batch_size": 16,
+            "processing.batch_wait_seconds": wait,
+        }
+    )
+    store = CaseStore(settings.node.database_url)
+    wake = threading.Event()
+    worker = Worker(store, settings, wake, threading.Event(), threading.Event(), Metrics())
+    return worker, store, wake
+
+
+def _receive(store: CaseStore, wake: threading.Event, uid: str) -> None:
+    store.record_received(ReceivedInstance(uid, "1.2.840.10008.5.1.4.1.1.6.1", f"/x/{uid}.dcm"))
+    wake.set()
+
+
+def test_a_lone_capture_does_not_wait_out_the_batch_wait(tmp_path: Path) -> None:
+    worker, store, wake = _worker(tmp_path, wait=30.0)
+    _receive(store, wake, "1.2.3.1")
+    started = time.monotonic()
+    batch = worker._next_batch()
+    assert [c.sop_instance_uid for c in batch] == ["1.2.3.1"]
+    assert time.monotonic() - started < 15.0  # not the 30 s batch wait
+    store.close()
+
+
+def test_a_burst_is_gathered_into_one_batch(tmp_path: Path, monkeypatch) -> None:
+    # A wide gap, so that a loaded test machine's scheduling does not split the burst.
+    monkeypatch.setattr(worker_module, "BATCH_GAP_SECONDS", 1.0)
+    worker, store, wake = _worker(tmp_path, wait=30.0)
+    _receive(store, wake, "1.2.4.0")
+
+    def burst() -> None:
+        for i in range(1, 16):
+            time.sleep(BATCH_GAP_SECONDS / 2)
+            _receive(store, wake, f"1.2.4.{i}")
+
+    sender = threading.Thread(target=burst)
+    sender.start()
+    batch = worker._next_batch()
+    sender.join()
+    assert len(batch) > 1  # kept waiting while instances kept coming
+    assert len(batch) + len(worker._next_batch()) == 16
+    store.close()
