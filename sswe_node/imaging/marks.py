@@ -150,10 +150,12 @@ def _sparse_marks(pixels: NDArray[np.uint8], grey_image: bool) -> NDArray[np.boo
     (the same tests as the dense path); None when they are too many (e.g. a JPEG panel whose
     channels all differ a little): the dense path then runs. The candidates are found on the
     region's bytes in one contiguous row (fast byte comparisons), the tests and the structure
-    finding on the candidates' flat indices only.
+    finding on the candidates' flat indices only (one gather of their neighbourhoods).
     """
     h, w = pixels.shape[:2]
     n = h * w
+    if n == 0:
+        return np.zeros((h, w), dtype=bool)
     flat = np.ascontiguousarray(pixels).reshape(-1)  # R, G, B, R, G, B...
     if grey_image:
         # a pixel is grey when R == G and G == B: two neighbouring-byte tests, read per pixel
@@ -170,26 +172,25 @@ def _sparse_marks(pixels: NDArray[np.uint8], grey_image: bool) -> NDArray[np.boo
     if count == 0:
         return out
     index = np.flatnonzero(maybe)
-    red, green, blue = flat[0::3], flat[1::3], flat[2::3]
-
-    def low(at: NDArray[np.intp]) -> NDArray[np.int16]:
-        return np.minimum(np.minimum(red[at], green[at]), blue[at]).astype(np.int16)
-
     if grey_image:
-        r, g, b = red[index], green[index], blue[index]
-        high = np.maximum(np.maximum(r, g), b).astype(np.int16)
-        coloured = (high - np.minimum(np.minimum(r, g), b)) > 40
+        at = 3 * index
+        r, g, b = flat[at], flat[at + 1], flat[at + 2]
+        high = np.maximum(np.maximum(r, g), b)
+        coloured = (high - np.minimum(np.minimum(r, g), b)) > 40  # uint8: high >= low
         if not coloured.any():
             return out
         return _grow_sparse(index[coloured], (h, w), out)
     rows, cols = np.divmod(index, w)
-    centre = low(index)
-    inner = (rows >= 2) & (rows < h - 2) & (cols >= 2) & (cols < w - 2) & (centre >= 200)
-    index, centre = index[inner], centre[inner]
+    index = index[(rows >= 2) & (rows < h - 2) & (cols >= 2) & (cols < w - 2)]
+    # the darkest channel of each candidate and of the pixels two above, below, left, right
+    at = 3 * (index[:, None] + np.array([0, -2 * w, 2 * w, -2, 2]))
+    low = np.minimum(np.minimum(flat[at], flat[at + 1]), flat[at + 2]).astype(np.int16)
+    centre = low[:, 0]
     limit = centre - _CONTRAST
-    up, down, side = 2 * w, 2 * w, 2
-    thin = (low(index - up) <= limit) & (low(index + down) <= limit)
-    thin |= (low(index - side) <= limit) & (low(index + side) <= limit)
+    thin = ((low[:, 1] <= limit) & (low[:, 2] <= limit)) | (
+        (low[:, 3] <= limit) & (low[:, 4] <= limit)
+    )
+    thin &= centre >= 200
     if not thin.any():
         return out
     return _structures_sparse(index[thin], (h, w), _MIN_COLOURED_MARK)
@@ -463,11 +464,20 @@ def outside_fan(grey: NDArray[np.floating]) -> NDArray[np.bool_] | None:
     return mask
 
 
+#: Square sizes tried in turn by :func:`fill_masked`.
+_FILL_SIZES = (3, 7, 15, 31)
+#: :func:`fill_masked` sums a square at its masked pixels alone up to this many values in all;
+#: more (a large masked area) and the square is filtered over the whole image instead.
+_GATHER_LIMIT = 8192
+
+
 def fill_masked(image: NDArray[np.float32], mask: NDArray[np.bool_]) -> NDArray[np.float32]:
     """Fill masked pixels from their unmasked surroundings (normalised box convolution).
 
     A fast local fill for the model grid: each masked pixel gets the mean of the unmasked
-    pixels in the smallest of a few squares around it (3, 7, 15, 31 pixels) that holds any.
+    pixels in the smallest of a few squares around it (3, 7, 15, 31 pixels; the image edge
+    repeated beyond it) that holds any. Marks are thin: the squares are summed at the masked
+    pixels alone (a few values each), large masked areas are box-filtered whole.
     (``skimage.restoration.inpaint_biharmonic`` gives smoother fills at ~4 ms per 96 x 64
     grid, more than the whole reading of a capture.)
 
@@ -486,15 +496,32 @@ def fill_masked(image: NDArray[np.float32], mask: NDArray[np.bool_]) -> NDArray[
     if not mask.any() or mask.all():
         return image
     out = np.array(image, dtype=np.float32)
-    weight = (~mask).astype(np.float32)
-    known = out * weight
-    todo = mask.copy()
-    for size in (3, 7, 15, 31):
-        num = ndimage.uniform_filter(known, size, mode="nearest")
-        den = ndimage.uniform_filter(weight, size, mode="nearest")
-        ready = todo & (den > 1e-3)
-        out[ready] = num[ready] / den[ready]
-        todo &= ~ready
-        if not todo.any():
+    h, w = out.shape
+    free = ~mask
+    known = np.where(free, out, np.float32(0))
+    todo = np.flatnonzero(mask)
+    weight = None
+    for size in _FILL_SIZES:
+        if len(todo) * size * size <= _GATHER_LIMIT:
+            # the square around each masked pixel, its indices clipped at the edges
+            rows, cols = np.divmod(todo, w)
+            steps = np.arange(-(size // 2), size // 2 + 1)
+            rr = np.minimum(np.maximum(rows[:, None] + steps, 0), h - 1) * w
+            cc = np.minimum(np.maximum(cols[:, None] + steps, 0), w - 1)
+            at = rr[:, :, None] + cc[:, None, :]
+            count = np.count_nonzero(free.reshape(-1)[at], axis=(1, 2))
+            ready = count > 0
+            total = known.reshape(-1)[at[ready]].sum(axis=(1, 2), dtype=np.float64)
+            values = (total / count[ready]).astype(np.float32)
+        else:
+            if weight is None:
+                weight = free.astype(np.float32)
+            num = ndimage.uniform_filter(known, size, mode="nearest").reshape(-1)[todo]
+            den = ndimage.uniform_filter(weight, size, mode="nearest").reshape(-1)[todo]
+            ready = den > 1e-3
+            values = num[ready] / den[ready]
+        out.reshape(-1)[todo[ready]] = values
+        todo = todo[~ready]
+        if not len(todo):
             break
     return out
