@@ -1,12 +1,16 @@
 """The out-of-distribution gate: false flags on the model's own kind of image, detection elsewhere.
 
 For a packaged model with trust statistics (``sswe-node model stats`` or ``train``), prints the
-fraction of frames whose OOD score exceeds ``--percentile`` for
+fraction of frames whose OOD score exceeds ``--percentile`` (and, in the last column, the
+fraction above it under each of the gate's scores: ``sswe_node.trust.TrustStats.percentiles``)
+for
 
 * held-out frames of the model's own kind: dual SWE captures of fresh simulated patients
-  (a seed the training archive did not use; nominal acquisitions, ``variability="none"``, as
-  the shipped models were trained), read by the node's reading core (goal: <= 5 % flagged);
-  the same with the simulator's varied acquisitions (``variability="full"``), for information;
+  (a seed the training archive did not use), read by the node's reading core, with nominal
+  acquisitions (``variability="none"``: thyroid-sim's training data) and the simulator's
+  varied ones (``variability="full"``: prostate-sim's) (goal: <= 5 % flagged); the same
+  patients' full-screen B-modes and second-scanner B-modes (another scanner's look: flagged
+  is right, for information);
 * every pydicom-data ultrasound file the reading core processes (goal: all flagged);
 * a second simulated tissue model: the other organ's archive (full-screen B-modes, whose
   colour bars do not fit the model) and a deliberately different phantom generator written
@@ -82,10 +86,14 @@ def other_phantoms(count: int, grid: tuple[int, int], seed: int = 0) -> np.ndarr
     return np.asarray(images, np.float32)
 
 
-def _rate(model, images: np.ndarray, percentile: float) -> tuple[float, int]:
+def _rate(model, images: np.ndarray, percentile: float) -> tuple[float, int, str]:
+    """Fraction flagged, frames, and the fraction above ``percentile`` under each score."""
     if not len(images):
-        return float("nan"), 0
-    return float(np.mean(model.infer(images, passes=1).ood_score > percentile)), len(images)
+        return float("nan"), 0, ""
+    flagged = float(np.mean(model.infer(images, passes=1).ood_score > percentile))
+    each = model.trust.percentiles(images)
+    by_score = " ".join(f"{100 * np.mean(p > percentile):3.0f}" for p in each.values())
+    return flagged, len(images), by_score
 
 
 def main() -> None:
@@ -132,10 +140,11 @@ def main() -> None:
         rows.append((f"pydicom-data {path.name}", *_rate(model, images, percentile), refused))
 
     print(f"model {model.manifest.name} {model.manifest.version}; flagged = score > {percentile}")
-    print(f"{'frames':58s} {'flagged':>8s} {'count':>6s} {'refused':>8s}")
-    for label, rate, count, refused in rows:
+    names = "/".join(model.trust.percentiles(np.zeros((1, *model.manifest.grid), np.float32)))
+    print(f"{'frames':58s} {'flagged':>8s} {'count':>6s} {'refused':>8s}  % by score ({names})")
+    for label, rate, count, by_score, refused in rows:
         shown = "-" if count == 0 else f"{100 * rate:7.1f}%"
-        print(f"{label:58s} {shown:>8s} {count:6d} {refused:8d}")
+        print(f"{label:58s} {shown:>8s} {count:6d} {refused:8d}  {by_score}")
 
 
 if __name__ == "__main__":
