@@ -133,11 +133,13 @@ def ood_rate(model: Any, images: NDArray[np.floating], percentile: float = 99.0)
         return {"frames": int(len(images)), "flagged": None}
     mean, _ = model.features(images)
     scores = model.trust.score(images, mean)
+    each = model.trust.percentiles(images)  # the gate's scores, the largest wins
     return {
         "frames": int(len(images)),
         "flagged": float(np.mean(scores > percentile)),
         "median_score": float(np.median(scores)),
         "percentile": float(percentile),
+        "flagged_by_score": {k: float(np.mean(v > percentile)) for k, v in each.items()},
     }
 
 
