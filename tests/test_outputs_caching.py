@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -133,3 +134,24 @@ def test_outputs_do_not_share_cached_elements(make_us_source) -> None:
         assert "CHANGED" not in ds.ImageType
     pixel = second[0].SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
     assert [float(v) for v in pixel] == [0.2, 0.3]
+
+
+def test_a_reused_canvas_draws_each_capture_as_a_new_one() -> None:
+    kwargs = {"title": "sSWE test", "unit": "kPa", "legend": "hatched", "uncertain": None}
+    scratch = render.Scratch()
+    for seed in (1, 2, 3):  # one geometry: the same canvas, drawn over each time
+        bmode, values, sd = _arrays((200, 150), seed)
+        uncertain = sd > 6.0
+        drawn = render.render_capture(
+            bmode, values, (0, 70), **{**kwargs, "uncertain": uncertain}, scratch=scratch
+        ).copy()
+        fresh = render.render_capture(bmode, values, (0, 70), **{**kwargs, "uncertain": uncertain})
+        np.testing.assert_array_equal(drawn, fresh)
+    # A thread of its own gets a canvas of its own.
+    frame = np.zeros((2, 2, 3), np.uint8)
+    other: list[np.ndarray] = []
+    thread = threading.Thread(target=lambda: other.append(scratch.canvas(("k",), frame)))
+    thread.start()
+    thread.join()
+    mine = scratch.canvas(("k",), frame)
+    assert mine is scratch.canvas(("k",), frame) and other and other[0] is not mine
