@@ -108,6 +108,7 @@ def main() -> None:
         bare_mc = []
         piped_1, stages_1 = [], {"read": [], "predict": [], "build": []}
         serial_1, cpu = [], {"bare": [], "pipeline T=1": [], "one call T=1": []}
+        serial_build: list[float] = []
         for _ in range(args.repeats):
             c0, t0 = _cpu_s(), time.perf_counter()
             model.predict(inputs)
@@ -128,8 +129,9 @@ def main() -> None:
             for key in stages_1:
                 stages_1[key].append(sum(r.timings.get(key, 0.0) for r in results_1))
             c0, t0 = _cpu_s(), time.perf_counter()
-            process_batch(datasets, model, single, overlap=False)
+            results_serial = process_batch(datasets, model, single, overlap=False)
             serial_1.append(time.perf_counter() - t0)
+            serial_build.append(sum(r.timings.get("build", 0.0) for r in results_serial))
             cpu["one call T=1"].append(_cpu_s() - c0)
         done = sum(r.status == "done" for r in results)
         frames = len(inputs)
@@ -146,7 +148,7 @@ def main() -> None:
         print(f"  {key:8s} {statistics.median(values) * 1000:8.1f} ms/batch")
     build_s = statistics.median(stages["build"])
     print(
-        f"build per instance {build_s / max(done, 1) * 1000:.1f} ms"
+        f"build per instance {build_s / max(done, 1) * 1000:.1f} ms (while predicting)"
         f" vs bare predict per frame {bare_s / frames * 1000:.1f} ms"
     )
     print(f"ratio pipeline rate / bare predict rate: {(frames / piped_s) / (frames / bare_s):.3f}")
@@ -156,8 +158,8 @@ def main() -> None:
         f"pipeline T=1:        {piped_1_s * 1000:8.1f} ms/batch  {done_1 / piped_1_s:8.1f} "
         "instances/s (no uncertainty)"
     )
-    for key, values in stages_1.items():
-        print(f"  {key:8s} {statistics.median(values) * 1000:8.1f} ms/batch")
+    for key, values in stages_1.items():  # overlapped: read/build run while predicting
+        print(f"  {key:8s} {statistics.median(values) * 1000:8.1f} ms/batch (concurrent)")
     serial_1_s = statistics.median(serial_1)
     print(
         f"pipeline T=1, one model call after all reads (overlap=False): {serial_1_s * 1000:.1f} "
@@ -168,14 +170,16 @@ def main() -> None:
         + ", ".join(f"{k} {statistics.median(v) * 1000:.1f}" for k, v in cpu.items())
     )
     bare_mc_s = statistics.median(bare_mc)
-    build_1 = statistics.median(stages_1["build"]) / max(done_1, 1)
+    # Build per instance from the one-call run: in the overlapped one, building runs while
+    # the model predicts, and its timings include the wait for a core.
+    build_1 = statistics.median(serial_build) / max(done_1, 1)
     print(f"bare model.infer T={passes}: {bare_mc_s * 1000:6.1f} ms/batch")
     ratio_1 = (frames / piped_1_s) / (frames / bare_s)
     ratio_t = (frames / piped_s) / (frames / bare_mc_s)
     print(
         f"ratio pipeline T=1 / bare predict: {ratio_1:.3f}; pipeline T={passes} / bare infer "
         f"T={passes}: {ratio_t:.3f} ({'meets' if min(ratio_1, ratio_t) >= 0.6 else 'misses'} "
-        f"the goal >= 0.6); build per instance T=1 {build_1 * 1000:.1f} ms "
+        f"the goal >= 0.6); build per instance T=1 (one-call run) {build_1 * 1000:.1f} ms "
         f"({'meets' if build_1 <= 0.003 else 'misses'} the goal <= 3 ms)"
     )
     ratio = (done / piped_s) / (done_1 / piped_1_s)
