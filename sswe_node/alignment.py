@@ -1,12 +1,17 @@
 """Scanner alignment at inference: per-scanner running latent statistics and the aligner.
 
-Each frame's scanner is the source's Manufacturer + Manufacturer's Model Name. Every batch
-adds its frames' latent maps to that scanner's running per-feature statistics (in memory, or
-in the case store's ``scanner_stats`` table, :mod:`sswe_node.node.scanner_stats`); frames of
-any scanner, once ``trust.align_min_frames`` of its frames have been seen, have each latent
-feature mapped onto the training frames' mean and variance before decoding (AdaBN style, no
-retraining; the skip connections are left as they are). A training scanner sending images
-like the training frames gets an alignment close to the identity.
+Each frame's statistics key is the source's Manufacturer + Manufacturer's Model Name and the
+image layout it was read from (``dual-swe``, ``bmode``): a dual display's B-mode panel and a
+full-screen B-mode of the same scanner show different fields of view, so their latent
+statistics differ as much as two scanners' do, and one running mean over a mixture of both
+would pull each of them off the reference (a training scanner's own dual frames included).
+Every batch adds its frames' latent maps to that key's running per-feature statistics (in
+memory, or in the case store's ``scanner_stats`` table, :mod:`sswe_node.node.scanner_stats`);
+frames of any key, once ``trust.align_min_frames`` of its frames have been seen, have each
+latent feature mapped onto the training frames' mean and variance before decoding (AdaBN
+style, no retraining). The skip connections and the input are left as they are: aligning
+them too made the simulated second scanner's error much worse (docs/model.md). A training
+scanner sending images like the training frames gets an alignment close to the identity.
 """
 
 from __future__ import annotations
@@ -24,11 +29,25 @@ from sswe_node.trust import FeatureStats, alignment
 __all__ = ["MemoryScannerStats", "ScannerStatsStore", "make_aligner", "scanner_key"]
 
 
-def scanner_key(ds: Dataset) -> str:
-    """Return the scanner of an instance: ``"Manufacturer ManufacturerModelName"``."""
+def scanner_key(ds: Dataset, layout: str | None = None) -> str:
+    """Return the statistics key of an instance.
+
+    Parameters
+    ----------
+    ds : pydicom.dataset.Dataset
+        The source instance.
+    layout : str, optional
+        The layout its B-mode was read from (``"dual-swe"``, ``"bmode"``).
+
+    Returns
+    -------
+    str
+        ``"Manufacturer ManufacturerModelName"``, followed by ``" [layout]"`` when given.
+    """
     manufacturer = str(ds.get("Manufacturer", "") or "").strip()
     model = str(ds.get("ManufacturerModelName", "") or "").strip()
-    return f"{manufacturer} {model}".strip()
+    scanner = f"{manufacturer} {model}".strip()
+    return f"{scanner} [{layout}]".strip() if layout else scanner
 
 
 class ScannerStatsStore(Protocol):
@@ -74,7 +93,8 @@ def make_aligner(
     model : sswe_node.model.PackagedModel
         The model (its trust statistics give the training scanners and reference).
     scanners : sequence of str
-        Each frame's scanner, in the order of the frames passed to ``model.infer``.
+        Each frame's statistics key (:func:`scanner_key`, with the layout), in the order of
+        the frames passed to ``model.infer``.
     store : ScannerStatsStore or None
         Running statistics; ``None``: no alignment and nothing recorded.
     min_frames : int

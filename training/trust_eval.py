@@ -149,8 +149,15 @@ def _scanner_labels(meta: dict[str, NDArray[Any]], rows: NDArray[np.intp]) -> ND
     )
 
 
+def _alignment_keys(meta: dict[str, NDArray[Any]], rows: NDArray[np.intp]) -> NDArray[Any]:
+    """Return each row's alignment statistics key in the node: scanner and layout."""
+    scanners = _scanner_labels(meta, rows)
+    layouts = [str(meta["layout"][r]) for r in rows]
+    return np.asarray([f"{s} [{lay}]" for s, lay in zip(scanners, layouts, strict=True)], object)
+
+
 def _group_alignment(model: Any, images: NDArray[np.floating]) -> tuple[NDArray, NDArray]:
-    """Return the alignment of one scanner's frames, from their own statistics."""
+    """Return the alignment of one statistics key's frames, from their own statistics."""
     from sswe_node.trust import FeatureStats, alignment
 
     _, latent = model.features(images)
@@ -169,22 +176,29 @@ def aligned_knn(
 ) -> dict[str, Any]:
     """5-NN scanner accuracy of latent features without and with scanner alignment.
 
-    Each scanner's latent features are mapped feature-wise onto the training frames' mean and
-    variance (as the node does once it has seen enough frames of a scanner), with statistics
-    of all that scanner's frames in ``pool`` (default: those of ``groups``), as the node's
-    running statistics would hold them.
+    Each frame's latent features are mapped feature-wise onto the training frames' mean and
+    variance as the node does once it has seen enough frames: with the statistics of all
+    frames in ``pool`` (default: those of ``groups``) of the same scanner *and layout*
+    (:func:`sswe_node.alignment.scanner_key`), as the node's running statistics hold them.
     """
-    labels_pool = None if pool is None else _scanner_labels(meta, pool)
     from training.tsne import knn_scanner_accuracy
 
+    pool = np.concatenate(list(groups.values())) if pool is None else np.asarray(pool)
+    pool_keys = _alignment_keys(meta, pool)
+    cache: dict[str, tuple[NDArray, NDArray]] = {}
     raw, aligned, labels = [], [], []
     for name, rows in groups.items():
         z = model.latent(images[rows])
         raw.append(z.reshape(len(rows), -1))
+        z = z.copy()
         if model.trust is not None:
-            own = rows if labels_pool is None else pool[labels_pool == name]
-            a, b = _group_alignment(model, images[own])
-            z = z * a.reshape(z.shape[1:]) + b.reshape(z.shape[1:])
+            keys = _alignment_keys(meta, rows)
+            for key in dict.fromkeys(keys):
+                if key not in cache:
+                    cache[key] = _group_alignment(model, images[pool[pool_keys == key]])
+                a, b = cache[key]
+                sel = keys == key
+                z[sel] = z[sel] * a.reshape(z.shape[1:]) + b.reshape(z.shape[1:])
         aligned.append(z.reshape(len(rows), -1))
         labels += [name] * len(rows)
     labels_arr = np.asarray(labels)
@@ -192,6 +206,7 @@ def aligned_knn(
         "without": knn_scanner_accuracy(np.concatenate(raw), labels_arr, seed=seed),
         "with": knn_scanner_accuracy(np.concatenate(aligned), labels_arr, seed=seed),
         "scanners": list(groups),
+        "statistics": "per scanner and layout, over " + str(len(pool)) + " frames",
     }
 
 
@@ -231,8 +246,9 @@ def second_scanner_error(
     images = data.images[rows]
     result: dict[str, Any] = {"frames": int(len(rows)), "by_scanner": {}}
     plain_all, aligned_all = [], []
-    for name in dict.fromkeys(_scanner_labels(data.meta, rows)):
-        sel = _scanner_labels(data.meta, rows) == name
+    keys = _alignment_keys(data.meta, rows)
+    for name in dict.fromkeys(keys):
+        sel = keys == name
         plain = model.infer(images[sel], passes=1).values
         a, b = _group_alignment(model, images[sel])
         n = int(sel.sum())
@@ -299,7 +315,10 @@ def trust_report(
             report["ood"][key] = ood_rate(model, data.images[sel], percentile)
     others = every[np.asarray([s not in trained for s in scanners]) & unlabelled]
     if tsne_groups and len(tsne_groups) >= 2 and model.trust is not None:
-        pool = np.union1d(rows, others).astype(np.intp)
+        # what the node's running statistics would hold: every frame of the evaluated
+        # patients (both layouts) and the other scanners' frames
+        patients = np.isin(meta["patient_key"], meta["patient_key"][rows])
+        pool = np.union1d(every[patients], others).astype(np.intp)
         report["alignment"] = aligned_knn(model, data.images, meta, tsne_groups, pool)
     if ground_truth is not None and model.trust is not None:
         second = second_scanner_error(model, data, others, Path(ground_truth))

@@ -1,0 +1,88 @@
+"""Scanner alignment keeps its statistics per scanner *and* image layout (issue 12)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset
+
+from sswe_node.alignment import MemoryScannerStats, make_aligner, scanner_key
+from sswe_node.model import load_model
+
+pytest.importorskip("keras")
+
+from training.package import compute_statistics, write_package, write_statistics  # noqa: E402
+from training.unet import build_unet  # noqa: E402
+
+
+def _images(n: int, seed: int = 0, bright: float = 0.0) -> np.ndarray:
+    """Speckle-like frames: smooth blobs plus noise (0-1)."""
+    rng = np.random.default_rng(seed)
+    base = rng.random((n, 12, 8)).repeat(8, axis=1).repeat(8, axis=2)
+    return np.clip(0.4 * base + 0.2 * rng.random((n, 96, 64)) + bright, 0, 1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> object:
+    folder = tmp_path_factory.mktemp("models") / "tiny-align"
+    network = build_unet((96, 64), filters=8, seed=5, init_range=0.5)
+    write_package(
+        network, folder, name="tiny-align", version="0.0.1", organ="prostate",
+        quantity="youngs-modulus", trained_on="untrained test network", status="provisional",
+    )  # fmt: skip
+    packaged = load_model(folder, device="cpu")
+    stats = compute_statistics(packaged, _images(60), ["SIM A"] * 60, {"split": "train"})
+    write_statistics(folder, stats, sd_scale=2.0)
+    return load_model(folder, device="cpu")
+
+
+def test_scanner_key_names_the_layout() -> None:
+    ds = Dataset()
+    ds.Manufacturer, ds.ManufacturerModelName = " ACME ", "Scan 1"
+    assert scanner_key(ds) == "ACME Scan 1"
+    assert scanner_key(ds, "dual-swe") == "ACME Scan 1 [dual-swe]"
+    assert scanner_key(Dataset(), "bmode") == "[bmode]" and scanner_key(Dataset()) == ""
+
+
+def _aligned_latent(model, images, keys):
+    store = MemoryScannerStats()
+    _, latent = model.features(images)
+    flat = latent.reshape(len(images), -1)
+    scale, shift, aligned = make_aligner(model, keys, store, min_frames=16)(flat)
+    assert aligned.all()
+    return flat * scale + shift
+
+
+def test_a_scanners_two_layouts_are_aligned_apart(model) -> None:
+    """A training scanner's dual frames keep the reference statistics when it also sends
+    full-screen frames of other statistics; one running mean over both would move them."""
+    dual, full = _images(40, seed=1), _images(40, seed=2, bright=0.3)
+    images = np.concatenate([dual, full])
+    reference = model.trust.reference.mean
+    apart = _aligned_latent(model, images, ["SIM A [dual-swe]"] * 40 + ["SIM A [bmode]"] * 40)
+    mixed = _aligned_latent(model, images, ["SIM A"] * 80)
+    np.testing.assert_allclose(apart[:40].mean(axis=0), reference, atol=1e-5)
+    np.testing.assert_allclose(apart[40:].mean(axis=0), reference, atol=1e-5)
+    off_apart = np.abs(apart[:40].mean(axis=0) - reference).mean()
+    off_mixed = np.abs(mixed[:40].mean(axis=0) - reference).mean()
+    assert off_mixed > 100 * max(off_apart, 1e-9)
+
+
+def test_evaluation_aligns_each_layout_with_its_own_statistics(model) -> None:
+    from training.trust_eval import aligned_knn
+
+    n = 30
+    images = np.concatenate([_images(n, 3), _images(n, 4, bright=0.3), _images(n, 5, 0.15)])
+    meta = {
+        "manufacturer": np.array(["SIM"] * (3 * n)),
+        "model_name": np.array(["A"] * (2 * n) + ["B"] * n),
+        "layout": np.array(["dual-swe"] * n + ["bmode"] * (2 * n)),
+    }
+    # scanner A's group is its dual frames, while the node (and the pool) also saw its
+    # full-screen ones: one statistics key for A would move its dual frames off the
+    # reference (0.78 here), statistics per layout do not
+    groups = {"SIM A": np.arange(n), "SIM B": np.arange(2 * n, 3 * n)}
+    result = aligned_knn(model, images, meta, groups, pool=np.arange(3 * n))
+    assert result["without"] > 0.9  # B is brighter
+    assert result["with"] < 0.65
+    assert "layout" in result["statistics"]
