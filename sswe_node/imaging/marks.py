@@ -47,6 +47,9 @@ _EIGHT = np.ones((3, 3), dtype=bool)
 _STEPS = np.array([-1, 0, 1])
 #: :func:`_sparse_marks` tests its candidates alone up to this share of the region (1 / N).
 _SPARSE_SHARE = 50
+#: ... white in an elastogram: up to this share of pixels with red and blue high, as long as
+#: fewer than 1 / _SPARSE_SHARE are light in all three channels (what the dense path tests).
+_SPARSE_SHARE_WHITE = 8
 
 
 def _thin_bright(
@@ -156,15 +159,45 @@ def _sparse_marks(pixels: NDArray[np.uint8], grey_image: bool) -> NDArray[np.boo
     n = h * w
     if n == 0:
         return np.zeros((h, w), dtype=bool)
-    flat = np.ascontiguousarray(pixels).reshape(-1)  # R, G, B, R, G, B...
     if grey_image:
-        # a pixel is grey when R == G and G == B: two neighbouring-byte tests, read per pixel
-        # as one uint16 of the test bytes (3 i, 3 i + 1) (the pair (B, next R) is not looked at)
-        unequal = np.zeros(3 * n + 2, dtype=bool)
-        np.not_equal(flat[1:], flat[:-1], out=unequal[: 3 * n - 1])
-        maybe = np.ndarray((n,), dtype=np.uint16, buffer=unequal, strides=(3,)) != 0
-    else:
-        maybe = np.minimum(flat[0::3], flat[2::3]) >= 200  # red and blue both high
+        return _sparse_colour(pixels)
+    flat = np.ascontiguousarray(pixels).reshape(-1)  # R, G, B, R, G, B...
+    maybe = np.minimum(flat[0::3], flat[2::3]) >= 200  # red and blue both high
+    count = int(np.count_nonzero(maybe))
+    if count > n // _SPARSE_SHARE_WHITE:
+        return None
+    out = np.zeros((h, w), dtype=bool)
+    if count == 0:
+        return out
+    index = np.flatnonzero(maybe)
+    rows, cols = np.divmod(index, w)
+    index = index[(rows >= 2) & (rows < h - 2) & (cols >= 2) & (cols < w - 2)]
+    at = 3 * index
+    centre = np.minimum(np.minimum(flat[at], flat[at + 1]), flat[at + 2])
+    bright = centre >= 200
+    if count > n // _SPARSE_SHARE and np.count_nonzero(bright) >= n // _SPARSE_SHARE:
+        return None  # many light pixels: the dense path tests them all (see _thin_bright)
+    index, limit = index[bright], centre[bright].astype(np.int16) - _CONTRAST
+    # the darkest channel of the pixels two above, below, left and right of each candidate
+    at = 3 * (index[:, None] + np.array([-2 * w, 2 * w, -2, 2]))
+    low = np.minimum(np.minimum(flat[at], flat[at + 1]), flat[at + 2])
+    darker = low <= limit[:, None]
+    thin = (darker[:, 0] & darker[:, 1]) | (darker[:, 2] & darker[:, 3])
+    if not thin.any():
+        return out
+    return _structures_sparse(index[thin], (h, w), _MIN_COLOURED_MARK)
+
+
+def _sparse_colour(pixels: NDArray[np.uint8]) -> NDArray[np.bool_] | None:
+    """Return :func:`_sparse_marks` of a grey panel: its coloured pixels, grown by one."""
+    h, w = pixels.shape[:2]
+    n = h * w
+    flat = np.ascontiguousarray(pixels).reshape(-1)  # R, G, B, R, G, B...
+    # a pixel is grey when R == G and G == B: two neighbouring-byte tests, read per pixel
+    # as one uint16 of the test bytes (3 i, 3 i + 1) (the pair (B, next R) is not looked at)
+    unequal = np.empty(3 * n, dtype=bool)
+    np.not_equal(flat[1:], flat[:-1], out=unequal[:-1])
+    maybe = np.ndarray((n,), dtype=np.uint16, buffer=unequal, strides=(3,)) != 0
     count = int(np.count_nonzero(maybe))
     if count > n // _SPARSE_SHARE:
         return None
@@ -172,28 +205,13 @@ def _sparse_marks(pixels: NDArray[np.uint8], grey_image: bool) -> NDArray[np.boo
     if count == 0:
         return out
     index = np.flatnonzero(maybe)
-    if grey_image:
-        at = 3 * index
-        r, g, b = flat[at], flat[at + 1], flat[at + 2]
-        high = np.maximum(np.maximum(r, g), b)
-        coloured = (high - np.minimum(np.minimum(r, g), b)) > 40  # uint8: high >= low
-        if not coloured.any():
-            return out
-        return _grow_sparse(index[coloured], (h, w), out)
-    rows, cols = np.divmod(index, w)
-    index = index[(rows >= 2) & (rows < h - 2) & (cols >= 2) & (cols < w - 2)]
-    # the darkest channel of each candidate and of the pixels two above, below, left, right
-    at = 3 * (index[:, None] + np.array([0, -2 * w, 2 * w, -2, 2]))
-    low = np.minimum(np.minimum(flat[at], flat[at + 1]), flat[at + 2]).astype(np.int16)
-    centre = low[:, 0]
-    limit = centre - _CONTRAST
-    thin = ((low[:, 1] <= limit) & (low[:, 2] <= limit)) | (
-        (low[:, 3] <= limit) & (low[:, 4] <= limit)
-    )
-    thin &= centre >= 200
-    if not thin.any():
+    at = 3 * index
+    red, green, blue = flat[at], flat[at + 1], flat[at + 2]
+    high = np.maximum(np.maximum(red, green), blue)
+    coloured = (high - np.minimum(np.minimum(red, green), blue)) > 40  # uint8: high >= low
+    if not coloured.any():
         return out
-    return _structures_sparse(index[thin], (h, w), _MIN_COLOURED_MARK)
+    return _grow_sparse(index[coloured], (h, w), out)
 
 
 def _grow_sparse(
@@ -265,86 +283,82 @@ def _structures_sparse(
     does not tell graphics: clipped speckle is flat at 255 too.) Worked on the candidate
     pixels only (sparse), so speckle costs little.
     """
-    owners, n = _components(index, shape)
-    return _keep_structures(index, owners, n, shape, min_size)
+    rows, cols = np.divmod(index, shape[1])
+    owners, n = _components(rows, cols, shape)
+    sizes = np.bincount(owners, minlength=n + 1)  # no candidate is in the background (0)
+    keep = sizes >= min_size
+    if ((sizes >= 4) & ~keep).any():
+        # characters: small structures and the glyph-sized ones kept already
+        glyph = (sizes >= 4) & (sizes <= 120)
+        chars = int(np.count_nonzero(glyph))
+        if 3 <= chars <= 2000:
+            of_char = glyph[owners]
+            keep |= _text_rows(rows[of_char], cols[of_char], owners[of_char], glyph)
+    kept = index[keep[owners]]
+    if not len(kept):
+        return np.zeros(shape, dtype=bool)
+    return _grow_sparse(kept, shape)  # anti-aliased edges, on the kept pixels only
 
 
-def _components(index: NDArray[np.intp], shape: tuple[int, int]) -> tuple[NDArray[np.int64], int]:
-    """Return the 8-connected structure (1..n) of each pixel at flat ``index``, and n.
+def _components(
+    rows: NDArray[np.intp], cols: NDArray[np.intp], shape: tuple[int, int]
+) -> tuple[NDArray[np.int32], int]:
+    """Return the 8-connected structure (1..n) of each candidate pixel, and n.
 
     Labelled on the candidates' rows and columns only: every run of rows (columns) without
     a candidate shrinks to one, which keeps exactly which pixels touch (neighbours stay
     neighbours, pixels two or more apart stay at least two apart) on a far smaller image.
     """
-    rows, cols = np.divmod(index, shape[1])
     row_at, n_rows = _squeezed(rows, shape[0])
     col_at, n_cols = _squeezed(cols, shape[1])
     at = (row_at[rows], col_at[cols])
     small = np.zeros((n_rows, n_cols), dtype=bool)
     small[at] = True
     labels, n = ndimage.label(small, structure=_EIGHT)
-    return labels[at].astype(np.int64), int(n)
+    return labels[at], int(n)
 
 
 def _squeezed(coords: NDArray[np.intp], size: int) -> tuple[NDArray[np.intp], int]:
     """Map 0..size-1 so that each run of coordinates holding no candidate becomes one."""
-    present = np.bincount(coords, minlength=size) > 0
-    kept = present.copy()
-    kept[1:] |= present[:-1]  # the first empty one after a used one separates the next
+    kept = np.zeros(size + 1, dtype=bool)
+    kept[coords] = True
+    kept[coords + 1] = True  # the first empty one after a used one separates the next
     kept[0] = True
-    position = np.cumsum(kept) - 1
+    position = np.cumsum(kept[:size]) - 1
     return position, int(position[-1]) + 1
 
 
-def _keep_structures(
-    flat: NDArray[np.intp],
-    owners: NDArray[np.int64],
-    n: int,
-    shape: tuple[int, int],
-    min_size: int,
-) -> NDArray[np.bool_]:
-    """Keep the structures (``owners`` 1..n of the pixels at ``flat``) that are graphics."""
-    sizes = np.bincount(owners, minlength=n + 1)
-    keep = sizes >= min_size
-    small = (sizes >= 4) & ~keep
-    small[0] = False
-    if small.any():
-        # characters: small structures and the glyph-sized ones kept already
-        chars = np.flatnonzero((sizes >= 4) & (sizes <= 120))
-        chars = chars[chars > 0]
-        if 3 <= len(chars) <= 2000:
-            keep[_text_rows(shape[1], flat, owners, chars)] = True
-    keep[0] = False
-    kept = flat[keep[owners]]
-    if not len(kept):
-        return np.zeros(shape, dtype=bool)
-    return _grow_sparse(kept, shape)  # anti-aliased edges, on the kept pixels only
-
-
 def _text_rows(
-    width: int,
-    flat: NDArray[np.intp],
-    owners: NDArray[np.int64],
-    chars: NDArray[np.intp],
-) -> NDArray[np.intp]:
-    """Return the small structures that line up as text: >= 3 within 8 pixels along a row."""
-    # bounding boxes from the candidate pixels, grouped by structure (sparse, no image scan)
-    order = np.argsort(owners, kind="stable")
-    rows, cols = np.divmod(flat[order], width)
-    # every label 1..n owns one run of the sorted pixels: reduce each run, pick the characters
-    starts = np.searchsorted(owners[order], np.arange(1, int(owners.max()) + 1))
-    pick = chars - 1
-    t = np.minimum.reduceat(rows, starts)[pick]
-    b = np.maximum.reduceat(rows, starts)[pick]
-    lft = np.minimum.reduceat(cols, starts)[pick]
-    r = np.maximum.reduceat(cols, starts)[pick]
+    rows: NDArray[np.intp],
+    cols: NDArray[np.intp],
+    owners: NDArray[np.int32],
+    glyph: NDArray[np.bool_],
+) -> NDArray[np.bool_]:
+    """Return which structures line up as text: >= 3 characters within 8 pixels along a row.
+
+    ``rows``, ``cols`` and ``owners`` are the pixels of the characters (``glyph``: the
+    structures of glyph size, by label); the result is indexed by label like ``glyph``.
+    """
+    # bounding boxes from the characters' pixels (sparse, no image scan)
+    n = len(glyph)
+    t = np.full(n, rows.max(initial=0) + 1)
+    b = np.full(n, -1)
+    lft = np.full(n, cols.max(initial=0) + 1)
+    r = np.full(n, -1)
+    np.minimum.at(t, owners, rows)
+    np.maximum.at(b, owners, rows)
+    np.minimum.at(lft, owners, cols)
+    np.maximum.at(r, owners, cols)
+    chars = np.flatnonzero(glyph)
+    t, b, lft, r = t[chars], b[chars], lft[chars], r[chars]
     same_row = (t[:, None] <= b[None, :] + 1) & (t[None, :] <= b[:, None] + 1)
     gap = np.maximum(lft[None, :] - r[:, None], lft[:, None] - r[None, :])
     near = same_row & (gap <= 8)  # includes itself
     # a character between two others, and the characters next to such a one
     core = near.sum(axis=1) >= 3
-    texty = core | (near & core[None, :]).any(axis=1)
-    return chars[texty]
+    texty = np.zeros(n, dtype=bool)
+    texty[chars] = core | (near & core[None, :]).any(axis=1)
+    return texty
 
 
 def wedge_mask(grey: NDArray[np.floating], boxes: tuple[PixelBox, ...] = ()) -> NDArray[np.bool_]:
