@@ -245,7 +245,7 @@ def second_scanner_error(
     valid = np.isfinite(truth)
     images = data.images[rows]
     result: dict[str, Any] = {"frames": int(len(rows)), "by_scanner": {}}
-    plain_all, aligned_all = [], []
+    plain_all, aligned_all, change = [], [], []
     keys = _alignment_keys(data.meta, rows)
     for name in dict.fromkeys(keys):
         sel = keys == name
@@ -264,6 +264,10 @@ def second_scanner_error(
             model.inference = switch
         e_plain = np.abs(plain - truth[sel])[valid[sel]]
         e_aligned = np.abs(aligned - truth[sel])[valid[sel]]
+        ok = valid[sel]
+        per_frame = np.where(ok, np.abs(aligned - truth[sel]) - np.abs(plain - truth[sel]), 0)
+        counted = ok.sum(axis=(1, 2))
+        change.append(per_frame.sum(axis=(1, 2))[counted > 0] / counted[counted > 0])
         plain_all.append(e_plain)
         aligned_all.append(e_aligned)
         result["by_scanner"][str(name)] = {
@@ -273,6 +277,13 @@ def second_scanner_error(
         }
     result["mae_without"] = float(np.concatenate(plain_all).mean())
     result["mae_with"] = float(np.concatenate(aligned_all).mean())
+    # paired per frame: is the change bigger than its frame-to-frame spread says?
+    diff = np.concatenate(change)
+    result["frame_mae_change"] = {
+        "mean": float(diff.mean()),
+        "standard_error": float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0,
+        "frames_worse": int((diff > 0).sum()),
+    }
     return result
 
 
@@ -383,4 +394,11 @@ def render_markdown(trust: dict[str, Any], unit: str) -> list[str]:
                 f"frames): {second['mae_without']:.3g} {unit} without alignment, "
                 f"{second['mae_with']:.3g} {unit} with."
             )
+            change = second.get("frame_mae_change")
+            if change:
+                lines.append(
+                    f"  Per frame (paired): {change['mean']:+.3g} ± {change['standard_error']:.2g} "
+                    f"{unit} (standard error); {change['frames_worse']} of {second['frames']} "
+                    "frames worse with alignment."
+                )
     return lines
