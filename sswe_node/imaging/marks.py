@@ -24,6 +24,8 @@ Detection is cheap, made for every frame:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
@@ -458,11 +460,12 @@ def outside_fan(grey: NDArray[np.floating]) -> NDArray[np.bool_] | None:
     if hh < 6 or ww < 6:
         return None
     # two samples per 4 x 4 block: the outside of a fan is black to the last pixel
+    first, last = (0, (hh - 1) * k), (0, (ww - 1) * k)
+    if not any(grey[r, c] <= 2.0 and grey[r + 2, c + 2] <= 2.0 for r in first for c in last):
+        return None  # no corner block is black (most images: the samples are not needed)
     black = (grey[0 : hh * k : k, 0 : ww * k : k] <= 2.0) & (
         grey[2 : hh * k : k, 2 : ww * k : k] <= 2.0
     )
-    if not (black[0, 0] or black[0, -1] or black[-1, 0] or black[-1, -1]):
-        return None
     labels, _ = ndimage.label(black)
     corners = {labels[0, 0], labels[0, -1], labels[-1, 0], labels[-1, -1]} - {0}
     outside = np.isin(labels, list(corners))
@@ -512,30 +515,41 @@ def fill_masked(image: NDArray[np.float32], mask: NDArray[np.bool_]) -> NDArray[
     out = np.array(image, dtype=np.float32)
     h, w = out.shape
     free = ~mask
-    known = np.where(free, out, np.float32(0))
+    known = np.where(free, out, np.float32(0)).reshape(-1)
     todo = np.flatnonzero(mask)
     weight = None
     for size in _FILL_SIZES:
         if len(todo) * size * size <= _GATHER_LIMIT:
             # the square around each masked pixel, its indices clipped at the edges
             rows, cols = np.divmod(todo, w)
-            steps = np.arange(-(size // 2), size // 2 + 1)
-            rr = np.minimum(np.maximum(rows[:, None] + steps, 0), h - 1) * w
-            cc = np.minimum(np.maximum(cols[:, None] + steps, 0), w - 1)
-            at = rr[:, :, None] + cc[:, None, :]
-            count = np.count_nonzero(free.reshape(-1)[at], axis=(1, 2))
+            rr, cc = _square_steps(h, size)[rows] * w, _square_steps(w, size)[cols]
+            at = (rr[:, :, None] + cc[:, None, :]).reshape(len(todo), size * size)
+            count = free.reshape(-1)[at].sum(axis=1)
             ready = count > 0
-            total = known.reshape(-1)[at[ready]].sum(axis=(1, 2), dtype=np.float64)
-            values = (total / count[ready]).astype(np.float32)
+            values = (known[at].sum(axis=1, dtype=np.float64)[ready] / count[ready]).astype(
+                np.float32
+            )
         else:
             if weight is None:
                 weight = free.astype(np.float32)
-            num = ndimage.uniform_filter(known, size, mode="nearest").reshape(-1)[todo]
+            num = ndimage.uniform_filter(known.reshape(h, w), size, mode="nearest")
             den = ndimage.uniform_filter(weight, size, mode="nearest").reshape(-1)[todo]
             ready = den > 1e-3
-            values = num[ready] / den[ready]
+            values = num.reshape(-1)[todo][ready] / den[ready]
         out.reshape(-1)[todo[ready]] = values
         todo = todo[~ready]
         if not len(todo):
             break
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _square_steps(length: int, size: int) -> NDArray[np.intp]:
+    """Return ``(length, size)``: the positions a square of ``size`` centred on each covers.
+
+    Clipped to ``0..length-1`` (the edge repeated, as ``mode="nearest"``); read-only, shared.
+    """
+    steps = np.arange(length)[:, None] + np.arange(-(size // 2), size // 2 + 1)
+    steps = np.clip(steps, 0, length - 1)
+    steps.flags.writeable = False
+    return steps
