@@ -139,8 +139,9 @@ def test_outputs_do_not_share_cached_elements(make_us_source) -> None:
 def test_a_reused_canvas_draws_each_capture_as_a_new_one() -> None:
     kwargs = {"title": "sSWE test", "unit": "kPa", "legend": "hatched", "uncertain": None}
     scratch = render.Scratch()
-    for seed in (1, 2, 3):  # one geometry: the same canvas, drawn over each time
-        bmode, values, sd = _arrays((200, 150), seed)
+    # Twice each geometry (the second an enlarged small region): the same canvas, drawn over.
+    for shape, seed in [((200, 150), 1), ((100, 80), 2), ((200, 150), 3), ((100, 80), 4)]:
+        bmode, values, sd = _arrays(shape, seed)
         uncertain = sd > 6.0
         drawn = render.render_capture(
             bmode, values, (0, 70), **{**kwargs, "uncertain": uncertain}, scratch=scratch
