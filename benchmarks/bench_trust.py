@@ -43,15 +43,28 @@ PYDICOM_ULTRASOUND = (
 )  # fmt: skip
 
 
-def _inputs(paths: list[Path], model, settings) -> tuple[np.ndarray, int]:
-    frames, refused = [], 0
+class Frames:
+    """Model inputs of some instances and each frame's grid-cell size in mm (NaN: unknown)."""
+
+    def __init__(self, images: np.ndarray, spacing: np.ndarray | None = None) -> None:
+        self.images = images
+        self.spacing = np.full((len(images), 2), np.nan) if spacing is None else spacing
+
+
+def _inputs(paths: list[Path], model, settings) -> tuple[Frames, int]:
+    grid = tuple(model.manifest.grid)
+    frames, cells, refused = [], [], 0
     for path in paths:
         try:
-            frames.append(pre_process(dcmread(path), model, settings)[1])
+            readings, inputs = pre_process(dcmread(path), model, settings)
         except Exception:  # noqa: BLE001 - not processed by the node: not scored either
             refused += 1
-    rows, cols = model.manifest.grid
-    return (np.concatenate(frames) if frames else np.zeros((0, rows, cols), np.float32)), refused
+            continue
+        frames.append(inputs)
+        cells += [r.grid_spacing_mm(grid) or (np.nan, np.nan) for r in readings]
+    if not frames:
+        return Frames(np.zeros((0, *grid), np.float32)), refused
+    return Frames(np.concatenate(frames), np.asarray(cells, np.float64)), refused
 
 
 def _archive(folder: Path, organ: str, patients: int, seed: int, variability: str) -> dict:
@@ -86,14 +99,17 @@ def other_phantoms(count: int, grid: tuple[int, int], seed: int = 0) -> np.ndarr
     return np.asarray(images, np.float32)
 
 
-def _rate(model, images: np.ndarray, percentile: float) -> tuple[float, int, str]:
-    """Fraction flagged, frames, and the fraction above ``percentile`` under each score."""
+def _rate(model, frames: Frames, percentile: float) -> tuple[float, float, int, str]:
+    """Flagged on the image (the node today), flagged with the field of view, frames, and the
+    fraction above ``percentile`` under each score."""
+    images = frames.images
     if not len(images):
-        return float("nan"), 0, ""
+        return float("nan"), float("nan"), 0, ""
     flagged = float(np.mean(model.infer(images, passes=1).ood_score > percentile))
-    each = model.trust.percentiles(images)
+    with_fov = model.infer(images, passes=1, spacing=frames.spacing).ood_score
+    each = model.trust.percentiles(images, frames.spacing)
     by_score = " ".join(f"{100 * np.mean(p > percentile):3.0f}" for p in each.values())
-    return flagged, len(images), by_score
+    return flagged, float(np.mean(with_fov > percentile)), len(images), by_score
 
 
 def main() -> None:
@@ -130,7 +146,7 @@ def main() -> None:
     rows.append(
         (
             "other phantom generator",
-            *_rate(model, other_phantoms(200, model.manifest.grid), percentile),
+            *_rate(model, Frames(other_phantoms(200, model.manifest.grid)), percentile),
             0,
         )
     )
@@ -140,11 +156,20 @@ def main() -> None:
         rows.append((f"pydicom-data {path.name}", *_rate(model, images, percentile), refused))
 
     print(f"model {model.manifest.name} {model.manifest.version}; flagged = score > {percentile}")
-    names = "/".join(model.trust.percentiles(np.zeros((1, *model.manifest.grid), np.float32)))
-    print(f"{'frames':58s} {'flagged':>8s} {'count':>6s} {'refused':>8s}  % by score ({names})")
-    for label, rate, count, by_score, refused in rows:
+    print(
+        "flagged: on the image alone (what the node does today); +FOV: with the field-of-view "
+        "score too (the frames' grid-cell size in mm; n/a without a spacing)"
+    )
+    one = Frames(np.zeros((1, *model.manifest.grid), np.float32), np.ones((1, 2)))
+    names = "/".join(model.trust.percentiles(one.images, one.spacing))
+    print(
+        f"{'frames':52s} {'flagged':>8s} {'+FOV':>7s} {'count':>6s} {'refused':>7s}  "
+        f"% by score ({names})"
+    )
+    for label, rate, with_fov, count, by_score, refused in rows:
         shown = "-" if count == 0 else f"{100 * rate:7.1f}%"
-        print(f"{label:58s} {shown:>8s} {count:6d} {refused:8d}  {by_score}")
+        fov = "-" if count == 0 else f"{100 * with_fov:6.1f}%"
+        print(f"{label:52s} {shown:>8s} {fov:>7s} {count:6d} {refused:7d}  {by_score}")
 
 
 if __name__ == "__main__":

@@ -486,6 +486,7 @@ class PackagedModel:
         *,
         passes: int | None = None,
         aligner: Aligner | None = None,
+        spacing: NDArray[np.floating] | None = None,
     ) -> Inference:
         """Predict with uncertainty, OOD scores and (optionally) scanner alignment.
 
@@ -499,6 +500,9 @@ class PackagedModel:
         aligner : Aligner, optional
             Gives per-frame latent alignments from the frames' latent statistics; ignored when
             the manifest switches alignment off.
+        spacing : numpy.ndarray, optional
+            ``(N, 2)`` grid-cell size of each frame in mm (NaN where unknown): adds the
+            field-of-view score to the OOD score (:meth:`sswe_node.trust.TrustStats.score`).
 
         Returns
         -------
@@ -525,7 +529,7 @@ class PackagedModel:
         chunk = max(1, self.batch_size // passes) if passes > 1 else self.batch_size
         values, sd = self._chunks(self._call(("mc", passes)), images, 1, scale, shift, size=chunk)
         unit = np.float32(self.manifest.scale)
-        ood = self.trust.score(images, pooled) if self.trust is not None and n else None
+        ood = self.trust.score(images, pooled, spacing) if self.trust is not None and n else None
         return Inference(
             values=values * unit,
             sd=sd * (unit * np.float32(self.inference.sd_scale)) if passes > 1 else None,

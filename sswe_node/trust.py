@@ -18,10 +18,14 @@ Pure NumPy, shared by packaging (``training.package``) and the node (``sswe_node
   and the distance to the nearest training frame in standardised units (:class:`Neighbours`:
   a frame between the training frames' clusters is far from each). A frame's score is the
   largest of the three percentiles.
+* **Field of view** (optional): the logarithm of a frame's grid-cell size in mm
+  (:data:`FIELD_OF_VIEW`), a Gaussian of the training frames', scored like the others when the
+  caller gives the frames' spacing (``spacing`` of :meth:`TrustStats.score`); another organ's
+  protocol or another scanner images another field of view onto the same grid.
 * **Pooled latent features**: the per-channel mean over the latent map of each frame, recorded
-  as a Gaussian but not part of the score (measured on the shipped models: it flagged more of
-  the model's own held-out frames and no more of the other kinds; see
-  ``benchmarks/bench_trust.py``).
+  as a Gaussian but not part of the score (measured on the shipped models with the simulated
+  sets of ``benchmarks/bench_trust.py``: latent features, pooled at any encoder level, flagged
+  more of the model's own held-out frames and no more of the other kinds).
 * **Scanner alignment** (:class:`FeatureStats`, :func:`alignment`): per-feature mean and
   variance of the flattened latent maps of a scanner's frames (Chan's parallel update, so
   running statistics can be merged batch by batch), and the feature-wise affine map that
@@ -42,6 +46,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "BASIC_STATISTICS",
+    "FIELD_OF_VIEW",
     "IMAGE_STATISTICS",
     "FeatureStats",
     "REFERENCE_FILE",
@@ -86,11 +91,17 @@ IMAGE_STATISTICS = (
     *(f"spectrum_{axis}_{band}" for axis in ("axial", "lateral") for band in range(3)),
 )
 
+#: The field of view: the physical size of a model-grid cell (mm), when the frame has a spacing.
+FIELD_OF_VIEW = ("grid_row_mm", "grid_col_mm")
+
 #: Side of the blocks of the speckle statistics (pixels of the model grid).
 BLOCK = 8
 
 #: Blocks darker than this (0-1) hold no speckle: left out of the residual histogram.
 DARK_BLOCK = 0.08
+
+#: Training frames with a known spacing needed to fit the field-of-view score.
+MIN_FIELD_OF_VIEW_FRAMES = 10
 
 #: Where the residual's CDF is read (in block standard deviations).
 RESIDUAL_CDF = (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0)
@@ -423,6 +434,9 @@ class TrustStats:
         All :data:`IMAGE_STATISTICS` of the training frames.
     neighbours : Neighbours
         The same, for the nearest-training-frame distance (its vectors in the reference file).
+    field_of_view : Gaussian or None
+        The logarithm of the training frames' grid-cell size in mm (:data:`FIELD_OF_VIEW`):
+        scored only for frames whose spacing is given (``spacing`` of :meth:`score`).
     """
 
     image: Gaussian
@@ -432,6 +446,7 @@ class TrustStats:
     source: dict[str, Any]
     statistics: Gaussian | None = None
     neighbours: Neighbours | None = None
+    field_of_view: Gaussian | None = None
 
     @classmethod
     def fit(
@@ -444,6 +459,7 @@ class TrustStats:
         *,
         groups: Sequence[Any] | None = None,
         seed: int = 0,
+        spacing: NDArray[np.floating] | None = None,
     ) -> TrustStats:
         """Fit every part on the training frames.
 
@@ -461,8 +477,18 @@ class TrustStats:
             Each frame's patient: the training scores are then out of patient.
         seed : int
             Seed of the random folds when no groups are given.
+        spacing : numpy.ndarray, optional
+            ``(N, 2)`` grid-cell size in mm of each frame (NaN: unknown); the field-of-view
+            score is fitted when at least :data:`MIN_FIELD_OF_VIEW_FRAMES` frames have one.
         """
         stats = image_statistics(images)
+        field_of_view = None
+        if spacing is not None:
+            cells = np.asarray(spacing, np.float64).reshape(len(images), len(FIELD_OF_VIEW))
+            known = np.isfinite(cells).all(axis=1) & (cells > 0).all(axis=1)
+            if known.sum() >= MIN_FIELD_OF_VIEW_FRAMES:
+                keys = None if groups is None else np.asarray([str(g) for g in groups])[known]
+                field_of_view = Gaussian.fit(np.log(cells[known]), seed=seed, groups=keys)
         basic = len(BASIC_STATISTICS)
         return cls(
             image=Gaussian.fit(stats[:, :basic], seed=seed, groups=groups),
@@ -476,26 +502,45 @@ class TrustStats:
             },
             statistics=Gaussian.fit(stats, seed=seed, groups=groups),
             neighbours=Neighbours.fit(stats, groups=groups),
+            field_of_view=field_of_view,
         )
 
-    def percentiles(self, images: NDArray[np.floating]) -> dict[str, NDArray[np.float64]]:
-        """Return each frame's percentile under each score (``basic``, ``all``, ``nearest``)."""
+    def percentiles(
+        self, images: NDArray[np.floating], spacing: NDArray[np.floating] | None = None
+    ) -> dict[str, NDArray[np.float64]]:
+        """Return each frame's percentile under each score.
+
+        ``basic``, ``all`` and ``nearest`` (image statistics); with ``spacing`` (``(N, 2)``
+        grid-cell size in mm, NaN where unknown) and a fitted field of view, also
+        ``field_of_view`` (0 for frames without a spacing).
+        """
         stats = image_statistics(images)
         out = {"basic": self.image.percentile(stats[:, : len(BASIC_STATISTICS)])}
         if self.statistics is not None:
             out["all"] = self.statistics.percentile(stats)
         if self.neighbours is not None:
             out["nearest"] = self.neighbours.percentile(stats)
+        if spacing is not None and self.field_of_view is not None:
+            cells = np.asarray(spacing, np.float64).reshape(len(stats), len(FIELD_OF_VIEW))
+            known = np.isfinite(cells).all(axis=1) & (cells > 0).all(axis=1)
+            fov = np.zeros(len(stats))
+            if known.any():
+                fov[known] = self.field_of_view.percentile(np.log(cells[known]))
+            out["field_of_view"] = fov
         return out
 
     def score(
-        self, images: NDArray[np.floating], pooled: NDArray[np.floating] | None = None
+        self,
+        images: NDArray[np.floating],
+        pooled: NDArray[np.floating] | None = None,
+        spacing: NDArray[np.floating] | None = None,
     ) -> NDArray[np.float64]:
         """Return each frame's OOD score: the largest of its percentiles (0-100).
 
-        ``pooled`` (the latent features) is accepted for the callers' sake and not scored.
+        ``pooled`` (the latent features) is accepted for the callers' sake and not scored;
+        ``spacing`` adds the field-of-view score (see :meth:`percentiles`).
         """
-        return np.max(np.stack(list(self.percentiles(images).values())), axis=0)
+        return np.max(np.stack(list(self.percentiles(images, spacing).values())), axis=0)
 
     def save(self, folder: str | Path) -> dict[str, Any]:
         """Write the reference file into ``folder``; return the manifest table (with digest)."""
@@ -523,6 +568,12 @@ class TrustStats:
             body["statistics"] = self.statistics.to_dict()
         if self.neighbours is not None:
             body["neighbours"] = self.neighbours.to_dict()
+        if self.field_of_view is not None:
+            body["field_of_view"] = {
+                "statistics": list(FIELD_OF_VIEW),
+                "log": True,
+                **self.field_of_view.to_dict(),
+            }
         return {**body, "sha256": stats_digest(body)}
 
     @classmethod
@@ -557,6 +608,7 @@ class TrustStats:
             dict(raw.get("source", {})),
             Gaussian.from_dict(raw["statistics"]) if "statistics" in raw else None,
             neighbours,
+            Gaussian.from_dict(raw["field_of_view"]) if "field_of_view" in raw else None,
         )
 
 

@@ -89,3 +89,26 @@ def test_trust_stats_round_trip_and_flag_other_speckle(tmp_path) -> None:
     old = {**table, "image_statistics": list(BASIC_STATISTICS)}
     with pytest.raises(ValueError, match="other image statistics|SHA-256"):
         TrustStats.load(old, tmp_path)
+
+
+def test_field_of_view_score(tmp_path) -> None:
+    """A frame imaged with another grid-cell size (mm) is flagged; one without a spacing is
+    scored on its image alone."""
+    rng = np.random.default_rng(6)
+    train = np.concatenate([_speckle(20, s, blur=1.2) for s in range(4)])
+    groups = np.repeat([f"p{s}" for s in range(4)], 20)
+    cells = np.exp(np.log([0.58, 0.83]) + rng.normal(scale=0.08, size=(80, 2)))
+    pooled, latent = np.zeros((80, 3)), np.zeros((80, 2, 2, 3))
+    stats = TrustStats.fit(train, pooled, latent, ["SIM A"], {}, groups=groups, spacing=cells)
+    back = TrustStats.load(stats.save(tmp_path), tmp_path)
+    assert back.field_of_view is not None
+    own = _speckle(10, 11, blur=1.2)
+    same = np.tile([0.58, 0.83], (10, 1))
+    finer = np.tile([0.40, 0.90], (10, 1))  # another organ's protocol: a smaller field of view
+    unknown = np.full((10, 2), np.nan)
+    assert np.all(back.score(own, spacing=same) <= 99)
+    assert np.all(back.score(own, spacing=finer) > 99)
+    np.testing.assert_array_equal(back.score(own, spacing=unknown), back.score(own))
+    assert back.percentiles(own, finer).keys() == {"basic", "all", "nearest", "field_of_view"}
+    few = TrustStats.fit(train[:5], pooled[:5], latent[:5], ["SIM A"], {}, spacing=cells[:5])
+    assert few.field_of_view is None  # too few frames with a spacing: no such score

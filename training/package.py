@@ -205,6 +205,7 @@ def compute_statistics(
     *,
     seed: int = 0,
     groups: Sequence[str] | None = None,
+    spacing: NDArray[np.floating] | None = None,
 ) -> TrustStats:
     """Compute the trust statistics of a loaded model on its training frames.
 
@@ -222,6 +223,9 @@ def compute_statistics(
         Seed of the out-of-fold split of the score distributions (without ``groups``).
     groups : sequence of str, optional
         Each frame's patient: the training frames' scores are then out of patient.
+    spacing : numpy.ndarray, optional
+        ``(N, 2)`` grid-cell size of each frame in mm (:func:`grid_spacing`), for the
+        field-of-view score.
 
     Returns
     -------
@@ -232,7 +236,24 @@ def compute_statistics(
     pooled, latent = model.features(images)
     # The latent features depend on the padding: the statistics hold for this one.
     source = {**dict(source), "pad": int(model.inference.pad)}
-    return TrustStats.fit(images, pooled, latent, scanners, source, groups=groups, seed=seed)
+    return TrustStats.fit(
+        images, pooled, latent, scanners, source, groups=groups, seed=seed, spacing=spacing
+    )
+
+
+def grid_spacing(meta: Mapping[str, Any], rows: Any, grid: Sequence[int]) -> NDArray[np.float64]:
+    """Return the ``(N, 2)`` grid-cell size in mm of dataset ``rows`` (NaN where unknown)."""
+    return np.stack(
+        [
+            np.asarray(meta["spacing_row_mm"], np.float64)[rows]
+            * np.asarray(meta["roi_rows"], np.float64)[rows]
+            / grid[0],
+            np.asarray(meta["spacing_col_mm"], np.float64)[rows]
+            * np.asarray(meta["roi_cols"], np.float64)[rows]
+            / grid[1],
+        ],
+        axis=1,
+    )
 
 
 def fit_sd_scale(
@@ -348,7 +369,10 @@ def add_statistics(
     scanners = [f"{meta['manufacturer'][r]} {meta['model_name'][r]}".strip() for r in rows]
     source = {"dataset": str(dataset), "command": command, **note}
     patients = [str(k) for k in meta["patient_key"][rows]]
-    stats = compute_statistics(model, data.images[rows], scanners, source, groups=patients)
+    cells = grid_spacing(meta, rows, model.manifest.grid)
+    stats = compute_statistics(
+        model, data.images[rows], scanners, source, groups=patients, spacing=cells
+    )
     threshold = float(model.manifest.training.get("recipe", {}).get("confidence_threshold", 0.75))
     k = fit_sd_scale(
         model,

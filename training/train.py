@@ -378,14 +378,17 @@ def _add_trust_statistics(
 ) -> Manifest:
     """Write the training frames' OOD and alignment statistics (and the sd calibration)."""
     from sswe_node.model import load_model
-    from training.package import compute_statistics, fit_sd_scale, write_statistics
+    from training.package import compute_statistics, fit_sd_scale, grid_spacing, write_statistics
 
     meta = data.meta
     scanners = [f"{meta['manufacturer'][r]} {meta['model_name'][r]}".strip() for r in rows]
     source = {"split": "train", "command": command, "matches_training_split": True}
     model = load_model(out)
     patients = [str(k) for k in meta["patient_key"][rows]]
-    stats = compute_statistics(model, data.images[rows], scanners, source, groups=patients)
+    cells = grid_spacing(meta, rows, model.manifest.grid)
+    stats = compute_statistics(
+        model, data.images[rows], scanners, source, groups=patients, spacing=cells
+    )
     k = fit_sd_scale(
         model, data.images[val_rows], data.labels[val_rows], data.confidence[val_rows], threshold
     )
