@@ -127,20 +127,34 @@ def rim(predictions: NDArray[np.floating]) -> dict[str, float]:
     }
 
 
-def ood_rate(model: Any, images: NDArray[np.floating], percentile: float = 99.0) -> dict[str, Any]:
-    """Fraction of frames the OOD gate flags (score above ``percentile``)."""
+def ood_rate(
+    model: Any,
+    images: NDArray[np.floating],
+    percentile: float = 99.0,
+    spacing: NDArray[np.floating] | None = None,
+) -> dict[str, Any]:
+    """Fraction of frames the OOD gate flags (score above ``percentile``).
+
+    ``flagged`` is on the image alone (as the node scores today); with ``spacing`` (``(N, 2)``
+    grid-cell size in mm) and a model with a field-of-view score, ``flagged_with_field_of_view``
+    adds it.
+    """
     if model.trust is None or not len(images):
         return {"frames": int(len(images)), "flagged": None}
     mean, _ = model.features(images)
     scores = model.trust.score(images, mean)
-    each = model.trust.percentiles(images)  # the gate's scores, the largest wins
-    return {
+    each = model.trust.percentiles(images, spacing)  # the gate's scores, the largest wins
+    report = {
         "frames": int(len(images)),
         "flagged": float(np.mean(scores > percentile)),
         "median_score": float(np.median(scores)),
         "percentile": float(percentile),
         "flagged_by_score": {k: float(np.mean(v > percentile)) for k, v in each.items()},
     }
+    if "field_of_view" in each:
+        both = np.maximum(scores, each["field_of_view"])
+        report["flagged_with_field_of_view"] = float(np.mean(both > percentile))
+    return report
 
 
 def _scanner_labels(meta: dict[str, NDArray[Any]], rows: NDArray[np.intp]) -> NDArray[Any]:
@@ -302,13 +316,19 @@ def trust_report(
     percentile: float = 99.0,
 ) -> dict[str, Any]:
     """Return the ``trust`` section of the evaluation report (figures written to ``out``)."""
+    from training.package import grid_spacing
+
     m = model.manifest
+
+    def cells(chosen: NDArray[np.intp]) -> NDArray[np.float64]:
+        return grid_spacing(data.meta, chosen, m.grid)
+
     report: dict[str, Any] = {
         "mc_passes": int(model.inference.mc_passes),
         "align_scanners": bool(model.inference.align_scanners),
         "pad": int(model.inference.pad),
         "rim": rim(predictions),
-        "ood": {"test_frames": ood_rate(model, data.images[rows], percentile)},
+        "ood": {"test_frames": ood_rate(model, data.images[rows], percentile, cells(rows))},
     }
     if sd is not None:
         report["calibration"] = calibration(
@@ -323,7 +343,7 @@ def trust_report(
         sel = every[(scanners == name) & unlabelled]
         if len(sel):
             key = f"unlabelled {name}" + (" (a training scanner)" if name in trained else "")
-            report["ood"][key] = ood_rate(model, data.images[sel], percentile)
+            report["ood"][key] = ood_rate(model, data.images[sel], percentile, cells(sel))
     others = every[np.asarray([s not in trained for s in scanners]) & unlabelled]
     if tsne_groups and len(tsne_groups) >= 2 and model.trust is not None:
         # what the node's running statistics would hold: every frame of the evaluated
@@ -367,13 +387,15 @@ def render_markdown(trust: dict[str, Any], unit: str) -> list[str]:
             lines += ["", f"![calibration]({cal['figure']})"]
     lines += [
         "",
-        "| frames | count | flagged out of distribution | median score |",
-        "|---|---|---|---|",
+        "| frames | count | flagged out of distribution | with the field of view | median score |",
+        "|---|---|---|---|---|",
     ]
     for name, o in trust["ood"].items():
         flagged = "-" if o.get("flagged") is None else f"{100 * o['flagged']:.1f} %"
+        fov = o.get("flagged_with_field_of_view")
+        with_fov = "-" if fov is None else f"{100 * fov:.1f} %"
         median = f"{o['median_score']:.1f}" if "median_score" in o else "-"
-        lines.append(f"| {name} | {o['frames']} | {flagged} | {median} |")
+        lines.append(f"| {name} | {o['frames']} | {flagged} | {with_fov} | {median} |")
     al = trust.get("alignment")
     if al:
         lines.append("")
