@@ -89,7 +89,11 @@ def _thin_bright(
 
 
 def graphics_marks(
-    pixels: NDArray[np.floating], *, grey_image: bool, white: bool = True
+    pixels: NDArray[np.floating],
+    *,
+    grey_image: bool,
+    white: bool = True,
+    out: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.bool_]:
     """Return where thin burned-in graphics (lines, rings, crosses, text) cover a region.
 
@@ -103,17 +107,22 @@ def graphics_marks(
     white : bool
         Look for thin white graphics in a B-mode region too (False: colour only, for the
         plain panel of a dual display, whose white marks are found in the elastogram panel).
+    out : numpy.ndarray, optional
+        ``(h, w)`` boolean mask to add the marks to (e.g. those of the other panel).
 
     Returns
     -------
     numpy.ndarray
-        ``(h, w)`` boolean mask, grown by one pixel over the marks' anti-aliased edges.
+        ``(h, w)`` boolean mask, grown by one pixel over the marks' anti-aliased edges
+        (``out`` when given, with the marks set).
     """
+    if out is not None and out.shape != pixels.shape[:2]:
+        raise ValueError(f"out has shape {out.shape}, the region {pixels.shape[:2]}")
     rgb = pixels.ndim == 3
     if pixels.dtype != np.uint8:
         pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
     if rgb and not (grey_image and white):
-        sparse = _sparse_marks(pixels, grey_image)
+        sparse = _sparse_marks(pixels, grey_image, out)
         if sparse is not None:
             return sparse
     if rgb:
@@ -136,7 +145,7 @@ def graphics_marks(
         candidates = _thin_bright(low, 200)
         coloured = None
     if not candidates.any() and (coloured is None or not coloured.any()):
-        return candidates
+        return candidates if out is None else out
     marks = candidates
     if candidates.any():
         marks = _structures(candidates, _MIN_MARK if grey_image else _MIN_COLOURED_MARK)
@@ -144,10 +153,15 @@ def graphics_marks(
         marks |= _same_level_blocks(marks, lum)
     if coloured is not None and coloured.any():  # colour in a grey image: graphics, any shape
         marks |= _grow(coloured, 1, 1)
-    return marks
+    if out is None:
+        return marks
+    out |= marks
+    return out
 
 
-def _sparse_marks(pixels: NDArray[np.uint8], grey_image: bool) -> NDArray[np.bool_] | None:
+def _sparse_marks(
+    pixels: NDArray[np.uint8], grey_image: bool, out: NDArray[np.bool_] | None = None
+) -> NDArray[np.bool_] | None:
     """Find colour marks in a grey panel, or white marks in an elastogram, on few pixels.
 
     Both are rare: in a grey panel only coloured graphics have unequal channels, and in an
@@ -156,19 +170,21 @@ def _sparse_marks(pixels: NDArray[np.uint8], grey_image: bool) -> NDArray[np.boo
     channels all differ a little): the dense path then runs. The candidates are found on the
     region's bytes in one contiguous row (fast byte comparisons), the tests and the structure
     finding on the candidates' flat indices only (one gather of their neighbourhoods).
+    Found marks are set in ``out`` when given.
     """
     h, w = pixels.shape[:2]
     n = h * w
     if n == 0:
-        return np.zeros((h, w), dtype=bool)
+        return np.zeros((h, w), dtype=bool) if out is None else out
     if grey_image:
-        return _sparse_colour(pixels)
+        return _sparse_colour(pixels, out)
     flat = np.ascontiguousarray(pixels).reshape(-1)  # R, G, B, R, G, B...
     maybe = np.minimum(flat[0::3], flat[2::3]) >= 200  # red and blue both high
     count = int(np.count_nonzero(maybe))
     if count > n // _SPARSE_SHARE_WHITE:
         return None
-    out = np.zeros((h, w), dtype=bool)
+    if out is None:
+        out = np.zeros((h, w), dtype=bool)
     if count == 0:
         return out
     index = np.flatnonzero(maybe)
@@ -187,10 +203,12 @@ def _sparse_marks(pixels: NDArray[np.uint8], grey_image: bool) -> NDArray[np.boo
     thin = (darker[:, 0] & darker[:, 1]) | (darker[:, 2] & darker[:, 3])
     if not thin.any():
         return out
-    return _structures_sparse(index[thin], (h, w), _MIN_COLOURED_MARK)
+    return _structures_sparse(index[thin], (h, w), _MIN_COLOURED_MARK, out)
 
 
-def _sparse_colour(pixels: NDArray[np.uint8]) -> NDArray[np.bool_] | None:
+def _sparse_colour(
+    pixels: NDArray[np.uint8], out: NDArray[np.bool_] | None
+) -> NDArray[np.bool_] | None:
     """Return :func:`_sparse_marks` of a grey panel: its coloured pixels, grown by one."""
     h, w = pixels.shape[:2]
     n = h * w
@@ -203,7 +221,8 @@ def _sparse_colour(pixels: NDArray[np.uint8]) -> NDArray[np.bool_] | None:
     count = int(np.count_nonzero(maybe))
     if count > n // _SPARSE_SHARE:
         return None
-    out = np.zeros((h, w), dtype=bool)
+    if out is None:
+        out = np.zeros((h, w), dtype=bool)
     if count == 0:
         return out
     index = np.flatnonzero(maybe)
@@ -276,14 +295,17 @@ def _structures(candidates: NDArray[np.bool_], min_size: int) -> NDArray[np.bool
 
 
 def _structures_sparse(
-    index: NDArray[np.intp], shape: tuple[int, int], min_size: int
+    index: NDArray[np.intp],
+    shape: tuple[int, int],
+    min_size: int,
+    out: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.bool_]:
     """Keep the candidate structures (pixels at sorted flat ``index``) that are graphics.
 
     A structure counts when it is large (``min_size`` pixels) or when it is one of a row of
     at least three small ones a few pixels apart (the characters of a text). (A flat level
     does not tell graphics: clipped speckle is flat at 255 too.) Worked on the candidate
-    pixels only (sparse), so speckle costs little.
+    pixels only (sparse), so speckle costs little. They are set in ``out`` when given.
     """
     rows, cols = np.divmod(index, shape[1])
     owners, n = _components(rows, cols, shape)
@@ -298,8 +320,8 @@ def _structures_sparse(
             keep |= _text_rows(rows[of_char], cols[of_char], owners[of_char], glyph)
     kept = index[keep[owners]]
     if not len(kept):
-        return np.zeros(shape, dtype=bool)
-    return _grow_sparse(kept, shape)  # anti-aliased edges, on the kept pixels only
+        return np.zeros(shape, dtype=bool) if out is None else out
+    return _grow_sparse(kept, shape, out)  # anti-aliased edges, on the kept pixels only
 
 
 def _components(

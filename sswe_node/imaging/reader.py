@@ -347,8 +347,11 @@ def _find_marks(reading: FrameReading, frame: NDArray[np.floating], regions: lis
         marks |= wedge_mask(reading.bmode, wedges)
     if dual:
         box = frame[reading.overlay_roi.slices]
-        rows, cols = min(box.shape[0], marks.shape[0]), min(box.shape[1], marks.shape[1])
-        marks[:rows, :cols] |= graphics_marks(box, grey_image=False)[:rows, :cols]
+        if box.shape[:2] == marks.shape:  # the SWE box and its copy: marks set in place
+            graphics_marks(box, grey_image=False, out=marks)
+        else:
+            rows, cols = min(box.shape[0], marks.shape[0]), min(box.shape[1], marks.shape[1])
+            marks[:rows, :cols] |= graphics_marks(box, grey_image=False)[:rows, :cols]
     reading.marks = marks
     reading.outside = outside_fan(reading.bmode)
     private = reading.swe_source == "ssi-private"  # stored values: marks never touched them
