@@ -396,12 +396,14 @@ def infer(
     settings: Settings,
     scanners: Sequence[str] = (),
     scanner_stats: Any = None,
+    spacing: NDArray[np.float64] | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32] | None, NDArray[np.float64] | None]:
     """Run the model on a batch of frames: values, per-pixel sd (or None), OOD scores (or None).
 
     A model with ``infer`` (:class:`sswe_node.model.PackagedModel`) runs ``trust.mc_passes``
     MC dropout passes (0: the manifest's) in one tiled call, with scanner alignment from
-    ``scanner_stats``; a model with only ``predict`` gives values alone.
+    ``scanner_stats``; a model with only ``predict`` gives values alone. ``spacing`` (each
+    frame's grid-cell size in mm, :func:`grid_cells`) adds the OOD gate's field-of-view score.
     """
     if not hasattr(model, "infer"):
         return np.asarray(model.predict(images), dtype=np.float32), None, None
@@ -414,8 +416,18 @@ def infer(
         min_frames=settings.trust.align_min_frames,
         enabled=settings.trust.align_scanners,
     )
-    result = model.infer(images, passes=settings.trust.mc_passes or None, aligner=aligner)
+    result = model.infer(
+        images, passes=settings.trust.mc_passes or None, aligner=aligner, spacing=spacing
+    )
     return result.values, result.sd, result.ood_score
+
+
+def grid_cells(model: SsweModel, readings: Sequence[Any]) -> NDArray[np.float64]:
+    """Return each frame's ``(row, column)`` grid-cell size in mm (NaN where unknown)."""
+    grid = tuple(model.manifest.grid)
+    return np.asarray(
+        [r.grid_spacing_mm(grid) or (np.nan, np.nan) for r in readings], dtype=np.float64
+    ).reshape(len(readings), 2)
 
 
 def sd_threshold(model: SsweModel, settings: Settings) -> float | None:
@@ -506,9 +518,10 @@ def _timed_infer(
     settings: Settings,
     scanners: Sequence[str],
     scanner_stats: Any,
+    spacing: NDArray[np.float64] | None = None,
 ) -> tuple[Any, float]:
     start = time.perf_counter()
-    answer = infer(model, stacked, settings, scanners, scanner_stats)
+    answer = infer(model, stacked, settings, scanners, scanner_stats, spacing)
     if answer[0].shape != stacked.shape:
         raise ValueError(f"model returned {answer[0].shape} for inputs {stacked.shape}")
     return answer, time.perf_counter() - start
@@ -615,7 +628,8 @@ def process_batch(
         scanners = [
             scanner_key(datasets[i], results[i].layout) for i in chunk for _ in prepared[i][0]
         ]
-        args = (model, stacked, settings, scanners, scanner_stats)
+        cells = grid_cells(model, [r for i in chunk for r in prepared[i][0]])
+        args = (model, stacked, settings, scanners, scanner_stats, cells)
         if threaded:
             future = _PredictThread.submit(_timed_infer, *args)
         else:
