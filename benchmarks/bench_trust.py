@@ -1,9 +1,9 @@
 """The out-of-distribution gate: false flags on the model's own kind of image, detection elsewhere.
 
 For a packaged model with trust statistics (``sswe-node model stats`` or ``train``), prints the
-fraction of frames whose OOD score exceeds ``--percentile`` (and, in the last column, the
-fraction above it under each of the gate's scores: ``sswe_node.trust.TrustStats.percentiles``)
-for
+fraction of frames whose OOD score exceeds ``--percentile``, scored as the node does (image
+statistics and, for frames with a pixel spacing, the field of view), on the image statistics
+alone, and under each of the gate's scores (``sswe_node.trust.TrustStats.percentiles``) for
 
 * held-out frames of the model's own kind: dual SWE captures of fresh simulated patients
   (a seed the training archive did not use), read by the node's reading core, with nominal
@@ -100,16 +100,21 @@ def other_phantoms(count: int, grid: tuple[int, int], seed: int = 0) -> np.ndarr
 
 
 def _rate(model, frames: Frames, percentile: float) -> tuple[float, float, int, str]:
-    """Flagged on the image (the node today), flagged with the field of view, frames, and the
-    fraction above ``percentile`` under each score."""
+    """Flagged as the node scores (image and field of view), flagged on the image alone,
+    frames, and the fraction above ``percentile`` under each score."""
     images = frames.images
     if not len(images):
         return float("nan"), float("nan"), 0, ""
-    flagged = float(np.mean(model.infer(images, passes=1).ood_score > percentile))
-    with_fov = model.infer(images, passes=1, spacing=frames.spacing).ood_score
+    node = model.infer(images, passes=1, spacing=frames.spacing).ood_score
+    image_only = model.infer(images, passes=1).ood_score
     each = model.trust.percentiles(images, frames.spacing)
     by_score = " ".join(f"{100 * np.mean(p > percentile):3.0f}" for p in each.values())
-    return flagged, float(np.mean(with_fov > percentile)), len(images), by_score
+    return (
+        float(np.mean(node > percentile)),
+        float(np.mean(image_only > percentile)),
+        len(images),
+        by_score,
+    )
 
 
 def main() -> None:
@@ -157,19 +162,19 @@ def main() -> None:
 
     print(f"model {model.manifest.name} {model.manifest.version}; flagged = score > {percentile}")
     print(
-        "flagged: on the image alone (what the node does today); +FOV: with the field-of-view "
-        "score too (the frames' grid-cell size in mm; n/a without a spacing)"
+        "flagged: as the node scores (image statistics and, where the frame has a spacing, "
+        "its field of view); image: on the image statistics alone"
     )
     one = Frames(np.zeros((1, *model.manifest.grid), np.float32), np.ones((1, 2)))
     names = "/".join(model.trust.percentiles(one.images, one.spacing))
     print(
-        f"{'frames':52s} {'flagged':>8s} {'+FOV':>7s} {'count':>6s} {'refused':>7s}  "
+        f"{'frames':52s} {'flagged':>8s} {'image':>7s} {'count':>6s} {'refused':>7s}  "
         f"% by score ({names})"
     )
-    for label, rate, with_fov, count, by_score, refused in rows:
+    for label, rate, image_only, count, by_score, refused in rows:
         shown = "-" if count == 0 else f"{100 * rate:7.1f}%"
-        fov = "-" if count == 0 else f"{100 * with_fov:6.1f}%"
-        print(f"{label:52s} {shown:>8s} {fov:>7s} {count:6d} {refused:7d}  {by_score}")
+        image = "-" if count == 0 else f"{100 * image_only:6.1f}%"
+        print(f"{label:52s} {shown:>8s} {image:>7s} {count:6d} {refused:7d}  {by_score}")
 
 
 if __name__ == "__main__":

@@ -155,3 +155,15 @@ def test_another_phantom_generator_is_flagged(name: str) -> None:
     model = load_model(name, device="cpu")
     scores = model.infer(_other_phantoms(40, seed=7), passes=1).ood_score
     assert np.mean(scores > load_settings().trust.ood_percentile) >= 0.95, scores
+
+
+def test_other_organ_second_scanner_is_flagged_by_its_field_of_view(tmp_path: Path) -> None:
+    """The prostate archive's second-scanner B-modes look like thyroid frames on the grid;
+    their grid cells (mm) do not: the node's field-of-view score flags them."""
+    thyroid = load_model("thyroid-sim", device="cpu")
+    settings = load_settings()
+    prostate = _archive(tmp_path / "p", "prostate", seed=33, patients=1, variability="none")
+    other = [pydicom.dcmread(p) for p in prostate["other-scanner"]]
+    results = process_batch(other, thyroid, settings)
+    assert all(r.status == "done" for r in results), [r.message for r in results]
+    assert all(OUT_OF_DISTRIBUTION in r.warnings for r in results), [r.ood_score for r in results]

@@ -387,7 +387,8 @@ def render_markdown(trust: dict[str, Any], unit: str) -> list[str]:
             lines += ["", f"![calibration]({cal['figure']})"]
     lines += [
         "",
-        "| frames | count | flagged out of distribution | with the field of view | median score |",
+        "| frames | count | flagged, image statistics | flagged as the node scores (with the "
+        "field of view) | median score (image) |",
         "|---|---|---|---|---|",
     ]
     for name, o in trust["ood"].items():
