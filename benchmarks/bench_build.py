@@ -10,7 +10,11 @@ the Secondary Capture builders alone on the same frames. The per-instance mean i
 as the thread's CPU time, which other work on a shared machine hardly changes.
 
 To compare with an older tree in one sitting, run the same command with that tree first on
-``PYTHONPATH`` (e.g. ``git archive REV sswe_node | tar -x -C /tmp/old``), alternating:
+``PYTHONPATH``, alternating (the old tree needs its ``config/`` and ``pyproject.toml`` to find
+its defaults, and the models)::
+
+    mkdir -p /tmp/old && git archive REV sswe_node config pyproject.toml | tar -x -C /tmp/old
+    ln -s "$PWD/models" /tmp/old/models
 
     nice -n 5 .venv/bin/python benchmarks/bench_build.py --model prostate-sim
     PYTHONPATH=/tmp/old nice -n 5 .venv/bin/python benchmarks/bench_build.py --model prostate-sim
