@@ -46,7 +46,6 @@ _MIN_MARK = 16
 #: ... white inside an elastogram (no colour of a colour table is that light): fewer suffice.
 _MIN_COLOURED_MARK = 6
 _EIGHT = np.ones((3, 3), dtype=bool)
-_STEPS = np.array([-1, 0, 1])
 #: :func:`_sparse_marks` tests its candidates alone up to this share of the region (1 / N).
 _SPARSE_SHARE = 50
 #: ... white in an elastogram: up to this share of pixels with red and blue high, as long as
@@ -108,7 +107,7 @@ def graphics_marks(
         Look for thin white graphics in a B-mode region too (False: colour only, for the
         plain panel of a dual display, whose white marks are found in the elastogram panel).
     out : numpy.ndarray, optional
-        ``(h, w)`` boolean mask to add the marks to (e.g. those of the other panel).
+        ``(h, w)`` boolean C-contiguous mask to add the marks to (e.g. the other panel's).
 
     Returns
     -------
@@ -116,8 +115,10 @@ def graphics_marks(
         ``(h, w)`` boolean mask, grown by one pixel over the marks' anti-aliased edges
         (``out`` when given, with the marks set).
     """
-    if out is not None and out.shape != pixels.shape[:2]:
-        raise ValueError(f"out has shape {out.shape}, the region {pixels.shape[:2]}")
+    if out is not None and (
+        out.shape != pixels.shape[:2] or out.dtype != np.bool_ or not out.flags.c_contiguous
+    ):
+        raise ValueError(f"out must be a contiguous boolean {pixels.shape[:2]} array")
     rgb = pixels.ndim == 3
     if pixels.dtype != np.uint8:
         pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
@@ -243,10 +244,8 @@ def _grow_sparse(
     if out is None:
         out = np.zeros(shape, dtype=bool)
     rows, cols = np.divmod(index, w)
-    step = _STEPS[:, None]
-    rr = np.minimum(np.maximum(rows + step, 0), h - 1) * w  # (3, m); ufuncs: np.clip costs more
-    cc = np.minimum(np.maximum(cols + step, 0), w - 1)
-    out.reshape(-1)[(rr[:, None, :] + cc[None, :, :]).ravel()] = True
+    rr, cc = _square_steps(h, 3)[rows] * w, _square_steps(w, 3)[cols]  # (m, 3), clipped
+    out.reshape(-1)[(rr[:, :, None] + cc[:, None, :]).ravel()] = True
     return out
 
 
