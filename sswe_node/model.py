@@ -356,8 +356,9 @@ class PackagedModel:
     The network is cut at its dropout layers and at the latent layer (:data:`LATENT_LAYER`)
     (see :class:`_Graph`), so that latent features can be read (t-SNE, OOD scores, scanner
     statistics) and aligned before decoding, and MC dropout passes share the work before the
-    first dropout. The input is reflection padded
-    by ``inference.pad`` pixels and the output cropped back.
+    first dropout (the level-0 skip features, and their half of the last decoder
+    convolution). The input is reflection padded by ``inference.pad`` pixels; the decoder
+    computes only what the unpadded output region needs (:meth:`_Graph.plan`).
 
     Parameters
     ----------
@@ -603,8 +604,12 @@ class PackagedModel:
                 x = ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="reflect")
             return x
 
-        def crop(y: Any) -> Any:
-            return y[:, pad : pad + rows, pad : pad + cols, 0]
+        plan = graph.plan((rows + 2 * pad, cols + 2 * pad), (pad, pad + rows), (pad, pad + cols))
+
+        def decode(latent: Any, skips: list[Any], passes: int = 1) -> Any:
+            """Return the network output on the unpadded region, (N * passes, rows, cols)."""
+            y = graph.decode(latent, skips, passes, plan)
+            return y[..., 0] if plan is not None else y[:, pad : pad + rows, pad : pad + cols, 0]
 
         def latent_crop(z: Any) -> Any:
             return z[:, lpad : lpad + lrows, lpad : lpad + lcols, :]
@@ -620,7 +625,7 @@ class PackagedModel:
 
             def fn(x: Any) -> Any:
                 latent, skips = encode(padded(x))
-                return crop(graph.decoder([latent, *skips], training=False))
+                return decode(latent, skips)
 
         elif kind == ("latent",):
 
@@ -634,7 +639,7 @@ class PackagedModel:
                 if passes == 1:
                     latent, skips = encode(padded(x))
                     latent = latent * scale + shift
-                    y = crop(graph.decoder([latent, *skips], training=False))
+                    y = decode(latent, skips)
                     return y, ops.zeros_like(y)
                 # The same T dropout masks for every frame: a frame's result never depends
                 # on the batch it came in. The part before the first dropout runs once.
@@ -643,7 +648,7 @@ class PackagedModel:
                 for level, segment in enumerate(graph.segments):
                     h, skip = (f32(t) for t in segment(h, training=False))
                     if level == 0:
-                        skips.append(ops.repeat(skip, passes, axis=0))
+                        skips.append(skip)  # before any dropout: per frame (_Graph.decode)
                         shape = ops.shape(h)
                         h = ops.reshape(h[:, None] * masks[level][None], (-1, *shape[1:]))
                     else:
@@ -655,7 +660,7 @@ class PackagedModel:
                 scale = ops.repeat(scale, passes, axis=0)
                 shift = ops.repeat(shift, passes, axis=0)
                 latent = latent * scale + shift
-                y = f32(crop(graph.decoder([latent, *skips], training=False)))
+                y = f32(decode(latent, skips, passes))
                 y = ops.reshape(y, (-1, passes, rows, cols))
                 sd = ops.std(y, axis=1) * np.float32(np.sqrt(passes / (passes - 1)))
                 return ops.mean(y, axis=1), sd
@@ -675,6 +680,10 @@ class PackagedModel:
 
             return jax.jit(fn)
         return fn
+
+
+#: The layers of one decoder level of training.unet's U-Net (``dec{level}_{part}``).
+_DECODER_PARTS = ("up", "a_conv", "a", "b_conv", "b")
 
 
 class _Graph:
@@ -712,6 +721,95 @@ class _Graph:
             ) from None
         self.channels = int(latent.shape[-1])
         self.depth = depth
+        try:  # the decoder's layers, deepest level first, for decode()
+            self.levels = [
+                (level, *(network.get_layer(f"dec{level}_{part}") for part in _DECODER_PARTS))
+                for level in reversed(range(depth))
+            ]
+            self.head = network.layers[-1]
+        except Exception:  # noqa: BLE001 - another decoder: the whole-map decoder model
+            self.levels = []
+
+    def plan(
+        self, size: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int]
+    ) -> list[tuple[tuple[int, int], tuple[int, int]]] | None:
+        """Return per decoder level (0 first, then the latent) the region it must compute.
+
+        The output is wanted on ``rows`` x ``cols`` of a ``size`` map. Each level's two 3x3
+        convolutions need one more pixel on every side than their output, each upsampling
+        half as many: the decoder can then run unpadded (``valid``) convolutions on these
+        regions and give exactly the values the whole-map decoder gives there. ``None`` when
+        a region would reach outside its map (too little input padding) or when the network
+        is not the decoder this knows: :meth:`decode` then runs on the whole map.
+        """
+        if not self.levels:
+            return None
+        need = [(rows, cols)]
+        for level in range(self.depth):
+            h, w = size[0] // 2**level, size[1] // 2**level
+            (r0, r1), (c0, c1) = need[-1]
+            if r0 < 2 or c0 < 2 or r1 + 2 > h or c1 + 2 > w:
+                return None
+            need.append((((r0 - 2) // 2, -(-(r1 + 2) // 2)), ((c0 - 2) // 2, -(-(c1 + 2) // 2))))
+        return need
+
+    def decode(
+        self,
+        latent: Any,
+        skips: list[Any],
+        passes: int,
+        plan: list[tuple[tuple[int, int], tuple[int, int]]] | None,
+    ) -> Any:
+        """Decode ``N * passes`` latent maps (each frame's passes consecutive).
+
+        ``skips[0]`` (computed before any dropout) is per frame, the deeper ones per pass.
+        The last level's first convolution is split at its input concatenation, so that
+        the half acting on ``skips[0]`` runs once per frame, not once per pass. With a
+        ``plan`` (:meth:`plan`) only the needed regions are computed and the result is the
+        output region; else the whole map. Equal to the network's decoder up to rounding.
+        """
+        from keras import ops
+
+        if not self.levels:
+            skip0 = ops.repeat(skips[0], passes, axis=0) if passes > 1 else skips[0]
+            return self.decoder([latent, skip0, *skips[1:]], training=False)
+        padding = "same" if plan is None else "valid"
+
+        def window(x: Any, region: Any, origin: tuple[int, int] = (0, 0)) -> Any:
+            if plan is None:
+                return x
+            (r0, r1), (c0, c1) = region
+            return x[:, r0 - origin[0] : r1 - origin[0], c0 - origin[1] : c1 - origin[1]]
+
+        def conv(x: Any, kernel: Any) -> Any:
+            return ops.conv(x, ops.cast(kernel, x.dtype), padding=padding)
+
+        def grown(region: Any) -> Any:
+            (r0, r1), (c0, c1) = region
+            return ((r0 - 2, r1 + 2), (c0 - 2, c1 + 2))
+
+        x = latent if plan is None else window(latent, plan[self.depth])
+        for level, up, a_conv, a_act, b_conv, b_act in self.levels:
+            source = None if plan is None else plan[level + 1]
+            inputs = None if plan is None else grown(plan[level])
+            origin = (0, 0) if source is None else (2 * source[0][0], 2 * source[1][0])
+            u = window(up(x), inputs, origin)
+            skip = window(skips[level], inputs)
+            dtype = u.dtype
+            kernel = ops.convert_to_tensor(a_conv.kernel)
+            bias = ops.cast(a_conv.bias, dtype) if a_conv.use_bias else 0.0
+            if level == 0:
+                split = int(u.shape[-1])
+                fixed = conv(ops.cast(skip, dtype), kernel[:, :, split:]) + bias
+                if passes > 1:
+                    fixed = ops.repeat(fixed, passes, axis=0)
+                h = conv(u, kernel[:, :, :split]) + fixed
+            else:
+                h = conv(ops.concatenate([u, ops.cast(skip, dtype)], axis=-1), kernel) + bias
+            h = a_act(h)
+            h = conv(h, b_conv.kernel) + (ops.cast(b_conv.bias, h.dtype) if b_conv.use_bias else 0)
+            x = b_act(h)
+        return self.head(x)
 
     def masks(self, padded: tuple[int, int], passes: int, seed: int = 0) -> list[NDArray]:
         """Return per level the ``(passes, h, w, c)`` dropout masks (scaled by 1/keep)."""

@@ -157,3 +157,28 @@ def test_aligner_waits_for_enough_frames(packaged) -> None:
     assert not np.allclose(first.values, second.values)
     plain = model.infer(images, passes=1)
     np.testing.assert_allclose(plain.values, first.values, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("pad", [16, 0])
+def test_mc_decoder_equals_the_networks_decoder(packaged, pad: int) -> None:
+    """The MC decoder (level-0 skip half once per frame, only the needed region) gives the
+    network's own decoder output on the repeated skip features, cropped."""
+    from keras import ops
+
+    _, folder = packaged
+    model = load_model(folder, device="cpu")
+    model.configure(pad=pad)
+    graph, passes, n = model._graph, 3, 2
+    size = (96 + 2 * pad, 64 + 2 * pad)
+    plan = graph.plan(size, (pad, pad + 96), (pad, pad + 64))
+    assert (plan is None) == (pad == 0)  # no padding: the whole map (the network's borders)
+    rng = np.random.default_rng(4)
+    latent = rng.normal(size=(n * passes, size[0] // 4, size[1] // 4, 8)).astype(np.float32)
+    skip0 = rng.normal(size=(n, *size, 8)).astype(np.float32)
+    skip1 = rng.normal(size=(n * passes, size[0] // 2, size[1] // 2, 8)).astype(np.float32)
+    whole = graph.decoder([latent, np.repeat(skip0, passes, axis=0), skip1], training=False)
+    whole = np.asarray(whole)[:, pad : pad + 96, pad : pad + 64]
+    got = np.asarray(ops.convert_to_tensor(graph.decode(latent, [skip0, skip1], passes, plan)))
+    if plan is None:
+        got = got[:, pad : pad + 96, pad : pad + 64]
+    np.testing.assert_allclose(got, whole, rtol=1e-5, atol=1e-6)
