@@ -30,7 +30,9 @@ LOGGER = logging.getLogger(__name__)
 BATCH_GAP_SECONDS = 0.05
 """A worker collecting a batch stops waiting for more instances after this long without one
 (the whole wait is bounded by ``processing.batch_wait_seconds``). Instances of a burst arrive
-10-30 ms apart on one association; a scanner's steady stream (5 captures/s) 200 ms apart."""
+10-50 ms apart on one association; a scanner's steady stream (5 captures/s) 200 ms apart, and
+there every millisecond of waiting is latency: on 2 busy cores a batch of one or two captures
+takes 0.3-0.5 s, so a worker that waits longer falls behind the stream."""
 
 
 def load_node_model(settings: Settings) -> Any:
