@@ -77,6 +77,11 @@ class MemoryScannerStats:
         """Return the scanner's statistics, if any."""
         return self._stats.get((model_name, scanner))
 
+    def all(self) -> dict[tuple[str, str], int]:
+        """Return ``{(model_name, scanner): frames}`` of every key (as the stored ones do)."""
+        with self._lock:
+            return {key: int(stats.count) for key, stats in self._stats.items()}
+
 
 def make_aligner(
     model: Any,

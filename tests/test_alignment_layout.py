@@ -86,3 +86,31 @@ def test_evaluation_aligns_each_layout_with_its_own_statistics(model) -> None:
     assert result["without"] > 0.9  # B is brighter
     assert result["with"] < 0.65
     assert "layout" in result["statistics"]
+
+
+def test_the_node_keeps_statistics_per_scanner_and_layout(tmp_path) -> None:
+    """process_batch names each frame's layout: three keys for dual, full-screen and the
+    second scanner's captures of a simulated archive."""
+    import json
+
+    from pydicom import dcmread
+
+    from sswe_node.config import load_settings
+    from sswe_node.pipeline import process_batch
+    from training.simulate import write_archive
+
+    write_archive(tmp_path, patients=1, seed=3, organ="prostate", images_per_patient=2)
+    index = json.loads((tmp_path / "archive.json").read_text())
+    datasets = [dcmread(tmp_path / item["path"]) for item in index["instances"]]
+    kinds = [item["kind"] for item in index["instances"]]
+    model = load_model("prostate-sim", device="cpu")
+    store = MemoryScannerStats()
+    results = process_batch(datasets, model, load_settings(), scanner_stats=store)
+    assert all(r.status == "done" for r in results), [(r.status, r.reason) for r in results]
+    counts = {scanner: frames for (_, scanner), frames in store.all().items()}
+    swe, other = "SSWE Simulator SWE-Sim Aixplorer-like", "SSWE Simulator BMode-Sim iU22-like"
+    assert counts == {
+        f"{swe} [dual-swe]": kinds.count("dual"),
+        f"{swe} [bmode]": kinds.count("bmode"),
+        f"{other} [bmode]": kinds.count("other-scanner"),
+    }
