@@ -18,6 +18,7 @@ import hashlib
 import logging
 import re
 import threading
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -101,18 +102,12 @@ def read_bar_labels(frame: NDArray[np.floating], bar: PixelBox) -> BarLabels | N
     """
     # First the exact pixels around the bar's two ends (the frames of a series), then the
     # binarised label crops (the same labels under other compression noise).
-    # (SHA-256: hardware-accelerated on current CPUs, about twice as fast as BLAKE2 here)
-    exact = hashlib.sha256(np.asarray(bar.as_list(), dtype=np.int32).tobytes())
-    for end in _end_windows(bar, frame.shape):
-        # every other row: a different label differs in many rows of its glyphs
-        exact.update(
-            np.ascontiguousarray(frame[end.top : end.bottom : 2, end.left : end.right]).data
-        )
-    found, labels = _cached(b"x" + exact.digest())
+    exact = _exact_key(frame, bar)
+    found, labels = _cached(exact)
     if found:
         return labels
     crops = _label_crops(frame, bar)
-    keys = [b"x" + exact.digest()]
+    keys = [exact]
     if crops is not None:
         keys.append(b"c" + _key(frame, bar, crops))
         found, labels = _cached(keys[-1])
@@ -124,6 +119,20 @@ def read_bar_labels(frame: NDArray[np.floating], bar: PixelBox) -> BarLabels | N
         while len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
     return labels
+
+
+def _exact_key(frame: NDArray[np.floating], bar: PixelBox) -> bytes:
+    """Return the key of the exact pixels around the bar's two ends (every pixel, every row).
+
+    CRC-32 of each end window's bytes, all rows (about 3x faster per byte than SHA-256 here):
+    a change confined to 32 bits, e.g. one 8-bit RGB pixel, always changes it; two windows
+    differing more collide by chance with probability about 2**-32.
+    """
+    parts = [bar.as_list(), frame.shape]
+    for end in _end_windows(bar, frame.shape):
+        window = np.ascontiguousarray(frame[end.slices])
+        parts += [window.dtype.str, zlib.crc32(window.data)]
+    return b"x" + repr(parts).encode()
 
 
 def _cached(key: bytes) -> tuple[bool, BarLabels | None]:
