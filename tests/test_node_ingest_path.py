@@ -19,7 +19,13 @@ from sswe_node.node import worker as worker_module
 from sswe_node.node.metrics import Metrics
 from sswe_node.node.records import ReceivedInstance
 from sswe_node.node.scp import _Contexts, build_ae
-from sswe_node.node.storage import INCOMING, TooLargeError, file_sha256, stage_incoming
+from sswe_node.node.storage import (
+    INCOMING,
+    TooLargeError,
+    atomic_write_many,
+    file_sha256,
+    stage_incoming,
+)
 from sswe_node.node.store import CaseStore
 from sswe_node.node.worker import BATCH_GAP_SECONDS, Worker
 from tests.node_support import StartNode, storescu_keep
@@ -133,3 +139,29 @@ def test_a_burst_is_gathered_into_one_batch(tmp_path: Path, monkeypatch) -> None
     assert len(batch) > 1  # kept waiting while instances kept coming
     assert len(batch) + len(worker._next_batch()) == 16
     store.close()
+
+
+def test_files_written_together_are_all_in_place_or_reported(tmp_path: Path) -> None:
+    (tmp_path / "blocked").write_bytes(b"a file where a folder should be")
+    items = [
+        (tmp_path / "out" / "a.dcm", b"first"),
+        (tmp_path / "blocked" / "b.dcm", b"cannot be written"),
+        (tmp_path / "out" / "c.dcm", lambda handle: handle.write(b"third")),
+        (tmp_path / "out" / "d.dcm", [b"fou", b"rth"]),
+    ]
+    errors = atomic_write_many(items, threads=2)
+    assert [error is None for error in errors] == [True, False, True, True]
+    assert isinstance(errors[1], OSError)
+    assert (tmp_path / "out" / "a.dcm").read_bytes() == b"first"
+    assert (tmp_path / "out" / "c.dcm").read_bytes() == b"third"
+    assert (tmp_path / "out" / "d.dcm").read_bytes() == b"fourth"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.dcm", "c.dcm", "d.dcm"]
+
+    def fails(handle) -> None:
+        handle.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    errors = atomic_write_many([(tmp_path / "out" / "a.dcm", fails)])
+    assert isinstance(errors[0], OSError)
+    assert (tmp_path / "out" / "a.dcm").read_bytes() == b"first"  # the old file, whole
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.dcm", "c.dcm", "d.dcm"]

@@ -20,7 +20,7 @@ from sswe_node.node.leases import process_owner
 from sswe_node.node.metrics import Metrics
 from sswe_node.node.records import CaseFinish, CaseOutcome, ClaimedCase, OutputRecord, Target
 from sswe_node.node.schema import DONE, FAILED
-from sswe_node.node.storage import atomic_write, output_path, sync_folder_of
+from sswe_node.node.storage import atomic_write_many, output_path, sync_folder_of
 from sswe_node.node.store import CaseStore
 from sswe_node.node.stow_server import STOW_CALLING_AE
 from sswe_node.outputs.uids import UID_SALT_ATTRIBUTE
@@ -295,9 +295,9 @@ class Worker(QueueThread):
     def process(self, batch: Sequence[ClaimedCase]) -> None:
         """Process one batch of claimed cases and record every outcome.
 
-        Every output of the batch is written (each file ``fsync``-ed), the outputs folder is
-        ``fsync``-ed once, then every case is recorded and its sends queued in one transaction,
-        and the sender is woken: outputs are durable before they are queued.
+        Every output of the batch is written (each file ``fsync``-ed, several at a time), the
+        outputs folder is ``fsync``-ed once, then every case is recorded and its sends queued in
+        one transaction, and the sender is woken: outputs are durable before they are queued.
         """
         from sswe_node.imaging.pixels import LAZY_PIXEL_BYTES
 
@@ -322,37 +322,47 @@ class Worker(QueueThread):
             readable.append(case)
         results = self._run_pipeline(readable, datasets) if datasets else []
         manifest = self.model.manifest
-        written: list[Path] = []
-        for case, result in zip(readable, results, strict=True):
-            outcome = CaseOutcome(
-                status=result.status,
-                reason=result.reason,
-                message=result.message,
-                layout=result.layout,
-                frames=result.frames,
-                model_name=getattr(result, "model_name", "") or manifest.name,
-                model_version=getattr(result, "model_version", "") or str(manifest.version),
-                timings=dict(result.timings),
-                warnings=tuple(getattr(result, "warnings", ())),
-                ood_score=getattr(result, "ood_score", None),
-                scale_min=getattr(result, "scale_min", None),
-                scale_max=getattr(result, "scale_max", None),
-                scale_unit=getattr(result, "scale_unit", None),
-                scale_source=getattr(result, "scale_source", None),
+        outcomes: list[CaseOutcome] = []
+        items: list[tuple[int, Path, Dataset]] = []  # (case position, file, output)
+        for position, result in enumerate(results):
+            outcomes.append(
+                CaseOutcome(
+                    status=result.status,
+                    reason=result.reason,
+                    message=result.message,
+                    layout=result.layout,
+                    frames=result.frames,
+                    model_name=getattr(result, "model_name", "") or manifest.name,
+                    model_version=getattr(result, "model_version", "") or str(manifest.version),
+                    timings=dict(result.timings),
+                    warnings=tuple(getattr(result, "warnings", ())),
+                    ood_score=getattr(result, "ood_score", None),
+                    scale_min=getattr(result, "scale_min", None),
+                    scale_max=getattr(result, "scale_max", None),
+                    scale_unit=getattr(result, "scale_unit", None),
+                    scale_source=getattr(result, "scale_source", None),
+                )
             )
-            records: list[OutputRecord] = []
-            try:
-                for ds in result.outputs:
-                    path = output_path(self.storage_dir, str(ds.SOPInstanceUID))
-                    atomic_write(path, functools.partial(write_file, ds=ds), sync_folder=False)
-                    written.append(path)
-                    records.append(
-                        OutputRecord(str(ds.SOPInstanceUID), str(ds.SOPClassUID), str(path))
-                    )
-            except Exception as exc:  # noqa: BLE001 - e.g. disk full while writing outputs
-                outcome = _output_write_failed(exc)
-                records = []
-            finished.append((case, outcome, records))
+            for ds in result.outputs:
+                items.append((position, output_path(self.storage_dir, str(ds.SOPInstanceUID)), ds))
+        # Every output of the batch written, then fsync-ed together (the disk writes them back
+        # at the same time), each renamed into place once synced.
+        errors = atomic_write_many(
+            [(path, functools.partial(write_file, ds=ds)) for _, path, ds in items]
+        )
+        written = [path for (_, path, _), error in zip(items, errors, strict=True) if not error]
+        for position, case in enumerate(readable):
+            mine = [(path, ds, error) for (p, path, ds), error in zip(items, errors, strict=True)
+                    if p == position]  # fmt: skip
+            failed = next((error for _, _, error in mine if error is not None), None)
+            if failed is not None:  # e.g. disk full while writing outputs
+                finished.append((case, _output_write_failed(failed), []))
+                continue
+            records = [
+                OutputRecord(str(ds.SOPInstanceUID), str(ds.SOPClassUID), str(path))
+                for path, ds, _ in mine
+            ]
+            finished.append((case, outcomes[position], records))
         if written:
             try:
                 for path in {path.parent: path for path in written}.values():
