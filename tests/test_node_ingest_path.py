@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import queue
 import threading
 import time
 from pathlib import Path
@@ -12,13 +13,15 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
-from pynetdicom import dimse_messages
+from pynetdicom import AE, dimse_messages
+from pynetdicom import association as association_module
+from pynetdicom.sop_class import Verification
 
 from sswe_node.config import load_settings
 from sswe_node.node import worker as worker_module
 from sswe_node.node.metrics import Metrics
 from sswe_node.node.records import ReceivedInstance
-from sswe_node.node.scp import _Contexts, build_ae
+from sswe_node.node.scp import _Contexts, _ReactorClock, build_ae
 from sswe_node.node.storage import (
     INCOMING,
     TooLargeError,
@@ -165,3 +168,40 @@ def test_files_written_together_are_all_in_place_or_reported(tmp_path: Path) -> 
     assert isinstance(errors[0], OSError)
     assert (tmp_path / "out" / "a.dcm").read_bytes() == b"first"  # the old file, whole
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.dcm", "c.dcm", "d.dcm"]
+
+
+def test_a_node_association_waits_on_its_queue(start_node: StartNode) -> None:
+    node = start_node()
+    scu = AE(ae_title="HOLDER")
+    scu.add_requested_context(Verification)
+    assoc = scu.associate("127.0.0.1", node.port, ae_title="SSWE_NODE")
+    try:
+        assert assoc.is_established
+        acceptors = [a for a in node.server.active_associations if a.is_established]
+        assert acceptors and all(getattr(a, "_sswe_quiet", False) for a in acceptors)
+        assert isinstance(association_module.time, _ReactorClock)
+        assert assoc.send_c_echo().Status == 0x0000  # served at once, released below
+    finally:
+        assoc.release()
+    assert assoc.is_released
+
+
+def test_the_reactor_clock_returns_when_a_message_waits() -> None:
+    class Dimse:
+        msg_queue: queue.Queue = queue.Queue()
+
+    me = threading.current_thread()
+    me.dimse = Dimse()  # type: ignore[attr-defined]
+    me._sswe_quiet = True  # type: ignore[attr-defined]
+    try:
+        Dimse.msg_queue.put((1, "message"))
+        _ReactorClock.sleep(0.001)  # returns at once, leaving the message for the reactor
+        assert Dimse.msg_queue.qsize() == 1
+        Dimse.msg_queue.get()
+        woken = threading.Timer(0.2, lambda: Dimse.msg_queue.put((1, "late")))
+        woken.start()
+        _ReactorClock.sleep(0.001)  # an empty queue: at most QUIET_WAIT_SECONDS
+        woken.join()
+    finally:
+        del me.dimse, me._sswe_quiet  # type: ignore[attr-defined]
+    assert _ReactorClock().monotonic is time.monotonic  # everything else is the time module

@@ -13,6 +13,7 @@ from tempfile import NamedTemporaryFile
 from typing import Any
 
 from pynetdicom import AE, AllStoragePresentationContexts, _config, dimse_messages, evt
+from pynetdicom import association as association_module
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -87,6 +88,48 @@ def _chunked_receive(*, on: bool, folder: Path | None = None) -> None:
             if _CHUNKED["servers"] == 0:
                 _config.STORE_RECV_CHUNKED_DATASET = _CHUNKED["before"]
                 dimse_messages.NamedTemporaryFile = NamedTemporaryFile
+
+
+QUIET_WAIT_SECONDS = 0.02
+"""Longest wait of a node association's reactor between looks at its state (release, abort,
+timeouts); a received DIMSE message ends the wait at once."""
+
+
+class _ReactorClock:
+    """Stands for the ``time`` module in :mod:`pynetdicom.association`.
+
+    pynetdicom's acceptor reactor sleeps 1 ms between polls of its DIMSE queue, for the life of
+    the association: a thousand wake-ups a second per association, each taking the GIL from
+    the thread that receives or stores. A node association (marked by :func:`_quiet_reactor`)
+    waits on its queue instead: woken by the next message, otherwise after
+    :data:`QUIET_WAIT_SECONDS`. Every other use of ``time`` passes through.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        """``time.sleep``, except for the 1 ms poll of a node association's reactor."""
+        me = threading.current_thread()
+        if seconds == 0.001 and getattr(me, "_sswe_quiet", False):
+            messages = me.dimse.msg_queue  # type: ignore[attr-defined]
+            with messages.not_empty:
+                if not messages._qsize():  # noqa: SLF001 - queue.Queue's own size under its lock
+                    messages.not_empty.wait(QUIET_WAIT_SECONDS)
+            return
+        time.sleep(seconds)
+
+
+def _quiet_reactor(event: Any) -> None:
+    """``EVT_CONN_OPEN``: let the reactor of this association wait on its queue."""
+    assoc = event.assoc
+    if assoc.is_acceptor:
+        association_module.time = _REACTOR_CLOCK  # type: ignore[assignment]
+        assoc._sswe_quiet = True  # noqa: SLF001
+
+
+_REACTOR_CLOCK = _ReactorClock()
 
 
 class _Contexts(list):
@@ -218,6 +261,7 @@ def start_scp(
     )
     evt_handlers = [
         (evt.EVT_CONN_OPEN, admission.on_connection),
+        (evt.EVT_CONN_OPEN, _quiet_reactor),
         (evt.EVT_C_ECHO, handlers.handle_echo),
         (
             evt.EVT_REQUESTED,
