@@ -41,7 +41,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sswe_node.node.scp import _Contexts  # noqa: E402
+from sswe_node.node.scp import _Contexts, _quiet_reactor  # noqa: E402
 from tests.node_support import write_config  # noqa: E402
 from tests.peers import dcmtk_env, free_port, wait_for_port  # noqa: E402
 
@@ -315,10 +315,13 @@ class _Destination:
         self.ae.maximum_pdu_size = 0
         self.port = free_port()
         self.server = self.ae.start_server(
-            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)]
+            ("127.0.0.1", self.port),
+            block=False,
+            evt_handlers=[(evt.EVT_C_STORE, self._store), (evt.EVT_CONN_OPEN, _quiet_reactor)],
         )
-        # A destination's association set-up is not the node's cost: the contexts are copied
-        # fast for each association (as the node's SCP does), not deep-copied.
+        # A destination's association set-up and idle polling are not the node's cost: the
+        # contexts are copied fast for each association and the reactor waits on its queue, as
+        # the node's SCP does (a PACS is not pynetdicom; here it shares the node's 2 cores).
         self.server.contexts = _Contexts(self.server.contexts)
 
     def _store(self, event: evt.Event) -> int:
