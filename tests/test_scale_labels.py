@@ -13,7 +13,13 @@ from PIL import Image, ImageDraw, ImageFont
 from sswe_node.imaging import read_instance
 from sswe_node.imaging.boxes import PixelBox
 from sswe_node.imaging.pixels import decode_frame
-from sswe_node.imaging.scale_labels import BarLabels, clear_label_cache, read_bar_labels
+from sswe_node.imaging.scale_labels import (
+    BarLabels,
+    _end_windows,
+    _exact_key,
+    clear_label_cache,
+    read_bar_labels,
+)
 from tests.test_imaging_captures import make_capture
 
 
@@ -83,6 +89,22 @@ def test_a_series_costs_one_ocr(kpa_captures, monkeypatch: pytest.MonkeyPatch) -
     frame = decode_frame(ds, 0).copy()
     frame[: frame.shape[0] // 2, : frame.shape[1] // 3] += 1.0
     assert read_bar_labels(frame, PixelBox(*entry["boxes"]["colour_bar"])) == first
+
+
+def test_the_exact_cache_key_sees_every_pixel_near_the_bar_ends() -> None:
+    frame, bar = _capture_frame()
+    key = _exact_key(frame, bar)
+    assert _exact_key(frame.copy(), bar) == key
+    for end in _end_windows(bar, frame.shape):
+        # the first and last rows, and a row between two others (every row counts)
+        for row, col in (
+            (end.top, end.left),
+            (end.top + 1, end.right - 1),
+            (end.bottom - 1, end.left),
+        ):
+            changed = frame.copy()
+            changed[row, col, 1] ^= 1
+            assert _exact_key(changed, bar) != key, (row, col)
 
 
 def _draw(frame: np.ndarray, texts: list[tuple[tuple[int, int], str]]) -> np.ndarray:
