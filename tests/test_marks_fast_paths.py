@@ -96,3 +96,22 @@ def test_marks_are_added_to_a_given_mask() -> None:
     assert np.array_equal(given, expected)
     with pytest.raises(ValueError, match="contiguous boolean"):
         marks.graphics_marks(box, grey_image=False, out=np.zeros((120, 280), dtype=bool)[:, ::2])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_structures_are_the_eight_connected_components_of_the_candidates(seed: int) -> None:
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    for _ in range(200):
+        h, w = (int(v) for v in rng.integers(1, 60, 2))
+        candidates = rng.random((h, w)) < rng.uniform(0.01, 0.8)
+        index = np.flatnonzero(candidates)
+        if not len(index):
+            continue
+        owners, n = marks._components(*np.divmod(index, w), (h, w))
+        labels, expected = ndimage.label(candidates, structure=np.ones((3, 3), dtype=bool))
+        assert n == expected and owners.min() >= 1 and owners.max() == n
+        # the same partition: each structure of one is exactly one structure of the other
+        pairs = np.unique(np.stack([owners, labels.reshape(-1)[index]]), axis=1)
+        assert pairs.shape[1] == n
