@@ -47,9 +47,6 @@ _MIN_MARK = 16
 #: ... white inside an elastogram (no colour of a colour table is that light): fewer suffice.
 _MIN_COLOURED_MARK = 6
 _EIGHT = np.ones((3, 3), dtype=bool)
-# OpenCV labels on every core by default: on a mark-sized image that is twice the CPU and no
-# faster (measured on 2 cores); the node runs captures in parallel itself.
-cv2.setNumThreads(1)
 #: :func:`_sparse_marks` tests its candidates alone up to this share of the region (1 / N).
 _SPARSE_SHARE = 50
 #: ... white in an elastogram: up to this share of pixels with red and blue high, as long as
