@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
@@ -336,11 +335,10 @@ def _components(
     row_at, n_rows = _squeezed(rows, shape[0])
     col_at, n_cols = _squeezed(cols, shape[1])
     at = (row_at[rows], col_at[cols])
-    small = np.zeros((n_rows, n_cols), dtype=np.uint8)
-    small[at] = 1
-    # OpenCV's labelling: the same 8-connected components as ndimage.label, ~3x faster here
-    n, labels = cv2.connectedComponents(small, connectivity=8, ltype=cv2.CV_32S)
-    return labels[at], int(n) - 1
+    small = np.zeros((n_rows, n_cols), dtype=bool)
+    small[at] = True
+    labels, n = ndimage.label(small, structure=_EIGHT)
+    return labels[at], int(n)
 
 
 def _squeezed(coords: NDArray[np.intp], size: int) -> tuple[NDArray[np.intp], int]:
