@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from sswe_node.imaging.boxes import PixelBox
 
-__all__ = ["graphics_marks", "wedge_mask", "outside_fan", "fill_masked"]
+__all__ = ["graphics_marks", "grey_and_unequal", "wedge_mask", "outside_fan", "fill_masked"]
 
 #: A mark is this much brighter (max of R, G, B) than the pixels two away on both sides.
 _CONTRAST = 50
@@ -93,6 +93,7 @@ def graphics_marks(
     grey_image: bool,
     white: bool = True,
     out: NDArray[np.bool_] | None = None,
+    unequal: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.bool_]:
     """Return where thin burned-in graphics (lines, rings, crosses, text) cover a region.
 
@@ -108,6 +109,10 @@ def graphics_marks(
         plain panel of a dual display, whose white marks are found in the elastogram panel).
     out : numpy.ndarray, optional
         ``(h, w)`` boolean C-contiguous mask to add the marks to (e.g. the other panel's).
+    unequal : numpy.ndarray, optional
+        ``(h, w)`` boolean: where the channels of 8-bit RGB ``pixels`` differ (R != G or
+        G != B), when already known (:func:`grey_and_unequal`); used for a grey image
+        looked at for colour only (``white=False``).
 
     Returns
     -------
@@ -120,9 +125,15 @@ def graphics_marks(
     ):
         raise ValueError(f"out must be a contiguous boolean {pixels.shape[:2]} array")
     rgb = pixels.ndim == 3
+    out_shape = pixels.shape[:2]
     if pixels.dtype != np.uint8:
+        unequal = None  # rounded values: their channels are compared anew
         pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
-    if rgb and not (grey_image and white):
+    if rgb and grey_image and not white and unequal is not None and unequal.shape == out_shape:
+        sparse = _sparse_colour_of(pixels, unequal.reshape(-1), out)
+        if sparse is not None:
+            return sparse
+    elif rgb and not (grey_image and white):
         sparse = _sparse_marks(pixels, grey_image, out)
         if sparse is not None:
             return sparse
@@ -234,6 +245,42 @@ def _sparse_colour(
     if not coloured.any():
         return out
     return _grow_sparse(index[coloured], (h, w), out)
+
+
+def _sparse_colour_of(
+    pixels: NDArray[np.uint8], maybe: NDArray[np.bool_], out: NDArray[np.bool_] | None
+) -> NDArray[np.bool_] | None:
+    """Return :func:`_sparse_colour` given its pixels of unequal channels (flat ``maybe``)."""
+    h, w = pixels.shape[:2]
+    count = int(np.count_nonzero(maybe))
+    if count > (h * w) // _SPARSE_SHARE:
+        return None
+    if out is None:
+        out = np.zeros((h, w), dtype=bool)
+    if count == 0:
+        return out
+    index = np.flatnonzero(maybe)
+    rows, cols = np.divmod(index, w)
+    values = pixels[rows, cols]  # (m, 3)
+    coloured = (values.max(axis=1) - values.min(axis=1)) > 40  # uint8: high >= low
+    if not coloured.any():
+        return out
+    return _grow_sparse(index[coloured], (h, w), out)
+
+
+def grey_and_unequal(
+    pixels: NDArray[np.uint8],
+) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+    """Return the grey levels of 8-bit RGB pixels and where their channels differ.
+
+    The grey levels are :func:`~sswe_node.imaging.colour_bar.grey_levels`' bit for bit,
+    from the same channel conversions, which also tell where R != G or G != B (the pixels a
+    grey panel's colour marks are looked for on, :func:`graphics_marks` ``unequal``).
+    """
+    r, g, b = (pixels[..., i].astype(np.float32) for i in range(3))
+    unequal = r != g
+    unequal |= g != b
+    return (r + g + b) * np.float32(1.0 / 3.0), unequal
 
 
 def _grow_sparse(
