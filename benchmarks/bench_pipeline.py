@@ -177,9 +177,10 @@ def main() -> None:
     ratio_1 = (frames / piped_1_s) / (frames / bare_s)
     ratio_t = (frames / piped_s) / (frames / bare_mc_s)
     print(
-        f"ratio pipeline T=1 / bare predict: {ratio_1:.3f}; pipeline T={passes} / bare infer "
-        f"T={passes}: {ratio_t:.3f} ({'meets' if min(ratio_1, ratio_t) >= 0.6 else 'misses'} "
-        f"the goal >= 0.6); build per instance T=1 (one-call run) {build_1 * 1000:.1f} ms "
+        f"ratio pipeline T=1 / bare predict: {ratio_1:.3f} "
+        f"({'meets' if ratio_1 >= 0.6 else 'misses'} the goal >= 0.6); pipeline T={passes} / "
+        f"bare infer T={passes}: {ratio_t:.3f} ({'meets' if ratio_t >= 0.6 else 'misses'} "
+        f"0.6); build per instance T=1 (one-call run) {build_1 * 1000:.1f} ms "
         f"({'meets' if build_1 <= 0.003 else 'misses'} the goal <= 3 ms)"
     )
     ratio = (done / piped_s) / (done_1 / piped_1_s)
