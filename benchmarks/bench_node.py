@@ -226,6 +226,21 @@ def _stop(process: subprocess.Popen) -> None:
     process.wait(timeout=60)
 
 
+def paused_node_config(work: Path, port: int, name: str) -> Path:
+    """Write ``work/<name>.toml``: a node on ``port`` that only receives (processing paused)."""
+    return write_config(
+        work / f"{name}.toml",
+        {
+            "node": {
+                "host": "127.0.0.1", "port": port, "storage_dir": str(work / "storage"),
+                "database_url": f"sqlite:///{work / 'cases.db'}", "min_free_space_mb": 1,
+            },
+            "processing": {"paused": True},
+            "logging": {"level": "WARNING"},
+        },
+    )  # fmt: skip
+
+
 def measure_ingest(
     files: list[Path], tmp: Path, repeats: int, senders: tuple[int, ...] = (1, 4)
 ) -> dict[str, Any]:
@@ -237,17 +252,7 @@ def measure_ingest(
     port = free_port()
     work = tmp / "ingest"
     work.mkdir()
-    config = write_config(
-        work / "node.toml",
-        {
-            "node": {
-                "host": "127.0.0.1", "port": port, "storage_dir": str(work / "storage"),
-                "database_url": f"sqlite:///{work / 'cases.db'}", "min_free_space_mb": 1,
-            },
-            "processing": {"paused": True},
-            "logging": {"level": "WARNING"},
-        },
-    )  # fmt: skip
+    config = paused_node_config(work, port, "node")
     rates: dict[str, Any] = {}
     scp_port = free_port()
     out = work / "storescp"

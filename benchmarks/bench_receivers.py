@@ -24,22 +24,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_node  # noqa: E402
 
-from tests.node_support import write_config  # noqa: E402
 from tests.peers import free_port, wait_for_port  # noqa: E402
-
-
-def _config(work: Path, port: int, name: str) -> Path:
-    return write_config(
-        work / f"{name}.toml",
-        {
-            "node": {
-                "host": "127.0.0.1", "port": port, "storage_dir": str(work / "storage"),
-                "database_url": f"sqlite:///{work / 'cases.db'}", "min_free_space_mb": 1,
-            },
-            "processing": {"paused": True},
-            "logging": {"level": "WARNING"},
-        },
-    )  # fmt: skip
 
 
 def _send(files: list[Path], ports: list[int], senders: int) -> float:
@@ -75,7 +60,11 @@ def main() -> int:
         ports = [free_port(), free_port()]
         nodes = []
         for index, port in enumerate(ports):
-            nodes.append(bench_node._serve(_config(work, port, f"n{index}"), work / f"{index}.log"))
+            nodes.append(
+                bench_node._serve(
+                    bench_node.paused_node_config(work, port, f"n{index}"), work / f"{index}.log"
+                )
+            )
             wait_for_port(port, timeout=60)
         try:
             _send(files[:4], ports, 2)  # warm-up

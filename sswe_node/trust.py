@@ -253,8 +253,7 @@ class Gaussian:
 
     def percentile(self, vectors: NDArray[np.floating]) -> NDArray[np.float64]:
         """Return each vector's distance as a percentile (0-100) of the training frames'."""
-        d = self.distance(vectors)
-        return 100.0 * np.searchsorted(self.scores, d, side="left") / len(self.scores)
+        return _percentile(self.scores, self.distance(vectors))
 
     def to_dict(self) -> dict[str, Any]:
         """Return a TOML/JSON-friendly mapping."""
@@ -270,6 +269,11 @@ class Gaussian:
         return cls(
             np.asarray(raw["mean"]), np.asarray(raw["covariance"]), np.asarray(raw["scores"])
         )
+
+
+def _percentile(scores: NDArray[np.float64], d: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Return each distance in ``d`` as a percentile (0-100) of the sorted ``scores``."""
+    return 100.0 * np.searchsorted(scores, d, side="left") / len(scores)
 
 
 def _mahalanobis(
@@ -334,8 +338,7 @@ class Neighbours:
 
     def percentile(self, vectors: NDArray[np.floating]) -> NDArray[np.float64]:
         """Return each vector's distance as a percentile (0-100) of the training frames'."""
-        d = self.distance(vectors)
-        return 100.0 * np.searchsorted(self.scores, d, side="left") / len(self.scores)
+        return _percentile(self.scores, self.distance(vectors))
 
     def to_dict(self) -> dict[str, Any]:
         """Return the TOML/JSON-friendly part (the vectors go to the reference file)."""

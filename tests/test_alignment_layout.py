@@ -11,15 +11,9 @@ from sswe_node.model import load_model
 
 pytest.importorskip("keras")
 
+from tests.toydata import blob_frames  # noqa: E402
 from training.package import compute_statistics, write_package, write_statistics  # noqa: E402
 from training.unet import build_unet  # noqa: E402
-
-
-def _images(n: int, seed: int = 0, bright: float = 0.0) -> np.ndarray:
-    """Speckle-like frames: smooth blobs plus noise (0-1)."""
-    rng = np.random.default_rng(seed)
-    base = rng.random((n, 12, 8)).repeat(8, axis=1).repeat(8, axis=2)
-    return np.clip(0.4 * base + 0.2 * rng.random((n, 96, 64)) + bright, 0, 1).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +25,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> object:
         quantity="youngs-modulus", trained_on="untrained test network", status="provisional",
     )  # fmt: skip
     packaged = load_model(folder, device="cpu")
-    stats = compute_statistics(packaged, _images(60), ["SIM A"] * 60, {"split": "train"})
+    stats = compute_statistics(packaged, blob_frames(60), ["SIM A"] * 60, {"split": "train"})
     write_statistics(folder, stats, sd_scale=2.0)
     return load_model(folder, device="cpu")
 
@@ -56,7 +50,7 @@ def _aligned_latent(model, images, keys):
 def test_a_scanners_two_layouts_are_aligned_apart(model) -> None:
     """A training scanner's dual frames keep the reference statistics when it also sends
     full-screen frames of other statistics; one running mean over both would move them."""
-    dual, full = _images(40, seed=1), _images(40, seed=2, bright=0.3)
+    dual, full = blob_frames(40, seed=1), blob_frames(40, seed=2, bright=0.3)
     images = np.concatenate([dual, full])
     reference = model.trust.reference.mean
     apart = _aligned_latent(model, images, ["SIM A [dual-swe]"] * 40 + ["SIM A [bmode]"] * 40)
@@ -72,7 +66,9 @@ def test_evaluation_aligns_each_layout_with_its_own_statistics(model) -> None:
     from training.trust_eval import aligned_knn
 
     n = 30
-    images = np.concatenate([_images(n, 3), _images(n, 4, bright=0.3), _images(n, 5, 0.15)])
+    images = np.concatenate(
+        [blob_frames(n, 3), blob_frames(n, 4, bright=0.3), blob_frames(n, 5, 0.15)]
+    )
     meta = {
         "manufacturer": np.array(["SIM"] * (3 * n)),
         "model_name": np.array(["A"] * (2 * n) + ["B"] * n),

@@ -14,15 +14,9 @@ from sswe_node.trust import FeatureStats, Gaussian, alignment
 
 pytest.importorskip("keras")
 
+from tests.toydata import blob_frames  # noqa: E402
 from training.package import compute_statistics, dumps_toml, write_package, write_statistics  # noqa: E402
 from training.unet import build_unet  # noqa: E402
-
-
-def _images(n: int, seed: int = 0, bright: float = 0.0) -> np.ndarray:
-    """Speckle-like frames: smooth blobs plus noise (0-1)."""
-    rng = np.random.default_rng(seed)
-    base = rng.random((n, 12, 8)).repeat(8, axis=1).repeat(8, axis=2)
-    return np.clip(0.4 * base + 0.2 * rng.random((n, 96, 64)) + bright, 0, 1).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +29,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path]:
         quantity="youngs-modulus", trained_on="untrained test network", status="provisional",
     )  # fmt: skip
     model = load_model(folder, device="cpu")
-    images = _images(60)
+    images = blob_frames(60)
     stats = compute_statistics(model, images, ["SIM A"] * 60, {"split": "train"})
     write_statistics(folder, stats, sd_scale=2.0)
     return network, folder
@@ -46,7 +40,7 @@ def test_mc_dropout_gives_mean_and_sd_reproducibly(packaged) -> None:
     model = load_model(folder, device="cpu", batch_size=16)
     assert isinstance(model, SsweModel)
     assert model.inference.mc_passes == 8 and model.inference.sd_scale == 2.0
-    images = _images(5, seed=1)
+    images = blob_frames(5, seed=1)
     result = model.infer(images)
     assert result.passes == 8
     assert result.values.shape == result.sd.shape == (5, 96, 64)
@@ -66,7 +60,7 @@ def test_mc_sd_matches_keras_dropout_in_expectation(packaged) -> None:
     network, folder = packaged
     model = load_model(folder, device="cpu")
     model.configure(pad=0, sd_scale=1.0)
-    images = _images(4, seed=2)
+    images = blob_frames(4, seed=2)
     ours = model.infer(images, passes=64)
     runs = np.stack(
         [np.asarray(network(images[..., None], training=True))[..., 0] for _ in range(64)]
@@ -80,7 +74,7 @@ def test_padding_zero_is_the_plain_network(packaged) -> None:
     network, folder = packaged
     model = load_model(folder, device="cpu")
     model.configure(pad=0)
-    images = _images(3, seed=4)
+    images = blob_frames(3, seed=4)
     expected = np.asarray(network(images[..., None], training=False))[..., 0] * 100
     np.testing.assert_allclose(model.predict(images), expected, rtol=1e-5, atol=1e-4)
     padded = load_model(folder, device="cpu").predict(images)
@@ -90,8 +84,8 @@ def test_padding_zero_is_the_plain_network(packaged) -> None:
 def test_ood_scores_of_training_like_and_unlike_frames(packaged) -> None:
     _, folder = packaged
     model = load_model(folder, device="cpu")
-    like = model.infer(_images(40, seed=7), passes=1).ood_score
-    unlike = model.infer(_images(10, seed=8, bright=0.5), passes=1).ood_score
+    like = model.infer(blob_frames(40, seed=7), passes=1).ood_score
+    unlike = model.infer(blob_frames(10, seed=8, bright=0.5), passes=1).ood_score
     assert np.mean(like > 99) <= 0.1
     assert np.all(unlike > 99)
 
@@ -145,7 +139,7 @@ def test_aligner_waits_for_enough_frames(packaged) -> None:
     _, folder = packaged
     model = load_model(folder, device="cpu")
     store = MemoryScannerStats()
-    images = _images(10, seed=9, bright=0.2)
+    images = blob_frames(10, seed=9, bright=0.2)
     first = model.infer(
         images, passes=1, aligner=make_aligner(model, ["B X"] * 10, store, min_frames=16)
     )

@@ -78,3 +78,10 @@ def write_toy_dataset(
         writer.append(samples)
         writer.set_manifest({"source": "tests/toydata.py (synthetic speckle, not images)"})
     return Path(path)
+
+
+def blob_frames(n: int, seed: int = 0, bright: float = 0.0) -> np.ndarray:
+    """Return ``n`` speckle-like 96 x 64 model-grid frames (smooth blobs plus noise, 0-1)."""
+    rng = np.random.default_rng(seed)
+    base = rng.random((n, 12, 8)).repeat(8, axis=1).repeat(8, axis=2)
+    return np.clip(0.4 * base + 0.2 * rng.random((n, 96, 64)) + bright, 0, 1).astype(np.float32)

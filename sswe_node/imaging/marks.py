@@ -230,21 +230,7 @@ def _sparse_colour(
     unequal = np.empty(3 * n, dtype=bool)
     np.not_equal(flat[1:], flat[:-1], out=unequal[:-1])
     maybe = np.ndarray((n,), dtype=np.uint16, buffer=unequal, strides=(3,)) != 0
-    count = int(np.count_nonzero(maybe))
-    if count > n // _SPARSE_SHARE:
-        return None
-    if out is None:
-        out = np.zeros((h, w), dtype=bool)
-    if count == 0:
-        return out
-    index = np.flatnonzero(maybe)
-    at = 3 * index
-    red, green, blue = flat[at], flat[at + 1], flat[at + 2]
-    high = np.maximum(np.maximum(red, green), blue)
-    coloured = (high - np.minimum(np.minimum(red, green), blue)) > 40  # uint8: high >= low
-    if not coloured.any():
-        return out
-    return _grow_sparse(index[coloured], (h, w), out)
+    return _sparse_colour_of(pixels, maybe, out)
 
 
 def _sparse_colour_of(
