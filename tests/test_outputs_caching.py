@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -136,23 +135,16 @@ def test_outputs_do_not_share_cached_elements(make_us_source) -> None:
     assert [float(v) for v in pixel] == [0.2, 0.3]
 
 
-def test_a_reused_canvas_draws_each_capture_as_a_new_one() -> None:
-    kwargs = {"title": "sSWE test", "unit": "kPa", "legend": "hatched", "uncertain": None}
-    scratch = render.Scratch()
-    # Twice each geometry (the second an enlarged small region): the same canvas, drawn over.
+def test_each_capture_is_drawn_into_pixels_of_its_own() -> None:
+    kwargs = {"title": "sSWE test", "unit": "kPa", "legend": "hatched"}
+    drawn = []
+    # Twice each geometry (the second an enlarged small region), kept while the next is drawn.
     for shape, seed in [((200, 150), 1), ((100, 80), 2), ((200, 150), 3), ((100, 80), 4)]:
         bmode, values, sd = _arrays(shape, seed)
-        uncertain = sd > 6.0
-        drawn = render.render_capture(
-            bmode, values, (0, 70), **{**kwargs, "uncertain": uncertain}, scratch=scratch
-        ).copy()
-        fresh = render.render_capture(bmode, values, (0, 70), **{**kwargs, "uncertain": uncertain})
-        np.testing.assert_array_equal(drawn, fresh)
-    # A thread of its own gets a canvas of its own.
-    frame = np.zeros((2, 2, 3), np.uint8)
-    other: list[np.ndarray] = []
-    thread = threading.Thread(target=lambda: other.append(scratch.canvas(("k",), frame)))
-    thread.start()
-    thread.join()
-    mine = scratch.canvas(("k",), frame)
-    assert mine is scratch.canvas(("k",), frame) and other and other[0] is not mine
+        picture = render.render_capture(
+            bmode, values, (0, 70), uncertain=sd, threshold=6.0, **kwargs
+        )
+        drawn.append((picture, picture.copy()))
+    for picture, copied in drawn:
+        np.testing.assert_array_equal(picture, copied)
+    assert not np.array_equal(drawn[0][0], drawn[2][0])  # same geometry, other pixels

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
-from collections.abc import Hashable
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -17,7 +14,6 @@ from sswe_node.outputs.labels import TEXT_SIZE, WARNING, burn_texts, format_valu
 
 __all__ = [
     "render_capture",
-    "Scratch",
     "OOD_BANNER",
     "OVERLAY_ALPHA",
     "MIN_PANEL_ROWS",
@@ -133,12 +129,16 @@ def render_capture(
     title: str,
     unit: str,
     lut: NDArray[np.uint8] | None = None,
-    uncertain: NDArray[np.bool_] | None = None,
+    uncertain: NDArray[np.bool_] | NDArray[np.floating] | None = None,
+    threshold: float | None = None,
     legend: str | None = None,
     banner: str | None = None,
-    scratch: Scratch | None = None,
 ) -> NDArray[np.uint8]:
     """Render the picture of a Secondary Capture.
+
+    One compiled pass (:func:`sswe_node.outputs.kernels.compose_capture`) writes the cached
+    frame (header texts, colour bar), the grey panel and the overlay panel; the pixels of
+    texts that reach into the panels are set again afterwards.
 
     Parameters
     ----------
@@ -156,14 +156,15 @@ def render_capture(
         Colour table (default the scanner-like jet table).
     uncertain : numpy.ndarray, optional
         ``(rows, columns)`` bool: pixels whose colour is withheld (plain grey B-mode with
-        diagonal hatching), e.g. where the predicted standard deviation is too high.
+        diagonal hatching), e.g. where the predicted standard deviation is too high. With
+        ``threshold``: the standard deviation itself, uncertain where above ``threshold``
+        (compared in its own dtype, as numpy compares it).
+    threshold : float, optional
+        See ``uncertain``.
     legend : str, optional
         A header line explaining the hatching.
     banner : str, optional
         A red header line (e.g. :data:`OOD_BANNER`).
-    scratch : Scratch, optional
-        Draw into this thread's reused canvas instead of a new one: the result is valid
-        until the next capture of the same size and texts is drawn with it (copy it first).
 
     Returns
     -------
@@ -172,68 +173,54 @@ def render_capture(
         the legend, then the plain B-mode, the B-mode with the colour overlay and a labelled
         colour bar.
     """
-    bmode = np.asarray(bmode, dtype=np.float32)
-    values = np.asarray(values, dtype=np.float32)
+    from sswe_node.outputs.kernels import compose_capture  # numba: imported when first drawn
+
+    bmode = np.ascontiguousarray(bmode, dtype=np.float32)
+    values = np.ascontiguousarray(values, dtype=np.float32)
     if bmode.ndim != 2 or bmode.shape != values.shape:
         raise ValueError(f"bmode {bmode.shape} and values {values.shape} must be equal 2D shapes")
     low, high = (float(v) for v in scale)
+    if high <= low:
+        raise ValueError(f"vmax ({high}) must be greater than vmin ({low})")
     lut = _default_lut() if lut is None else lut
+    lut_bytes = np.ascontiguousarray(lut, dtype=np.uint8).tobytes()
+    n = len(lut_bytes) // 3
 
-    grey = _grey(bmode)
-    if uncertain is not None:
-        uncertain = np.asarray(uncertain, dtype=bool)
-        if uncertain.shape != values.shape:
-            raise ValueError(f"uncertain {uncertain.shape} must match values {values.shape}")
-    # Hatching before enlarging: less work, and the lines grow with the panel.
-    overlay = _overlay(grey, values, (low, high), lut, uncertain)
+    mask, limit = _uncertain_mask(uncertain, threshold, values.shape)
 
     # Enlarge small regions, but never beyond MAX_PANEL_COLUMNS (thin, wide regions).
     factor = min(math.ceil(MIN_PANEL_ROWS / bmode.shape[0]), MAX_PANEL_COLUMNS // bmode.shape[1])
     factor = max(1, factor)
-    if factor > 1:
-        grey = grey.repeat(factor, axis=0).repeat(factor, axis=1)
-        overlay = overlay.repeat(factor, axis=0).repeat(factor, axis=1)
-    rows, cols = grey.shape[:2]
-
-    key = (
-        rows, cols, low, high, title, unit, legend, banner,
-        np.ascontiguousarray(lut, dtype=np.uint8).tobytes(),
+    rows, cols = bmode.shape[0] * factor, bmode.shape[1] * factor
+    frame = _frame(rows, cols, low, high, title, unit, legend, banner, lut_bytes)
+    canvas = np.empty(frame.canvas.shape, dtype=np.uint8)  # every byte is written below
+    compose_capture(
+        canvas, frame.canvas, bmode, values, mask, limit, _blend_table(lut_bytes), n,
+        np.float32(low), np.float32((n - 1) / (high - low)), frame.top, _MARGIN,
+        frame.x_overlay, factor, _HATCH_PERIOD,
     )  # fmt: skip
-    frame = _frame(*key)
-    canvas = frame.canvas.copy() if scratch is None else scratch.canvas(key, frame.canvas)
-    top, x_overlay = frame.top, frame.x_overlay
-    panel = canvas[top : top + rows, _MARGIN : _MARGIN + cols]
-    for channel in range(3):  # grey in R, G and B (faster than a broadcast copy)
-        panel[..., channel] = grey
-    canvas[top : top + rows, x_overlay : x_overlay + cols] = overlay
     if len(frame.text_index):  # text reaching into the panels is drawn over them, as before
         canvas.reshape(-1, 3)[frame.text_index] = frame.text_colour
     return canvas
 
 
-class Scratch(threading.local):
-    """Canvases reused by one thread's captures, one per size and texts (a few kept).
+_NO_MASK = np.zeros((0, 0), dtype=np.uint8)
 
-    Only the two panels (and the text drawn over them) change from one capture of a
-    geometry to the next, so the canvas is copied from the cached frame once, not per
-    capture.
-    """
 
-    size = 4
-
-    def __init__(self) -> None:
-        self._canvases: OrderedDict[Hashable, NDArray[np.uint8]] = OrderedDict()
-
-    def canvas(self, key: Hashable, frame: NDArray[np.uint8]) -> NDArray[np.uint8]:
-        """Return this thread's canvas for ``key``, a copy of ``frame`` the first time."""
-        canvas = self._canvases.get(key)
-        if canvas is None or canvas.shape != frame.shape:
-            canvas = self._canvases[key] = frame.copy()
-            while len(self._canvases) > self.size:
-                self._canvases.popitem(last=False)
-        else:
-            self._canvases.move_to_end(key)
-        return canvas
+def _uncertain_mask(
+    uncertain: NDArray | None, threshold: float | None, shape: tuple[int, ...]
+) -> tuple[NDArray, np.generic]:
+    """Return the kernel's ``(uncertain, threshold)``: above the threshold is uncertain."""
+    if uncertain is None:
+        return _NO_MASK, np.float32(0)
+    uncertain = np.asarray(uncertain)
+    if uncertain.shape != shape:
+        raise ValueError(f"uncertain {uncertain.shape} must match values {shape}")
+    if threshold is None:
+        return np.ascontiguousarray(uncertain, dtype=bool).view(np.uint8), np.uint8(0)
+    if uncertain.dtype == np.float32:  # numpy compares a float32 array in float32
+        return np.ascontiguousarray(uncertain), np.float32(threshold)
+    return np.ascontiguousarray(uncertain > threshold).view(np.uint8), np.uint8(0)
 
 
 class _Frame(NamedTuple):

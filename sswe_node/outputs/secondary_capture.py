@@ -12,7 +12,7 @@ from sswe_node.outputs.derived import ModelInfo, scale_description
 from sswe_node.outputs.header import Code, ModelKey, code_item, new_derived
 from sswe_node.outputs.labels import format_value, quantity_name
 from sswe_node.outputs.lossy import mark_lossy
-from sswe_node.outputs.render import OOD_BANNER, Scratch, render_capture
+from sswe_node.outputs.render import OOD_BANNER, render_capture
 
 __all__ = ["build_secondary_capture", "capture_title", "SECONDARY_CAPTURE_STORAGE"]
 
@@ -22,9 +22,6 @@ SECONDARY_CAPTURE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 _IMAGE_PROCESSING = Code("110001", "DCM", "Image Processing")
 
 _PATIENT_ORIENTATION_VALUES = {"A", "P", "L", "R", "H", "F"}
-
-#: Each thread's reused canvases: a capture's pixels are copied out into its Pixel Data.
-_SCRATCH = Scratch()
 
 
 def capture_title(model: ModelInfo) -> str:
@@ -104,9 +101,9 @@ def build_secondary_capture(
         NaN values (outside a sector probe's fan) get no colour; there the B-mode is black.
     """
     scale = tuple(model.colour_bar) if scale is None else scale
-    uncertain = legend = None
+    uncertain = threshold = legend = None
     if sd is not None and sd_threshold is not None:
-        uncertain = np.asarray(sd) > sd_threshold
+        uncertain, threshold = sd, sd_threshold  # compared in the kernel, pixel by pixel
         legend = f"hatched grey: uncertain, sd > {format_value(sd_threshold)} {model.unit}"
     pixels = render_capture(
         bmode,
@@ -115,11 +112,11 @@ def build_secondary_capture(
         title=capture_title(model),
         unit=model.unit,
         uncertain=uncertain,
+        threshold=threshold,
         legend=legend,
         banner=OOD_BANNER if out_of_distribution else None,
-        scratch=_SCRATCH,
     )
-    shape, pixel_data = pixels.shape, pixels.tobytes()  # copied out before the next capture
+    shape, pixel_data = pixels.shape, pixels.tobytes()
     sc = new_derived(
         source,
         model,

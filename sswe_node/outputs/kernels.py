@@ -1,0 +1,188 @@
+"""Compiled single-pass kernels of the output builders (numba): capture panels, map frames.
+
+Each kernel fuses what the numpy code of :mod:`sswe_node.outputs.render` and
+:mod:`sswe_node.outputs.parametric_map` did in several full-size passes (grey levels, colour
+index, hatching, table look-up, copies into the canvas and into the pixel data; NaN-ignoring
+value ranges and the float32 copy of each frame) into one pass that writes each output byte
+once. Results are bit-identical to the numpy code (tests/test_outputs_kernels.py compares both
+on random inputs): the same float32 operations in the same order, without fast-math.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["compose_capture", "frame_range"]
+
+
+#: Adding and subtracting 2**23 rounds a float32 in 0 .. 2**22 to an integer, ties to even
+#: (what ``np.rint`` does), without a call: the loops below then vectorise.
+_ROUND = np.float32(2**23)
+
+
+@numba.njit(cache=True, nogil=True)
+def _copy(out: NDArray[np.uint8], frame: NDArray[np.uint8], start: int, stop: int) -> None:
+    for i in range(start, stop):
+        out[i] = frame[i]
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_codes(
+    bmode: NDArray[np.float32],
+    values: NDArray[np.float32],
+    uncertain: NDArray,
+    threshold: np.float32,
+    hatch: NDArray[np.int32],
+    n: int,
+    low: np.float32,
+    step: np.float32,
+    grey: NDArray[np.int32],
+    code: NDArray[np.int32],
+) -> None:
+    """Grey level and blend-table row of each pixel of one region row (``render._overlay``).
+
+    ``hatch[x]`` is 1 where pixel ``x`` of the row is on a hatching line; ``uncertain`` is
+    empty for none. Branch-free, so that it vectorises.
+    """
+    zero, full = np.float32(0), np.float32(255)
+    last = np.float32(n - 1)
+    has_uncertain = uncertain.shape[0] > 0
+    for x in range(bmode.shape[0]):
+        b = bmode[x]
+        b = b if b > zero else zero  # fmax(b, 0): NaN is 0
+        b = b if b < full else full
+        level = np.int32((b + _ROUND) - _ROUND)
+        index = (values[x] - low) * step
+        withheld = np.int32(index - index != zero)  # NaN or infinite
+        clamped = index if index > zero else zero
+        clamped = clamped if clamped < last else last
+        rounded = np.int32((clamped + _ROUND) - _ROUND)
+        hatched = np.int32(0)
+        if has_uncertain:
+            above = np.int32(uncertain[x] > threshold)
+            withheld |= above
+            hatched = above & hatch[x]
+        # Withheld: column n (plain grey), n + 1 where hatched; else the colour's entry.
+        grey[x] = level
+        code[x] = rounded + withheld * (n + hatched - rounded) + level * (n + 2)
+
+
+@numba.njit(cache=True, nogil=True)
+def compose_capture(
+    out: NDArray[np.uint8],
+    frame: NDArray[np.uint8],
+    bmode: NDArray[np.float32],
+    values: NDArray[np.float32],
+    uncertain: NDArray,
+    threshold: np.float32,
+    table: NDArray[np.uint8],
+    n: int,
+    low: np.float32,
+    step: np.float32,
+    top: int,
+    x_grey: int,
+    x_overlay: int,
+    factor: int,
+    hatch_period: int,
+) -> None:
+    """Write a whole capture into ``out``: the frame, the grey panel and the overlay panel.
+
+    Parameters
+    ----------
+    out : numpy.ndarray
+        ``(height, width, 3)`` uint8 C-contiguous, every byte written.
+    frame : numpy.ndarray
+        The same shape: what is not a panel (header texts, colour bar), copied.
+    bmode, values : numpy.ndarray
+        ``(rows, columns)`` float32 source region: grey level, value to colour.
+    uncertain : numpy.ndarray
+        ``(rows, columns)``: a pixel is uncertain (colour withheld, hatched) where it is above
+        ``threshold`` (the standard deviation, or a mask as uint8 with threshold 0); an empty
+        ``(0, 0)`` array for none.
+    threshold : numpy.float32 or numpy.uint8
+        See ``uncertain``.
+    table : numpy.ndarray
+        ``(256 * (n + 2), 3)`` blend table of ``render._blend_table``.
+    n : int
+        Entries of the colour table.
+    low, step : numpy.float32
+        Colour index = ``(value - low) * step``, clamped to ``0 .. n - 1`` and rounded.
+    top, x_grey, x_overlay : int
+        First canvas row of the panels, first column of the grey and the overlay panel.
+    factor : int
+        Whole-pixel enlargement of the region (1: none).
+    hatch_period : int
+        A hatching line where ``(row + column) % hatch_period == 0`` (source pixels).
+    """
+    height, width = out.shape[0], out.shape[1]
+    rows, cols = bmode.shape
+    flat_out = out.reshape(height * width * 3)
+    flat_frame = frame.reshape(height * width * 3)
+    flat_table = table.reshape(table.shape[0] * 3)
+    row_bytes = width * 3
+    panel_w = cols * factor
+    top_end = top + rows * factor
+    _copy(flat_out, flat_frame, 0, top * row_bytes)
+    _copy(flat_out, flat_frame, top_end * row_bytes, height * row_bytes)
+    hatch = np.zeros(cols + hatch_period, dtype=np.int32)
+    for x in range(0, cols + hatch_period, hatch_period):
+        hatch[x] = 1
+    grey = np.empty(cols, dtype=np.int32)
+    code = np.empty(cols, dtype=np.int32)
+    has_uncertain = uncertain.shape[0] > 0
+    none = np.zeros(0, dtype=uncertain.dtype)
+    for sy in range(rows):
+        phase = sy % hatch_period  # hatch[phase + x] == 1 where (sy + x) % period == 0
+        row_uncertain = uncertain[sy] if has_uncertain else none
+        _row_codes(
+            bmode[sy], values[sy], row_uncertain, threshold, hatch[phase:], n, low, step,
+            grey, code,
+        )  # fmt: skip
+        for dy in range(factor):
+            base = (top + sy * factor + dy) * row_bytes
+            _copy(flat_out, flat_frame, base, base + x_grey * 3)
+            _copy(flat_out, flat_frame, base + (x_grey + panel_w) * 3, base + x_overlay * 3)
+            _copy(flat_out, flat_frame, base + (x_overlay + panel_w) * 3, base + row_bytes)
+            at_grey = base + x_grey * 3
+            at_overlay = base + x_overlay * 3
+            for sx in range(cols):
+                level = np.uint8(grey[sx])
+                entry = code[sx] * 3
+                red = flat_table[entry]
+                green = flat_table[entry + 1]
+                blue = flat_table[entry + 2]
+                for _ in range(factor):
+                    flat_out[at_grey] = level
+                    flat_out[at_grey + 1] = level
+                    flat_out[at_grey + 2] = level
+                    flat_out[at_overlay] = red
+                    flat_out[at_overlay + 1] = green
+                    flat_out[at_overlay + 2] = blue
+                    at_grey += 3
+                    at_overlay += 3
+
+
+@numba.njit(cache=True, nogil=True)
+def frame_range(values: NDArray[np.float32], out: NDArray[np.float32]) -> tuple[float, float]:
+    """Copy ``values`` into ``out`` (same size, flat) and return their least and greatest value.
+
+    NaN is ignored (both NaN when every value is), infinities are kept: ``np.fmin.reduce``
+    and ``np.fmax.reduce`` of the values.
+    """
+    flat = values.ravel()
+    smallest, largest = np.inf, -np.inf
+    seen = False
+    for i in range(flat.size):
+        value = flat[i]
+        out[i] = value
+        if value == value:  # not NaN
+            seen = True
+            if value < smallest:
+                smallest = value
+            if value > largest:
+                largest = value
+    if not seen:
+        return np.nan, np.nan
+    return float(smallest), float(largest)
