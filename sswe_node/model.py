@@ -39,6 +39,11 @@ LATENT_LAYER = "latent"
 DEFAULT_MC_PASSES = 8
 #: Reflection padding (pixels) when the manifest does not say.
 DEFAULT_PAD = 8
+#: Relative grid-cell size difference beyond which a frame is run at the model's spacing
+#: (0: never; measured in docs/model.md, off by default).
+DEFAULT_RESAMPLE_TOLERANCE = 0.0
+#: Working shapes are multiples of this many pixels (and within half to twice the grid).
+RESAMPLE_STEP = 8
 #: Default capture uncertainty threshold, as a fraction of the model's scale (10 kPa, 1 m/s).
 DEFAULT_SD_FRACTION = 0.1
 
@@ -263,6 +268,16 @@ class InferenceSettings:
     sd_scale : float
         Factor applied to the MC dropout standard deviation (post-hoc calibration fitted on
         the validation split so that mean |error| = 0.8 sd there; 1: none).
+    resample_tolerance : float
+        A frame whose grid-cell size (``infer(spacing=)``) differs along an axis from
+        ``spacing_mm`` by more than this factor (``max(r, 1/r) > 1 + tolerance``) is run at the
+        model's spacing along that axis (:meth:`PackagedModel.working_shapes`); 0 (the
+        default): never. 0.3 would leave alone the spread of cell sizes the shipped models
+        were trained on (about +-25 %); it did not help them (docs/model.md, "Trust").
+    align_keep_level : bool
+        Whether an aligned frame's output keeps the mean level of its unaligned output (the
+        alignment then changes the map's pattern, not its mean; costs one more deterministic
+        pass of each aligned frame, two with MC passes).
     """
 
     mc_passes: int = DEFAULT_MC_PASSES
@@ -270,6 +285,8 @@ class InferenceSettings:
     sd_threshold: float = 0.0
     align_scanners: bool = True
     sd_scale: float = 1.0
+    resample_tolerance: float = DEFAULT_RESAMPLE_TOLERANCE
+    align_keep_level: bool = True
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> InferenceSettings:
@@ -282,6 +299,8 @@ class InferenceSettings:
                 sd_threshold=float(raw.get("sd_threshold", DEFAULT_SD_FRACTION * manifest.scale)),
                 align_scanners=bool(raw.get("align_scanners", True)),
                 sd_scale=float(raw.get("sd_scale", 1.0)),
+                resample_tolerance=float(raw.get("resample_tolerance", DEFAULT_RESAMPLE_TOLERANCE)),
+                align_keep_level=bool(raw.get("align_keep_level", True)),
             )
         except (TypeError, ValueError) as exc:
             raise ModelError(f"model {manifest.name}: malformed [inference] table: {exc}") from None
@@ -312,7 +331,8 @@ class Inference:
     pooled : numpy.ndarray
         ``(N, C)`` per-frame latent channel means (before alignment; the OOD features).
     latent : numpy.ndarray
-        ``(N, h, w, C)`` latent maps (before alignment).
+        ``(N, h, w, C)`` latent maps (before alignment) on the grid's latent shape (those of
+        frames run at another shape resampled onto it, :meth:`PackagedModel.working_shapes`).
     aligned : numpy.ndarray
         ``(N,)`` bool: whether the frame's latent features were aligned.
     """
@@ -448,7 +468,7 @@ class PackagedModel:
     def predict_normalised(self, images: NDArray[np.floating]) -> NDArray[np.float32]:
         """Return the deterministic network output (0-1) for ``(N, rows, cols)`` images."""
         images = self._check(images)
-        return self._chunks(self._call(("det",)), images, 1)[0]
+        return self._chunks(self._call(("det", tuple(self.manifest.grid))), images, 1)[0]
 
     def predict(self, images: NDArray[np.floating]) -> NDArray[np.float32]:
         """Predict stiffness maps (one deterministic pass, dropout off).
@@ -471,14 +491,14 @@ class PackagedModel:
     def latent(self, images: NDArray[np.floating]) -> NDArray[np.float32]:
         """Return the latent feature maps ``(N, h, w, filters)`` (padding cropped)."""
         images = self._check(images)
-        return self._chunks(self._call(("latent",)), images, 1)[0]
+        return self._chunks(self._call(("latent", tuple(self.manifest.grid))), images, 1)[0]
 
     def features(
         self, images: NDArray[np.floating]
     ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """Return per-frame latent channel means ``(N, C)`` and latent maps ``(N, h, w, C)``."""
         images = self._check(images)
-        latent = self._chunks(self._call(("latent",)), images, 1)[0]
+        latent = self._chunks(self._call(("latent", tuple(self.manifest.grid))), images, 1)[0]
         return latent.mean(axis=(1, 2)), latent
 
     def infer(
@@ -503,7 +523,11 @@ class PackagedModel:
             the manifest switches alignment off.
         spacing : numpy.ndarray, optional
             ``(N, 2)`` grid-cell size of each frame in mm (NaN where unknown): adds the
-            field-of-view score to the OOD score (:meth:`sswe_node.trust.TrustStats.score`).
+            field-of-view score to the OOD score (:meth:`sswe_node.trust.TrustStats.score`),
+            and a frame whose cell size is far from the model's ``spacing_mm`` is run at the
+            model's spacing (:meth:`working_shapes`: resampled in, its maps resampled back to
+            the grid; its latent map resampled onto the grid's latent shape for the
+            aligner, and the alignment resampled back). Other frames are run as without it.
 
         Returns
         -------
@@ -512,7 +536,14 @@ class PackagedModel:
         images = self._check(images)
         passes = int(passes or self.inference.mc_passes)
         n = len(images)
-        pooled, latent = self.features(images)
+        grid = tuple(self.manifest.grid)
+        groups = self._shape_groups(self.working_shapes(spacing, n))
+        work = {
+            shape: images if len(groups) == 1 and shape == grid else _resize(images[idx], shape)
+            for shape, idx in groups.items()
+        }
+        latent = self._reference_latent(groups, work, n)
+        pooled = latent.mean(axis=(1, 2))
         shape = latent.shape[1:]
         scale = np.ones((n, *shape), np.float32)
         shift = np.zeros((n, *shape), np.float32)
@@ -523,12 +554,18 @@ class PackagedModel:
                 scale = np.asarray(answer[0], np.float32).reshape(n, *shape)
                 shift = np.asarray(answer[1], np.float32).reshape(n, *shape)
                 aligned = np.asarray(answer[2], bool)
-        lpad = self.inference.pad // 2**self._depth
-        if lpad:  # the latent of the padding ring takes the alignment of the nearest edge
-            ring = ((0, 0), (lpad, lpad), (lpad, lpad), (0, 0))
-            scale, shift = np.pad(scale, ring, mode="edge"), np.pad(shift, ring, mode="edge")
-        chunk = max(1, self.batch_size // passes) if passes > 1 else self.batch_size
-        values, sd = self._chunks(self._call(("mc", passes)), images, 1, scale, shift, size=chunk)
+        values = np.empty((n, *grid), np.float32)
+        sd = np.empty((n, *grid), np.float32)
+        for size, idx in groups.items():
+            one = len(groups) == 1
+            a, b = (scale, shift) if one else (scale[idx], shift[idx])
+            v, s = self._decode_group(work[size], a, b, aligned[idx], passes)
+            if size != grid:
+                v, s = _resize(v, grid), _resize(s, grid)
+            if one:
+                values, sd = v, s
+            else:
+                values[idx], sd[idx] = v, s
         unit = np.float32(self.manifest.scale)
         ood = self.trust.score(images, pooled, spacing) if self.trust is not None and n else None
         return Inference(
@@ -540,6 +577,117 @@ class PackagedModel:
             latent=latent,
             aligned=aligned.astype(bool),
         )
+
+    def working_shapes(self, spacing: NDArray[np.floating] | None, frames: int) -> NDArray[np.intp]:
+        """Return the ``(N, 2)`` shape each frame is run at (the grid, or its own spacing).
+
+        Along an axis where a frame's grid-cell size differs from the manifest's
+        ``spacing_mm`` by more than ``resample_tolerance`` (see :class:`InferenceSettings`),
+        the frame is resampled to the model's spacing: the axis gets ``grid * cell /
+        spacing_mm`` pixels, rounded to a multiple of :data:`RESAMPLE_STEP` (few distinct
+        compiled shapes) within half to twice the grid. Frames without a spacing, and axes
+        within the tolerance, keep the grid's size.
+        """
+        grid = np.asarray(self.manifest.grid, np.intp)
+        shapes = np.tile(grid, (frames, 1))
+        tolerance = float(self.inference.resample_tolerance)
+        if spacing is None or tolerance <= 0 or not frames:
+            return shapes
+        cells = np.asarray(spacing, np.float64).reshape(frames, 2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = cells / np.asarray(self.manifest.spacing_mm, np.float64)
+            far = np.isfinite(ratio) & (ratio > 0)
+            far[far] = np.abs(np.log(ratio[far])) > np.log1p(tolerance)
+        step = RESAMPLE_STEP
+        lowest = np.maximum(step, -(-grid // 2 // step) * step)
+        sizes = np.rint(grid * np.where(far, ratio, 1.0) / step).astype(np.intp) * step
+        sizes = np.clip(sizes, lowest, 2 * grid)
+        return np.where(far, sizes, shapes)
+
+    @staticmethod
+    def _shape_groups(shapes: NDArray[np.intp]) -> dict[tuple[int, int], NDArray[np.intp]]:
+        """Return ``{shape: frame indices}`` (first appearance first)."""
+        keys = [(int(r), int(c)) for r, c in shapes]
+        return {k: np.flatnonzero([key == k for key in keys]) for k in dict.fromkeys(keys)}
+
+    def reference_latent(
+        self, images: NDArray[np.floating], spacing: NDArray[np.floating] | None = None
+    ) -> NDArray[np.float32]:
+        """Return the latent maps ``infer`` aligns, on the grid's latent shape ``(N, h, w, C)``.
+
+        Frames run at another shape (:meth:`working_shapes`) have their latent map resampled
+        (bilinear) onto the grid's latent shape; the others equal :meth:`latent`.
+        """
+        images = self._check(images)
+        n = len(images)
+        groups = self._shape_groups(self.working_shapes(spacing, n))
+        grid = tuple(self.manifest.grid)
+        work = {
+            shape: images if len(groups) == 1 and shape == grid else _resize(images[idx], shape)
+            for shape, idx in groups.items()
+        }
+        return self._reference_latent(groups, work, n)
+
+    def _reference_latent(
+        self,
+        groups: dict[tuple[int, int], NDArray[np.intp]],
+        work: dict[tuple[int, int], NDArray[np.float32]],
+        frames: int,
+    ) -> NDArray[np.float32]:
+        grid = tuple(self.manifest.grid)
+        cell = 2**self._depth
+        lshape = (grid[0] // cell, grid[1] // cell)
+        if len(groups) == 1 and grid in groups:
+            return self._chunks(self._call(("latent", grid)), work[grid], 1)[0]
+        latent = np.empty((frames, *lshape, self.latent_channels), np.float32)
+        for shape, idx in groups.items():
+            z = self._chunks(self._call(("latent", shape)), work[shape], 1)[0]
+            latent[idx] = z if shape == grid else _resize(z, lshape)
+        return latent
+
+    def _decode_group(
+        self,
+        images: NDArray[np.float32],
+        scale: NDArray[np.float32],
+        shift: NDArray[np.float32],
+        aligned: NDArray[np.bool_],
+        passes: int,
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """Run the MC call on frames of one working shape; alignment given on the grid's latent.
+
+        Returns the normalised mean and sd maps at the working shape. With
+        ``align_keep_level``, each aligned frame's mean map is shifted so that its mean over
+        the map equals that of the frame's unaligned deterministic output (the alignment
+        changes the pattern, not the level): both deterministic outputs come from one more
+        call on those frames.
+        """
+        size = tuple(images.shape[1:])
+        cell = 2**self._depth
+        lshape = (size[0] // cell, size[1] // cell)
+        if scale.shape[1:3] != lshape:
+            scale, shift = _resize(scale, lshape), _resize(shift, lshape)
+        lpad = self.inference.pad // cell
+        if lpad:  # the latent of the padding ring takes the alignment of the nearest edge
+            ring = ((0, 0), (lpad, lpad), (lpad, lpad), (0, 0))
+            scale, shift = np.pad(scale, ring, mode="edge"), np.pad(shift, ring, mode="edge")
+        chunk = max(1, self.batch_size // passes) if passes > 1 else self.batch_size
+        values, sd = self._chunks(
+            self._call(("mc", passes, size)), images, 1, scale, shift, size=chunk
+        )
+        if self.inference.align_keep_level and aligned.any():
+            sel = np.flatnonzero(aligned)
+            k = len(sel)
+            both = np.concatenate([images[sel], images[sel]])
+            a = np.concatenate([np.ones_like(scale[sel]), scale[sel]])
+            b = np.concatenate([np.zeros_like(shift[sel]), shift[sel]])
+            if passes == 1:  # the output is the aligned deterministic one
+                both, a, b = both[:k], a[:k], b[:k]
+            det = self._chunks(self._call(("mc", 1, size)), both, 1, a, b)[0]
+            level = det[:k].mean(axis=(1, 2)) - (det[k:] if passes > 1 else values[sel]).mean(
+                axis=(1, 2)
+            )
+            values[sel] = np.clip(values[sel] + level[:, None, None], 0.0, 1.0)
+        return values, sd
 
     def _check(self, images: NDArray[np.floating]) -> NDArray[np.float32]:
         images = np.asarray(images, dtype=np.float32)
@@ -583,7 +731,7 @@ class PackagedModel:
         from keras import ops
 
         pad = self.inference.pad
-        rows, cols = self.manifest.grid
+        rows, cols = kind[-1]  # the working shape: the grid, or a frame's own spacing
         lpad = pad // 2**self._depth
         lrows, lcols = rows // 2**self._depth, cols // 2**self._depth
         graph = self._graph
@@ -621,13 +769,13 @@ class PackagedModel:
                 skips.append(skip)
             return graph.bottom(x, training=False), skips
 
-        if kind == ("det",):
+        if kind[0] == "det":
 
             def fn(x: Any) -> Any:
                 latent, skips = encode(padded(x))
                 return decode(latent, skips)
 
-        elif kind == ("latent",):
+        elif kind[0] == "latent":
 
             def fn(x: Any) -> Any:
                 return latent_crop(encode(padded(x))[0])
@@ -680,6 +828,29 @@ class PackagedModel:
 
             return jax.jit(fn)
         return fn
+
+
+def _resize(x: NDArray[np.floating], shape: tuple[int, int]) -> NDArray[np.float32]:
+    """Bilinear resampling of axes 1 and 2 of ``(N, h, w[, C])`` to ``shape``.
+
+    The pixel-centre convention of :func:`sswe_node.imaging.grid.to_grid` (edges clamped), on
+    every frame and channel at once; an axis already of its size is left as it is.
+    """
+    x = np.asarray(x, np.float32)
+    for axis, n_out in ((1, int(shape[0])), (2, int(shape[1]))):
+        n_in = x.shape[axis]
+        if n_in == n_out:
+            continue
+        position = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+        np.clip(position, 0.0, n_in - 1, out=position)
+        lower = np.floor(position).astype(np.intp)
+        upper = np.minimum(lower + 1, n_in - 1)
+        weight = (position - lower).astype(np.float32)
+        form = [1] * x.ndim
+        form[axis] = n_out
+        low = np.take(x, lower, axis=axis)
+        x = low + (np.take(x, upper, axis=axis) - low) * weight.reshape(form)
+    return x
 
 
 #: The layers of one decoder level of training.unet's U-Net (``dec{level}_{part}``).

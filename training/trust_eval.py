@@ -170,11 +170,18 @@ def _alignment_keys(meta: dict[str, NDArray[Any]], rows: NDArray[np.intp]) -> ND
     return np.asarray([f"{s} [{lay}]" for s, lay in zip(scanners, layouts, strict=True)], object)
 
 
-def _group_alignment(model: Any, images: NDArray[np.floating]) -> tuple[NDArray, NDArray]:
-    """Return the alignment of one statistics key's frames, from their own statistics."""
+def _group_alignment(
+    model: Any, images: NDArray[np.floating], spacing: NDArray[np.floating] | None = None
+) -> tuple[NDArray, NDArray]:
+    """Return the alignment of one statistics key's frames, from their own statistics.
+
+    The statistics are those of the latent maps the node aligns
+    (:meth:`~sswe_node.model.PackagedModel.reference_latent`: frames far from the model's
+    spacing run at it, their latent maps resampled onto the grid's latent shape).
+    """
     from sswe_node.trust import FeatureStats, alignment
 
-    _, latent = model.features(images)
+    latent = model.reference_latent(images, spacing)
     return alignment(
         FeatureStats.from_frames(latent.reshape(len(latent), -1)), model.trust.reference
     )
@@ -195,21 +202,26 @@ def aligned_knn(
     frames in ``pool`` (default: those of ``groups``) of the same scanner *and layout*
     (:func:`sswe_node.alignment.scanner_key`), as the node's running statistics hold them.
     """
+    from training.package import grid_spacing
     from training.tsne import knn_scanner_accuracy
 
     pool = np.concatenate(list(groups.values())) if pool is None else np.asarray(pool)
     pool_keys = _alignment_keys(meta, pool)
+    grid = model.manifest.grid
     cache: dict[str, tuple[NDArray, NDArray]] = {}
     raw, aligned, labels = [], [], []
     for name, rows in groups.items():
-        z = model.latent(images[rows])
+        z = model.reference_latent(images[rows], grid_spacing(meta, rows, grid))
         raw.append(z.reshape(len(rows), -1))
         z = z.copy()
         if model.trust is not None:
             keys = _alignment_keys(meta, rows)
             for key in dict.fromkeys(keys):
                 if key not in cache:
-                    cache[key] = _group_alignment(model, images[pool[pool_keys == key]])
+                    chosen = pool[pool_keys == key]
+                    cache[key] = _group_alignment(
+                        model, images[chosen], grid_spacing(meta, chosen, grid)
+                    )
                 a, b = cache[key]
                 sel = keys == key
                 z[sel] = z[sel] * a.reshape(z.shape[1:]) + b.reshape(z.shape[1:])
@@ -238,6 +250,8 @@ def second_scanner_error(
     import h5py
 
     from sswe_node.imaging.grid import to_grid
+    from sswe_node.trust import FeatureStats, alignment
+    from training.package import grid_spacing
 
     if model.trust is None or not len(rows):
         return None
@@ -261,19 +275,21 @@ def second_scanner_error(
     result: dict[str, Any] = {"frames": int(len(rows)), "by_scanner": {}}
     plain_all, aligned_all, change = [], [], []
     keys = _alignment_keys(data.meta, rows)
+    cells = grid_spacing(data.meta, rows, model.manifest.grid)
     for name in dict.fromkeys(keys):
         sel = keys == name
-        plain = model.infer(images[sel], passes=1).values
-        a, b = _group_alignment(model, images[sel])
+        plain = model.infer(images[sel], passes=1, spacing=cells[sel]).values
         n = int(sel.sum())
 
-        def fixed(latent: Any, a: Any = a, b: Any = b, n: int = n) -> Any:
+        def fixed(latent: Any, n: int = n) -> Any:
+            # the key's statistics over all its frames, as the node's running ones hold them
+            a, b = alignment(FeatureStats.from_frames(latent), model.trust.reference)
             return np.tile(a, (n, 1)), np.tile(b, (n, 1)), np.ones(n, bool)
 
         switch = model.inference  # measured whatever the manifest's switch says
         model.inference = dataclasses.replace(switch, align_scanners=True)
         try:
-            aligned = model.infer(images[sel], passes=1, aligner=fixed).values
+            aligned = model.infer(images[sel], passes=1, aligner=fixed, spacing=cells[sel]).values
         finally:
             model.inference = switch
         e_plain = np.abs(plain - truth[sel])[valid[sel]]

@@ -1,0 +1,140 @@
+"""Alignment that keeps each frame's output level, and frames run at the model's spacing."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from sswe_node.imaging.grid import to_grid
+from sswe_node.model import _resize, load_model
+
+pytest.importorskip("keras")
+
+from tests.toydata import blob_frames  # noqa: E402
+from training.package import compute_statistics, write_package, write_statistics  # noqa: E402
+from training.unet import build_unet  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> object:
+    folder = tmp_path_factory.mktemp("models") / "tiny-level"
+    network = build_unet((96, 64), filters=8, seed=5, init_range=0.2)  # not saturated
+    write_package(
+        network, folder, name="tiny-level", version="0.0.1", organ="prostate",
+        quantity="youngs-modulus", trained_on="untrained test network", status="provisional",
+    )  # fmt: skip
+    packaged = load_model(folder, device="cpu")
+    stats = compute_statistics(packaged, blob_frames(60), ["SIM A"] * 60, {"split": "train"})
+    write_statistics(folder, stats, sd_scale=2.0)
+    return load_model(folder, device="cpu", batch_size=16)
+
+
+def _configured(model, **changes):
+    model.inference = dataclasses.replace(model.inference, **changes)
+    return model
+
+
+def _shifting_aligner(latent):
+    """Every frame aligned by a large fixed shift and scale (it moves the output level)."""
+    n, f = latent.shape
+    return np.full((n, f), 1.5, np.float32), np.full((n, f), 0.2, np.float32), np.ones(n, bool)
+
+
+def test_aligned_frames_keep_their_output_level(model) -> None:
+    images = blob_frames(6, seed=3, bright=0.2)
+    plain = model.infer(images, passes=1).values
+    _configured(model, align_keep_level=False)
+    moved = model.infer(images, passes=1, aligner=_shifting_aligner).values
+    _configured(model, align_keep_level=True)
+    kept = model.infer(images, passes=1, aligner=_shifting_aligner).values
+    # the alignment moves the level; kept, each frame's mean is the unaligned one's
+    assert np.abs(moved.mean(axis=(1, 2)) - plain.mean(axis=(1, 2))).min() > 0.1
+    np.testing.assert_allclose(kept.mean(axis=(1, 2)), plain.mean(axis=(1, 2)), atol=1e-3)
+    assert not np.allclose(kept, plain, atol=1e-3)  # the pattern is the aligned one
+    centred = [x - x.mean(axis=(1, 2), keepdims=True) for x in (kept, moved)]
+    np.testing.assert_allclose(centred[0], centred[1], atol=1e-4)
+    # with MC passes the shift is per frame: kept - moved is a constant map of each frame
+    mc_moved = _configured(model, align_keep_level=False).infer(images, aligner=_shifting_aligner)
+    mc_kept = _configured(model, align_keep_level=True).infer(images, aligner=_shifting_aligner)
+    delta = (mc_kept.values - mc_moved.values).reshape(len(images), -1)
+    assert float(np.ptp(delta, axis=1).max()) < 1e-3 and np.abs(delta).min() > 0.1
+    np.testing.assert_array_equal(mc_kept.sd, mc_moved.sd)  # the sd is not touched
+
+
+def test_frames_without_aligner_or_far_spacing_are_unchanged(model) -> None:
+    images = blob_frames(5, seed=4)
+    base = model.infer(images)
+    _configured(model, resample_tolerance=0.3)
+    try:
+        at = np.tile(np.asarray(model.manifest.spacing_mm, np.float64) * 1.2, (5, 1))
+        at[1] = np.nan  # unknown spacing
+        near = model.infer(images, spacing=at)
+        np.testing.assert_array_equal(near.values, base.values)
+        np.testing.assert_array_equal(near.sd, base.sd)
+        np.testing.assert_array_equal(near.latent, base.latent)
+    finally:
+        _configured(model, resample_tolerance=0.0)
+    far = model.infer(images, spacing=np.tile(np.asarray(model.manifest.spacing_mm) * 0.6, (5, 1)))
+    np.testing.assert_array_equal(far.values, base.values)  # tolerance 0: never resampled
+
+
+def test_working_shapes_round_and_clip(model) -> None:
+    spacing = np.asarray(model.manifest.spacing_mm, np.float64)
+    cells = np.stack(
+        [spacing, spacing * [0.647, 1.02], spacing * [1.0, 1.61], spacing * [0.1, 9.0]]
+    )
+    _configured(model, resample_tolerance=0.3)
+    try:
+        shapes = model.working_shapes(np.vstack([cells, [[np.nan, np.nan]]]), 5)
+    finally:
+        _configured(model, resample_tolerance=0.0)
+    assert shapes.tolist() == [[96, 64], [64, 64], [96, 104], [48, 128], [96, 64]]
+    assert model.working_shapes(cells, 4).tolist() == [[96, 64]] * 4  # tolerance 0
+
+
+def test_a_frame_of_another_spacing_runs_at_the_models(model) -> None:
+    images = blob_frames(4, seed=6)
+    spacing = np.asarray(model.manifest.spacing_mm, np.float64)
+    cells = np.tile(spacing, (4, 1))
+    cells[2:] *= [0.647, 1.0]  # two frames of a shallower field of view
+    seen = {}
+
+    def aligner(latent):
+        seen["features"] = latent.shape
+        return np.ones_like(latent), np.zeros_like(latent), np.zeros(len(latent), bool)
+
+    base = model.infer(images, passes=1)
+    _configured(model, resample_tolerance=0.3)
+    try:
+        got = model.infer(images, passes=1, spacing=cells, aligner=aligner)
+        latent = model.reference_latent(images, cells)
+    finally:
+        _configured(model, resample_tolerance=0.0)
+    assert got.values.shape == (4, 96, 64) and seen["features"] == (4, 24 * 16 * 8)
+    np.testing.assert_array_equal(got.values[:2], base.values[:2])
+    assert not np.allclose(got.values[2:], base.values[2:], atol=1e-3)
+    np.testing.assert_array_equal(latent, got.latent)
+    np.testing.assert_array_equal(latent[:2], base.latent[:2])
+    # the resampled frames are what the network gives on the resampled input, regridded
+    small = _resize(images[2:], (64, 64))
+    net = model._network
+    pad = model.inference.pad
+    x = np.pad(small, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")[..., None]
+    direct = np.asarray(net(x, training=False))[:, pad : pad + 64, pad : pad + 64, 0]
+    expected = _resize(direct, (96, 64)) * np.float32(model.manifest.scale)
+    np.testing.assert_allclose(got.values[2:], expected, atol=2e-3)
+
+
+def test_resize_is_the_readers_bilinear_regridding() -> None:
+    rng = np.random.default_rng(2)
+    maps = rng.random((3, 37, 23)).astype(np.float32)
+    ours = _resize(maps, (96, 64))
+    theirs = np.stack([to_grid(m, (96, 64)) for m in maps])
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
+    stacked = rng.random((2, 24, 16, 5)).astype(np.float32)
+    np.testing.assert_allclose(
+        _resize(stacked, (16, 16))[1, :, :, 3], to_grid(stacked[1, :, :, 3], (16, 16)), atol=1e-6
+    )
+    assert _resize(maps, (37, 23)) is not None and np.array_equal(_resize(maps, (37, 23)), maps)
