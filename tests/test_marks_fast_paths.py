@@ -1,4 +1,7 @@
-"""The fast paths of the mark finder and of the model-input fill give what the plain ones give."""
+"""The fast paths of the mark finder and of the model-input fill give what the plain ones give.
+
+(The compiled kernels against the numpy code they replaced: tests/test_imaging_kernels.py.)
+"""
 
 from __future__ import annotations
 
@@ -96,46 +99,3 @@ def test_marks_are_added_to_a_given_mask() -> None:
     assert np.array_equal(given, expected)
     with pytest.raises(ValueError, match="contiguous boolean"):
         marks.graphics_marks(box, grey_image=False, out=np.zeros((120, 280), dtype=bool)[:, ::2])
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_structures_are_the_eight_connected_components_of_the_candidates(seed: int) -> None:
-    from scipy import ndimage
-
-    rng = np.random.default_rng(seed)
-    for _ in range(200):
-        h, w = (int(v) for v in rng.integers(1, 60, 2))
-        candidates = rng.random((h, w)) < rng.uniform(0.01, 0.8)
-        index = np.flatnonzero(candidates)
-        if not len(index):
-            continue
-        owners, n = marks._components(*np.divmod(index, w), (h, w))
-        labels, expected = ndimage.label(candidates, structure=np.ones((3, 3), dtype=bool))
-        assert n == expected and owners.min() >= 1 and owners.max() == n
-        # the same partition: each structure of one is exactly one structure of the other
-        pairs = np.unique(np.stack([owners, labels.reshape(-1)[index]]), axis=1)
-        assert pairs.shape[1] == n
-
-
-@pytest.mark.parametrize("share", [0.0, 0.005, 0.019, 0.05, 0.3])
-def test_colour_marks_from_the_grey_conversions_channels_are_the_same(share: float) -> None:
-    from sswe_node.imaging.colour_bar import grey_levels
-
-    rng = np.random.default_rng(int(share * 1000))
-    for _ in range(100):
-        h, w = (int(v) for v in rng.integers(5, 80, 2))
-        frame = rng.integers(0, 256, (h + 6, w + 9, 1), dtype=np.uint8).repeat(3, axis=2)
-        coloured = rng.random(frame.shape[:2]) < share  # some a little, some far from grey
-        frame[coloured] = rng.integers(0, 256, (int(coloured.sum()), 3), dtype=np.uint8)
-        panel = frame[3 : 3 + h, 4 : 4 + w]  # a view, as the reader passes it
-        grey, unequal = marks.grey_and_unequal(panel)
-        assert np.array_equal(grey, grey_levels(panel))
-        assert np.array_equal(unequal, (panel != panel[..., :1]).any(axis=2))
-        alone = marks.graphics_marks(panel, grey_image=True, white=False)
-        given = marks.graphics_marks(panel, grey_image=True, white=False, unequal=unequal)
-        assert np.array_equal(alone, given)
-        other = rng.random((h, w)) < 0.05
-        into = marks.graphics_marks(
-            panel, grey_image=True, white=False, unequal=unequal, out=other.copy()
-        )
-        assert np.array_equal(into, alone | other)

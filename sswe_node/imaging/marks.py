@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from sswe_node.imaging.boxes import PixelBox
 
-__all__ = ["graphics_marks", "grey_and_unequal", "wedge_mask", "outside_fan", "fill_masked"]
+__all__ = ["graphics_marks", "byte_rows", "wedge_mask", "outside_fan", "fill_masked"]
 
 #: A mark is this much brighter (max of R, G, B) than the pixels two away on both sides.
 _CONTRAST = 50
@@ -51,6 +51,10 @@ _SPARSE_SHARE = 50
 #: ... white in an elastogram: up to this share of pixels with red and blue high, as long as
 #: fewer than 1 / _SPARSE_SHARE are light in all three channels (what the dense path tests).
 _SPARSE_SHARE_WHITE = 8
+#: White in an elastogram: its darkest channel (and its red and blue) at least this light.
+_WHITE = 200
+#: A grey image's pixel is coloured when its channels spread by more than this.
+_COLOUR_SPREAD = 40
 
 
 def _thin_bright(
@@ -93,7 +97,6 @@ def graphics_marks(
     grey_image: bool,
     white: bool = True,
     out: NDArray[np.bool_] | None = None,
-    unequal: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.bool_]:
     """Return where thin burned-in graphics (lines, rings, crosses, text) cover a region.
 
@@ -109,10 +112,6 @@ def graphics_marks(
         plain panel of a dual display, whose white marks are found in the elastogram panel).
     out : numpy.ndarray, optional
         ``(h, w)`` boolean C-contiguous mask to add the marks to (e.g. the other panel's).
-    unequal : numpy.ndarray, optional
-        ``(h, w)`` boolean: where the channels of 8-bit RGB ``pixels`` differ (R != G or
-        G != B), when already known (:func:`grey_and_unequal`); used for a grey image
-        looked at for colour only (``white=False``).
 
     Returns
     -------
@@ -127,14 +126,16 @@ def graphics_marks(
     rgb = pixels.ndim == 3
     out_shape = pixels.shape[:2]
     if pixels.dtype != np.uint8:
-        unequal = None  # rounded values: their channels are compared anew
         pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
-    if rgb and grey_image and not white and unequal is not None and unequal.shape == out_shape:
-        sparse = _sparse_colour_of(pixels, unequal.reshape(-1), out)
-        if sparse is not None:
-            return sparse
-    elif rgb and not (grey_image and white):
-        sparse = _sparse_marks(pixels, grey_image, out)
+    if rgb and grey_image and not white:  # colour alone: one compiled pass
+        from sswe_node.imaging.kernels import colour_marks_into
+
+        if out is None:
+            out = np.zeros(out_shape, dtype=bool)
+        colour_marks_into(*byte_rows(pixels), *out_shape, _COLOUR_SPREAD, out)
+        return out
+    if rgb and not grey_image:
+        sparse = _sparse_marks(pixels, out)
         if sparse is not None:
             return sparse
     if rgb:
@@ -148,13 +149,13 @@ def graphics_marks(
             candidates = _thin_bright(lum, _BRIGHT, contrast=_GREY_CONTRAST)
         else:
             candidates = np.zeros(lum.shape, dtype=bool)
-        coloured = (lum - low) > 40 if rgb else None  # uint8: lum >= low, no wrap
+        coloured = (lum - low) > _COLOUR_SPREAD if rgb else None  # uint8: lum >= low
     else:
         # White stands out in the darkest channel (no colour of a colour table is that
         # light). Yellow and green marks are not looked for here: the colour table holds
         # those colours too, and the rings and calipers drawn on an elastogram are drawn on
         # the plain B-mode panel as well, where any colour is a mark.
-        candidates = _thin_bright(low, 200)
+        candidates = _thin_bright(low, _WHITE)
         coloured = None
     if not candidates.any() and (coloured is None or not coloured.any()):
         return candidates if out is None else out
@@ -172,114 +173,64 @@ def graphics_marks(
 
 
 def _sparse_marks(
-    pixels: NDArray[np.uint8], grey_image: bool, out: NDArray[np.bool_] | None = None
+    pixels: NDArray[np.uint8], out: NDArray[np.bool_] | None = None
 ) -> NDArray[np.bool_] | None:
-    """Find colour marks in a grey panel, or white marks in an elastogram, on few pixels.
+    """Find white marks in an elastogram on its few candidate pixels (compiled).
 
-    Both are rare: in a grey panel only coloured graphics have unequal channels, and in an
-    elastogram only white graphics have red and blue both high. Those pixels are tested alone
-    (the same tests as the dense path); None when they are too many (e.g. a JPEG panel whose
-    channels all differ a little): the dense path then runs. The candidates are found on the
-    region's bytes in one contiguous row (fast byte comparisons), the tests and the structure
-    finding on the candidates' flat indices only (one gather of their neighbourhoods).
-    Found marks are set in ``out`` when given.
+    They are rare: in an elastogram only white graphics have red and blue both high. Those
+    pixels are tested alone (the same tests as the dense path, :func:`_thin_bright`), and
+    their structures found on them alone (:func:`_structures_sparse`), in one compiled pass
+    (:func:`sswe_node.imaging.kernels.white_thin`); None when they are too many (a large
+    light area): the dense path then runs. Found marks are set in ``out`` when given.
     """
+    from sswe_node.imaging.kernels import structures_into, white_thin
+
     h, w = pixels.shape[:2]
     n = h * w
     if n == 0:
         return np.zeros((h, w), dtype=bool) if out is None else out
-    if grey_image:
-        return _sparse_colour(pixels, out)
-    flat = np.ascontiguousarray(pixels).reshape(-1)  # R, G, B, R, G, B...
-    maybe = np.minimum(flat[0::3], flat[2::3]) >= 200  # red and blue both high
-    count = int(np.count_nonzero(maybe))
-    if count > n // _SPARSE_SHARE_WHITE:
+    count, bright, thin = white_thin(
+        *byte_rows(pixels), h, w, _WHITE, _CONTRAST, n // _SPARSE_SHARE_WHITE
+    )
+    if count < 0:
         return None
-    if out is None:
-        out = np.zeros((h, w), dtype=bool)
-    if count == 0:
-        return out
-    inner = maybe.reshape(h, w)  # the thin test needs two pixels on every side
-    inner[:2] = inner[-2:] = inner[:, :2] = inner[:, -2:] = False
-    index = np.flatnonzero(maybe)
-    at = 3 * index
-    centre = np.minimum(np.minimum(flat[at], flat[at + 1]), flat[at + 2])
-    bright = centre >= 200
-    if count > n // _SPARSE_SHARE and np.count_nonzero(bright) >= n // _SPARSE_SHARE:
+    if count > n // _SPARSE_SHARE and bright >= n // _SPARSE_SHARE:
         return None  # many light pixels: the dense path tests them all (see _thin_bright)
-    index, limit = index[bright], centre[bright].astype(np.int16) - _CONTRAST
-    # the darkest channel of the pixels two above, below, left and right of each candidate
-    at = 3 * (index[:, None] + np.array([-2 * w, 2 * w, -2, 2]))
-    low = np.minimum(np.minimum(flat[at], flat[at + 1]), flat[at + 2])
-    darker = low <= limit[:, None]
-    thin = (darker[:, 0] & darker[:, 1]) | (darker[:, 2] & darker[:, 3])
-    if not thin.any():
-        return out
-    return _structures_sparse(index[thin], (h, w), _MIN_COLOURED_MARK, out)
-
-
-def _sparse_colour(
-    pixels: NDArray[np.uint8], out: NDArray[np.bool_] | None
-) -> NDArray[np.bool_] | None:
-    """Return :func:`_sparse_marks` of a grey panel: its coloured pixels, grown by one."""
-    h, w = pixels.shape[:2]
-    n = h * w
-    flat = np.ascontiguousarray(pixels).reshape(-1)  # R, G, B, R, G, B...
-    # a pixel is grey when R == G and G == B: two neighbouring-byte tests, read per pixel
-    # as one uint16 of the test bytes (3 i, 3 i + 1) (the pair (B, next R) is not looked at)
-    unequal = np.empty(3 * n, dtype=bool)
-    np.not_equal(flat[1:], flat[:-1], out=unequal[:-1])
-    maybe = np.ndarray((n,), dtype=np.uint16, buffer=unequal, strides=(3,)) != 0
-    return _sparse_colour_of(pixels, maybe, out)
-
-
-def _sparse_colour_of(
-    pixels: NDArray[np.uint8], maybe: NDArray[np.bool_], out: NDArray[np.bool_] | None
-) -> NDArray[np.bool_] | None:
-    """Return :func:`_sparse_colour` given its pixels of unequal channels (flat ``maybe``)."""
-    h, w = pixels.shape[:2]
-    count = int(np.count_nonzero(maybe))
-    if count > (h * w) // _SPARSE_SHARE:
-        return None
     if out is None:
         out = np.zeros((h, w), dtype=bool)
-    if count == 0:
-        return out
-    index = np.flatnonzero(maybe)
-    rows, cols = np.divmod(index, w)
-    values = pixels[rows, cols]  # (m, 3)
-    coloured = (values.max(axis=1) - values.min(axis=1)) > 40  # uint8: high >= low
-    if not coloured.any():
-        return out
-    return _grow_sparse(index[coloured], (h, w), out)
-
-
-def grey_and_unequal(
-    pixels: NDArray[np.uint8],
-) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
-    """Return the grey levels of 8-bit RGB pixels and where their channels differ.
-
-    The grey levels are :func:`~sswe_node.imaging.colour_bar.grey_levels`' bit for bit,
-    from the same channel conversions, which also tell where R != G or G != B (the pixels a
-    grey panel's colour marks are looked for on, :func:`graphics_marks` ``unequal``).
-    """
-    r, g, b = (pixels[..., i].astype(np.float32) for i in range(3))
-    unequal = r != g
-    unequal |= g != b
-    return (r + g + b) * np.float32(1.0 / 3.0), unequal
-
-
-def _grow_sparse(
-    index: NDArray[np.intp], shape: tuple[int, int], out: NDArray[np.bool_] | None = None
-) -> NDArray[np.bool_]:
-    """Set the pixels at flat ``index`` and their eight neighbours (as :func:`_grow` by 1, 1)."""
-    h, w = shape
-    if out is None:
-        out = np.zeros(shape, dtype=bool)
-    rows, cols = np.divmod(index, w)
-    rr, cc = _square_steps(h, 3)[rows] * w, _square_steps(w, 3)[cols]  # (m, 3), clipped
-    out.reshape(-1)[(rr[:, :, None] + cc[:, None, :]).ravel()] = True
+    if len(thin):
+        structures_into(thin, h, w, _MIN_COLOURED_MARK, out)
     return out
+
+
+def byte_rows(pixels: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], int]:
+    """Return 8-bit RGB pixels as rows of bytes for :mod:`sswe_node.imaging.kernels`.
+
+    Parameters
+    ----------
+    pixels : numpy.ndarray
+        ``(h, w, 3)`` uint8, e.g. a region of a frame (a view: not copied when each row is
+        contiguous).
+
+    Returns
+    -------
+    flat : numpy.ndarray
+        Read-only 1-D uint8: pixel ``(r, c)``'s R, G, B at ``r * stride + 3 * c`` (+ 1, + 2).
+    stride : int
+        Bytes from one row to the next.
+    """
+    h, w = pixels.shape[:2]
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"expected (h, w, 3) uint8 pixels, got {pixels.dtype} {pixels.shape}")
+    if h == 0 or w == 0:
+        return np.zeros(0, dtype=np.uint8), 3 * w
+    stride = pixels.strides[0]
+    if pixels.strides[1:] != (3, 1) or stride < 3 * w:
+        pixels = np.ascontiguousarray(pixels)
+        stride = 3 * w
+    size = (h - 1) * stride + 3 * w
+    flat = np.lib.stride_tricks.as_strided(pixels, (size,), (1,), writeable=False)
+    return flat, stride
 
 
 def _same_level_blocks(marks: NDArray[np.bool_], lum: NDArray[np.uint8]) -> NDArray[np.bool_]:
@@ -334,87 +285,21 @@ def _structures_sparse(
 ) -> NDArray[np.bool_]:
     """Keep the candidate structures (pixels at sorted flat ``index``) that are graphics.
 
-    A structure counts when it is large (``min_size`` pixels) or when it is one of a row of
-    at least three small ones a few pixels apart (the characters of a text). (A flat level
+    A structure (8-connected) counts when it is large (``min_size`` pixels) or when it is
+    one of a row of at least three small ones a few pixels apart (the characters of a text:
+    glyph-sized structures within 8 columns of each other in overlapping rows). (A flat level
     does not tell graphics: clipped speckle is flat at 255 too.) Worked on the candidate
-    pixels only (sparse), so speckle costs little. They are set in ``out`` when given.
+    pixels only (sparse, compiled: :func:`sswe_node.imaging.kernels.structures_into`), so
+    speckle costs little. The kept structures, grown by one pixel over their anti-aliased
+    edges, are set in ``out`` when given.
     """
-    rows, cols = np.divmod(index, shape[1])
-    owners, n = _components(rows, cols, shape)
-    sizes = np.bincount(owners, minlength=n + 1)  # no candidate is in the background (0)
-    keep = sizes >= min_size
-    if ((sizes >= 4) & ~keep).any():
-        # characters: small structures and the glyph-sized ones kept already
-        glyph = (sizes >= 4) & (sizes <= 120)
-        chars = int(np.count_nonzero(glyph))
-        if 3 <= chars <= 2000:
-            of_char = glyph[owners]
-            keep |= _text_rows(rows[of_char], cols[of_char], owners[of_char], glyph)
-    kept = index[keep[owners]]
-    if not len(kept):
-        return np.zeros(shape, dtype=bool) if out is None else out
-    return _grow_sparse(kept, shape, out)  # anti-aliased edges, on the kept pixels only
+    from sswe_node.imaging.kernels import structures_into
 
-
-def _components(
-    rows: NDArray[np.intp], cols: NDArray[np.intp], shape: tuple[int, int]
-) -> tuple[NDArray[np.int32], int]:
-    """Return the 8-connected structure (1..n) of each candidate pixel, and n.
-
-    Labelled on the candidates' rows and columns only: every run of rows (columns) without
-    a candidate shrinks to one, which keeps exactly which pixels touch (neighbours stay
-    neighbours, pixels two or more apart stay at least two apart) on a far smaller image.
-    """
-    row_at, n_rows = _squeezed(rows, shape[0])
-    col_at, n_cols = _squeezed(cols, shape[1])
-    at = (row_at[rows], col_at[cols])
-    small = np.zeros((n_rows, n_cols), dtype=bool)
-    small[at] = True
-    labels, n = ndimage.label(small, structure=_EIGHT)
-    return labels[at], int(n)
-
-
-def _squeezed(coords: NDArray[np.intp], size: int) -> tuple[NDArray[np.intp], int]:
-    """Map 0..size-1 so that each run of coordinates holding no candidate becomes one."""
-    kept = np.zeros(size + 1, dtype=bool)
-    kept[coords] = True
-    kept[coords + 1] = True  # the first empty one after a used one separates the next
-    kept[0] = True
-    position = np.cumsum(kept[:size]) - 1
-    return position, int(position[-1]) + 1
-
-
-def _text_rows(
-    rows: NDArray[np.intp],
-    cols: NDArray[np.intp],
-    owners: NDArray[np.int32],
-    glyph: NDArray[np.bool_],
-) -> NDArray[np.bool_]:
-    """Return which structures line up as text: >= 3 characters within 8 pixels along a row.
-
-    ``rows``, ``cols`` and ``owners`` are the pixels of the characters (``glyph``: the
-    structures of glyph size, by label); the result is indexed by label like ``glyph``.
-    """
-    # bounding boxes from the characters' pixels (sparse, no image scan)
-    n = len(glyph)
-    t = np.full(n, rows.max(initial=0) + 1)
-    b = np.full(n, -1)
-    lft = np.full(n, cols.max(initial=0) + 1)
-    r = np.full(n, -1)
-    np.minimum.at(t, owners, rows)
-    np.maximum.at(b, owners, rows)
-    np.minimum.at(lft, owners, cols)
-    np.maximum.at(r, owners, cols)
-    chars = np.flatnonzero(glyph)
-    t, b, lft, r = t[chars], b[chars], lft[chars], r[chars]
-    same_row = (t[:, None] <= b[None, :] + 1) & (t[None, :] <= b[:, None] + 1)
-    gap = np.maximum(lft[None, :] - r[:, None], lft[:, None] - r[None, :])
-    near = same_row & (gap <= 8)  # includes itself
-    # a character between two others, and the characters next to such a one
-    core = near.sum(axis=1) >= 3
-    texty = np.zeros(n, dtype=bool)
-    texty[chars] = core | (near & core[None, :]).any(axis=1)
-    return texty
+    if out is None:
+        out = np.zeros(shape, dtype=bool)
+    if len(index):
+        structures_into(np.asarray(index, dtype=np.intp), shape[0], shape[1], min_size, out)
+    return out
 
 
 def wedge_mask(grey: NDArray[np.floating], boxes: tuple[PixelBox, ...] = ()) -> NDArray[np.bool_]:

@@ -32,13 +32,7 @@ from sswe_node.imaging.elastogram import (
 from sswe_node.imaging.frame_layout import FrameLayout, Layout
 from sswe_node.imaging.grid import from_grid, grid_spacing_mm, to_grid, touched_cells
 from sswe_node.imaging.layout import analyse_layout
-from sswe_node.imaging.marks import (
-    fill_masked,
-    graphics_marks,
-    grey_and_unequal,
-    outside_fan,
-    wedge_mask,
-)
+from sswe_node.imaging.marks import fill_masked, graphics_marks, outside_fan, wedge_mask
 from sswe_node.imaging.pixels import (
     LAZY_PIXEL_BYTES,
     check_ultrasound,
@@ -261,18 +255,11 @@ def read_instance(
     for index, frame in zip(indices, decode_frames_native(ds, indices), strict=True):
         try:
             found = analyse_layout(frame, regions, pixel_spacing_mm=pixel_spacing)
-            plain = frame[found.roi.slices]
-            unequal = None
-            if find_marks and found.overlay_roi is not None and _rgb8(plain):
-                # the grey conversion's channels also tell the mark finder where colour is
-                bmode, unequal = grey_and_unequal(plain)
-            else:
-                bmode = grey_levels(plain)
             reading = _read_frame(
-                ds, index, frame, found, setting, quantity, opacity, decode, read_labels, bmode
+                ds, index, frame, found, setting, quantity, opacity, decode, read_labels
             )
             if find_marks:
-                _find_marks(reading, frame, regions, unequal)
+                _find_marks(reading, frame, regions)
             reading.grid = (int(grid[0]), int(grid[1]))
             readings.append(reading)
         except (UnsupportedLayoutError, ElastogramDecodeError, ScaleMismatchError) as exc:
@@ -293,12 +280,11 @@ def _read_frame(
     opacity: float | None,
     decode: bool,
     read_labels: bool,
-    bmode: NDArray[np.float32],
 ) -> FrameReading:
     reading = FrameReading(
         frame=index,
         layout=found.layout,
-        bmode=np.ascontiguousarray(bmode, dtype=np.float32),
+        bmode=np.ascontiguousarray(grey_levels(frame[found.roi.slices]), dtype=np.float32),
         roi=found.roi,
         panel=found.panel,
         overlay_roi=found.overlay_roi,
@@ -347,20 +333,8 @@ def _read_frame(
     return reading
 
 
-def _rgb8(pixels: NDArray[np.floating]) -> bool:
-    return pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype == np.uint8
-
-
-def _find_marks(
-    reading: FrameReading,
-    frame: NDArray[np.floating],
-    regions: list[Region],
-    unequal: NDArray[np.bool_] | None = None,
-) -> None:
-    """Find burned-in marks and the outside of a fan; take them out of the labels.
-
-    ``unequal``: where the ROI's channels differ, when known (:func:`grey_and_unequal`).
-    """
+def _find_marks(reading: FrameReading, frame: NDArray[np.floating], regions: list[Region]) -> None:
+    """Find burned-in marks and the outside of a fan; take them out of the labels."""
     roi = reading.roi
     pixels = frame[roi.slices]
     wedges = tuple(r.box.shifted(-roi.top, -roi.left) for r in regions if r.data_type == GREY_BAR)
@@ -368,7 +342,7 @@ def _find_marks(
     # A dual display draws its rings, calipers and crosses on both panels: white ones are
     # found in the elastogram panel (white stands out of every colour, and few pixels are
     # that light there), coloured ones in the plain panel (any colour in a grey image).
-    marks = graphics_marks(pixels, grey_image=True, white=not dual, unequal=unequal)
+    marks = graphics_marks(pixels, grey_image=True, white=not dual)
     if reading.layout is Layout.BMODE or wedges:  # a dual's ROI is the SWE box's copy
         marks |= wedge_mask(reading.bmode, wedges)
     if dual:

@@ -1,0 +1,288 @@
+"""Compiled single-pass kernels of the burned-in mark finder (numba).
+
+Each kernel fuses what the numpy code of :mod:`sswe_node.imaging.marks` did in several passes
+over a region and over its candidate pixels: the white-mark candidate test of an elastogram
+with its thin-line test, the colour test of a grey panel with the growth of its marks, and
+the structure finding (8-connected components, sizes, rows of characters, growth) on the
+candidates. A row is looked at pixel by pixel only when a vectorised reduction over its bytes
+says it may hold a candidate. Results are bit-identical to the numpy code they replace
+(tests/test_imaging_kernels.py compares both on random inputs and on the simulator's
+captures): the same integer tests in the same order.
+
+Regions are passed as rows of bytes: ``flat`` holds pixel ``(r, c)``'s R, G, B at
+``r * stride + 3 * c`` (+ 1, + 2), e.g. a view of an RGB frame
+(:func:`sswe_node.imaging.marks.byte_rows`).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["white_thin", "colour_marks_into", "structures_into"]
+
+#: Pixels per block of a candidate row tested with one reduction before pixel by pixel.
+_BLOCK = 32
+
+
+@numba.njit(cache=True, nogil=True)
+def _max_low_red_blue(row: NDArray[np.uint8]) -> int:
+    """Return the greatest ``min(R, B)`` of a run of RGB bytes."""
+    most = np.uint8(0)
+    for i in range(row.size // 3):
+        most = max(most, min(row[3 * i], row[3 * i + 2]))
+    return int(most)
+
+
+@numba.njit(cache=True, nogil=True)
+def _max_spread(row: NDArray[np.uint8]) -> int:
+    """Return the greatest ``max(R, G, B) - min(R, G, B)`` of a run of RGB bytes."""
+    most = np.uint8(0)
+    for i in range(row.size // 3):
+        r, g, b = row[3 * i], row[3 * i + 1], row[3 * i + 2]
+        # uint8 throughout (max >= min: no wrap), so that the loop vectorises on bytes
+        most = max(most, np.uint8(max(max(r, g), b) - min(min(r, g), b)))
+    return int(most)
+
+
+@numba.njit(cache=True, nogil=True)
+def _low(flat: NDArray[np.uint8], at: int) -> int:
+    return int(min(min(flat[at], flat[at + 1]), flat[at + 2]))
+
+
+@numba.njit(cache=True, nogil=True)
+def white_thin(
+    flat: NDArray[np.uint8], stride: int, h: int, w: int, level: int, contrast: int, most: int
+) -> tuple[int, int, NDArray[np.intp]]:
+    """Find the thin white pixels of an elastogram region (``marks._sparse_marks``' tests).
+
+    A candidate has red and blue both at least ``level``. A candidate two pixels or more
+    from every edge is bright when its darkest channel is at least ``level`` too, and thin
+    when the darkest channel of both pixels two rows away, or of both pixels two columns
+    away, is at most that darkest channel less ``contrast``.
+
+    Returns
+    -------
+    count : int
+        Candidates in the whole region; -1 as soon as they are more than ``most`` (nothing
+        else is then returned).
+    bright : int
+        Bright candidates.
+    thin : numpy.ndarray
+        The flat indices (``r * w + c``, ascending) of the thin bright candidates.
+    """
+    found = np.empty(max(most, 0) + 1, dtype=np.intp)
+    count = bright = k = 0
+    for r in range(h):
+        base = r * stride
+        if _max_low_red_blue(flat[base : base + 3 * w]) < level:
+            continue
+        inner_row = 2 <= r < h - 2
+        for c0 in range(0, w, _BLOCK):
+            c1 = min(c0 + _BLOCK, w)
+            if _max_low_red_blue(flat[base + 3 * c0 : base + 3 * c1]) < level:
+                continue
+            for c in range(c0, c1):
+                at = base + 3 * c
+                if flat[at] < level or flat[at + 2] < level:
+                    continue
+                count += 1
+                if count > most:
+                    return -1, bright, found[:0]
+                if not (inner_row and 2 <= c < w - 2):
+                    continue
+                centre = _low(flat, at)
+                if centre < level:
+                    continue
+                bright += 1
+                limit = centre - contrast
+                thin = _low(flat, at - 2 * stride) <= limit and _low(flat, at + 2 * stride) <= limit
+                if not thin:
+                    thin = _low(flat, at - 6) <= limit and _low(flat, at + 6) <= limit
+                if thin:
+                    found[k] = r * w + c
+                    k += 1
+    return count, bright, found[:k]
+
+
+@numba.njit(cache=True, nogil=True)
+def colour_marks_into(
+    flat: NDArray[np.uint8], stride: int, h: int, w: int, spread: int, out: NDArray[np.bool_]
+) -> int:
+    """Set the pixels whose channels spread by more than ``spread``, and their 8 neighbours.
+
+    ``out`` is ``(h, w)`` boolean; returns how many such (coloured) pixels there are.
+    """
+    found = 0
+    for r in range(h):
+        base = r * stride
+        if _max_spread(flat[base : base + 3 * w]) <= spread:
+            continue
+        for c0 in range(0, w, _BLOCK):
+            c1 = min(c0 + _BLOCK, w)
+            if _max_spread(flat[base + 3 * c0 : base + 3 * c1]) <= spread:
+                continue
+            for c in range(c0, c1):
+                at = base + 3 * c
+                red, green, blue = flat[at], flat[at + 1], flat[at + 2]
+                if max(max(red, green), blue) - min(min(red, green), blue) <= spread:
+                    continue
+                found += 1
+                for rr in range(max(r - 1, 0), min(r + 2, h)):
+                    for cc in range(max(c - 1, 0), min(c + 2, w)):
+                        out[rr, cc] = True
+    return found
+
+
+@numba.njit(cache=True, nogil=True)
+def _root(parent: NDArray[np.intp], i: int) -> int:
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+@numba.njit(cache=True, nogil=True)
+def _join(parent: NDArray[np.intp], i: int, j: int) -> None:
+    a, b = _root(parent, i), _root(parent, j)
+    if a < b:
+        parent[b] = a
+    elif b < a:
+        parent[a] = b
+
+
+@numba.njit(cache=True, nogil=True)
+def components(index: NDArray[np.intp], w: int) -> tuple[NDArray[np.intp], int]:
+    """Return the 8-connected structure (1..n, numbered by first pixel) of each pixel, and n.
+
+    ``index``: ascending flat indices ``r * w + c`` of the pixels.
+    """
+    m = index.size
+    parent = np.arange(m)
+    up = 0  # first pixel that may be above-left of pixel i or later
+    for i in range(m):
+        r, c = divmod(index[i], w)
+        if i > 0 and index[i - 1] == index[i] - 1 and c > 0:
+            _join(parent, i, i - 1)
+        while up < i and index[up] < index[i] - w - 1:
+            up += 1
+        j = up
+        while j < i and index[j] <= index[i] - w + 1:
+            rj, cj = divmod(index[j], w)
+            if rj == r - 1 and abs(cj - c) <= 1:
+                _join(parent, i, j)
+            j += 1
+    owners = np.empty(m, dtype=np.intp)
+    label = np.zeros(m, dtype=np.intp)
+    n = 0
+    for i in range(m):
+        root = _root(parent, i)
+        if label[root] == 0:
+            n += 1
+            label[root] = n
+        owners[i] = label[root]
+    return owners, n
+
+
+@numba.njit(cache=True, nogil=True)
+def structures_into(
+    index: NDArray[np.intp], h: int, w: int, min_size: int, out: NDArray[np.bool_]
+) -> int:
+    """Set the candidate structures that are graphics, grown by one pixel, in ``out``.
+
+    ``marks._structures_sparse``' rule on the pixels at ascending flat ``index``: a structure
+    counts when it has ``min_size`` pixels, or when small structures remain and it is one of
+    a row of characters: of the 3-2000 glyph-sized structures (4-120 pixels), those with at
+    least two others (or themselves with one) within 8 columns in overlapping rows (one row
+    apart at most), and their neighbours of that kind. Returns how many pixels were kept.
+    """
+    m = index.size
+    if m == 0:
+        return 0
+    owners, n = components(index, w)
+    sizes = np.zeros(n + 1, dtype=np.intp)
+    for i in range(m):
+        sizes[owners[i]] += 1
+    keep = np.zeros(n + 1, dtype=np.bool_)
+    small = False
+    for s in range(n + 1):
+        keep[s] = sizes[s] >= min_size
+        small = small or (sizes[s] >= 4 and not keep[s])
+    if small:
+        _keep_text_rows(index, w, owners, sizes, keep)
+    kept = 0
+    for i in range(m):
+        if not keep[owners[i]]:
+            continue
+        kept += 1
+        r, c = divmod(index[i], w)
+        for rr in range(max(r - 1, 0), min(r + 2, h)):
+            for cc in range(max(c - 1, 0), min(c + 2, w)):
+                out[rr, cc] = True
+    return kept
+
+
+@numba.njit(cache=True, nogil=True)
+def _keep_text_rows(
+    index: NDArray[np.intp],
+    w: int,
+    owners: NDArray[np.intp],
+    sizes: NDArray[np.intp],
+    keep: NDArray[np.bool_],
+) -> None:
+    """Add to ``keep`` the glyph-sized structures that line up as text (``marks._text_rows``)."""
+    n = sizes.size
+    slot = np.full(n, -1, dtype=np.intp)  # the character number of each glyph structure
+    chars = 0
+    for s in range(n):
+        if 4 <= sizes[s] <= 120:
+            slot[s] = chars
+            chars += 1
+    if not 3 <= chars <= 2000:
+        return
+    big = 1 << 62
+    top = np.full(chars, big, dtype=np.intp)
+    bottom = np.full(chars, -1, dtype=np.intp)
+    left = np.full(chars, big, dtype=np.intp)
+    right = np.full(chars, -1, dtype=np.intp)
+    for i in range(index.size):
+        k = slot[owners[i]]
+        if k < 0:
+            continue
+        r, c = divmod(index[i], w)
+        top[k] = min(top[k], r)
+        bottom[k] = max(bottom[k], r)
+        left[k] = min(left[k], c)
+        right[k] = max(right[k], c)
+    core = np.zeros(chars, dtype=np.bool_)
+    for a in range(chars):
+        near = 0
+        for b in range(chars):
+            if _near(top, bottom, left, right, a, b):
+                near += 1
+        core[a] = near >= 3
+    for s in range(n):
+        a = slot[s]
+        if a < 0:
+            continue
+        texty = core[a]
+        b = 0
+        while not texty and b < chars:
+            texty = core[b] and _near(top, bottom, left, right, a, b)
+            b += 1
+        keep[s] = keep[s] or texty
+
+
+@numba.njit(cache=True, nogil=True)
+def _near(
+    top: NDArray[np.intp],
+    bottom: NDArray[np.intp],
+    left: NDArray[np.intp],
+    right: NDArray[np.intp],
+    a: int,
+    b: int,
+) -> bool:
+    same_row = top[a] <= bottom[b] + 1 and top[b] <= bottom[a] + 1
+    gap = max(left[b] - right[a], left[a] - right[b])
+    return same_row and gap <= 8
