@@ -69,7 +69,7 @@ def test_map_geometry_is_derived_without_touching_the_source(make_us_source) -> 
     again = build_parametric_map(source, values, roi=Box(0, 0, 20, 30), model=model)
     assert pm.FrameOfReferenceUID == again.FrameOfReferenceUID  # one per source instance
     assert pm.StudyInstanceUID == source_study_uid(source)  # derived, stable
-    assert pm.PatientID is None and pm.PatientName is None
+    assert "PatientID" in pm and not pm.PatientID and not pm.PatientName  # Type 2: empty
     groups = pm.SharedFunctionalGroupsSequence[0]
     assert [float(v) for v in groups.PixelMeasuresSequence[0].PixelSpacing] == [0.2, 0.3]
     position = pm.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0]

@@ -18,13 +18,16 @@ from collections.abc import Callable, Hashable
 from functools import lru_cache
 from typing import NamedTuple
 
+from pydicom.charset import convert_encodings
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from sswe_node import __version__
+from sswe_node.outputs import encoded
 from sswe_node.outputs.derived import (
     MANUFACTURER,
     ModelInfo,
@@ -33,6 +36,7 @@ from sswe_node.outputs.derived import (
     mark_source,
     series_description,
 )
+from sswe_node.outputs.encoded import raw_elements
 from sswe_node.outputs.geometry import is_multiframe
 from sswe_node.outputs.labels import WARNING
 from sswe_node.outputs.numbering import derived_instance_number, derived_series_number
@@ -289,14 +293,14 @@ def _study_key(source: Dataset) -> Hashable | None:
 
 
 class _StudyTemplates:
-    """The pickled headers of recent (model, kind, study) keys, least recently used out."""
+    """The headers of recent (model, kind, study) keys, least recently used out."""
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._items: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._items: OrderedDict[Hashable, RawHeader] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable) -> bytes | None:
+    def get(self, key: Hashable) -> RawHeader | None:
         with self._lock:
             data = self._items.get(key)
             if data is not None:
@@ -306,7 +310,7 @@ class _StudyTemplates:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, key: Hashable, data: bytes) -> None:
+    def put(self, key: Hashable, data: RawHeader) -> None:
         with self._lock:
             self._items[key] = data
             while len(self._items) > self._size:
@@ -331,26 +335,67 @@ def _write_study_level(ds: Dataset, source: Dataset) -> None:
     mark_source(ds, source)
 
 
+class RawHeader(NamedTuple):
+    """A derived object's header written once per model, kind and study, as raw elements."""
+
+    elements: dict
+    meta: dict
+    character_set: str | list[str] | None
+    derivation: str
+    comments: str
+
+
 def _header(
     source: Dataset, model: ModelKey, sop_class_uid: str, kind: str, fixed: Fixed | None
-) -> Dataset:
-    """Return a new derived object with every attribute but the instance's own.
+) -> RawHeader:
+    """Return the header of a derived object with every attribute but the instance's own.
 
     The model-level attributes are written once per model and kind, the study-level ones
-    once per study (same patient, study and equipment attributes); both are then copied by
-    unpickling, far cheaper than setting them again.
+    once per study (same patient, study and equipment attributes), and encoded once: each
+    object copies the raw elements, far cheaper than setting them again.
     """
     study = _study_key(source)
     key = None if study is None else (model, sop_class_uid, kind, fixed, study)
     if key is not None:
-        data = _STUDY_TEMPLATES.get(key)
-        if data is not None:
-            return pickle.loads(data)
+        header = _STUDY_TEMPLATES.get(key)
+        if header is not None:
+            return header
     ds = pickle.loads(_template(model, sop_class_uid, kind, fixed))
     _write_study_level(ds, source)
+    charset = ds.get("SpecificCharacterSet")
+    charset = (
+        None
+        if not charset
+        else (list(charset) if isinstance(charset, MultiValue) else str(charset))
+    )
+    encodings = convert_encodings(charset) if charset else None
+    header = RawHeader(
+        raw_elements(ds, encodings), raw_elements(ds.file_meta), charset,
+        str(ds.DerivationDescription), str(ds.ImageComments),
+    )  # fmt: skip
     if key is not None:
-        _STUDY_TEMPLATES.put(key, pickle.dumps(ds, protocol=pickle.HIGHEST_PROTOCOL))
-    return ds
+        _STUDY_TEMPLATES.put(key, header)
+    return header
+
+
+def reference_item(source: Dataset, frame: int, *, spatial: bool = False) -> bytes:
+    """Return the encoded :func:`source_reference` item (with Spatial Locations Preserved NO)."""
+    parts = {
+        0x00081150: encoded.encode(0x00081150, "UI", str(source.SOPClassUID)),
+        0x00081155: encoded.encode(0x00081155, "UI", str(source.SOPInstanceUID)),
+        0x0040A170: _purpose_of_reference(),
+    }
+    if is_multiframe(source):
+        parts[0x00081160] = encoded.encode(0x00081160, "IS", str(frame + 1))
+    if spatial:
+        parts[0x0028135A] = encoded.encode(0x0028135A, "CS", "NO")
+    return encoded.item(parts)
+
+
+@lru_cache(maxsize=1)
+def _purpose_of_reference() -> bytes:
+    code = code_item(SOURCE_FOR_PROCESSING)
+    return encoded.sequence(0x0040A170, [encoded.item(encoded.encoded_elements(code))])
 
 
 def model_key(model: ModelInfo) -> ModelKey:
@@ -402,15 +447,23 @@ def new_derived(
     now = datetime.datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
 
-    ds = _header(source, model_key(model), str(sop_class_uid), kind, fixed)
-    ds.file_meta.MediaStorageSOPInstanceUID = uid
-    ds.SOPInstanceUID = uid
-    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
-    ds.ContentDate, ds.ContentTime = date, time
-    ds.StudyInstanceUID = source_study_uid(source)
-
-    ds.SeriesInstanceUID = derived_series_uid(source, model.name, model.version, kind)
-    ds.SeriesNumber = derived_series_number(source, kind)
-    ds.InstanceNumber = derived_instance_number(source, frame)
-    fill_reference(ds.SourceImageSequence[0], source, frame)
+    header = _header(source, model_key(model), str(sop_class_uid), kind, fixed)
+    elements = dict(header.elements)
+    for tag, vr, value in (
+        (0x00080012, "DA", date),
+        (0x00080013, "TM", time),
+        (0x00080018, "UI", uid),
+        (0x00080023, "DA", date),
+        (0x00080033, "TM", time),
+        (0x0020000D, "UI", source_study_uid(source)),
+        (0x0020000E, "UI", derived_series_uid(source, model.name, model.version, kind)),
+        (0x00200011, "IS", str(derived_series_number(source, kind))),
+        (0x00200013, "IS", str(derived_instance_number(source, frame))),
+    ):
+        elements[Tag(tag)] = encoded.raw(tag, vr, encoded.value_bytes(vr, value))
+    elements[Tag(0x00082112)] = encoded.raw(0x00082112, "SQ", reference_item(source, frame))
+    meta = dict(header.meta)
+    meta[Tag(0x00020003)] = encoded.raw(0x00020003, "UI", encoded.value_bytes("UI", uid))
+    ds = encoded.raw_dataset(elements, header.character_set)
+    ds.file_meta = encoded.raw_file_meta(meta)
     return ds

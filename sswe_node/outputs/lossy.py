@@ -11,9 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 from pydicom.valuerep import DSfloat
 
-__all__ = ["LossyHistory", "LOSSY_TRANSFER_SYNTAXES", "lossy_history", "mark_lossy"]
+from sswe_node.outputs.encoded import decimal, raw, value_bytes
+
+__all__ = [
+    "LossyHistory",
+    "LOSSY_TRANSFER_SYNTAXES",
+    "lossy_elements",
+    "lossy_history",
+    "mark_lossy",
+]
 
 #: Lossy transfer syntaxes and the Lossy Image Compression Method term of each (PS3.3
 #: C.7.6.1.1.5.1).
@@ -137,3 +146,13 @@ def mark_lossy(derived: Dataset, source: Dataset) -> None:
     if history.ratios:
         derived.LossyImageCompressionRatio = [DSfloat(r, auto_format=True) for r in history.ratios]
         derived.LossyImageCompressionMethod = list(history.methods)
+
+
+def lossy_elements(source: Dataset) -> dict:
+    """Return what :func:`mark_lossy` writes, as raw elements ``{tag: RawDataElement}``."""
+    history = lossy_history(source)
+    values: list[tuple[int, str, object]] = [(0x00282110, "CS", "00" if history is None else "01")]
+    if history is not None and history.ratios:
+        values.append((0x00282112, "DS", [decimal(r) for r in history.ratios]))
+        values.append((0x00282114, "CS", list(history.methods)))
+    return {Tag(tag): raw(tag, vr, value_bytes(vr, value)) for tag, vr, value in values}

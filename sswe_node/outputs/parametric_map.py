@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 from pydicom.valuerep import DSfloat
 
+from sswe_node.outputs import encoded
 from sswe_node.outputs.derived import ModelInfo, scale_description
 from sswe_node.outputs.geometry import (
     COLUMN_DIRECTION,
@@ -21,13 +26,14 @@ from sswe_node.outputs.header import (
     Code,
     ModelKey,
     code_item,
-    fill_reference,
     item,
+    model_key,
     new_derived,
+    reference_item,
     reference_placeholder,
 )
 from sswe_node.outputs.labels import UCUM_MEANINGS, WARNING, quantity_name
-from sswe_node.outputs.lossy import mark_lossy
+from sswe_node.outputs.lossy import lossy_elements
 from sswe_node.outputs.uids import derived_uid, frame_of_reference_uid, source_series_uid
 
 __all__ = [
@@ -229,41 +235,148 @@ def _set_range(mapping: Dataset, value_range: tuple[float, float]) -> None:
     mapping.DoubleFloatRealWorldValueFirstValueMapped = value_range[0]
 
 
-def _fill(
-    pm: Dataset,
+_LAST_MAPPED = 0x00409213
+_FIRST_MAPPED = 0x00409214
+_ORGANISATION = 0x00209164
+_DERIVATION_IMAGE_SEQUENCE = 0x00089124
+_SOURCE_IMAGE_SEQUENCE = 0x00082112
+_DERIVATION_CODE_SEQUENCE = 0x00089215
+_PIXEL_MEASURES_SEQUENCE = 0x00289110
+_FRAME_VOI_LUT_SEQUENCE = 0x00289132
+_PLANE_POSITION = 0x00209113
+_MAPPING = 0x00409096
+
+
+class _Parts(NamedTuple):
+    """The encoded elements of a map's sequences that do not change from one map to the next."""
+
+    shared: dict[int, bytes]
+    pixel_measures: dict[int, bytes]
+    mappings: tuple[dict[int, bytes], dict[int, bytes]]
+    dimensions: tuple[dict[int, bytes], ...]
+    frames: tuple[dict[int, bytes], ...]
+    derivation_code: bytes
+
+
+@lru_cache(maxsize=16)
+def _parts(model: ModelKey, with_sd: bool) -> _Parts:
+    """Encode the fixed parts of the sequences :func:`_structure` lays out (once per model)."""
+    pm = Dataset()
+    _structure(pm, model, with_sd)
+    shared = pm.SharedFunctionalGroupsSequence[0]
+    frames = pm.PerFrameFunctionalGroupsSequence
+    derivation = frames[0].DerivationImageSequence[0]
+    return _Parts(
+        shared=encoded.encoded_elements(shared),
+        pixel_measures=encoded.encoded_elements(shared.PixelMeasuresSequence[0]),
+        mappings=(
+            encoded.encoded_elements(_value_mapping(model, (0.0, 1.0))),
+            encoded.encoded_elements(_value_mapping(model, (0.0, 1.0), sd=True)),
+        ),
+        dimensions=tuple(encoded.encoded_elements(d) for d in pm.DimensionIndexSequence),
+        frames=tuple(encoded.encoded_elements(groups) for groups in frames),
+        derivation_code=encoded.encoded_elements(derivation)[_DERIVATION_CODE_SEQUENCE],
+    )
+
+
+def _mapping(parts: dict[int, bytes], value_range: tuple[float, float]) -> bytes:
+    """Return the encoded Real World Value Mapping Sequence of one range."""
+    values = {
+        **parts,
+        _LAST_MAPPED: encoded.encode(_LAST_MAPPED, "FD", float(value_range[1])),
+        _FIRST_MAPPED: encoded.encode(_FIRST_MAPPED, "FD", float(value_range[0])),
+    }
+    return encoded.sequence(_MAPPING, [encoded.item(values)])
+
+
+def _decimal_string(tag: int, values: tuple[float, ...]) -> bytes:
+    return encoded.encode(tag, "DS", [encoded.decimal(v) for v in values])
+
+
+def _sequences(
+    pm_series_uid: str,
     source: Dataset,
     frame: int,
+    model: ModelKey,
     *,
     spacing: tuple[float, float],
     scale: tuple[float, float],
     position: tuple[float, float, float],
     ranges: tuple[tuple[float, float], ...],
-) -> None:
-    """Write the values of one map into the structure of :func:`_structure`."""
-    series = pm.ReferencedSeriesSequence[0]
-    instance = series.ReferencedInstanceSequence[0]
-    instance.ReferencedSOPClassUID = source.SOPClassUID
-    instance.ReferencedSOPInstanceUID = source.SOPInstanceUID
-    series.SeriesInstanceUID = source_series_uid(source)
-    organisation = derived_uid(pm.SeriesInstanceUID, "dimension-organization")
-    pm.DimensionOrganizationSequence[0].DimensionOrganizationUID = organisation
-    for dimension in pm.DimensionIndexSequence:
-        dimension.DimensionOrganizationUID = organisation
-    shared = pm.SharedFunctionalGroupsSequence[0]
-    shared.PixelMeasuresSequence[0].PixelSpacing = _decimals(spacing)
+) -> dict:
+    """Return the map's sequences for one source frame, as raw elements (see :func:`_structure`)."""
+    parts = _parts(model, len(ranges) > 1)
+    sop_class, sop_instance = str(source.SOPClassUID), str(source.SOPInstanceUID)
+    instance = encoded.item(
+        {
+            0x00081150: encoded.encode(0x00081150, "UI", sop_class),
+            0x00081155: encoded.encode(0x00081155, "UI", sop_instance),
+        }
+    )
+    series = encoded.item(
+        {
+            0x0008114A: encoded.sequence(0x0008114A, [instance]),
+            0x0020000E: encoded.encode(0x0020000E, "UI", source_series_uid(source)),
+        }
+    )
+    organisation = derived_uid(pm_series_uid, "dimension-organization")
+    organised = encoded.encode(_ORGANISATION, "UI", organisation)
     low, high = scale
-    voi = shared.FrameVOILUTSequence[0]
-    voi.WindowCenter = _decimals(((low + high) / 2,))[0]
-    voi.WindowWidth = _decimals((high - low,))[0]
-    frames = pm.PerFrameFunctionalGroupsSequence
-    if "RealWorldValueMappingSequence" in shared:
-        _set_range(shared.RealWorldValueMappingSequence[0], ranges[0])
-    else:
-        for groups, value_range in zip(frames, ranges, strict=True):
-            _set_range(groups.RealWorldValueMappingSequence[0], value_range)
-    for groups in frames:
-        fill_reference(groups.DerivationImageSequence[0].SourceImageSequence[0], source, frame)
-        groups.PlanePositionSequence[0].ImagePositionPatient = _decimals(position)
+    shared = {
+        **parts.shared,
+        _PIXEL_MEASURES_SEQUENCE: encoded.sequence(
+            _PIXEL_MEASURES_SEQUENCE,
+            [
+                encoded.item(
+                    {**parts.pixel_measures, 0x00280030: _decimal_string(0x00280030, spacing)}
+                )
+            ],
+        ),
+        _FRAME_VOI_LUT_SEQUENCE: encoded.sequence(
+            _FRAME_VOI_LUT_SEQUENCE,
+            [
+                encoded.item(
+                    {
+                        0x00281050: _decimal_string(0x00281050, ((low + high) / 2,)),
+                        0x00281051: _decimal_string(0x00281051, (high - low,)),
+                    }
+                )
+            ],
+        ),
+    }
+    if len(ranges) == 1:
+        shared[_MAPPING] = _mapping(parts.mappings[0], ranges[0])
+    reference = encoded.sequence(
+        _SOURCE_IMAGE_SEQUENCE, [reference_item(source, frame, spatial=True)]
+    )
+    derivation = encoded.sequence(
+        _DERIVATION_IMAGE_SEQUENCE,
+        [
+            encoded.item(
+                {
+                    _SOURCE_IMAGE_SEQUENCE: reference,
+                    _DERIVATION_CODE_SEQUENCE: parts.derivation_code,
+                }
+            )
+        ],
+    )
+    plane = encoded.sequence(
+        _PLANE_POSITION, [encoded.item({0x00200032: _decimal_string(0x00200032, position)})]
+    )
+    frames = []
+    for k, groups in enumerate(parts.frames):
+        values = {**groups, _DERIVATION_IMAGE_SEQUENCE: derivation, _PLANE_POSITION: plane}
+        if len(ranges) > 1:
+            values[_MAPPING] = _mapping(parts.mappings[k], ranges[k])
+        frames.append(encoded.item(values))
+    sequences = {
+        0x00081115: [series],
+        0x00209221: [encoded.item({_ORGANISATION: organised})],
+        0x00209222: [encoded.item({**d, _ORGANISATION: organised}) for d in parts.dimensions],
+        0x52009229: [encoded.item(shared)],
+        0x52009230: frames,
+    }
+    return {Tag(tag): encoded.raw(tag, "SQ", b"".join(items)) for tag, items in sequences.items()}
 
 
 def _fixed_attributes(pm: Dataset, model: ModelKey) -> None:
@@ -366,24 +479,35 @@ def build_parametric_map(
         fixed=_single_frame if sd is None else _with_sd_frame,
     )
     # Frame of Reference: a plane derived from the source instance (see geometry).
-    pm.FrameOfReferenceUID = frame_of_reference_uid(source)
-    pm.NumberOfFrames = 1 if sd is None else 2
-    pm.Rows, pm.Columns = values.shape
-    mark_lossy(pm, source)
-    _fill(
-        pm,
-        source,
-        frame,
-        spacing=spacing,
-        scale=(low, high),
-        position=roi_position_mm(roi, spacing),
-        ranges=(value_range,) if sd is None else (value_range, sd_range),
+    elements = {
+        Tag(tag): encoded.raw(tag, vr, encoded.value_bytes(vr, value))
+        for tag, vr, value in (
+            (0x00200052, "UI", frame_of_reference_uid(source)),
+            (0x00280008, "IS", "1" if sd is None else "2"),
+            (0x00280010, "US", values.shape[0]),
+            (0x00280011, "US", values.shape[1]),
+        )
+    }
+    elements.update(lossy_elements(source))
+    elements.update(
+        _sequences(
+            str(pm.SeriesInstanceUID),
+            source,
+            frame,
+            model_key(model),
+            spacing=spacing,
+            scale=(low, high),
+            position=roi_position_mm(roi, spacing),
+            ranges=(value_range,) if sd is None else (value_range, sd_range),
+        )
     )
+    for tag, element in elements.items():
+        pm[tag] = element
     if sd is None:
-        pm.FloatPixelData = np.ascontiguousarray(values, dtype="<f4").tobytes()
+        pixels = np.ascontiguousarray(values, dtype="<f4").tobytes()
     else:  # one copy of both frames (stacking first would be two)
-        frames = (np.ascontiguousarray(a, dtype="<f4").data for a in (values, sd))
-        pm.FloatPixelData = b"".join(frames)
+        pixels = b"".join(np.ascontiguousarray(a, dtype="<f4").data for a in (values, sd))
+    pm[0x7FE00008] = DataElement(0x7FE00008, "OF", pixels)
     if scale_source is not None:
         described = scale_description((low, high), model.unit, scale_source)
         pm.DerivationDescription = f"{pm.DerivationDescription} {described}"[:1024]

@@ -6,6 +6,7 @@ import datetime
 
 import numpy as np
 from numpy.typing import NDArray
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
 from sswe_node.outputs.derived import ModelInfo, scale_description
@@ -134,7 +135,7 @@ def build_secondary_capture(
     if scale_source is not None:
         described = scale_description(scale, model.unit, scale_source)
         sc.DerivationDescription = f"{sc.DerivationDescription} {described}"[:1024]
-    sc.PixelData = pixel_data
+    sc[0x7FE00010] = DataElement(0x7FE00010, "OB", pixel_data)  # 8 bits: OB, not OW
     if out_of_distribution:
         sc.ImageComments = f"{sc.ImageComments} - {OOD_BANNER}"[:10240]
     return sc
