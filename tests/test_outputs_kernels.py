@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from sswe_node.outputs import kernels, render
+from sswe_node.outputs import render
 
 
 def _numpy_capture(bmode, values, scale, uncertain=None, **texts) -> np.ndarray:
@@ -93,19 +93,3 @@ def test_the_capture_kernel_takes_other_layouts() -> None:
         uncertain=np.asfortranarray(sd), threshold=6.0, title="t", unit="kPa",
     )  # fmt: skip
     np.testing.assert_array_equal(drawn, expected)
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_frame_range_equals_fmin_fmax_and_copies(seed) -> None:
-    rng = np.random.default_rng(seed)
-    values = rng.normal(10, 30, (37, 53)).astype(np.float32)
-    values[rng.random(values.shape) < 0.3] = np.nan
-    out = np.empty(values.size, np.float32)
-    low, high = kernels.frame_range(values, out)
-    assert low == float(np.fmin.reduce(values, axis=None))
-    assert high == float(np.fmax.reduce(values, axis=None))
-    assert out.tobytes() == values.tobytes()
-    values[5, 5] = np.inf
-    assert kernels.frame_range(values, out)[1] == math.inf
-    values[:] = np.nan
-    assert all(math.isnan(v) for v in kernels.frame_range(values, out))

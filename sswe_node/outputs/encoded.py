@@ -58,6 +58,8 @@ def value_bytes(vr: str, value: object) -> bytes:
     """
     if value is None or (isinstance(value, list | tuple) and not value):
         return b""
+    if isinstance(value, bytes):  # OB, OF...: as given, padded
+        return value + b"\0" if len(value) % 2 else value
     if vr in _BINARY:
         values = value if isinstance(value, list | tuple) else (value,)
         return struct.pack(f"<{len(values)}{_BINARY[vr]}", *values)
@@ -152,10 +154,12 @@ def raw_file_meta(elements: dict) -> FileMetaDataset:
     return meta
 
 
-def text(tag: int, vr: str, value: str, encodings: Sequence[str] | None = None) -> RawDataElement:
-    """Return a raw text element: ASCII directly, anything else as pydicom encodes it."""
+def text(tag: int, vr: str, value: str, dataset: Dataset) -> RawDataElement:
+    """Return a raw text element of ``dataset``: ASCII directly, else as pydicom encodes it."""
     if value.isascii():
         return raw(tag, vr, value_bytes(vr, value))
+    charset = dataset.get("SpecificCharacterSet")
+    encodings = convert_encodings(charset) if charset else None
     return from_element(DataElement(tag, vr, value), encodings)
 
 

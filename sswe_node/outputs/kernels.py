@@ -1,11 +1,12 @@
-"""Compiled single-pass kernels of the output builders (numba): capture panels, map frames.
+"""Compiled single-pass kernels of the output builders (numba): the capture's panels.
 
-Each kernel fuses what the numpy code of :mod:`sswe_node.outputs.render` and
-:mod:`sswe_node.outputs.parametric_map` did in several full-size passes (grey levels, colour
-index, hatching, table look-up, copies into the canvas and into the pixel data; NaN-ignoring
-value ranges and the float32 copy of each frame) into one pass that writes each output byte
-once. Results are bit-identical to the numpy code (tests/test_outputs_kernels.py compares both
-on random inputs): the same float32 operations in the same order, without fast-math.
+:func:`compose_capture` fuses what the numpy code of :mod:`sswe_node.outputs.render` did in
+several full-size passes (grey levels, colour index, uncertainty threshold, hatching, blend
+table look-up, copies into the canvas) into one pass that writes each output byte once. (The
+map's frames need no kernel: numpy's NaN-ignoring reductions are vectorised and each frame is
+copied once into the pixel data.) Results are bit-identical to the numpy code
+(tests/test_outputs_kernels.py compares both on random inputs): the same float32 operations,
+rounding ties to even, without fast-math.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["compose_capture", "frame_range"]
+__all__ = ["compose_capture"]
 
 
 #: Adding and subtracting 2**23 rounds a float32 in 0 .. 2**22 to an integer, ties to even
@@ -186,27 +187,3 @@ def compose_capture(
                     flat_out[at_overlay + 2] = blue
                     at_grey += 3
                     at_overlay += 3
-
-
-@numba.njit(cache=True, nogil=True)
-def frame_range(values: NDArray[np.float32], out: NDArray[np.float32]) -> tuple[float, float]:
-    """Copy ``values`` into ``out`` (same size, flat) and return their least and greatest value.
-
-    NaN is ignored (both NaN when every value is), infinities are kept: ``np.fmin.reduce``
-    and ``np.fmax.reduce`` of the values.
-    """
-    flat = values.ravel()
-    smallest, largest = np.inf, -np.inf
-    seen = False
-    for i in range(flat.size):
-        value = flat[i]
-        out[i] = value
-        if value == value:  # not NaN
-            seen = True
-            if value < smallest:
-                smallest = value
-            if value > largest:
-                largest = value
-    if not seen:
-        return np.nan, np.nan
-    return float(smallest), float(largest)

@@ -508,10 +508,13 @@ def build_parametric_map(
     else:  # one copy of both frames (stacking first would be two)
         pixels = b"".join(np.ascontiguousarray(a, dtype="<f4").data for a in (values, sd))
     pm[0x7FE00008] = DataElement(0x7FE00008, "OF", pixels)
-    if scale_source is not None:
-        described = scale_description((low, high), model.unit, scale_source)
-        pm.DerivationDescription = f"{pm.DerivationDescription} {described}"[:1024]
-    if not spacing_known:
-        pm.DerivationDescription += " Pixel spacing unknown: 1 mm stored."
-        logger.warning("source has no pixel spacing; the parametric map records 1 mm")
+    if scale_source is not None or not spacing_known:
+        text = str(pm.DerivationDescription)
+        if scale_source is not None:
+            described = scale_description((low, high), model.unit, scale_source)
+            text = f"{text} {described}"[:1024]
+        if not spacing_known:
+            text += " Pixel spacing unknown: 1 mm stored."
+            logger.warning("source has no pixel spacing; the parametric map records 1 mm")
+        pm[0x00082111] = encoded.text(0x00082111, "ST", text, pm)
     return pm

@@ -8,11 +8,13 @@ import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 
+from sswe_node.outputs import encoded
 from sswe_node.outputs.derived import ModelInfo, scale_description
 from sswe_node.outputs.header import Code, ModelKey, code_item, new_derived
 from sswe_node.outputs.labels import format_value, quantity_name
-from sswe_node.outputs.lossy import mark_lossy
+from sswe_node.outputs.lossy import lossy_elements
 from sswe_node.outputs.render import OOD_BANNER, render_capture
 
 __all__ = ["build_secondary_capture", "capture_title", "SECONDARY_CAPTURE_STORAGE"]
@@ -127,15 +129,26 @@ def build_secondary_capture(
         fixed=_fixed_attributes,
     )
     now = datetime.datetime.now()
-    sc.DateOfSecondaryCapture = now.strftime("%Y%m%d")
-    sc.TimeOfSecondaryCapture = now.strftime("%H%M%S.%f")
-    sc.PatientOrientation = _patient_orientation(source)  # Type 2: empty for most ultrasound
-    sc.Rows, sc.Columns = shape[:2]
-    mark_lossy(sc, source)
+    elements = {
+        Tag(tag): encoded.raw(tag, vr, encoded.value_bytes(vr, value))
+        for tag, vr, value in (
+            (0x00181012, "DA", now.strftime("%Y%m%d")),  # Date/Time of Secondary Capture
+            (0x00181014, "TM", now.strftime("%H%M%S.%f")),
+            # Patient Orientation, Type 2: empty for most ultrasound
+            (0x00200020, "CS", _patient_orientation(source)),
+            (0x00280010, "US", shape[0]),
+            (0x00280011, "US", shape[1]),
+        )
+    }
+    elements.update(lossy_elements(source))
     if scale_source is not None:
         described = scale_description(scale, model.unit, scale_source)
-        sc.DerivationDescription = f"{sc.DerivationDescription} {described}"[:1024]
-    sc[0x7FE00010] = DataElement(0x7FE00010, "OB", pixel_data)  # 8 bits: OB, not OW
+        text = f"{sc.DerivationDescription} {described}"[:1024]
+        elements[Tag(0x00082111)] = encoded.text(0x00082111, "ST", text, sc)
     if out_of_distribution:
-        sc.ImageComments = f"{sc.ImageComments} - {OOD_BANNER}"[:10240]
+        text = f"{sc.ImageComments} - {OOD_BANNER}"[:10240]
+        elements[Tag(0x00204000)] = encoded.text(0x00204000, "LT", text, sc)
+    for tag, element in elements.items():
+        sc[tag] = element
+    sc[0x7FE00010] = DataElement(0x7FE00010, "OB", pixel_data)  # 8 bits: OB, not OW
     return sc
