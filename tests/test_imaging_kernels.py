@@ -7,7 +7,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from sswe_node.imaging import marks, read_instance
+from sswe_node.imaging import kernels, marks, read_instance
 from sswe_node.imaging.pixels import decode_frames_native
 from tests import marks_reference as reference
 
@@ -112,13 +112,13 @@ def test_components_are_numbered_as_ndimage_labels_them() -> None:
 def test_byte_rows_reads_views_and_copies_what_it_must() -> None:
     frame = np.arange(7 * 9 * 3, dtype=np.uint8).reshape(7, 9, 3)
     for pixels in (frame, frame[2:5, 3:8], frame[::2, 1:4], frame[:, ::2], frame[:1, :1]):
-        flat, stride = marks.byte_rows(pixels)
+        flat, stride = kernels.byte_rows(pixels)
         h, w = pixels.shape[:2]
         rows = [flat[r * stride : r * stride + 3 * w] for r in range(h)]
         assert np.array_equal(np.stack(rows).reshape(h, w, 3), pixels)
         assert not flat.flags.writeable
     with pytest.raises(ValueError):
-        marks.byte_rows(frame.astype(np.float32))
+        kernels.byte_rows(frame.astype(np.float32))
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +164,20 @@ def test_real_captures_give_the_numpy_codes_marks(
             assert np.array_equal(a.model_input(), b.model_input())
             if a.confidence is not None:
                 assert np.array_equal(a.confidence, b.confidence)
+
+
+def test_same_rows_sees_any_byte_that_differs() -> None:
+    from sswe_node.imaging.kernels import same_rows
+
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        h, w = (int(v) for v in rng.integers(1, 40, 2))
+        frame = rng.integers(0, 256, (h + 4, w + 6, 3), dtype=np.uint8)
+        window = frame[2 : 2 + h, 3 : 3 + w]
+        copy = np.array(window, order="C")
+        flat, stride = kernels.byte_rows(window)
+        assert same_rows(flat, stride, h, 3 * w, copy.ravel())
+        r, c, k = int(rng.integers(0, h)), int(rng.integers(0, w)), int(rng.integers(0, 3))
+        copy[r, c, k] ^= np.uint8(1 << int(rng.integers(0, 8)))
+        assert not same_rows(flat, stride, h, 3 * w, copy.ravel())
+        assert not same_rows(flat, stride, h, 3 * w, copy.ravel()[:-1])

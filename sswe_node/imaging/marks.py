@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from sswe_node.imaging.boxes import PixelBox
 
-__all__ = ["graphics_marks", "byte_rows", "wedge_mask", "outside_fan", "fill_masked"]
+__all__ = ["graphics_marks", "wedge_mask", "outside_fan", "fill_masked"]
 
 #: A mark is this much brighter (max of R, G, B) than the pixels two away on both sides.
 _CONTRAST = 50
@@ -128,7 +128,7 @@ def graphics_marks(
     if pixels.dtype != np.uint8:
         pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
     if rgb and grey_image and not white:  # colour alone: one compiled pass
-        from sswe_node.imaging.kernels import colour_marks_into
+        from sswe_node.imaging.kernels import byte_rows, colour_marks_into
 
         if out is None:
             out = np.zeros(out_shape, dtype=bool)
@@ -183,7 +183,7 @@ def _sparse_marks(
     (:func:`sswe_node.imaging.kernels.white_thin`); None when they are too many (a large
     light area): the dense path then runs. Found marks are set in ``out`` when given.
     """
-    from sswe_node.imaging.kernels import structures_into, white_thin
+    from sswe_node.imaging.kernels import byte_rows, structures_into, white_thin
 
     h, w = pixels.shape[:2]
     n = h * w
@@ -201,36 +201,6 @@ def _sparse_marks(
     if len(thin):
         structures_into(thin, h, w, _MIN_COLOURED_MARK, out)
     return out
-
-
-def byte_rows(pixels: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], int]:
-    """Return 8-bit RGB pixels as rows of bytes for :mod:`sswe_node.imaging.kernels`.
-
-    Parameters
-    ----------
-    pixels : numpy.ndarray
-        ``(h, w, 3)`` uint8, e.g. a region of a frame (a view: not copied when each row is
-        contiguous).
-
-    Returns
-    -------
-    flat : numpy.ndarray
-        Read-only 1-D uint8: pixel ``(r, c)``'s R, G, B at ``r * stride + 3 * c`` (+ 1, + 2).
-    stride : int
-        Bytes from one row to the next.
-    """
-    h, w = pixels.shape[:2]
-    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
-        raise ValueError(f"expected (h, w, 3) uint8 pixels, got {pixels.dtype} {pixels.shape}")
-    if h == 0 or w == 0:
-        return np.zeros(0, dtype=np.uint8), 3 * w
-    stride = pixels.strides[0]
-    if pixels.strides[1:] != (3, 1) or stride < 3 * w:
-        pixels = np.ascontiguousarray(pixels)
-        stride = 3 * w
-    size = (h - 1) * stride + 3 * w
-    flat = np.lib.stride_tricks.as_strided(pixels, (size,), (1,), writeable=False)
-    return flat, stride
 
 
 def _same_level_blocks(marks: NDArray[np.bool_], lum: NDArray[np.uint8]) -> NDArray[np.bool_]:
