@@ -415,6 +415,7 @@ def new_derived(
     kind: str,
     frame: int,
     fixed: Fixed | None = None,
+    elements: dict | None = None,
 ) -> Dataset:
     """Start a derived object of one source frame: everything but the image-specific modules.
 
@@ -434,6 +435,9 @@ def new_derived(
         ``fixed(dataset, model_key)`` writes the attributes of the object's class that depend
         on the model only (a module-level function: it is part of the cache key); run once per
         model and kind, its result is copied into every object.
+    elements : dict, optional
+        ``{Tag: RawDataElement}`` of the object's own attributes (see
+        :mod:`sswe_node.outputs.encoded`), added last.
 
     Returns
     -------
@@ -448,6 +452,7 @@ def new_derived(
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
 
     header = _header(source, model_key(model), str(sop_class_uid), kind, fixed)
+    own = elements
     elements = dict(header.elements)
     for tag, vr, value in (
         (0x00080012, "DA", date),
@@ -462,6 +467,8 @@ def new_derived(
     ):
         elements[Tag(tag)] = encoded.raw(tag, vr, encoded.value_bytes(vr, value))
     elements[Tag(0x00082112)] = encoded.raw(0x00082112, "SQ", reference_item(source, frame))
+    if own:
+        elements.update(own)
     meta = dict(header.meta)
     meta[Tag(0x00020003)] = encoded.raw(0x00020003, "UI", encoded.value_bytes("UI", uid))
     ds = encoded.raw_dataset(elements, header.character_set)

@@ -15,7 +15,7 @@ from pydicom.tag import Tag
 from pydicom.valuerep import DSfloat
 
 from sswe_node.outputs import encoded
-from sswe_node.outputs.derived import ModelInfo, scale_description
+from sswe_node.outputs.derived import ModelInfo, derivation_description, scale_description
 from sswe_node.outputs.geometry import (
     COLUMN_DIRECTION,
     ROW_DIRECTION,
@@ -34,7 +34,12 @@ from sswe_node.outputs.header import (
 )
 from sswe_node.outputs.labels import UCUM_MEANINGS, WARNING, quantity_name
 from sswe_node.outputs.lossy import lossy_elements
-from sswe_node.outputs.uids import derived_uid, frame_of_reference_uid, source_series_uid
+from sswe_node.outputs.uids import (
+    derived_series_uid,
+    derived_uid,
+    frame_of_reference_uid,
+    source_series_uid,
+)
 
 __all__ = [
     "build_parametric_map",
@@ -470,14 +475,7 @@ def build_parametric_map(
         if not (math.isfinite(sd_low) and math.isfinite(sd_high)) or sd_low < 0:
             raise ValueError("sd must be finite and non-negative (NaN only outside the tissue)")
         sd_range = (0.0, max(sd_high, 1e-6))
-    pm = new_derived(
-        source,
-        model,
-        sop_class_uid=PARAMETRIC_MAP_STORAGE,
-        kind="pm",
-        frame=frame,
-        fixed=_single_frame if sd is None else _with_sd_frame,
-    )
+    key = model_key(model)
     # Frame of Reference: a plane derived from the source instance (see geometry).
     elements = {
         Tag(tag): encoded.raw(tag, vr, encoded.value_bytes(vr, value))
@@ -491,30 +489,36 @@ def build_parametric_map(
     elements.update(lossy_elements(source))
     elements.update(
         _sequences(
-            str(pm.SeriesInstanceUID),
+            derived_series_uid(source, model.name, model.version, "pm"),
             source,
             frame,
-            model_key(model),
+            key,
             spacing=spacing,
             scale=(low, high),
             position=roi_position_mm(roi, spacing),
             ranges=(value_range,) if sd is None else (value_range, sd_range),
         )
     )
-    for tag, element in elements.items():
-        pm[tag] = element
-    if sd is None:
-        pixels = np.ascontiguousarray(values, dtype="<f4").tobytes()
-    else:  # one copy of both frames (stacking first would be two)
-        pixels = b"".join(np.ascontiguousarray(a, dtype="<f4").data for a in (values, sd))
-    pm[0x7FE00008] = DataElement(0x7FE00008, "OF", pixels)
     if scale_source is not None or not spacing_known:
-        text = str(pm.DerivationDescription)
+        text = derivation_description(key)  # what the header's template says
         if scale_source is not None:
             described = scale_description((low, high), model.unit, scale_source)
             text = f"{text} {described}"[:1024]
         if not spacing_known:
             text += " Pixel spacing unknown: 1 mm stored."
             logger.warning("source has no pixel spacing; the parametric map records 1 mm")
-        pm[0x00082111] = encoded.text(0x00082111, "ST", text, pm)
-    return pm
+        elements[Tag(0x00082111)] = encoded.text(0x00082111, "ST", text, source)
+    if sd is None:
+        pixels = np.ascontiguousarray(values, dtype="<f4").tobytes()
+    else:  # one copy of both frames (stacking first would be two)
+        pixels = b"".join(np.ascontiguousarray(a, dtype="<f4").data for a in (values, sd))
+    elements[Tag(0x7FE00008)] = DataElement(0x7FE00008, "OF", pixels)
+    return new_derived(
+        source,
+        model,
+        sop_class_uid=PARAMETRIC_MAP_STORAGE,
+        kind="pm",
+        frame=frame,
+        fixed=_single_frame if sd is None else _with_sd_frame,
+        elements=elements,
+    )

@@ -11,9 +11,9 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
 from sswe_node.outputs import encoded
-from sswe_node.outputs.derived import ModelInfo, scale_description
-from sswe_node.outputs.header import Code, ModelKey, code_item, new_derived
-from sswe_node.outputs.labels import format_value, quantity_name
+from sswe_node.outputs.derived import ModelInfo, derivation_description, scale_description
+from sswe_node.outputs.header import Code, ModelKey, code_item, model_key, new_derived
+from sswe_node.outputs.labels import WARNING, format_value, quantity_name
 from sswe_node.outputs.lossy import lossy_elements
 from sswe_node.outputs.render import OOD_BANNER, render_capture
 
@@ -120,14 +120,6 @@ def build_secondary_capture(
         banner=OOD_BANNER if out_of_distribution else None,
     )
     shape, pixel_data = pixels.shape, pixels.tobytes()
-    sc = new_derived(
-        source,
-        model,
-        sop_class_uid=SECONDARY_CAPTURE_STORAGE,
-        kind="sc",
-        frame=frame,
-        fixed=_fixed_attributes,
-    )
     now = datetime.datetime.now()
     elements = {
         Tag(tag): encoded.raw(tag, vr, encoded.value_bytes(vr, value))
@@ -141,14 +133,20 @@ def build_secondary_capture(
         )
     }
     elements.update(lossy_elements(source))
-    if scale_source is not None:
+    if scale_source is not None:  # after what the header's template says
         described = scale_description(scale, model.unit, scale_source)
-        text = f"{sc.DerivationDescription} {described}"[:1024]
-        elements[Tag(0x00082111)] = encoded.text(0x00082111, "ST", text, sc)
+        text = f"{derivation_description(model_key(model))} {described}"[:1024]
+        elements[Tag(0x00082111)] = encoded.text(0x00082111, "ST", text, source)
     if out_of_distribution:
-        text = f"{sc.ImageComments} - {OOD_BANNER}"[:10240]
-        elements[Tag(0x00204000)] = encoded.text(0x00204000, "LT", text, sc)
-    for tag, element in elements.items():
-        sc[tag] = element
-    sc[0x7FE00010] = DataElement(0x7FE00010, "OB", pixel_data)  # 8 bits: OB, not OW
-    return sc
+        text = f"{WARNING} - {OOD_BANNER}"[:10240]
+        elements[Tag(0x00204000)] = encoded.text(0x00204000, "LT", text, source)
+    elements[Tag(0x7FE00010)] = DataElement(0x7FE00010, "OB", pixel_data)  # 8 bits: OB
+    return new_derived(
+        source,
+        model,
+        sop_class_uid=SECONDARY_CAPTURE_STORAGE,
+        kind="sc",
+        frame=frame,
+        fixed=_fixed_attributes,
+        elements=elements,
+    )
