@@ -181,3 +181,36 @@ def test_same_rows_sees_any_byte_that_differs() -> None:
         copy[r, c, k] ^= np.uint8(1 << int(rng.integers(0, 8)))
         assert not same_rows(flat, stride, h, 3 * w, copy.ravel())
         assert not same_rows(flat, stride, h, 3 * w, copy.ravel()[:-1])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fill_is_the_numpy_codes_to_the_bit(seed: int) -> None:
+    rng = np.random.default_rng(300 + seed)
+    # values whose float64 sums round differently in another order (numpy sums pairwise)
+    awkward = np.array([2.0**60, -(2.0**60), 1.0, 2.0**-30, 3.0, -0.0, 0.1], dtype=np.float32)
+    for _ in range(60):
+        h, w = (int(v) for v in rng.integers(1, 70, 2))
+        if rng.random() < 0.5:
+            image = rng.random((h, w)).astype(np.float32)
+        else:
+            image = rng.choice(awkward, (h, w))
+        mask = rng.random((h, w)) < rng.choice([0.01, 0.1, 0.5, 0.9])
+        if rng.random() < 0.5:  # a block: the larger squares, some box-filtered whole
+            top, left = int(rng.integers(0, h)), int(rng.integers(0, w))
+            mask[top : top + int(rng.integers(3, 40)), left : left + int(rng.integers(3, 40))] = 1
+        ours, theirs = marks.fill_masked(image, mask), reference.fill_masked(image, mask)
+        assert ours.dtype == theirs.dtype and np.array_equal(
+            ours.view(np.uint32), theirs.view(np.uint32)
+        )
+
+
+def test_pairwise_sums_are_numpys() -> None:
+    from sswe_node.imaging.kernels import _pairwise
+
+    rng = np.random.default_rng(12)
+    awkward = np.array([2.0**60, -(2.0**60), 1.0, 2.0**-30, 3.0, -0.0, 0.1], dtype=np.float32)
+    for n in [*range(1, 300), 481, 961, 1024, 2000, 5000]:
+        values = rng.choice(awkward, (4, n))
+        expected = values.sum(axis=1, dtype=np.float64)
+        for row, total in zip(values.astype(np.float64), expected, strict=True):
+            assert (0.0 + _pairwise(row, n)) == total

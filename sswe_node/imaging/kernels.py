@@ -339,3 +339,114 @@ def same_rows(
         if differ:
             return False
     return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _pairwise_block(values: NDArray[np.float64], start: int, n: int) -> float:
+    """Return the pairwise sum of at most 128 values as numpy adds them (eight accumulators)."""
+    if n < 8:
+        total = -0.0
+        for i in range(start, start + n):
+            total += values[i]
+        return total
+    r0, r1, r2, r3 = values[start], values[start + 1], values[start + 2], values[start + 3]
+    r4, r5, r6, r7 = values[start + 4], values[start + 5], values[start + 6], values[start + 7]
+    i = 8
+    while i < n - n % 8:
+        at = start + i
+        r0 += values[at]
+        r1 += values[at + 1]
+        r2 += values[at + 2]
+        r3 += values[at + 3]
+        r4 += values[at + 4]
+        r5 += values[at + 5]
+        r6 += values[at + 6]
+        r7 += values[at + 7]
+        i += 8
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        total += values[start + i]
+        i += 1
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def _pairwise(values: NDArray[np.float64], n: int) -> float:
+    """Sum ``values[:n]`` in numpy's pairwise order (its float add reduction), bit for bit.
+
+    Above 128 values numpy sums the halves (the first a multiple of 8) and adds them; that
+    recursion runs here on an explicit stack (numba does not cache recursive functions).
+    """
+    if n <= 128:
+        return _pairwise_block(values, 0, n)
+    depth = 64
+    starts = np.empty(depth, dtype=np.intp)
+    sizes = np.empty(depth, dtype=np.intp)
+    stage = np.zeros(depth, dtype=np.intp)  # 0: split, 1: left being summed, 2: right
+    left = np.empty(depth, dtype=np.float64)
+    starts[0], sizes[0], top = 0, n, 0
+    result = 0.0
+    while top >= 0:
+        size = sizes[top]
+        half = size // 2
+        half -= half % 8
+        if size <= 128 or stage[top] == 3:
+            if size <= 128:
+                value = _pairwise_block(values, starts[top], size)
+            else:
+                value = left[top]
+            top -= 1
+            if top < 0:
+                result = value
+            elif stage[top] == 1:
+                left[top] = value
+            else:
+                left[top] += value
+                stage[top] = 3
+            continue
+        if stage[top] == 0:
+            stage[top] = 1
+            starts[top + 1], sizes[top + 1], stage[top + 1] = starts[top], half, 0
+        else:  # the left half is summed: now the right one
+            stage[top] = 2
+            starts[top + 1], sizes[top + 1] = starts[top] + half, size - half
+            stage[top + 1] = 0
+        top += 1
+    return result
+
+
+@numba.njit(cache=True, nogil=True)
+def fill_squares(
+    out: NDArray[np.float32],
+    known: NDArray[np.float32],
+    free: NDArray[np.bool_],
+    todo: NDArray[np.intp],
+    h: int,
+    w: int,
+    size: int,
+) -> NDArray[np.bool_]:
+    """Fill the pixels at flat ``todo`` from the free ones in the ``size`` square around each.
+
+    ``marks.fill_masked``'s summed squares: the square's positions clipped to the image (the
+    edge repeated), the free pixels counted, the ``known`` values (0 where not free) summed in
+    float64 in numpy's pairwise order, the mean rounded to float32 into flat ``out``.
+    Returns which pixels were filled (those with a free pixel in their square).
+    """
+    half = size // 2
+    values = np.empty(size * size, dtype=np.float64)
+    ready = np.zeros(todo.size, dtype=np.bool_)
+    for i in range(todo.size):
+        r, c = divmod(todo[i], w)
+        count = 0
+        k = 0
+        for dr in range(-half, half + 1):
+            rr = min(max(r + dr, 0), h - 1) * w
+            for dc in range(-half, half + 1):
+                at = rr + min(max(c + dc, 0), w - 1)
+                values[k] = np.float64(known[at])
+                count += free[at]
+                k += 1
+        if count > 0:
+            out[todo[i]] = np.float32((0.0 + _pairwise(values, k)) / count)
+            ready[i] = True
+    return ready

@@ -24,8 +24,6 @@ Detection is cheap, made for every frame:
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
@@ -403,7 +401,8 @@ def fill_masked(image: NDArray[np.float32], mask: NDArray[np.bool_]) -> NDArray[
     A fast local fill for the model grid: each masked pixel gets the mean of the unmasked
     pixels in the smallest of a few squares around it (3, 7, 15, 31 pixels; the image edge
     repeated beyond it) that holds any. Marks are thin: the squares are summed at the masked
-    pixels alone (a few values each), large masked areas are box-filtered whole.
+    pixels alone (a few values each, compiled: :func:`sswe_node.imaging.kernels.fill_squares`),
+    large masked areas are box-filtered whole.
     (``skimage.restoration.inpaint_biharmonic`` gives smoother fills at ~4 ms per 96 x 64
     grid, more than the whole reading of a capture.)
 
@@ -419,6 +418,8 @@ def fill_masked(image: NDArray[np.float32], mask: NDArray[np.bool_]) -> NDArray[
     numpy.ndarray
         A filled copy (``image`` itself when nothing is masked or everything is).
     """
+    from sswe_node.imaging.kernels import fill_squares
+
     if not mask.any() or mask.all():
         return image
     out = np.array(image, dtype=np.float32)
@@ -429,36 +430,16 @@ def fill_masked(image: NDArray[np.float32], mask: NDArray[np.bool_]) -> NDArray[
     weight = None
     for size in _FILL_SIZES:
         if len(todo) * size * size <= _GATHER_LIMIT:
-            # the square around each masked pixel, its indices clipped at the edges
-            rows, cols = np.divmod(todo, w)
-            rr, cc = _square_steps(h, size)[rows] * w, _square_steps(w, size)[cols]
-            at = (rr[:, :, None] + cc[:, None, :]).reshape(len(todo), size * size)
-            count = free.reshape(-1)[at].sum(axis=1)
-            ready = count > 0
-            values = (known[at].sum(axis=1, dtype=np.float64)[ready] / count[ready]).astype(
-                np.float32
-            )
+            # the square around each masked pixel alone (compiled), filled in place
+            ready = fill_squares(out.reshape(-1), known, free.reshape(-1), todo, h, w, size)
         else:
             if weight is None:
                 weight = free.astype(np.float32)
             num = ndimage.uniform_filter(known.reshape(h, w), size, mode="nearest")
             den = ndimage.uniform_filter(weight, size, mode="nearest").reshape(-1)[todo]
             ready = den > 1e-3
-            values = num.reshape(-1)[todo][ready] / den[ready]
-        out.reshape(-1)[todo[ready]] = values
+            out.reshape(-1)[todo[ready]] = num.reshape(-1)[todo][ready] / den[ready]
         todo = todo[~ready]
         if not len(todo):
             break
     return out
-
-
-@functools.lru_cache(maxsize=64)
-def _square_steps(length: int, size: int) -> NDArray[np.intp]:
-    """Return ``(length, size)``: the positions a square of ``size`` centred on each covers.
-
-    Clipped to ``0..length-1`` (the edge repeated, as ``mode="nearest"``); read-only, shared.
-    """
-    steps = np.arange(length)[:, None] + np.arange(-(size // 2), size // 2 + 1)
-    steps = np.clip(steps, 0, length - 1)
-    steps.flags.writeable = False
-    return steps
