@@ -166,23 +166,6 @@ def test_real_captures_give_the_numpy_codes_marks(
                 assert np.array_equal(a.confidence, b.confidence)
 
 
-def test_same_rows_sees_any_byte_that_differs() -> None:
-    from sswe_node.imaging.kernels import same_rows
-
-    rng = np.random.default_rng(11)
-    for _ in range(300):
-        h, w = (int(v) for v in rng.integers(1, 40, 2))
-        frame = rng.integers(0, 256, (h + 4, w + 6, 3), dtype=np.uint8)
-        window = frame[2 : 2 + h, 3 : 3 + w]
-        copy = np.array(window, order="C")
-        flat, stride = kernels.byte_rows(window)
-        assert same_rows(flat, stride, h, 3 * w, copy.ravel())
-        r, c, k = int(rng.integers(0, h)), int(rng.integers(0, w)), int(rng.integers(0, 3))
-        copy[r, c, k] ^= np.uint8(1 << int(rng.integers(0, 8)))
-        assert not same_rows(flat, stride, h, 3 * w, copy.ravel())
-        assert not same_rows(flat, stride, h, 3 * w, copy.ravel()[:-1])
-
-
 @pytest.mark.parametrize("seed", range(4))
 def test_fill_is_the_numpy_codes_to_the_bit(seed: int) -> None:
     rng = np.random.default_rng(300 + seed)

@@ -1,4 +1,4 @@
-"""Compiled single-pass kernels of the burned-in mark finder and the label cache (numba).
+"""Compiled single-pass kernels of the burned-in mark finder and the model-input fill (numba).
 
 Each kernel fuses what the numpy code of :mod:`sswe_node.imaging.marks` did in several passes
 over a region and over its candidate pixels: the white-mark candidate test of an elastogram
@@ -7,9 +7,8 @@ the structure finding (8-connected components, sizes, rows of characters, growth
 candidates. A row is looked at pixel by pixel only when a vectorised reduction over its bytes
 says it may hold a candidate. Results are bit-identical to the numpy code they replace
 (tests/test_imaging_kernels.py compares both on random inputs and on the simulator's
-captures): the same integer tests in the same order. The label cache
-(:mod:`sswe_node.imaging.scale_labels`) compares the pixels around a bar's ends with the
-stored ones in one pass that stops at the first row that differs (:func:`same_rows`).
+captures): the same integer tests in the same order. The model-input fill sums its
+squares at the masked cells alone (:func:`fill_squares`), in numpy's pairwise float64 order.
 
 Regions are passed as rows of bytes: ``flat`` holds pixel ``(r, c)``'s R, G, B at
 ``r * stride + 3 * c`` (+ 1, + 2), e.g. a view of an RGB frame (:func:`byte_rows`).
@@ -21,7 +20,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["byte_rows", "white_thin", "colour_marks_into", "structures_into", "same_rows"]
+__all__ = ["byte_rows", "white_thin", "colour_marks_into", "structures_into", "fill_squares"]
 
 #: Pixels per block of a candidate row tested with one reduction before pixel by pixel.
 _BLOCK = 32
@@ -317,28 +316,6 @@ def _near(
     same_row = top[a] <= bottom[b] + 1 and top[b] <= bottom[a] + 1
     gap = max(left[b] - right[a], left[a] - right[b])
     return same_row and gap <= 8
-
-
-@numba.njit(cache=True, nogil=True)
-def same_rows(
-    flat: NDArray[np.uint8], stride: int, h: int, width: int, stored: NDArray[np.uint8]
-) -> bool:
-    """Return whether ``h`` rows of ``width`` bytes, ``stride`` apart, equal ``stored``'s.
-
-    ``stored`` holds the rows one after the other (a contiguous copy). Stops at the first
-    row that differs.
-    """
-    if stored.size != h * width:
-        return False
-    for r in range(h):
-        a = flat[r * stride : r * stride + width]
-        b = stored[r * width : (r + 1) * width]
-        differ = np.uint8(0)
-        for i in range(width):  # uint8 throughout, so that the loop vectorises on bytes
-            differ = np.uint8(differ | np.uint8(a[i] ^ b[i]))
-        if differ:
-            return False
-    return True
 
 
 @numba.njit(cache=True, nogil=True)
