@@ -103,3 +103,16 @@ def test_text_and_numbers_encode_as_pydicom_does() -> None:
     assert element == b"\x28\x00\x10\x00US\x02\x00\x07\x00"
     long = encoded.encode(0x7FE00008, "OF", b"")
     assert long == b"\xe0\x7f\x08\x00OF\x00\x00\x00\x00\x00\x00"
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 4096, 100_001])
+def test_filled_bytes_are_what_the_fill_wrote(size) -> None:
+    pattern = (np.arange(size) * 7 % 251).astype(np.uint8)
+
+    def fill(view: np.ndarray) -> None:
+        assert view.shape == (size,) and view.flags.writeable
+        view[:] = pattern
+
+    data = encoded.filled_bytes(size, fill)
+    assert type(data) is bytes and data == pattern.tobytes()
+    assert hash(data) == hash(pattern.tobytes())

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from sswe_node.outputs import render
+from sswe_node.outputs import kernels, render
 
 
 def _numpy_capture(bmode, values, scale, uncertain=None, **texts) -> np.ndarray:
@@ -93,3 +93,25 @@ def test_the_capture_kernel_takes_other_layouts() -> None:
         uncertain=np.asfortranarray(sd), threshold=6.0, title="t", unit="kPa",
     )  # fmt: skip
     np.testing.assert_array_equal(drawn, expected)
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 8, 9, 61, 4099])
+def test_copy_range_equals_fmin_fmax_and_copies(size) -> None:
+    rng = np.random.default_rng(size)
+    for nan_share in (0.0, 0.3, 0.97):
+        values = rng.normal(10, 30, size).astype(np.float32)
+        values[rng.random(size) < nan_share] = np.nan
+        out = np.empty(size, np.float32)
+        low, high = kernels.copy_range(values, out)
+        assert out.tobytes() == values.tobytes()
+        if size and not np.isnan(values).all():
+            assert low == float(np.fmin.reduce(values))
+            assert high == float(np.fmax.reduce(values))
+        else:
+            assert math.isnan(low) and math.isnan(high)
+    if size:
+        values = np.full(size, np.nan, np.float32)
+        values[-1] = np.inf
+        assert kernels.copy_range(values, np.empty(size, np.float32)) == (math.inf, math.inf)
+        values[0] = -np.inf
+        assert kernels.copy_range(values, np.empty(size, np.float32))[0] == -math.inf

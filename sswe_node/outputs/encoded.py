@@ -12,9 +12,12 @@ encoding, byte for byte.
 
 from __future__ import annotations
 
+import ctypes
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
+import numpy as np
+from numpy.typing import NDArray
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -28,6 +31,7 @@ __all__ = [
     "element",
     "encode",
     "encoded_elements",
+    "filled_bytes",
     "item",
     "raw",
     "raw_dataset",
@@ -169,3 +173,36 @@ def from_element(elem: DataElement, encodings: Sequence[str] | None = None) -> R
     buffer.is_little_endian, buffer.is_implicit_VR = True, False
     write_data_element(buffer, elem, list(encodings or [default_encoding]))
     return _as_raw(int(elem.tag), buffer.getvalue())
+
+
+# A bytes object is filled in place only while nobody else holds it: the C API's own way
+# (PyBytes_FromStringAndSize(NULL, n) leaves the contents to the caller), so that a large
+# value (the pixel data) is written once, not drawn into an array and then copied.
+try:
+    _new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
+    _new_bytes.restype = ctypes.py_object
+    _new_bytes.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
+    _bytes_address = ctypes.pythonapi.PyBytes_AsString
+    _bytes_address.restype = ctypes.c_void_p
+    _bytes_address.argtypes = (ctypes.py_object,)
+except AttributeError:  # not CPython: draw into an array and copy it
+    _new_bytes = None
+
+
+def filled_bytes(size: int, fill: Callable[[NDArray[np.uint8]], None]) -> bytes:
+    """Return a new bytes object of ``size`` bytes written by ``fill(view)``.
+
+    ``view`` is a writable uint8 array on the new object's memory, valid only during the
+    call (``fill`` must write every byte and keep no reference to it); the object is
+    returned only after it is filled. Without CPython's C API the bytes are drawn into an
+    array and copied.
+    """
+    if _new_bytes is None or size < 2:
+        array = np.empty(size, dtype=np.uint8)
+        fill(array)
+        return array.tobytes()
+    data = _new_bytes(None, size)
+    buffer = (ctypes.c_uint8 * size).from_address(_bytes_address(data))
+    fill(np.frombuffer(buffer, dtype=np.uint8))
+    del buffer
+    return data

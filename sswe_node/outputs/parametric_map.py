@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -16,6 +17,7 @@ from pydicom.valuerep import DSfloat
 
 from sswe_node.outputs import encoded
 from sswe_node.outputs.derived import ModelInfo, derivation_description, scale_description
+from sswe_node.outputs.encoded import filled_bytes
 from sswe_node.outputs.geometry import (
     COLUMN_DIRECTION,
     ROW_DIRECTION,
@@ -73,6 +75,32 @@ _REAL_WORLD_VALUE_MAPPING_SEQUENCE = (0x0040, 0x9096)
 def _nan_range(array: NDArray[np.float32]) -> tuple[float, float]:
     """Return the least and greatest value ignoring NaN (NaN when all are; -inf/inf kept)."""
     return float(np.fmin.reduce(array, axis=None)), float(np.fmax.reduce(array, axis=None))
+
+
+def _pixel_data(
+    frames: NDArray[np.float32] | tuple[NDArray[np.float32], ...],
+) -> tuple[bytes, list[tuple[float, float]]]:
+    """Return the Float Pixel Data of C-contiguous float32 frames and each one's value range.
+
+    Each frame is copied straight into the bytes and its range found in the same pass
+    (:func:`sswe_node.outputs.kernels.copy_range`, equal to :func:`_nan_range`).
+    """
+    frames = (frames,) if isinstance(frames, np.ndarray) else frames
+    if sys.byteorder != "little":  # the data is little endian: numpy converts
+        data = b"".join(np.ascontiguousarray(f, dtype="<f4").data for f in frames)
+        return data, [_nan_range(f) for f in frames]
+    from sswe_node.outputs.kernels import copy_range  # numba: imported when first needed
+
+    ranges = []
+
+    def fill(view: NDArray[np.uint8]) -> None:
+        out = view.view(np.float32)
+        start = 0
+        for frame in frames:
+            ranges.append(copy_range(frame.reshape(-1), out[start : start + frame.size]))
+            start += frame.size
+
+    return filled_bytes(sum(f.nbytes for f in frames), fill), ranges
 
 
 def _decimals(values: tuple[float, ...]) -> list[DSfloat]:
@@ -455,10 +483,16 @@ def build_parametric_map(
         unknown.
     """
     roi = Box(*(int(v) for v in roi))
-    values = np.asarray(values, dtype=np.float32)
+    values = np.ascontiguousarray(values, dtype=np.float32)
     if values.ndim != 2 or values.shape != roi.shape:
         raise ValueError(f"values of shape {values.shape} do not fill the ROI {roi.shape}")
-    smallest, largest = _nan_range(values)
+    if sd is not None:
+        sd = np.ascontiguousarray(sd, dtype=np.float32)
+        if sd.shape != values.shape:
+            raise ValueError(f"sd of shape {sd.shape} does not match the values {values.shape}")
+    # Float Pixel Data (both frames) and the value ranges, in one pass over each frame.
+    pixels, ranges = _pixel_data(values if sd is None else (values, sd))
+    smallest, largest = ranges[0]
     if not (math.isfinite(smallest) and math.isfinite(largest)):  # an infinity, or all NaN
         raise ValueError("values must be finite (NaN only outside the tissue)")
     spacing_known = spacing_mm is not None
@@ -468,10 +502,7 @@ def build_parametric_map(
         raise ValueError(f"scale must be (min, max) with max > min, got {(low, high)}")
     value_range = (min(low, smallest), max(high, largest))
     if sd is not None:
-        sd = np.asarray(sd, dtype=np.float32)
-        if sd.shape != values.shape:
-            raise ValueError(f"sd of shape {sd.shape} does not match the values {values.shape}")
-        sd_low, sd_high = _nan_range(sd)
+        sd_low, sd_high = ranges[1]
         if not (math.isfinite(sd_low) and math.isfinite(sd_high)) or sd_low < 0:
             raise ValueError("sd must be finite and non-negative (NaN only outside the tissue)")
         sd_range = (0.0, max(sd_high, 1e-6))
@@ -508,10 +539,6 @@ def build_parametric_map(
             text += " Pixel spacing unknown: 1 mm stored."
             logger.warning("source has no pixel spacing; the parametric map records 1 mm")
         elements[Tag(0x00082111)] = encoded.text(0x00082111, "ST", text, source)
-    if sd is None:
-        pixels = np.ascontiguousarray(values, dtype="<f4").tobytes()
-    else:  # one copy of both frames (stacking first would be two)
-        pixels = b"".join(np.ascontiguousarray(a, dtype="<f4").data for a in (values, sd))
     elements[Tag(0x7FE00008)] = DataElement(0x7FE00008, "OF", pixels)
     return new_derived(
         source,

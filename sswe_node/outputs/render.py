@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -10,10 +11,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sswe_node.imaging.colormap import jet_lut, render_colour_bar
+from sswe_node.outputs.encoded import filled_bytes
 from sswe_node.outputs.labels import TEXT_SIZE, WARNING, burn_texts, format_value, text_size
 
 __all__ = [
     "render_capture",
+    "capture_pixels",
     "OOD_BANNER",
     "OVERLAY_ALPHA",
     "MIN_PANEL_ROWS",
@@ -173,6 +176,37 @@ def render_capture(
         the legend, then the plain B-mode, the B-mode with the colour overlay and a labelled
         colour bar.
     """
+    pixels, shape = capture_pixels(
+        bmode, values, scale, title=title, unit=unit, lut=lut, uncertain=uncertain,
+        threshold=threshold, legend=legend, banner=banner, allocate=np.empty,
+    )  # fmt: skip
+    return pixels
+
+
+def capture_pixels(
+    bmode: NDArray[np.floating],
+    values: NDArray[np.floating],
+    scale: tuple[float, float],
+    *,
+    title: str,
+    unit: str,
+    lut: NDArray[np.uint8] | None = None,
+    uncertain: NDArray[np.bool_] | NDArray[np.floating] | None = None,
+    threshold: float | None = None,
+    legend: str | None = None,
+    banner: str | None = None,
+    allocate: Callable[..., NDArray[np.uint8]] | None = None,
+) -> tuple[bytes | NDArray[np.uint8], tuple[int, int, int]]:
+    """Draw the picture of :func:`render_capture` straight into the bytes of its Pixel Data.
+
+    Parameters are those of :func:`render_capture`; ``allocate(shape, dtype=np.uint8)``
+    draws into an array of its own instead (what :func:`render_capture` returns).
+
+    Returns
+    -------
+    tuple
+        ``(pixels, shape)``: the RGB bytes (or the array) and ``(rows, columns, 3)``.
+    """
     from sswe_node.outputs.kernels import compose_capture  # numba: imported when first drawn
 
     bmode = np.ascontiguousarray(bmode, dtype=np.float32)
@@ -193,15 +227,24 @@ def render_capture(
     factor = max(1, factor)
     rows, cols = bmode.shape[0] * factor, bmode.shape[1] * factor
     frame = _frame(rows, cols, low, high, title, unit, legend, banner, lut_bytes)
-    canvas = np.empty(frame.canvas.shape, dtype=np.uint8)  # every byte is written below
-    compose_capture(
-        canvas, frame.canvas, bmode, values, mask, limit, _blend_table(lut_bytes), n,
-        np.float32(low), np.float32((n - 1) / (high - low)), frame.top, _MARGIN,
-        frame.x_overlay, factor, _HATCH_PERIOD,
-    )  # fmt: skip
-    if len(frame.text_index):  # text reaching into the panels is drawn over them, as before
-        canvas.reshape(-1, 3)[frame.text_index] = frame.text_colour
-    return canvas
+    shape = frame.canvas.shape
+    table = _blend_table(lut_bytes)
+    step = np.float32((n - 1) / (high - low))
+
+    def draw(canvas: NDArray[np.uint8]) -> None:  # every byte is written
+        canvas = canvas.reshape(shape)
+        compose_capture(
+            canvas, frame.canvas, bmode, values, mask, limit, table, n, np.float32(low), step,
+            frame.top, _MARGIN, frame.x_overlay, factor, _HATCH_PERIOD,
+        )  # fmt: skip
+        if len(frame.text_index):  # text reaching into the panels is drawn over them
+            canvas.reshape(-1, 3)[frame.text_index] = frame.text_colour
+
+    if allocate is not None:
+        canvas = allocate(shape, dtype=np.uint8)
+        draw(canvas)
+        return canvas, shape
+    return filled_bytes(frame.canvas.size, draw), shape
 
 
 _NO_MASK = np.zeros((0, 0), dtype=np.uint8)

@@ -15,7 +15,7 @@ from sswe_node.outputs.derived import ModelInfo, derivation_description, scale_d
 from sswe_node.outputs.header import Code, ModelKey, code_item, model_key, new_derived
 from sswe_node.outputs.labels import WARNING, format_value, quantity_name
 from sswe_node.outputs.lossy import lossy_elements
-from sswe_node.outputs.render import OOD_BANNER, render_capture
+from sswe_node.outputs.render import OOD_BANNER, capture_pixels
 
 __all__ = ["build_secondary_capture", "capture_title", "SECONDARY_CAPTURE_STORAGE"]
 
@@ -108,7 +108,7 @@ def build_secondary_capture(
     if sd is not None and sd_threshold is not None:
         uncertain, threshold = sd, sd_threshold  # compared in the kernel, pixel by pixel
         legend = f"hatched grey: uncertain, sd > {format_value(sd_threshold)} {model.unit}"
-    pixels = render_capture(
+    pixel_data, shape = capture_pixels(
         bmode,
         values,
         scale,
@@ -119,7 +119,6 @@ def build_secondary_capture(
         legend=legend,
         banner=OOD_BANNER if out_of_distribution else None,
     )
-    shape, pixel_data = pixels.shape, pixels.tobytes()
     now = datetime.datetime.now()
     elements = {
         Tag(tag): encoded.raw(tag, vr, encoded.value_bytes(vr, value))
