@@ -427,3 +427,49 @@ def fill_squares(
             out[todo[i]] = np.float32((0.0 + _pairwise(values, k)) / count)
             ready[i] = True
     return ready
+
+
+@numba.njit(cache=True, nogil=True)
+def fill_cells(
+    out: NDArray[np.float32], mask: NDArray[np.bool_], sizes: NDArray[np.intp], limit: int
+) -> tuple[NDArray[np.intp], int, NDArray[np.float32], NDArray[np.bool_]]:
+    """Fill the masked pixels of ``out`` (2-D, C-contiguous) square by square, in place.
+
+    ``marks.fill_masked`` from its start: the free pixels (not ``mask``), their values
+    (``known``: 0 elsewhere), the masked pixels in flat order, then each square size in turn
+    summed at the pixels still to fill (:func:`fill_squares`) while that is at most ``limit``
+    values in all. Returns the pixels still to fill, the position in ``sizes`` to go on from
+    (``len(sizes)`` when done; a size whose squares would exceed ``limit`` is left to the
+    caller), ``known`` and ``free`` (flat).
+    """
+    flat = out.reshape(-1)
+    masked = mask.reshape(-1)
+    n = flat.size
+    known = np.empty(n, dtype=np.float32)
+    free = np.empty(n, dtype=np.bool_)
+    count = 0
+    for i in range(n):
+        free[i] = not masked[i]
+        known[i] = flat[i] if free[i] else np.float32(0)
+        count += masked[i]
+    todo = np.empty(count, dtype=np.intp)
+    k = 0
+    for i in range(n):
+        if masked[i]:
+            todo[k] = i
+            k += 1
+    h, w = out.shape
+    for s in range(sizes.size):
+        size = sizes[s]
+        if todo.size * size * size > limit:
+            return todo, s, known, free
+        ready = fill_squares(flat, known, free, todo, h, w, size)
+        left = 0
+        for i in range(todo.size):
+            if not ready[i]:
+                todo[left] = todo[i]
+                left += 1
+        todo = todo[:left]
+        if left == 0:
+            return todo, sizes.size, known, free
+    return todo, sizes.size, known, free

@@ -390,6 +390,7 @@ def outside_fan(grey: NDArray[np.floating]) -> NDArray[np.bool_] | None:
 
 #: Square sizes tried in turn by :func:`fill_masked`.
 _FILL_SIZES = (3, 7, 15, 31)
+_FILL_SIZE_ARRAY = np.array(_FILL_SIZES, dtype=np.intp)
 #: :func:`fill_masked` sums a square at its masked pixels alone up to this many values in all;
 #: more (a large masked area) and the square is filtered over the whole image instead.
 _GATHER_LIMIT = 8192
@@ -418,28 +419,28 @@ def fill_masked(image: NDArray[np.float32], mask: NDArray[np.bool_]) -> NDArray[
     numpy.ndarray
         A filled copy (``image`` itself when nothing is masked or everything is).
     """
-    from sswe_node.imaging.kernels import fill_squares
+    from sswe_node.imaging.kernels import fill_cells, fill_squares
 
     if not mask.any() or mask.all():
         return image
-    out = np.array(image, dtype=np.float32)
+    out = np.array(image, dtype=np.float32, order="C")
     h, w = out.shape
-    free = ~mask
-    known = np.where(free, out, np.float32(0)).reshape(-1)
-    todo = np.flatnonzero(mask)
+    # the summed squares of thin marks, compiled; a size left over is box-filtered whole
+    todo, start, known, free = fill_cells(
+        out, np.ascontiguousarray(mask, dtype=bool), _FILL_SIZE_ARRAY, _GATHER_LIMIT
+    )
     weight = None
-    for size in _FILL_SIZES:
+    for size in _FILL_SIZES[start:]:
+        if not len(todo):
+            break
         if len(todo) * size * size <= _GATHER_LIMIT:
-            # the square around each masked pixel alone (compiled), filled in place
-            ready = fill_squares(out.reshape(-1), known, free.reshape(-1), todo, h, w, size)
+            ready = fill_squares(out.reshape(-1), known, free, todo, h, w, size)
         else:
             if weight is None:
-                weight = free.astype(np.float32)
+                weight = free.astype(np.float32).reshape(h, w)
             num = ndimage.uniform_filter(known.reshape(h, w), size, mode="nearest")
             den = ndimage.uniform_filter(weight, size, mode="nearest").reshape(-1)[todo]
             ready = den > 1e-3
             out.reshape(-1)[todo[ready]] = num.reshape(-1)[todo][ready] / den[ready]
         todo = todo[~ready]
-        if not len(todo):
-            break
     return out
