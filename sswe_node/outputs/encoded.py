@@ -189,6 +189,18 @@ except AttributeError:  # not CPython: draw into an array and copy it
     _new_bytes = None
 
 
+class _Memory:
+    """``size`` writable bytes at ``address``, as numpy sees them (array interface)."""
+
+    def __init__(self, address: int, size: int) -> None:
+        self.__array_interface__ = {
+            "data": (address, False),
+            "shape": (size,),
+            "typestr": "|u1",
+            "version": 3,
+        }
+
+
 def filled_bytes(size: int, fill: Callable[[NDArray[np.uint8]], None]) -> bytes:
     """Return a new bytes object of ``size`` bytes written by ``fill(view)``.
 
@@ -202,7 +214,7 @@ def filled_bytes(size: int, fill: Callable[[NDArray[np.uint8]], None]) -> bytes:
         fill(array)
         return array.tobytes()
     data = _new_bytes(None, size)
-    buffer = (ctypes.c_uint8 * size).from_address(_bytes_address(data))
-    fill(np.frombuffer(buffer, dtype=np.uint8))
-    del buffer
+    memory = _Memory(_bytes_address(data), size)  # no ctypes array type made per size
+    fill(np.asarray(memory))
+    del memory
     return data
