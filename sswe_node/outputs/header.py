@@ -5,6 +5,10 @@ logging; the attributes themselves are few and fixed. :func:`new_derived` writes
 Patient, General Study, General Series, General Equipment and General Image attributes, the
 Contributing Equipment and the Source Image Sequence the way highdicom did, for any derived
 class. Tests check the results with dciodvfy and read them back with highdicom.
+
+What depends on the model, the kind and the study only is written once with pydicom and
+encoded once (:class:`RawHeader`); each object copies those raw elements and adds its own,
+encoded directly (:mod:`sswe_node.outputs.encoded`).
 """
 
 from __future__ import annotations

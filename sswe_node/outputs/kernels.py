@@ -1,4 +1,4 @@
-"""Compiled single-pass kernels of the output builders (numba): the capture's panels.
+"""Compiled single-pass kernels of the output builders (numba): the capture's picture, map frames.
 
 :func:`compose_capture` fuses what the numpy code of :mod:`sswe_node.outputs.render` did in
 several full-size passes (grey levels, colour index, uncertainty threshold, hatching, blend
