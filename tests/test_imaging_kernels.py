@@ -109,16 +109,32 @@ def test_components_are_numbered_as_ndimage_labels_them() -> None:
         assert n == expected and np.array_equal(owners, labels.reshape(-1)[index])
 
 
-def test_byte_rows_reads_views_and_copies_what_it_must() -> None:
+def test_byte_rows_finds_the_rows_of_views_and_copies_what_it_must() -> None:
+    from sswe_node.imaging.kernels import _rows
+
     frame = np.arange(7 * 9 * 3, dtype=np.uint8).reshape(7, 9, 3)
-    for pixels in (frame, frame[2:5, 3:8], frame[::2, 1:4], frame[:, ::2], frame[:1, :1]):
-        flat, stride = kernels.byte_rows(pixels)
+    raw = np.frombuffer(frame.tobytes(), dtype=np.uint8).reshape(7, 9, 3)  # read-only
+    views = (frame, frame[2:5, 3:8], frame[::2, 1:4], frame[:, ::2], frame[:1, :1], raw[1:6, 2:])
+    for pixels in (*views, np.asfortranarray(frame), frame[:0], frame[:, :0]):
+        buffer, seen = _byte_rows_checked(pixels)
+        assert not buffer.flags.writeable and not seen.flags.writeable
+        assert np.array_equal(seen, pixels)
+        flat, stride = _rows(buffer, seen)
         h, w = pixels.shape[:2]
         rows = [flat[r * stride : r * stride + 3 * w] for r in range(h)]
-        assert np.array_equal(np.stack(rows).reshape(h, w, 3), pixels)
-        assert not flat.flags.writeable
+        assert np.array_equal(np.stack(rows).reshape(h, w, 3) if h else seen, pixels)
     with pytest.raises(ValueError):
         kernels.byte_rows(frame.astype(np.float32))
+    with pytest.raises(ValueError):  # pixels outside the buffer
+        _rows(np.zeros(10, dtype=np.uint8), frame)
+
+
+def _byte_rows_checked(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    buffer, seen = kernels.byte_rows(pixels)
+    shares = np.shares_memory(seen, pixels) if pixels.size else True
+    contiguous_rows = pixels.strides[1:] == (3, 1) and pixels.strides[0] >= 3 * pixels.shape[1]
+    assert shares or not contiguous_rows  # views of frames are not copied
+    return buffer, seen
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,9 @@ says it may hold a candidate. Results are bit-identical to the numpy code they r
 captures): the same integer tests in the same order. The model-input fill sums its
 squares at the masked cells alone (:func:`fill_squares`), in numpy's pairwise float64 order.
 
-Regions are passed as rows of bytes: ``flat`` holds pixel ``(r, c)``'s R, G, B at
-``r * stride + 3 * c`` (+ 1, + 2), e.g. a view of an RGB frame (:func:`byte_rows`).
+Regions are read as rows of bytes: ``flat`` holds pixel ``(r, c)``'s R, G, B at
+``r * stride + 3 * c`` (+ 1, + 2), found in the buffer of the frame a region is a view of
+(:func:`byte_rows`), so that a row's bytes are one contiguous run (vectorised reductions).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ __all__ = ["byte_rows", "white_thin", "colour_marks_into", "structures_into", "f
 _BLOCK = 32
 
 
-def byte_rows(pixels: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], int]:
-    """Return 8-bit RGB pixels as rows of bytes for :mod:`sswe_node.imaging.kernels`.
+def byte_rows(pixels: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+    """Return 8-bit RGB pixels with the buffer they lie in, for the kernels of this module.
 
     Parameters
     ----------
@@ -37,23 +38,45 @@ def byte_rows(pixels: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], int]:
 
     Returns
     -------
-    flat : numpy.ndarray
-        Read-only 1-D uint8: pixel ``(r, c)``'s R, G, B at ``r * stride + 3 * c`` (+ 1, + 2).
-    stride : int
-        Bytes from one row to the next.
+    buffer : numpy.ndarray
+        Read-only 1-D uint8 over the memory of the array ``pixels`` is a view of (its base).
+    pixels : numpy.ndarray
+        Read-only ``pixels`` (a contiguous copy when its rows were not contiguous); the
+        kernels find its rows in ``buffer`` from its address and its row stride.
     """
-    h, w = pixels.shape[:2]
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
         raise ValueError(f"expected (h, w, 3) uint8 pixels, got {pixels.dtype} {pixels.shape}")
-    if h == 0 or w == 0:
-        return np.zeros(0, dtype=np.uint8), 3 * w
-    stride = pixels.strides[0]
-    if pixels.strides[1:] != (3, 1) or stride < 3 * w:
+    if pixels.strides[1:] != (3, 1) or pixels.strides[0] < 3 * pixels.shape[1]:
         pixels = np.ascontiguousarray(pixels)
-        stride = 3 * w
-    size = (h - 1) * stride + 3 * w
-    flat = np.lib.stride_tricks.as_strided(pixels, (size,), (1,), writeable=False)
-    return flat, stride
+    base = pixels if pixels.base is None else pixels.base
+    if not isinstance(base, np.ndarray) or not base.flags.c_contiguous or base.dtype.hasobject:
+        pixels = pixels.copy()
+        base = pixels
+    buffer = base.reshape(-1).view(np.uint8)
+    buffer.flags.writeable = False  # one compiled variant, whatever the frame's flags
+    pixels = pixels.view()
+    pixels.flags.writeable = False
+    return buffer, pixels
+
+
+@numba.njit(cache=True, nogil=True)
+def _rows(buffer: NDArray[np.uint8], pixels: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], int]:
+    """Return the bytes of ``pixels``' rows (``flat``) and their stride (see the module)."""
+    h, w = pixels.shape[0], pixels.shape[1]
+    stride = pixels.strides[0]
+    if h == 0 or w == 0:
+        return buffer[:0], 3 * w
+    start = np.int64(pixels.ctypes.data) - np.int64(buffer.ctypes.data)
+    span = (h - 1) * stride + 3 * w
+    if (
+        pixels.strides[1] != 3
+        or pixels.strides[2] != 1
+        or stride < 3 * w
+        or start < 0
+        or start + span > buffer.size
+    ):
+        raise ValueError("the pixels are not rows of bytes of the buffer")
+    return buffer[start : start + span], stride
 
 
 @numba.njit(cache=True, nogil=True)
@@ -83,7 +106,7 @@ def _low(flat: NDArray[np.uint8], at: int) -> int:
 
 @numba.njit(cache=True, nogil=True)
 def white_thin(
-    flat: NDArray[np.uint8], stride: int, h: int, w: int, level: int, contrast: int, most: int
+    buffer: NDArray[np.uint8], pixels: NDArray[np.uint8], level: int, contrast: int, most: int
 ) -> tuple[int, int, NDArray[np.intp]]:
     """Find the thin white pixels of an elastogram region (``marks._sparse_marks``' tests).
 
@@ -102,6 +125,8 @@ def white_thin(
     thin : numpy.ndarray
         The flat indices (``r * w + c``, ascending) of the thin bright candidates.
     """
+    flat, stride = _rows(buffer, pixels)
+    h, w = pixels.shape[0], pixels.shape[1]
     found = np.empty(max(most, 0) + 1, dtype=np.intp)
     count = bright = k = 0
     for r in range(h):
@@ -138,12 +163,14 @@ def white_thin(
 
 @numba.njit(cache=True, nogil=True)
 def colour_marks_into(
-    flat: NDArray[np.uint8], stride: int, h: int, w: int, spread: int, out: NDArray[np.bool_]
+    buffer: NDArray[np.uint8], pixels: NDArray[np.uint8], spread: int, out: NDArray[np.bool_]
 ) -> int:
     """Set the pixels whose channels spread by more than ``spread``, and their 8 neighbours.
 
     ``out`` is ``(h, w)`` boolean; returns how many such (coloured) pixels there are.
     """
+    flat, stride = _rows(buffer, pixels)
+    h, w = pixels.shape[0], pixels.shape[1]
     found = 0
     for r in range(h):
         base = r * stride

@@ -130,7 +130,7 @@ def graphics_marks(
 
         if out is None:
             out = np.zeros(out_shape, dtype=bool)
-        colour_marks_into(*byte_rows(pixels), *out_shape, _COLOUR_SPREAD, out)
+        colour_marks_into(*byte_rows(pixels), _COLOUR_SPREAD, out)
         return out
     if rgb and not grey_image:
         sparse = _sparse_marks(pixels, out)
@@ -188,7 +188,7 @@ def _sparse_marks(
     if n == 0:
         return np.zeros((h, w), dtype=bool) if out is None else out
     count, bright, thin = white_thin(
-        *byte_rows(pixels), h, w, _WHITE, _CONTRAST, n // _SPARSE_SHARE_WHITE
+        *byte_rows(pixels), _WHITE, _CONTRAST, n // _SPARSE_SHARE_WHITE
     )
     if count < 0:
         return None
