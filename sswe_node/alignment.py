@@ -9,9 +9,13 @@ Every batch adds its frames' latent maps to that key's running per-feature stati
 memory, or in the case store's ``scanner_stats`` table, :mod:`sswe_node.node.scanner_stats`);
 frames of any key, once ``trust.align_min_frames`` of its frames have been seen, have each
 latent feature mapped onto the training frames' mean and variance before decoding (AdaBN
-style, no retraining). The skip connections and the input are left as they are: aligning
-them too made the simulated second scanner's error much worse (docs/model.md). A training
-scanner sending images like the training frames gets an alignment close to the identity.
+style, no retraining), and each aligned frame's map is shifted back by the running mean of
+the output level the alignment took away from its key's frames: the alignment corrects the
+maps' pattern, not the scanner's level (without that it lowered the simulated second
+scanner's maps by ~0.7 kPa and made their error worse, docs/model.md). The skip connections
+and the input are left as they are: aligning them too made the simulated second scanner's
+error much worse (docs/model.md). A training scanner sending images like the training frames
+gets an alignment close to the identity.
 """
 
 from __future__ import annotations
@@ -110,28 +114,67 @@ def make_aligner(
     Returns
     -------
     callable or None
-        ``None`` when the model has no trust statistics or there is no store.
+        ``None`` when the model has no trust statistics or there is no store. Its ``level``
+        method keeps each key's running mean of the output level its alignment takes away
+        (``[inference] align_level = "scanner"``, :class:`~sswe_node.model.InferenceSettings`).
     """
     trust = getattr(model, "trust", None)
     if trust is None or store is None:
         return None
-    keys = np.asarray(list(scanners), dtype=object)
-    name = str(model.manifest.name)
+    return _Aligner(model, scanners, store, min_frames, enabled)
 
-    def aligner(
-        latent: NDArray[np.float32],
+
+#: Prefix of the key under which a statistics key's output-level change is kept.
+LEVEL_PREFIX = "level: "
+
+
+class _Aligner:
+    """Aligns frames of their keys' running statistics; keeps each key's output level."""
+
+    def __init__(
+        self,
+        model: Any,
+        scanners: Sequence[str],
+        store: ScannerStatsStore,
+        min_frames: int,
+        enabled: bool,
+    ) -> None:
+        self.keys = np.asarray(list(scanners), dtype=object)
+        self.name = str(model.manifest.name)
+        self.reference = model.trust.reference
+        self.store, self.min_frames, self.enabled = store, int(min_frames), bool(enabled)
+
+    def __call__(
+        self, latent: NDArray[np.float32]
     ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_]]:
+        """Add the frames to their keys' statistics; return each frame's alignment."""
         n, features = latent.shape
         scale = np.ones((n, features), np.float32)
         shift = np.zeros((n, features), np.float32)
         aligned = np.zeros(n, bool)
-        for scanner in dict.fromkeys(keys):
-            sel = keys == scanner
-            merged = store.merge(name, str(scanner), FeatureStats.from_frames(latent[sel]))
-            if not enabled or merged.count < min_frames:
+        for scanner in dict.fromkeys(self.keys):
+            sel = self.keys == scanner
+            stats = FeatureStats.from_frames(latent[sel])
+            merged = self.store.merge(self.name, str(scanner), stats)
+            if not self.enabled or merged.count < self.min_frames:
                 continue
-            a, b = alignment(merged, trust.reference)
+            a, b = alignment(merged, self.reference)
             scale[sel], shift[sel], aligned[sel] = a, b, True
         return scale, shift, aligned
 
-    return aligner
+    def level(self, change: NDArray[np.floating]) -> NDArray[np.float64]:
+        """Return the running mean of each aligned frame's key's output-level change.
+
+        ``change`` is each frame's unaligned minus aligned mean output (NaN: not aligned);
+        it is added to the key's running mean (kept in the store under ``"level: " + key``),
+        which is returned for the key's aligned frames (NaN for the others).
+        """
+        change = np.asarray(change, np.float64)
+        out = np.full(len(change), np.nan)
+        done = np.isfinite(change)
+        for scanner in dict.fromkeys(self.keys[done]):
+            sel = done & (self.keys == scanner)
+            stats = FeatureStats.from_frames(change[sel, None])
+            merged = self.store.merge(self.name, LEVEL_PREFIX + str(scanner), stats)
+            out[sel] = float(merged.mean[0])
+        return out

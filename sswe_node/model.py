@@ -44,6 +44,8 @@ DEFAULT_PAD = 8
 DEFAULT_RESAMPLE_TOLERANCE = 0.0
 #: Working shapes are multiples of this many pixels (and within half to twice the grid).
 RESAMPLE_STEP = 8
+#: What an aligned frame keeps of its unaligned output level (:class:`InferenceSettings`).
+ALIGN_LEVELS = ("scanner", "frame", "none")
 #: Default capture uncertainty threshold, as a fraction of the model's scale (10 kPa, 1 m/s).
 DEFAULT_SD_FRACTION = 0.1
 
@@ -274,10 +276,14 @@ class InferenceSettings:
         model's spacing along that axis (:meth:`PackagedModel.working_shapes`); 0 (the
         default): never. 0.3 would leave alone the spread of cell sizes the shipped models
         were trained on (about +-25 %); it did not help them (docs/model.md, "Trust").
-    align_keep_level : bool
-        Whether an aligned frame's output keeps the mean level of its unaligned output (the
-        alignment then changes the map's pattern, not its mean; costs one more deterministic
-        pass of each aligned frame, two with MC passes).
+    align_level : str
+        What an aligned frame's output keeps of its unaligned output's mean level (the
+        mean of the deterministic map): ``"scanner"`` (the default) shifts it by the running
+        mean, over its statistics key's aligned frames, of the level the alignment takes
+        away (the aligner's ``level``; per frame when the aligner keeps none), ``"frame"``
+        by the frame's own, ``"none"`` not at all. The alignment then corrects the maps'
+        pattern, not the scanner's level; it costs one more deterministic pass of each
+        aligned frame, two with MC passes.
     """
 
     mc_passes: int = DEFAULT_MC_PASSES
@@ -286,7 +292,7 @@ class InferenceSettings:
     align_scanners: bool = True
     sd_scale: float = 1.0
     resample_tolerance: float = DEFAULT_RESAMPLE_TOLERANCE
-    align_keep_level: bool = True
+    align_level: str = "scanner"
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> InferenceSettings:
@@ -300,7 +306,7 @@ class InferenceSettings:
                 align_scanners=bool(raw.get("align_scanners", True)),
                 sd_scale=float(raw.get("sd_scale", 1.0)),
                 resample_tolerance=float(raw.get("resample_tolerance", DEFAULT_RESAMPLE_TOLERANCE)),
-                align_keep_level=bool(raw.get("align_keep_level", True)),
+                align_level=str(raw.get("align_level", "scanner")),
             )
         except (TypeError, ValueError) as exc:
             raise ModelError(f"model {manifest.name}: malformed [inference] table: {exc}") from None
@@ -309,6 +315,8 @@ class InferenceSettings:
             or min(settings.pad, settings.sd_threshold) < 0
         ):
             raise ModelError(f"model {manifest.name}: [inference] values out of range")
+        if settings.align_level not in ALIGN_LEVELS:
+            raise ModelError(f"model {manifest.name}: align_level must be one of {ALIGN_LEVELS}")
         return settings
 
 
@@ -354,7 +362,11 @@ class Aligner(Protocol):
     ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_]] | None:
         """Map ``(N, F)`` flattened latent maps to ``(scale, shift, aligned)``.
 
-        ``scale`` and ``shift`` are ``(N, F)``, ``aligned`` is ``(N,)`` bool.
+        ``scale`` and ``shift`` are ``(N, F)``, ``aligned`` is ``(N,)`` bool. An aligner may
+        also have a ``level(change)`` method: given each frame's output level taken away by
+        its alignment (``(N,)``, normalised units, NaN where not aligned), it returns the
+        ``(N,)`` shifts to add back (e.g. the running mean of its scanner's;
+        ``align_level = "scanner"``).
         """
         ...
 
@@ -556,16 +568,24 @@ class PackagedModel:
                 aligned = np.asarray(answer[2], bool)
         values = np.empty((n, *grid), np.float32)
         sd = np.empty((n, *grid), np.float32)
+        change = np.full(n, np.nan)
         for size, idx in groups.items():
             one = len(groups) == 1
             a, b = (scale, shift) if one else (scale[idx], shift[idx])
-            v, s = self._decode_group(work[size], a, b, aligned[idx], passes)
+            v, s, change[idx] = self._decode_group(work[size], a, b, aligned[idx], passes)
             if size != grid:
                 v, s = _resize(v, grid), _resize(s, grid)
             if one:
                 values, sd = v, s
             else:
                 values[idx], sd[idx] = v, s
+        if self.inference.align_level != "none" and aligned.any():
+            level = getattr(aligner, "level", None)
+            if self.inference.align_level == "scanner" and level is not None:
+                change = np.asarray(level(change), np.float64)
+            sel = np.flatnonzero(aligned)
+            shifted = values[sel] + change[sel, None, None].astype(np.float32)
+            values[sel] = np.clip(shifted, 0.0, 1.0)
         unit = np.float32(self.manifest.scale)
         ood = self.trust.score(images, pooled, spacing) if self.trust is not None and n else None
         return Inference(
@@ -652,14 +672,13 @@ class PackagedModel:
         shift: NDArray[np.float32],
         aligned: NDArray[np.bool_],
         passes: int,
-    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float64]]:
         """Run the MC call on frames of one working shape; alignment given on the grid's latent.
 
-        Returns the normalised mean and sd maps at the working shape. With
-        ``align_keep_level``, each aligned frame's mean map is shifted so that its mean over
-        the map equals that of the frame's unaligned deterministic output (the alignment
-        changes the pattern, not the level): both deterministic outputs come from one more
-        call on those frames.
+        Returns the normalised mean and sd maps at the working shape, and each frame's output
+        level taken away by its alignment (NaN where not aligned, or with ``align_level =
+        "none"``): the mean over the map of its unaligned deterministic output minus that of
+        its aligned one, both from one more call on the aligned frames.
         """
         size = tuple(images.shape[1:])
         cell = 2**self._depth
@@ -674,7 +693,8 @@ class PackagedModel:
         values, sd = self._chunks(
             self._call(("mc", passes, size)), images, 1, scale, shift, size=chunk
         )
-        if self.inference.align_keep_level and aligned.any():
+        change = np.full(len(images), np.nan)
+        if self.inference.align_level != "none" and aligned.any():
             sel = np.flatnonzero(aligned)
             k = len(sel)
             both = np.concatenate([images[sel], images[sel]])
@@ -683,11 +703,11 @@ class PackagedModel:
             if passes == 1:  # the output is the aligned deterministic one
                 both, a, b = both[:k], a[:k], b[:k]
             det = self._chunks(self._call(("mc", 1, size)), both, 1, a, b)[0]
-            level = det[:k].mean(axis=(1, 2)) - (det[k:] if passes > 1 else values[sel]).mean(
-                axis=(1, 2)
+            moved = det[k:] if passes > 1 else values[sel]
+            change[sel] = det[:k].mean(axis=(1, 2), dtype=np.float64) - moved.mean(
+                axis=(1, 2), dtype=np.float64
             )
-            values[sel] = np.clip(values[sel] + level[:, None, None], 0.0, 1.0)
-        return values, sd
+        return values, sd, change
 
     def _check(self, images: NDArray[np.floating]) -> NDArray[np.float32]:
         images = np.asarray(images, dtype=np.float32)

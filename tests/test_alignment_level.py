@@ -45,9 +45,9 @@ def _shifting_aligner(latent):
 def test_aligned_frames_keep_their_output_level(model) -> None:
     images = blob_frames(6, seed=3, bright=0.2)
     plain = model.infer(images, passes=1).values
-    _configured(model, align_keep_level=False)
+    _configured(model, align_level="none")
     moved = model.infer(images, passes=1, aligner=_shifting_aligner).values
-    _configured(model, align_keep_level=True)
+    _configured(model, align_level="frame")
     kept = model.infer(images, passes=1, aligner=_shifting_aligner).values
     # the alignment moves the level; kept, each frame's mean is the unaligned one's
     assert np.abs(moved.mean(axis=(1, 2)) - plain.mean(axis=(1, 2))).min() > 0.1
@@ -56,8 +56,8 @@ def test_aligned_frames_keep_their_output_level(model) -> None:
     centred = [x - x.mean(axis=(1, 2), keepdims=True) for x in (kept, moved)]
     np.testing.assert_allclose(centred[0], centred[1], atol=1e-4)
     # with MC passes the shift is per frame: kept - moved is a constant map of each frame
-    mc_moved = _configured(model, align_keep_level=False).infer(images, aligner=_shifting_aligner)
-    mc_kept = _configured(model, align_keep_level=True).infer(images, aligner=_shifting_aligner)
+    mc_moved = _configured(model, align_level="none").infer(images, aligner=_shifting_aligner)
+    mc_kept = _configured(model, align_level="frame").infer(images, aligner=_shifting_aligner)
     delta = (mc_kept.values - mc_moved.values).reshape(len(images), -1)
     assert float(np.ptp(delta, axis=1).max()) < 1e-3 and np.abs(delta).min() > 0.1
     np.testing.assert_array_equal(mc_kept.sd, mc_moved.sd)  # the sd is not touched
@@ -138,3 +138,47 @@ def test_resize_is_the_readers_bilinear_regridding() -> None:
         _resize(stacked, (16, 16))[1, :, :, 3], to_grid(stacked[1, :, :, 3], (16, 16)), atol=1e-6
     )
     assert _resize(maps, (37, 23)) is not None and np.array_equal(_resize(maps, (37, 23)), maps)
+
+
+class _Strong:
+    """The store's aligner, its alignment made strong (the tiny network barely moves)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.level = inner, inner.level
+
+    def __call__(self, latent):
+        scale, shift, aligned = self.inner(latent)
+        return scale * 1.5, shift + 0.2, aligned
+
+
+def test_the_scanner_keeps_its_mean_output_level(model) -> None:
+    """``align_level = "scanner"``: a key's aligned frames are shifted by the running mean of
+    the level their alignment took away, kept in the store beside the latent statistics."""
+    from sswe_node.alignment import LEVEL_PREFIX, MemoryScannerStats, make_aligner
+
+    images = np.concatenate([blob_frames(4, seed=5), blob_frames(4, seed=6, bright=0.3)])
+    plain = model.infer(images, passes=1).values
+    keys = ["SIM B [bmode]"] * 8
+
+    def run(level: str, store: MemoryScannerStats):
+        _configured(model, align_level=level)
+        return model.infer(
+            images, passes=1, aligner=_Strong(make_aligner(model, keys, store, min_frames=1))
+        )
+
+    moved = run("none", MemoryScannerStats()).values
+    store = MemoryScannerStats()
+    kept = run("scanner", store)
+    assert kept.aligned.all()
+    change = plain.mean(axis=(1, 2)) - moved.mean(axis=(1, 2))
+    assert np.abs(change).min() > 0.05 and np.ptp(change) > 2e-3  # frames differ in change
+    # one shift for every frame of the key: the key's mean level is the unaligned one
+    np.testing.assert_allclose(kept.values - moved, change.mean(), atol=1e-3)
+    np.testing.assert_allclose(kept.values.mean(), plain.mean(), atol=1e-3)
+    level = store.get("tiny-level", LEVEL_PREFIX + keys[0])
+    assert level.count == 8 and store.get("tiny-level", keys[0]).count == 8
+    np.testing.assert_allclose(level.mean[0] * model.manifest.scale, change.mean(), atol=1e-3)
+    # a second batch of the key: the running mean over both
+    again = run("scanner", store)
+    assert store.get("tiny-level", LEVEL_PREFIX + keys[0]).count == 16
+    np.testing.assert_allclose(again.values, kept.values, atol=1e-3)

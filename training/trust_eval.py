@@ -170,6 +170,16 @@ def _alignment_keys(meta: dict[str, NDArray[Any]], rows: NDArray[np.intp]) -> ND
     return np.asarray([f"{s} [{lay}]" for s, lay in zip(scanners, layouts, strict=True)], object)
 
 
+def _cells(
+    meta: dict[str, NDArray[Any]], rows: NDArray[np.intp], grid: Any
+) -> NDArray[np.float64] | None:
+    """Return the rows' grid-cell sizes in mm, ``None`` when the dataset has no spacing."""
+    from training.package import grid_spacing
+
+    needed = ("spacing_row_mm", "spacing_col_mm", "roi_rows", "roi_cols")
+    return grid_spacing(meta, rows, grid) if all(k in meta for k in needed) else None
+
+
 def _group_alignment(
     model: Any, images: NDArray[np.floating], spacing: NDArray[np.floating] | None = None
 ) -> tuple[NDArray, NDArray]:
@@ -202,7 +212,6 @@ def aligned_knn(
     frames in ``pool`` (default: those of ``groups``) of the same scanner *and layout*
     (:func:`sswe_node.alignment.scanner_key`), as the node's running statistics hold them.
     """
-    from training.package import grid_spacing
     from training.tsne import knn_scanner_accuracy
 
     pool = np.concatenate(list(groups.values())) if pool is None else np.asarray(pool)
@@ -211,7 +220,7 @@ def aligned_knn(
     cache: dict[str, tuple[NDArray, NDArray]] = {}
     raw, aligned, labels = [], [], []
     for name, rows in groups.items():
-        z = model.reference_latent(images[rows], grid_spacing(meta, rows, grid))
+        z = model.reference_latent(images[rows], _cells(meta, rows, grid))
         raw.append(z.reshape(len(rows), -1))
         z = z.copy()
         if model.trust is not None:
@@ -219,9 +228,7 @@ def aligned_knn(
             for key in dict.fromkeys(keys):
                 if key not in cache:
                     chosen = pool[pool_keys == key]
-                    cache[key] = _group_alignment(
-                        model, images[chosen], grid_spacing(meta, chosen, grid)
-                    )
+                    cache[key] = _group_alignment(model, images[chosen], _cells(meta, chosen, grid))
                 a, b = cache[key]
                 sel = keys == key
                 z[sel] = z[sel] * a.reshape(z.shape[1:]) + b.reshape(z.shape[1:])
@@ -249,9 +256,8 @@ def second_scanner_error(
     """
     import h5py
 
+    from sswe_node.alignment import MemoryScannerStats, make_aligner
     from sswe_node.imaging.grid import to_grid
-    from sswe_node.trust import FeatureStats, alignment
-    from training.package import grid_spacing
 
     if model.trust is None or not len(rows):
         return None
@@ -275,21 +281,20 @@ def second_scanner_error(
     result: dict[str, Any] = {"frames": int(len(rows)), "by_scanner": {}}
     plain_all, aligned_all, change = [], [], []
     keys = _alignment_keys(data.meta, rows)
-    cells = grid_spacing(data.meta, rows, model.manifest.grid)
+    cells = _cells(data.meta, rows, model.manifest.grid)
     for name in dict.fromkeys(keys):
         sel = keys == name
-        plain = model.infer(images[sel], passes=1, spacing=cells[sel]).values
+        cell = None if cells is None else cells[sel]
+        plain = model.infer(images[sel], passes=1, spacing=cell).values
         n = int(sel.sum())
-
-        def fixed(latent: Any, n: int = n) -> Any:
-            # the key's statistics over all its frames, as the node's running ones hold them
-            a, b = alignment(FeatureStats.from_frames(latent), model.trust.reference)
-            return np.tile(a, (n, 1)), np.tile(b, (n, 1)), np.ones(n, bool)
+        # the key's statistics (and output level) over all its frames, as the node's
+        # running ones hold them once it has seen them
+        fixed = make_aligner(model, [str(name)] * n, MemoryScannerStats(), min_frames=1)
 
         switch = model.inference  # measured whatever the manifest's switch says
         model.inference = dataclasses.replace(switch, align_scanners=True)
         try:
-            aligned = model.infer(images[sel], passes=1, aligner=fixed, spacing=cells[sel]).values
+            aligned = model.infer(images[sel], passes=1, aligner=fixed, spacing=cell).values
         finally:
             model.inference = switch
         e_plain = np.abs(plain - truth[sel])[valid[sel]]
