@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 __all__ = ["byte_rows", "white_thin", "colour_marks_into", "structures_into", "fill_squares"]
 
 #: Pixels per block of a candidate row tested with one reduction before pixel by pixel.
+#: (The small helpers are inlined: a call passing arrays costs reference counting.)
 _BLOCK = 32
 
 
@@ -79,7 +80,7 @@ def _rows(buffer: NDArray[np.uint8], pixels: NDArray[np.uint8]) -> tuple[NDArray
     return buffer[start : start + span], stride
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _max_low_red_blue(row: NDArray[np.uint8]) -> int:
     """Return the greatest ``min(R, B)`` of a run of RGB bytes."""
     most = np.uint8(0)
@@ -88,7 +89,7 @@ def _max_low_red_blue(row: NDArray[np.uint8]) -> int:
     return int(most)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _max_spread(row: NDArray[np.uint8]) -> int:
     """Return the greatest ``max(R, G, B) - min(R, G, B)`` of a run of RGB bytes."""
     most = np.uint8(0)
@@ -99,7 +100,7 @@ def _max_spread(row: NDArray[np.uint8]) -> int:
     return int(most)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _low(flat: NDArray[np.uint8], at: int) -> int:
     return int(min(min(flat[at], flat[at + 1]), flat[at + 2]))
 
@@ -192,7 +193,7 @@ def colour_marks_into(
     return found
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _root(parent: NDArray[np.intp], i: int) -> int:
     while parent[i] != i:
         parent[i] = parent[parent[i]]
@@ -200,7 +201,7 @@ def _root(parent: NDArray[np.intp], i: int) -> int:
     return i
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _join(parent: NDArray[np.intp], i: int, j: int) -> None:
     a, b = _root(parent, i), _root(parent, j)
     if a < b:
@@ -312,11 +313,14 @@ def _keep_text_rows(
         bottom[k] = max(bottom[k], r)
         left[k] = min(left[k], c)
         right[k] = max(right[k], c)
+    # near: overlapping rows (one apart at most) and at most 8 columns between them; written
+    # out in the loops (a helper taking the arrays costs reference counting per call)
     core = np.zeros(chars, dtype=np.bool_)
     for a in range(chars):
+        ta, ba, la, ra = top[a], bottom[a], left[a], right[a]
         near = 0
         for b in range(chars):
-            if _near(top, bottom, left, right, a, b):
+            if ta <= bottom[b] + 1 and top[b] <= ba + 1 and max(left[b] - ra, la - right[b]) <= 8:
                 near += 1
         core[a] = near >= 3
     for s in range(n):
@@ -324,28 +328,20 @@ def _keep_text_rows(
         if a < 0:
             continue
         texty = core[a]
+        ta, ba, la, ra = top[a], bottom[a], left[a], right[a]
         b = 0
         while not texty and b < chars:
-            texty = core[b] and _near(top, bottom, left, right, a, b)
+            texty = (
+                core[b]
+                and ta <= bottom[b] + 1
+                and top[b] <= ba + 1
+                and max(left[b] - ra, la - right[b]) <= 8
+            )
             b += 1
         keep[s] = keep[s] or texty
 
 
-@numba.njit(cache=True, nogil=True)
-def _near(
-    top: NDArray[np.intp],
-    bottom: NDArray[np.intp],
-    left: NDArray[np.intp],
-    right: NDArray[np.intp],
-    a: int,
-    b: int,
-) -> bool:
-    same_row = top[a] <= bottom[b] + 1 and top[b] <= bottom[a] + 1
-    gap = max(left[b] - right[a], left[a] - right[b])
-    return same_row and gap <= 8
-
-
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _pairwise_block(values: NDArray[np.float64], start: int, n: int) -> float:
     """Return the pairwise sum of at most 128 values as numpy adds them (eight accumulators)."""
     if n < 8:
