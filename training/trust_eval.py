@@ -347,6 +347,8 @@ def trust_report(
     report: dict[str, Any] = {
         "mc_passes": int(model.inference.mc_passes),
         "align_scanners": bool(model.inference.align_scanners),
+        "align_level": str(getattr(model.inference, "align_level", "none")),
+        "resample_tolerance": float(getattr(model.inference, "resample_tolerance", 0.0)),
         "pad": int(model.inference.pad),
         "rim": rim(predictions),
         "ood": {"test_frames": ood_rate(model, data.images[rows], percentile, cells(rows))},
@@ -424,7 +426,11 @@ def render_markdown(trust: dict[str, Any], unit: str) -> list[str]:
         lines.append(
             "- Scanner alignment is "
             + ("on" if trust.get("align_scanners") else "off")
-            + " for this model in the node ([inference] align_scanners); measured either way:"
+            + " for this model in the node ([inference] align_scanners); measured either way,"
+            + f" with the output level kept per {trust.get('align_level', 'none')!r}"
+            + " (align_level) and frames resampled to the model's spacing beyond a relative"
+            + f" cell-size difference of {trust.get('resample_tolerance', 0.0):g}"
+            + " (resample_tolerance, 0: never):"
         )
         if "without" in al:
             lines.append(
