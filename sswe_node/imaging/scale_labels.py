@@ -14,6 +14,7 @@ Reads are cached by the content of the bar and of its label crops, so the frames
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -147,8 +148,12 @@ def _reach(bar: PixelBox) -> int:
     return max(_REACH, 2 * min(bar.height, bar.width))
 
 
+@functools.lru_cache(maxsize=64)
 def _end_windows(bar: PixelBox, shape: tuple[int, ...]) -> tuple[PixelBox, PixelBox]:
-    """Return the parts of :func:`_window` holding every label blob near the two ends."""
+    """Return the parts of :func:`_window` holding every label blob near the two ends.
+
+    Cached: the frames of a series share their bar and their shape (boxes are immutable).
+    """
     window = _window(bar, shape)
     reach = _reach(bar)
     if bar.height >= bar.width:
