@@ -17,11 +17,42 @@ Regions are read as rows of bytes: ``flat`` holds pixel ``(r, c)``'s R, G, B at
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from typing import Any
+
 import numba
 import numpy as np
 from numpy.typing import NDArray
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["byte_rows", "white_thin", "colour_marks_into", "structures_into", "fill_squares"]
+
+
+#: The kernels compiled without a disk cache (none could be written).
+_uncached: list[str] = []
+
+
+def _kernel(**options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``numba.njit(cache=True, nogil=True)``: compiled once per installation, kept on disk.
+
+    The compiled code is kept next to this module, else in the user's cache directory (or
+    ``NUMBA_CACHE_DIR``); where none of them can be written, each process compiles anew
+    (a few seconds at the first capture) rather than failing.
+    """
+
+    def compile_(func: Callable[..., Any]) -> Any:
+        try:
+            return numba.njit(cache=True, nogil=True, **options)(func)
+        except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
+            if not _uncached:
+                logger.info("mark kernels compiled per process (no cache directory): %s", exc)
+            _uncached.append(func.__name__)
+            return numba.njit(nogil=True, **options)(func)
+
+    return compile_
+
 
 #: Pixels per block of a candidate row tested with one reduction before pixel by pixel.
 #: (The small helpers are inlined: a call passing arrays costs reference counting.)
@@ -60,7 +91,7 @@ def byte_rows(pixels: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.
     return buffer, pixels
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel()
 def _rows(buffer: NDArray[np.uint8], pixels: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], int]:
     """Return the bytes of ``pixels``' rows (``flat``) and their stride (see the module)."""
     h, w = pixels.shape[0], pixels.shape[1]
@@ -80,7 +111,7 @@ def _rows(buffer: NDArray[np.uint8], pixels: NDArray[np.uint8]) -> tuple[NDArray
     return buffer[start : start + span], stride
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@_kernel(inline="always")
 def _max_low_red_blue(row: NDArray[np.uint8]) -> int:
     """Return the greatest ``min(R, B)`` of a run of RGB bytes."""
     most = np.uint8(0)
@@ -89,7 +120,7 @@ def _max_low_red_blue(row: NDArray[np.uint8]) -> int:
     return int(most)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@_kernel(inline="always")
 def _max_spread(row: NDArray[np.uint8]) -> int:
     """Return the greatest ``max(R, G, B) - min(R, G, B)`` of a run of RGB bytes."""
     most = np.uint8(0)
@@ -100,12 +131,12 @@ def _max_spread(row: NDArray[np.uint8]) -> int:
     return int(most)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@_kernel(inline="always")
 def _low(flat: NDArray[np.uint8], at: int) -> int:
     return int(min(min(flat[at], flat[at + 1]), flat[at + 2]))
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel()
 def white_thin(
     buffer: NDArray[np.uint8], pixels: NDArray[np.uint8], level: int, contrast: int, most: int
 ) -> tuple[int, int, NDArray[np.intp]]:
@@ -162,7 +193,7 @@ def white_thin(
     return count, bright, found[:k]
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel()
 def colour_marks_into(
     buffer: NDArray[np.uint8], pixels: NDArray[np.uint8], spread: int, out: NDArray[np.bool_]
 ) -> int:
@@ -193,7 +224,7 @@ def colour_marks_into(
     return found
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@_kernel(inline="always")
 def _root(parent: NDArray[np.intp], i: int) -> int:
     while parent[i] != i:
         parent[i] = parent[parent[i]]
@@ -201,7 +232,7 @@ def _root(parent: NDArray[np.intp], i: int) -> int:
     return i
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@_kernel(inline="always")
 def _join(parent: NDArray[np.intp], i: int, j: int) -> None:
     a, b = _root(parent, i), _root(parent, j)
     if a < b:
@@ -210,7 +241,7 @@ def _join(parent: NDArray[np.intp], i: int, j: int) -> None:
         parent[a] = b
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel()
 def components(index: NDArray[np.intp], w: int) -> tuple[NDArray[np.intp], int]:
     """Return the 8-connected structure (1..n, numbered by first pixel) of each pixel, and n.
 
@@ -243,7 +274,7 @@ def components(index: NDArray[np.intp], w: int) -> tuple[NDArray[np.intp], int]:
     return owners, n
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel()
 def structures_into(
     index: NDArray[np.intp], h: int, w: int, min_size: int, out: NDArray[np.bool_]
 ) -> int:
@@ -281,7 +312,7 @@ def structures_into(
     return kept
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel()
 def _keep_text_rows(
     index: NDArray[np.intp],
     w: int,
@@ -341,7 +372,7 @@ def _keep_text_rows(
         keep[s] = keep[s] or texty
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@_kernel(inline="always")
 def _pairwise_block(values: NDArray[np.float64], start: int, n: int) -> float:
     """Return the pairwise sum of at most 128 values as numpy adds them (eight accumulators)."""
     if n < 8:
@@ -370,7 +401,7 @@ def _pairwise_block(values: NDArray[np.float64], start: int, n: int) -> float:
     return total
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel()
 def _pairwise(values: NDArray[np.float64], n: int) -> float:
     """Sum ``values[:n]`` in numpy's pairwise order (its float add reduction), bit for bit.
 
@@ -415,7 +446,7 @@ def _pairwise(values: NDArray[np.float64], n: int) -> float:
     return result
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel()
 def fill_squares(
     out: NDArray[np.float32],
     known: NDArray[np.float32],
@@ -452,7 +483,7 @@ def fill_squares(
     return ready
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel()
 def fill_cells(
     out: NDArray[np.float32], mask: NDArray[np.bool_], sizes: NDArray[np.intp], limit: int
 ) -> tuple[NDArray[np.intp], int, NDArray[np.float32], NDArray[np.bool_]]:
