@@ -4,11 +4,13 @@ Each kernel fuses what the numpy code of :mod:`sswe_node.imaging.marks` did in s
 over a region and over its candidate pixels: the white-mark candidate test of an elastogram
 with its thin-line test, the colour test of a grey panel with the growth of its marks, and
 the structure finding (8-connected components, sizes, rows of characters, growth) on the
-candidates. A row is looked at pixel by pixel only when a vectorised reduction over its bytes
-says it may hold a candidate. Results are bit-identical to the numpy code they replace
-(tests/test_imaging_kernels.py compares both on random inputs and on the simulator's
-captures): the same integer tests in the same order. The model-input fill sums its
-squares at the masked cells alone (:func:`fill_squares`), in numpy's pairwise float64 order.
+candidates. A row is looked at only when a vectorised reduction over its bytes says it may
+hold a candidate; its candidates are then flagged in one vectorised pass and read eight flags
+at a time (small helpers are inlined: a call passing arrays costs reference counting).
+Results are bit-identical to the numpy code they replace (tests/test_imaging_kernels.py
+compares both on random inputs and on the simulator's captures): the same integer tests in
+the same order. The model-input fill sums its squares at the masked cells alone
+(:func:`fill_squares`), in numpy's pairwise float64 order.
 
 Regions are read as rows of bytes: ``flat`` holds pixel ``(r, c)``'s R, G, B at
 ``r * stride + 3 * c`` (+ 1, + 2), found in the buffer of the frame a region is a view of
@@ -52,11 +54,6 @@ def _kernel(**options: Any) -> Callable[[Callable[..., Any]], Any]:
             return numba.njit(nogil=True, **options)(func)
 
     return compile_
-
-
-#: Pixels per block of a candidate row tested with one reduction before pixel by pixel.
-#: (The small helpers are inlined: a call passing arrays costs reference counting.)
-_BLOCK = 32
 
 
 def byte_rows(pixels: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
@@ -160,25 +157,31 @@ def white_thin(
     flat, stride = _rows(buffer, pixels)
     h, w = pixels.shape[0], pixels.shape[1]
     found = np.empty(max(most, 0) + 1, dtype=np.intp)
+    words = (w + 7) // 8
+    store = np.zeros(words, dtype=np.uint64)  # a row's candidates, read 8 at a time
+    flags = store.view(np.uint8)
+    light = np.uint8(min(max(level, 0), 255))
     count = bright = k = 0
     for r in range(h):
         base = r * stride
-        if _max_low_red_blue(flat[base : base + 3 * w]) < level:
+        row = flat[base : base + 3 * w]
+        if _max_low_red_blue(row) < level:
             continue
+        for c in range(w):  # vectorised: one flag per pixel
+            flags[c] = min(row[3 * c], row[3 * c + 2]) >= light
         inner_row = 2 <= r < h - 2
-        for c0 in range(0, w, _BLOCK):
-            c1 = min(c0 + _BLOCK, w)
-            if _max_low_red_blue(flat[base + 3 * c0 : base + 3 * c1]) < level:
+        for j in range(words):
+            if store[j] == 0:
                 continue
-            for c in range(c0, c1):
-                at = base + 3 * c
-                if flat[at] < level or flat[at + 2] < level:
+            for c in range(8 * j, min(8 * j + 8, w)):
+                if not flags[c]:
                     continue
                 count += 1
                 if count > most:
                     return -1, bright, found[:0]
                 if not (inner_row and 2 <= c < w - 2):
                     continue
+                at = base + 3 * c
                 centre = _low(flat, at)
                 if centre < level:
                     continue
@@ -199,23 +202,28 @@ def colour_marks_into(
 ) -> int:
     """Set the pixels whose channels spread by more than ``spread``, and their 8 neighbours.
 
-    ``out`` is ``(h, w)`` boolean; returns how many such (coloured) pixels there are.
+    ``out`` is ``(h, w)`` boolean; ``spread`` 0-255; returns how many such (coloured) pixels
+    there are.
     """
     flat, stride = _rows(buffer, pixels)
     h, w = pixels.shape[0], pixels.shape[1]
+    words = (w + 7) // 8
+    store = np.zeros(words, dtype=np.uint64)  # a row's flags, read 8 at a time
+    flags = store.view(np.uint8)
+    limit = np.uint8(min(max(spread, 0), 255))
     found = 0
     for r in range(h):
-        base = r * stride
-        if _max_spread(flat[base : base + 3 * w]) <= spread:
+        row = flat[r * stride : r * stride + 3 * w]
+        if _max_spread(row) <= spread:
             continue
-        for c0 in range(0, w, _BLOCK):
-            c1 = min(c0 + _BLOCK, w)
-            if _max_spread(flat[base + 3 * c0 : base + 3 * c1]) <= spread:
+        for c in range(w):  # vectorised: one flag per pixel
+            red, green, blue = row[3 * c], row[3 * c + 1], row[3 * c + 2]
+            flags[c] = np.uint8(max(max(red, green), blue) - min(min(red, green), blue)) > limit
+        for j in range(words):
+            if store[j] == 0:
                 continue
-            for c in range(c0, c1):
-                at = base + 3 * c
-                red, green, blue = flat[at], flat[at + 1], flat[at + 2]
-                if max(max(red, green), blue) - min(min(red, green), blue) <= spread:
+            for c in range(8 * j, min(8 * j + 8, w)):
+                if not flags[c]:
                     continue
                 found += 1
                 for rr in range(max(r - 1, 0), min(r + 2, h)):
