@@ -233,9 +233,14 @@ def capture_pixels(
 
     def draw(canvas: NDArray[np.uint8]) -> None:  # every byte is written
         canvas = canvas.reshape(shape)
+        fixed, top, end, x_overlay = frame.canvas, frame.top, frame.top + rows, frame.x_overlay
+        canvas[:top] = fixed[:top]  # the frame around the panels
+        canvas[end:] = fixed[end:]
+        for start, stop in ((0, _MARGIN), (_MARGIN + cols, x_overlay), (x_overlay + cols, None)):
+            canvas[top:end, start:stop] = fixed[top:end, start:stop]
         compose_capture(
-            canvas, frame.canvas, bmode, values, mask, limit, table, n, np.float32(low), step,
-            frame.top, _MARGIN, frame.x_overlay, factor, _HATCH_PERIOD,
+            canvas, bmode, values, mask, limit, table, n, np.float32(low), step, top, _MARGIN,
+            x_overlay, factor, _HATCH_PERIOD,
         )  # fmt: skip
         if len(frame.text_index):  # text reaching into the panels is drawn over them
             canvas.reshape(-1, 3)[frame.text_index] = frame.text_colour
