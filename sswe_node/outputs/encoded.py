@@ -23,7 +23,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag
 from pydicom.valuerep import DSfloat
 
 __all__ = [
@@ -104,7 +104,7 @@ def sequence(tag: int, items: Iterable[bytes]) -> bytes:
 
 def raw(tag: int, vr: str, value: bytes) -> RawDataElement:
     """Return a raw element of an encoded value (sequence: its encoded items)."""
-    return RawDataElement(Tag(tag), vr, len(value), value, 0, False, True)
+    return RawDataElement(BaseTag(tag), vr, len(value), value, 0, False, True)
 
 
 def encoded_elements(dataset: Dataset, encodings: Sequence[str] | None = None) -> dict[int, bytes]:
@@ -136,7 +136,7 @@ def raw_elements(dataset: Dataset, encodings: Sequence[str] | None = None) -> di
     for elem in dataset:
         tag = int(elem.tag)
         data = encoded.get(tag)
-        result[Tag(tag)] = _as_raw(tag, data) if data is not None else elem
+        result[BaseTag(tag)] = _as_raw(tag, data) if data is not None else elem
     return result
 
 

@@ -27,7 +27,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from sswe_node import __version__
@@ -256,7 +256,7 @@ def _template(model: ModelKey, sop_class_uid: str, kind: str, fixed: Fixed | Non
 
 # Every source attribute the study-level part of a header is written from.
 _STUDY_LEVEL_TAGS = frozenset(
-    int(tag_for_keyword(keyword))
+    BaseTag(tag_for_keyword(keyword))
     for keyword in (
         "SpecificCharacterSet",
         *_TYPE2_PATIENT_STUDY,
@@ -469,12 +469,12 @@ def new_derived(
         (0x00200011, "IS", str(derived_series_number(source, kind))),
         (0x00200013, "IS", str(derived_instance_number(source, frame))),
     ):
-        elements[Tag(tag)] = encoded.raw(tag, vr, encoded.value_bytes(vr, value))
-    elements[Tag(0x00082112)] = encoded.raw(0x00082112, "SQ", reference_item(source, frame))
+        elements[BaseTag(tag)] = encoded.raw(tag, vr, encoded.value_bytes(vr, value))
+    elements[BaseTag(0x00082112)] = encoded.raw(0x00082112, "SQ", reference_item(source, frame))
     if own:
         elements.update(own)
     meta = dict(header.meta)
-    meta[Tag(0x00020003)] = encoded.raw(0x00020003, "UI", encoded.value_bytes("UI", uid))
+    meta[BaseTag(0x00020003)] = encoded.raw(0x00020003, "UI", encoded.value_bytes("UI", uid))
     ds = encoded.raw_dataset(elements, header.character_set)
     ds.file_meta = encoded.raw_file_meta(meta)
     return ds

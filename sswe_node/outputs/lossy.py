@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag
 from pydicom.valuerep import DSfloat
 
 from sswe_node.outputs.encoded import decimal, raw, value_bytes
@@ -155,4 +155,4 @@ def lossy_elements(source: Dataset) -> dict:
     if history is not None and history.ratios:
         values.append((0x00282112, "DS", [decimal(r) for r in history.ratios]))
         values.append((0x00282114, "CS", list(history.methods)))
-    return {Tag(tag): raw(tag, vr, value_bytes(vr, value)) for tag, vr, value in values}
+    return {BaseTag(tag): raw(tag, vr, value_bytes(vr, value)) for tag, vr, value in values}

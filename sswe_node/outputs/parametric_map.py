@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag
 from pydicom.valuerep import DSfloat
 
 from sswe_node.outputs import encoded
@@ -409,7 +409,9 @@ def _sequences(
         0x52009229: [encoded.item(shared)],
         0x52009230: frames,
     }
-    return {Tag(tag): encoded.raw(tag, "SQ", b"".join(items)) for tag, items in sequences.items()}
+    return {
+        BaseTag(tag): encoded.raw(tag, "SQ", b"".join(items)) for tag, items in sequences.items()
+    }
 
 
 def _fixed_attributes(pm: Dataset, model: ModelKey) -> None:
@@ -509,7 +511,7 @@ def build_parametric_map(
     key = model_key(model)
     # Frame of Reference: a plane derived from the source instance (see geometry).
     elements = {
-        Tag(tag): encoded.raw(tag, vr, encoded.value_bytes(vr, value))
+        BaseTag(tag): encoded.raw(tag, vr, encoded.value_bytes(vr, value))
         for tag, vr, value in (
             (0x00200052, "UI", frame_of_reference_uid(source)),
             (0x00280008, "IS", "1" if sd is None else "2"),
@@ -538,8 +540,8 @@ def build_parametric_map(
         if not spacing_known:
             text += " Pixel spacing unknown: 1 mm stored."
             logger.warning("source has no pixel spacing; the parametric map records 1 mm")
-        elements[Tag(0x00082111)] = encoded.text(0x00082111, "ST", text, source)
-    elements[Tag(0x7FE00008)] = DataElement(0x7FE00008, "OF", pixels)
+        elements[BaseTag(0x00082111)] = encoded.text(0x00082111, "ST", text, source)
+    elements[BaseTag(0x7FE00008)] = DataElement(0x7FE00008, "OF", pixels)
     return new_derived(
         source,
         model,

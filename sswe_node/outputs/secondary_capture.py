@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag
 
 from sswe_node.outputs import encoded
 from sswe_node.outputs.derived import ModelInfo, derivation_description, scale_description
@@ -121,7 +121,7 @@ def build_secondary_capture(
     )
     now = datetime.datetime.now()
     elements = {
-        Tag(tag): encoded.raw(tag, vr, encoded.value_bytes(vr, value))
+        BaseTag(tag): encoded.raw(tag, vr, encoded.value_bytes(vr, value))
         for tag, vr, value in (
             (0x00181012, "DA", now.strftime("%Y%m%d")),  # Date/Time of Secondary Capture
             (0x00181014, "TM", now.strftime("%H%M%S.%f")),
@@ -135,11 +135,11 @@ def build_secondary_capture(
     if scale_source is not None:  # after what the header's template says
         described = scale_description(scale, model.unit, scale_source)
         text = f"{derivation_description(model_key(model))} {described}"[:1024]
-        elements[Tag(0x00082111)] = encoded.text(0x00082111, "ST", text, source)
+        elements[BaseTag(0x00082111)] = encoded.text(0x00082111, "ST", text, source)
     if out_of_distribution:
         text = f"{WARNING} - {OOD_BANNER}"[:10240]
-        elements[Tag(0x00204000)] = encoded.text(0x00204000, "LT", text, source)
-    elements[Tag(0x7FE00010)] = DataElement(0x7FE00010, "OB", pixel_data)  # 8 bits: OB
+        elements[BaseTag(0x00204000)] = encoded.text(0x00204000, "LT", text, source)
+    elements[BaseTag(0x7FE00010)] = DataElement(0x7FE00010, "OB", pixel_data)  # 8 bits: OB
     return new_derived(
         source,
         model,
