@@ -1,6 +1,7 @@
 """The numpy mark finder that :mod:`sswe_node.imaging.kernels` replaced (reference for tests).
 
-A verbatim copy of ``sswe_node/imaging/marks.py`` before its compiled kernels (git 2b10b91):
+The functions of ``sswe_node/imaging/marks.py`` that the compiled kernels replaced, verbatim
+as they were before them (git 2b10b91; what the kernels left unchanged is imported from it):
 tests/test_imaging_kernels.py checks that the compiled code finds bit-identical marks.
 """
 
@@ -12,61 +13,26 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from sswe_node.imaging.boxes import PixelBox
+from sswe_node.imaging.marks import (  # unchanged by the kernels: shared, not copied
+    _BRIGHT,
+    _CONTRAST,
+    _EIGHT,
+    _FILL_SIZES,
+    _GATHER_LIMIT,
+    _GREY_CONTRAST,
+    _MIN_COLOURED_MARK,
+    _MIN_MARK,
+    _SPARSE_SHARE,
+    _SPARSE_SHARE_WHITE,
+    _grow,
+    _same_level_blocks,
+    _structures,
+    _thin_bright,
+    outside_fan,
+    wedge_mask,
+)
 
 __all__ = ["graphics_marks", "grey_and_unequal", "wedge_mask", "outside_fan", "fill_masked"]
-
-#: A mark is this much brighter (max of R, G, B) than the pixels two away on both sides.
-_CONTRAST = 50
-#: ... in a B-mode: drawn graphics stand out of the tissue by far more than speckle grains do.
-_GREY_CONTRAST = 80
-#: Grey marks (white, grey text) are at least this bright (ALOKA's grey text is 190).
-_BRIGHT = 170
-#: Thin bright structures smaller than this (pixels) are speckle grains, not graphics (grains
-#: of simulated and real B-modes reach ~15 pixels; a text character 12-50, a ring hundreds).
-_MIN_MARK = 16
-#: ... white inside an elastogram (no colour of a colour table is that light): fewer suffice.
-_MIN_COLOURED_MARK = 6
-_EIGHT = np.ones((3, 3), dtype=bool)
-#: :func:`_sparse_marks` tests its candidates alone up to this share of the region (1 / N).
-_SPARSE_SHARE = 50
-#: ... white in an elastogram: up to this share of pixels with red and blue high, as long as
-#: fewer than 1 / _SPARSE_SHARE are light in all three channels (what the dense path tests).
-_SPARSE_SHARE_WHITE = 8
-
-
-def _thin_bright(
-    lum: NDArray[np.uint8], level: int, reach: int = 2, contrast: int = _CONTRAST
-) -> NDArray[np.bool_]:
-    """Return thin bright pixels: lines, rings and strokes at most ~3 pixels wide.
-
-    A pixel counts when it is at least ``level`` bright and brighter by ``contrast`` than
-    both pixels ``reach`` rows (or both ``reach`` columns) away. A line at any angle is
-    crossed by a row or a column, so two directions suffice. ``lum`` is uint8: the sides are
-    raised by ``contrast`` once (saturating), then the test is byte comparisons.
-    """
-    h, w = lum.shape
-    out = np.zeros((h, w), dtype=bool)
-    k = reach
-    if h < 2 * k + 1 or w < 2 * k + 1:
-        return out
-    bright = lum[k:-k, k:-k] >= level
-    if np.count_nonzero(bright) < lum.size // 50:  # few bright pixels (white in an elastogram)
-        rows, cols = np.divmod(np.flatnonzero(bright), w - 2 * k)
-        rows, cols = rows + k, cols + k
-        limit = lum[rows, cols].astype(np.int16) - contrast
-        thin = (lum[rows - k, cols] <= limit) & (lum[rows + k, cols] <= limit)
-        thin |= (lum[rows, cols - k] <= limit) & (lum[rows, cols + k] <= limit)
-        out[rows[thin], cols[thin]] = True
-        return out
-    raised = np.minimum(lum, 255 - contrast) + np.uint8(contrast)
-    raised[lum > 255 - contrast] = 255  # a side that bright is never "darker by contrast"
-    centre = lum[k:-k, k:-k]
-    found = (raised[: -2 * k, k:-k] <= centre) & (raised[2 * k :, k:-k] <= centre)
-    found |= (raised[k:-k, : -2 * k] <= centre) & (raised[k:-k, 2 * k :] <= centre)
-    found &= bright
-    out[k:-k, k:-k] = found
-    return out
 
 
 def graphics_marks(
@@ -264,50 +230,6 @@ def _grow_sparse(
     return out
 
 
-def _same_level_blocks(marks: NDArray[np.bool_], lum: NDArray[np.uint8]) -> NDArray[np.bool_]:
-    """Return filled areas drawn in the marks' own level and touching them (a boxed digit).
-
-    Graphics of one scanner share one drawing level (ALOKA's text is 190 throughout); a
-    filled box in that level beside the text is no thin line, but it is the same drawing.
-    """
-    levels = np.bincount(lum[marks], minlength=256)
-    levels[:_BRIGHT] = 0  # the marks' dark margins
-    levels[250:] = 0  # saturated white: speckle saturates there too, it tells nothing
-    drawn = np.flatnonzero(levels >= max(8, 0.15 * levels.sum()))
-    if not len(drawn):
-        return np.zeros_like(marks)
-    same = np.isin(lum, drawn)
-    labels, n = ndimage.label(same, structure=_EIGHT)
-    touching = np.unique(labels[marks & same])
-    touching = touching[touching > 0]
-    if not len(touching):
-        return np.zeros_like(marks)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    touching = touching[sizes[touching] <= 400]  # a block, not a flat tissue area
-    return _grow(np.isin(labels, touching), 1, 1)
-
-
-def _grow(mask: NDArray[np.bool_], rows: int, cols: int) -> NDArray[np.bool_]:
-    """Dilate by a ``(2 rows + 1) x (2 cols + 1)`` rectangle (shifted ORs: cheap, exact)."""
-    out = mask.copy()
-    for k in range(1, cols + 1):
-        out[:, k:] |= mask[:, :-k]
-        out[:, :-k] |= mask[:, k:]
-    wide = out.copy()
-    for k in range(1, rows + 1):
-        out[k:] |= wide[:-k]
-        out[:-k] |= wide[k:]
-    return out
-
-
-def _structures(candidates: NDArray[np.bool_], min_size: int) -> NDArray[np.bool_]:
-    """Keep candidate structures that are graphics (see :func:`_structures_sparse`)."""
-    index = np.flatnonzero(candidates)
-    if not len(index):
-        return candidates
-    return _structures_sparse(index, candidates.shape, min_size)
-
-
 def _structures_sparse(
     index: NDArray[np.intp],
     shape: tuple[int, int],
@@ -397,131 +319,6 @@ def _text_rows(
     texty = np.zeros(n, dtype=bool)
     texty[chars] = core | (near & core[None, :]).any(axis=1)
     return texty
-
-
-def wedge_mask(grey: NDArray[np.floating], boxes: tuple[PixelBox, ...] = ()) -> NDArray[np.bool_]:
-    """Return where grey-scale wedges (grey bars) lie in a region.
-
-    Parameters
-    ----------
-    grey : numpy.ndarray
-        ``(h, w)`` grey levels of the region.
-    boxes : tuple of PixelBox
-        Grey-bar regions already known (in the region's coordinates), e.g. from the
-        Sequence of Ultrasound Regions.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(h, w)`` boolean mask.
-    """
-    h, w = grey.shape
-    mask = np.zeros((h, w), dtype=bool)
-    for box in boxes:
-        mask[box.expanded(1).clipped((h, w)).slices] = True
-    band = max(8, w // 6)
-    for side in (slice(0, band), slice(max(0, w - band), w)):
-        strip = np.asarray(grey[:, side], dtype=np.float32)
-        found = _ramp_columns(strip)
-        if found is not None:
-            top, bottom, c0, c1 = found
-            offset = side.start
-            mask[max(0, top - 1) : bottom + 1, max(0, offset + c0 - 1) : offset + c1 + 1] = True
-    return mask
-
-
-def _ramp_columns(strip: NDArray[np.float32]) -> tuple[int, int, int, int] | None:
-    """Find a wedge in a strip: >= 6 adjacent columns of uniform rows, ramping >= 120 levels."""
-    h, w = strip.shape
-    if h < 24 or w < 6:
-        return None
-    # uniform rows: each pixel equals its right neighbour over six columns
-    same = np.abs(np.diff(strip, axis=1)) <= 2.0
-    run = np.lib.stride_tricks.sliding_window_view(same, 5, axis=1).all(axis=2)
-    found = []
-    for c in np.flatnonzero(run.sum(axis=0) >= 24):
-        rows = np.flatnonzero(run[:, c])
-        breaks = np.flatnonzero(np.diff(rows) > 1)
-        starts = np.r_[rows[0], rows[breaks + 1]]
-        stops = np.r_[rows[breaks], rows[-1]] + 1
-        k = int(np.argmax(stops - starts))
-        top, bottom = int(starts[k]), int(stops[k])
-        values = strip[top:bottom, c]
-        lit = np.flatnonzero(values > 2.0)  # black rows beside a wedge are background
-        if len(lit) < 24:
-            continue
-        top, bottom = top + int(lit[0]), top + int(lit[-1]) + 1
-        values = strip[top:bottom, c]
-        steps = np.diff(values)
-        monotone = max(np.mean(steps >= -1.0), np.mean(steps <= 1.0))
-        # a ramp: many levels, no jumps (text on black jumps), mostly one direction
-        if (
-            bottom - top >= 24
-            and np.ptp(values) >= 120.0
-            and np.abs(steps).max() <= 48.0
-            and len(np.unique(np.round(values))) >= 8
-            and monotone > 0.95
-        ):
-            found.append((top, bottom, int(c)))
-    if not found:
-        return None
-    return (
-        min(f[0] for f in found),
-        max(f[1] for f in found),
-        min(f[2] for f in found),
-        max(f[2] for f in found) + 6,
-    )
-
-
-def outside_fan(grey: NDArray[np.floating]) -> NDArray[np.bool_] | None:
-    """Return the area outside a sector (convex / endocavity) fan, or None for a full image.
-
-    The outside is black (0) and joined to the corners of the region; it must cover at least
-    3 % of it. Found on a 4x coarser grid (two samples per cell), so its edge is exact to 4
-    pixels.
-
-    Parameters
-    ----------
-    grey : numpy.ndarray
-        ``(h, w)`` grey levels of the region of interest.
-
-    Returns
-    -------
-    numpy.ndarray or None
-        ``(h, w)`` boolean mask, or None when no fan edge is found.
-    """
-    k = 4
-    h, w = grey.shape
-    hh, ww = h // k, w // k
-    if hh < 6 or ww < 6:
-        return None
-    # two samples per 4 x 4 block: the outside of a fan is black to the last pixel
-    first, last = (0, (hh - 1) * k), (0, (ww - 1) * k)
-    if not any(grey[r, c] <= 2.0 and grey[r + 2, c + 2] <= 2.0 for r in first for c in last):
-        return None  # no corner block is black (most images: the samples are not needed)
-    black = (grey[0 : hh * k : k, 0 : ww * k : k] <= 2.0) & (
-        grey[2 : hh * k : k, 2 : ww * k : k] <= 2.0
-    )
-    labels, _ = ndimage.label(black)
-    corners = {labels[0, 0], labels[0, -1], labels[-1, 0], labels[-1, -1]} - {0}
-    outside = np.isin(labels, list(corners))
-    if outside.mean() < 0.03:
-        return None
-    full = np.repeat(np.repeat(outside, k, axis=0), k, axis=1)
-    mask = np.zeros((h, w), dtype=bool)
-    mask[: hh * k, : ww * k] = full
-    if hh * k < h:
-        mask[hh * k :, : ww * k] = full[-1:, :]
-    if ww * k < w:
-        mask[:, ww * k :] = mask[:, ww * k - 1 : ww * k]
-    return mask
-
-
-#: Square sizes tried in turn by :func:`fill_masked`.
-_FILL_SIZES = (3, 7, 15, 31)
-#: :func:`fill_masked` sums a square at its masked pixels alone up to this many values in all;
-#: more (a large masked area) and the square is filtered over the whole image instead.
-_GATHER_LIMIT = 8192
 
 
 def fill_masked(image: NDArray[np.float32], mask: NDArray[np.bool_]) -> NDArray[np.float32]:
