@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import io
+import pickle
 from types import SimpleNamespace
 
 import numpy as np
 import pydicom
 import pytest
 from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+from pydicom.multival import MultiValue
 
 from sswe_node.outputs import build_parametric_map, build_secondary_capture, encoded
 
@@ -106,13 +112,32 @@ def test_text_and_numbers_encode_as_pydicom_does() -> None:
 
 
 @pytest.mark.parametrize("size", [0, 1, 2, 3, 4096, 100_001])
-def test_filled_bytes_are_what_the_fill_wrote(size) -> None:
+def test_filled_buffer_is_what_the_fill_wrote(size) -> None:
     pattern = (np.arange(size) * 7 % 251).astype(np.uint8)
 
     def fill(view: np.ndarray) -> None:
         assert view.shape == (size,) and view.flags.writeable
         view[:] = pattern
 
-    data = encoded.filled_bytes(size, fill)
-    assert type(data) is bytes and data == pattern.tobytes()
-    assert hash(data) == hash(pattern.tobytes())
+    data = encoded.filled_buffer(size, fill)
+    assert type(data) is bytearray and data == pattern.tobytes()
+
+
+def test_buffer_element_keeps_a_bytearray_and_writes_it_as_bytes() -> None:
+    # pydicom's value setter takes a bytearray for numbers (a multi-valued element of ints).
+    data = bytearray(b"\x01\x02\x03")
+    assert isinstance(pydicom.DataElement(0x7FE00010, "OB", data).value, MultiValue)
+    elem = encoded.buffer_element(0x7FE00010, "OB", data)
+    assert elem.value is data  # (its VM reads as len(data): pydicom counts a bytearray)
+    ds = Dataset()
+    ds[0x7FE00010] = elem
+    as_bytes = Dataset()
+    as_bytes[0x7FE00010] = pydicom.DataElement(0x7FE00010, "OB", bytes(data))
+    written = []
+    for dataset in (ds, as_bytes, copy.deepcopy(ds), pickle.loads(pickle.dumps(ds))):
+        buffer = DicomBytesIO()
+        buffer.is_little_endian, buffer.is_implicit_VR = True, False
+        write_dataset(buffer, dataset)
+        written.append(buffer.getvalue())
+    assert written[0].endswith(b"OB\0\0\x04\0\0\0\x01\x02\x03\0")  # padded to even length
+    assert written.count(written[0]) == 4

@@ -10,14 +10,13 @@ from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
-from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from pydicom.valuerep import DSfloat
 
 from sswe_node.outputs import encoded
 from sswe_node.outputs.derived import ModelInfo, derivation_description, scale_description
-from sswe_node.outputs.encoded import filled_bytes
+from sswe_node.outputs.encoded import filled_buffer
 from sswe_node.outputs.geometry import (
     COLUMN_DIRECTION,
     ROW_DIRECTION,
@@ -79,11 +78,11 @@ def _nan_range(array: NDArray[np.float32]) -> tuple[float, float]:
 
 def _pixel_data(
     frames: NDArray[np.float32] | tuple[NDArray[np.float32], ...],
-) -> tuple[bytes, list[tuple[float, float]]]:
+) -> tuple[bytes | bytearray, list[tuple[float, float]]]:
     """Return the Float Pixel Data of C-contiguous float32 frames and each one's value range.
 
-    Each frame is copied straight into the bytes and its range found in the same pass
-    (:func:`sswe_node.outputs.kernels.copy_range`, equal to :func:`_nan_range`).
+    Each frame is copied straight into the buffer (a ``bytearray``) and its range found in the
+    same pass (:func:`sswe_node.outputs.kernels.copy_range`, equal to :func:`_nan_range`).
     """
     frames = (frames,) if isinstance(frames, np.ndarray) else frames
     if sys.byteorder != "little":  # the data is little endian: numpy converts
@@ -100,7 +99,7 @@ def _pixel_data(
             ranges.append(copy_range(frame.reshape(-1), out[start : start + frame.size]))
             start += frame.size
 
-    return filled_bytes(sum(f.nbytes for f in frames), fill), ranges
+    return filled_buffer(sum(f.nbytes for f in frames), fill), ranges
 
 
 def _decimals(values: tuple[float, ...]) -> list[DSfloat]:
@@ -541,7 +540,7 @@ def build_parametric_map(
             text += " Pixel spacing unknown: 1 mm stored."
             logger.warning("source has no pixel spacing; the parametric map records 1 mm")
         elements[BaseTag(0x00082111)] = encoded.text(0x00082111, "ST", text, source)
-    elements[BaseTag(0x7FE00008)] = DataElement(0x7FE00008, "OF", pixels)
+    elements[BaseTag(0x7FE00008)] = encoded.buffer_element(0x7FE00008, "OF", pixels)
     return new_derived(
         source,
         model,

@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sswe_node.imaging.colormap import jet_lut, render_colour_bar
-from sswe_node.outputs.encoded import filled_bytes
+from sswe_node.outputs.encoded import filled_buffer
 from sswe_node.outputs.labels import TEXT_SIZE, WARNING, burn_texts, format_value, text_size
 
 __all__ = [
@@ -196,8 +196,8 @@ def capture_pixels(
     legend: str | None = None,
     banner: str | None = None,
     allocate: Callable[..., NDArray[np.uint8]] | None = None,
-) -> tuple[bytes | NDArray[np.uint8], tuple[int, int, int]]:
-    """Draw the picture of :func:`render_capture` straight into the bytes of its Pixel Data.
+) -> tuple[bytearray | NDArray[np.uint8], tuple[int, int, int]]:
+    """Draw the picture of :func:`render_capture` straight into the buffer of its Pixel Data.
 
     Parameters are those of :func:`render_capture`; ``allocate(shape, dtype=np.uint8)``
     draws into an array of its own instead (what :func:`render_capture` returns).
@@ -205,7 +205,8 @@ def capture_pixels(
     Returns
     -------
     tuple
-        ``(pixels, shape)``: the RGB bytes (or the array) and ``(rows, columns, 3)``.
+        ``(pixels, shape)``: the RGB bytes, a ``bytearray`` (or the array), and
+        ``(rows, columns, 3)``.
     """
     from sswe_node.outputs.kernels import compose_capture  # numba: imported when first drawn
 
@@ -249,7 +250,7 @@ def capture_pixels(
         canvas = allocate(shape, dtype=np.uint8)
         draw(canvas)
         return canvas, shape
-    return filled_bytes(frame.canvas.size, draw), shape
+    return filled_buffer(frame.canvas.size, draw), shape
 
 
 _NO_MASK = np.zeros((0, 0), dtype=np.uint8)

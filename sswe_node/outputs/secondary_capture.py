@@ -6,7 +6,6 @@ import datetime
 
 import numpy as np
 from numpy.typing import NDArray
-from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
@@ -139,7 +138,7 @@ def build_secondary_capture(
     if out_of_distribution:
         text = f"{WARNING} - {OOD_BANNER}"[:10240]
         elements[BaseTag(0x00204000)] = encoded.text(0x00204000, "LT", text, source)
-    elements[BaseTag(0x7FE00010)] = DataElement(0x7FE00010, "OB", pixel_data)  # 8 bits: OB
+    elements[BaseTag(0x7FE00010)] = encoded.buffer_element(0x7FE00010, "OB", pixel_data)  # 8 bits
     return new_derived(
         source,
         model,
