@@ -327,11 +327,12 @@ def post_process(
     list of pydicom.dataset.Dataset
         Per frame, the Parametric Map then the Secondary Capture.
     """
-    from sswe_node.imaging.grid import from_grid
+    from sswe_node.imaging.grid import from_grid_masked
     from sswe_node.outputs import (
         Box,
         build_parametric_map,
         build_secondary_capture,
+        map_pixels,
         source_spacing_mm,
     )
 
@@ -343,20 +344,21 @@ def post_process(
     for k, (reading, prediction) in enumerate(zip(readings, predictions, strict=True)):
         scale, source = frame_scale(reading, setting)
         roi = Box(reading.roi.top, reading.roi.left, reading.roi.bottom, reading.roi.right)
-        values = from_grid(prediction, roi.shape)
-        # Where values are NaN: only where the grid has void cells or outside a fan; a
-        # finite grid regrids to finite values, so the full-size search is skipped.
-        void = None if np.isfinite(prediction).all() else np.isnan(values)
         outside = getattr(reading, "outside", None)
-        if outside is not None and outside.shape == values.shape and not outside.all():
-            values[outside] = np.nan  # not tissue: NaN in the map, black in the capture
-            void = outside if void is None else void | outside
-        sd_map = None
-        if sd is not None:
-            sd_map = from_grid(sd[k], roi.shape)
-            np.maximum(sd_map, np.float32(0), out=sd_map)
-            if void is not None:
-                sd_map[void] = np.nan  # no uncertainty where there is no value
+        if outside is not None and (outside.shape != roi.shape or outside.all()):
+            outside = None
+        # Values (NaN outside a fan: not tissue, black in the capture) and sd (clamped at 0,
+        # NaN where there is no value) in one pass, written straight into the map's pixels.
+        pixels = None
+        if settings.processing.parametric_map:
+            pixels = map_pixels(roi.shape, 1 if sd is None else 2)
+        values, sd_map = from_grid_masked(
+            prediction,
+            None if sd is None else sd[k],
+            roi.shape,
+            outside=outside,
+            out=None if pixels is None else pixels.frames,
+        )
         spacing = reading.spacing_mm or source_spacing_mm(ds, roi)
         if settings.processing.parametric_map:
             outputs.append(
@@ -370,6 +372,7 @@ def post_process(
                     sd=sd_map,
                     scale=scale,
                     scale_source=source,
+                    pixels=pixels,
                 )
             )
         if settings.processing.secondary_capture:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import zlib
 
 import numpy as np
 import pytest
@@ -140,3 +141,177 @@ def test_empty_shapes_are_refused() -> None:
         from_grid(np.ones((4, 4)), (0, 3))
     with pytest.raises(ValueError, match="non-empty"):
         from_grid(np.ones((0, 4)), (3, 3))
+
+
+def _masked_reference(
+    values: np.ndarray, sd: np.ndarray | None, shape: tuple, outside: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """What ``pipeline.post_process`` did with numpy before ``from_grid_masked``."""
+    out = from_grid(values, shape)
+    void = None if np.isfinite(values).all() else np.isnan(out)
+    if outside is not None:
+        out[outside] = np.nan
+        void = outside if void is None else void | outside
+    sd_map = None
+    if sd is not None:
+        sd_map = from_grid(sd, shape)
+        np.maximum(sd_map, np.float32(0), out=sd_map)
+        if void is not None:
+            sd_map[void] = np.nan
+    return out, sd_map
+
+
+def _bits(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array, dtype=np.float32).view(np.uint32)  # NaN payloads too
+
+
+MASKED_SHAPES = [
+    ((96, 64), (600, 900)),  # columns first, then the compiled pass along the rows
+    ((96, 64), (313, 349)),
+    ((96, 64), (100, 900)),  # rows first, then the compiled pass along the columns
+    ((96, 64), (37, 1000)),
+    ((96, 64), (160, 7)),
+    ((96, 64), (1, 1)),
+    ((96, 64), (1, 333)),
+    ((96, 64), (517, 1)),
+    ((1, 1), (5, 7)),
+    ((7, 1), (1, 9)),
+    ((24, 16), (96, 64)),
+    ((600, 400), (96, 64)),  # downsampling as well
+]
+CASES = ["finite", "voids", "all-void", "infinities", "signed-zeros", "no-sd", "sd-voids"]
+
+
+@pytest.mark.parametrize(("source", "target"), MASKED_SHAPES)
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("mask", ["none", "random", "fan", "all"])
+def test_masked_regridding_equals_the_numpy_passes(source, target, case, mask) -> None:
+    rng = np.random.default_rng(zlib.crc32(repr((source, target, case, mask)).encode()))
+    values = rng.uniform(-5.0, 90.0, source).astype(np.float32)
+    sd = rng.normal(2.0, 3.0, source).astype(np.float32)  # negatives: clamped at 0
+    if case == "voids":
+        values[rng.random(source) < 0.2] = np.nan
+        values[: max(1, source[0] // 4), : max(1, source[1] // 3)] = np.nan
+    elif case == "all-void":
+        values[:] = np.nan
+    elif case == "infinities":
+        values[rng.random(source) < 0.1] = np.inf
+        values[rng.random(source) < 0.1] = -np.inf
+        sd[rng.random(source) < 0.1] = np.inf
+    elif case == "signed-zeros":
+        values[rng.random(source) < 0.5] = -0.0
+        sd[rng.random(source) < 0.3] = -0.0
+        sd[rng.random(source) < 0.3] = 0.0
+    elif case == "sd-voids":
+        sd[rng.random(source) < 0.3] = np.nan
+    if case == "no-sd":
+        sd = None
+    outside = {
+        "none": None,
+        "random": rng.random(target) < 0.3,
+        "fan": np.add.outer(np.arange(target[0]), -np.arange(target[1])) < 0,
+        "all": np.ones(target, dtype=bool),
+    }[mask]
+    expected = _masked_reference(values, sd, target, outside)
+    got = grid_module.from_grid_masked(values, sd, target, outside=outside)
+    assert got[0].shape == target and got[0].dtype == np.float32
+    np.testing.assert_array_equal(_bits(got[0]), _bits(expected[0]))
+    if sd is None:
+        assert got[1] is None
+    else:
+        np.testing.assert_array_equal(_bits(got[1]), _bits(expected[1]))
+
+
+def test_masked_regridding_of_extreme_values_equals_the_numpy_passes() -> None:
+    # Near the float32 limit, hi - lo overflows: inf and NaN arise in the arithmetic itself.
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        values = (rng.choice([-1, 1], (9, 6)) * 3.3e38).astype(np.float32)
+        values[rng.random((9, 6)) < 0.2] = np.nan
+        sd = (rng.uniform(-3e38, 3.4e38, (9, 6))).astype(np.float32)
+        outside = rng.random((40, 50)) < 0.2
+        with np.errstate(over="ignore", invalid="ignore"):
+            expected = _masked_reference(values, sd, (40, 50), outside)
+        got = grid_module.from_grid_masked(values, sd, (40, 50), outside=outside)
+        for a, b in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(_bits(a), _bits(b))
+
+
+def test_masked_regridding_writes_into_the_given_arrays() -> None:
+    rng = np.random.default_rng(2)
+    values = rng.uniform(0, 70, (96, 64)).astype(np.float32)
+    sd = rng.gamma(2.0, 3.0, (96, 64))  # float64 in: converted
+    buffer = np.full(2 * 300 * 200, 7.0, dtype=np.float32)
+    out = [buffer[: 300 * 200].reshape(300, 200), buffer[300 * 200 :].reshape(300, 200)]
+    got = grid_module.from_grid_masked(values, sd, (300, 200), out=out)
+    assert got[0] is out[0] and got[1] is out[1]
+    expected = _masked_reference(values, sd.astype(np.float32), (300, 200), None)
+    np.testing.assert_array_equal(_bits(out[0]), _bits(expected[0]))
+    np.testing.assert_array_equal(_bits(out[1]), _bits(expected[1]))
+    strided = np.linspace(0, 1, 6 * 4 * 2, dtype=np.float32).reshape(6, 8)[:, ::2]
+    np.testing.assert_array_equal(
+        _bits(grid_module.from_grid_masked(strided, None, (30, 20))[0]),
+        _bits(from_grid(strided, (30, 20))),
+    )
+
+
+def test_masked_regridding_refuses_bad_shapes() -> None:
+    values = np.ones((4, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match="positive"):
+        grid_module.from_grid_masked(values, None, (0, 3))
+    with pytest.raises(ValueError, match="non-empty"):
+        grid_module.from_grid_masked(np.ones((0, 4)), None, (3, 3))
+    with pytest.raises(ValueError, match="differ"):
+        grid_module.from_grid_masked(values, np.ones((4, 5)), (3, 3))
+    with pytest.raises(ValueError, match="outside"):
+        grid_module.from_grid_masked(values, None, (3, 3), outside=np.ones((3, 4), dtype=bool))
+    with pytest.raises(ValueError, match="out must be"):
+        grid_module.from_grid_masked(values, values, (3, 3), out=[np.empty((3, 3), np.float32)])
+    with pytest.raises(ValueError, match="out must be"):
+        grid_module.from_grid_masked(values, None, (3, 3), out=[np.empty((3, 3))])
+
+
+def test_compiled_passes_check_their_indices() -> None:
+    # An index out of bounds in a compiled loop is not caught there: the kernels check first.
+    from sswe_node.imaging import grid_kernels
+
+    array = np.ones((4, 6), dtype=np.float32)
+    lower, upper, weight = grid_module._taps(4, 5)
+    out = np.empty((5, 6), dtype=np.float32)
+    bad = upper.copy()
+    bad[-1] = 4
+    with pytest.raises(ValueError, match="tap outside"):
+        grid_kernels.first_pass(array, lower, bad, weight, True, out)
+    with pytest.raises(ValueError, match="columns differ"):
+        grid_kernels.first_pass(array, lower, upper, weight, True, np.empty((5, 7), np.float32))
+    with pytest.raises(ValueError, match="taps"):
+        grid_kernels.first_pass(array, lower[:-1], upper, weight, True, out)
+    with pytest.raises(ValueError, match="tap outside"):
+        grid_kernels.second_pass(array, None, None, None, lower, bad, weight, True, None, out, None)
+    with pytest.raises(ValueError, match="outside and output"):
+        grid_kernels.second_pass(
+            array, None, None, None, lower, upper, weight, True, np.ones((5, 5), bool), out, None
+        )
+    with pytest.raises(ValueError, match="sd and values"):
+        grid_kernels.second_pass(
+            array, None, np.ones((4, 5), np.float32), None, lower, upper, weight, True, None,
+            out, np.empty((5, 6), np.float32),
+        )  # fmt: skip
+
+
+def test_kernels_work_where_no_cache_directory_can_be_written() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from sswe_node.imaging import grid, grid_kernels\n"
+        "v, s = grid.from_grid_masked(np.ones((4, 3)), np.ones((4, 3)), (9, 7))\n"
+        "assert (v == 1).all() and (s == 1).all()\n"
+        "assert 'second_pass' in grid_kernels._uncached\n"
+    )
+    # numba finds no cache location (as with a read-only install and no writable home)
+    env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "IPythonCacheLocator"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

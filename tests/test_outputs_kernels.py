@@ -104,6 +104,7 @@ def test_copy_range_equals_fmin_fmax_and_copies(size) -> None:
         out = np.empty(size, np.float32)
         low, high = kernels.copy_range(values, out)
         assert out.tobytes() == values.tobytes()
+        assert np.array_equal(kernels.value_range(values), (low, high), equal_nan=True)
         if size and not np.isnan(values).all():
             assert low == float(np.fmin.reduce(values))
             assert high == float(np.fmax.reduce(values))
@@ -113,5 +114,23 @@ def test_copy_range_equals_fmin_fmax_and_copies(size) -> None:
         values = np.full(size, np.nan, np.float32)
         values[-1] = np.inf
         assert kernels.copy_range(values, np.empty(size, np.float32)) == (math.inf, math.inf)
+        assert kernels.value_range(values) == (math.inf, math.inf)
         values[0] = -np.inf
         assert kernels.copy_range(values, np.empty(size, np.float32))[0] == -math.inf
+
+
+def test_kernels_work_where_no_cache_directory_can_be_written() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from sswe_node.outputs import kernels\n"
+        "assert kernels.value_range(np.array([3, 1, 2], np.float32)) == (1.0, 3.0)\n"
+        "assert 'value_range' in kernels._uncached\n"
+    )
+    # numba finds no cache location (as with a read-only install and no writable home)
+    env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "IPythonCacheLocator"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

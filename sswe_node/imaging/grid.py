@@ -12,12 +12,13 @@ from their valid neighbours only and stay NaN where no valid neighbour contribut
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["to_grid", "from_grid", "grid_spacing_mm"]
+__all__ = ["to_grid", "from_grid", "from_grid_masked", "grid_spacing_mm"]
 
 #: Elements per block of the interpolation passes: the block and its scratch stay in cache,
 #: and no full-size temporaries are allocated.
@@ -75,12 +76,18 @@ def _columns(array: NDArray[np.float32], n_out: int) -> NDArray[np.float32]:
     return out
 
 
-def _separable(array: NDArray[np.float32], shape: tuple[int, int]) -> NDArray[np.float32]:
-    """Bilinear resampling of a finite array, the cheaper axis order first."""
-    (h, w), (rows, cols) = array.shape, shape
+def _columns_first(size: tuple[int, int], shape: tuple[int, int]) -> bool:
+    """Whether regridding ``size`` to ``shape`` is cheaper interpolating columns first."""
+    (h, w), (rows, cols) = size, shape
     columns_first = _COLUMN_GATHER_COST * h * cols + rows * cols
     rows_first = rows * w + _COLUMN_GATHER_COST * rows * cols
-    if columns_first <= rows_first:
+    return columns_first <= rows_first
+
+
+def _separable(array: NDArray[np.float32], shape: tuple[int, int]) -> NDArray[np.float32]:
+    """Bilinear resampling of a finite array, the cheaper axis order first."""
+    rows, cols = shape
+    if _columns_first(array.shape, shape):
         return _rows(_columns(array, cols), rows)
     return _columns(_rows(array, rows), cols)
 
@@ -177,6 +184,106 @@ def from_grid(array: NDArray[np.floating], shape: tuple[int, int]) -> NDArray[np
     if array.ndim != 2 or min(array.shape) < 1:
         raise ValueError(f"expected a non-empty 2-D array, got shape {array.shape}")
     return _bilinear(array, (int(shape[0]), int(shape[1])))
+
+
+def _first_pass(
+    array: NDArray[np.float32], shape: tuple[int, int], columns_first: bool
+) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+    """Return the cheap first pass of `_bilinear`, compiled.
+
+    Of the array (and None) when it is finite, else of its valid part and of the valid-cell
+    weights.
+    """
+    from sswe_node.imaging.grid_kernels import first_pass
+
+    (h, w), (rows, cols) = array.shape, shape
+    taps = _taps(w, cols) if columns_first else _taps(h, rows)
+    size = (h, cols) if columns_first else (rows, w)
+
+    def interpolated(a: NDArray[np.float32]) -> NDArray[np.float32]:
+        out = np.empty(size, dtype=np.float32)
+        first_pass(np.ascontiguousarray(a), *taps, not columns_first, out)
+        return out
+
+    valid = np.isfinite(array)
+    if valid.all():
+        return interpolated(array), None
+    zeroed = np.where(valid, array, np.float32(0.0))
+    return interpolated(zeroed), interpolated(valid.astype(np.float32))
+
+
+def from_grid_masked(
+    values: NDArray[np.floating],
+    sd: NDArray[np.floating] | None,
+    shape: tuple[int, int],
+    *,
+    outside: NDArray[np.bool_] | None = None,
+    out: Sequence[NDArray[np.float32]] | None = None,
+) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+    """Bring a prediction and its standard deviation back to source pixels, masked, at once.
+
+    The same values as ::
+
+        v = from_grid(values, shape)
+        void = isnan(v) if values has non-finite cells else no pixel
+        v[outside] = nan; void |= outside
+        s = np.maximum(from_grid(sd, shape), 0); s[void] = nan
+
+    bit for bit, but the large second pass of both regriddings and the masks are one
+    compiled pass (:mod:`sswe_node.imaging.grid_kernels`) writing each output value once.
+
+    Parameters
+    ----------
+    values, sd : numpy.ndarray
+        ``(rows, cols)`` on the model grid (NaN allowed); ``sd`` may be None.
+    shape : tuple of int
+        ``(h, w)`` of the region of interest in source pixels.
+    outside : numpy.ndarray, optional
+        ``shape`` boolean: pixels that are not tissue (NaN values, NaN sd).
+    out : sequence of numpy.ndarray, optional
+        C-contiguous float32 ``shape`` arrays to write the values (and the sd) into.
+
+    Returns
+    -------
+    tuple
+        ``(values, sd)`` float32 of ``shape`` (``sd`` None without an sd).
+    """
+    from sswe_node.imaging.grid_kernels import second_pass  # numba: imported when first used
+
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 2 or min(values.shape) < 1:
+        raise ValueError(f"expected a non-empty 2-D array, got shape {values.shape}")
+    shape = (int(shape[0]), int(shape[1]))
+    if min(shape) < 1:
+        raise ValueError(f"expected a positive output shape, got {shape}")
+    if sd is not None:
+        sd = np.asarray(sd, dtype=np.float32)
+        if sd.shape != values.shape:
+            raise ValueError(f"sd {sd.shape} and values {values.shape} differ")
+    if outside is not None:
+        outside = np.ascontiguousarray(outside, dtype=bool)
+        if outside.shape != shape:
+            raise ValueError(f"outside {outside.shape} is not of shape {shape}")
+    count = 1 if sd is None else 2
+    if out is None:
+        out = [np.empty(shape, dtype=np.float32) for _ in range(count)]
+    if len(out) != count or any(
+        o.shape != shape or o.dtype != np.float32 or not o.flags.c_contiguous
+        or not o.flags.writeable for o in out
+    ):  # fmt: skip
+        raise ValueError(f"out must be {count} writable C-contiguous float32 arrays of {shape}")
+    columns_first = _columns_first(values.shape, shape)
+    if columns_first:  # then along the rows, over the intermediate's rows
+        lower, upper, weight = _taps(values.shape[0], shape[0])
+    else:
+        lower, upper, weight = _taps(values.shape[1], shape[1])
+    v_num, v_den = _first_pass(values, shape, columns_first)
+    s_num, s_den = (None, None) if sd is None else _first_pass(sd, shape, columns_first)
+    out_sd = None if sd is None else out[1]
+    second_pass(
+        v_num, v_den, s_num, s_den, lower, upper, weight, columns_first, outside, out[0], out_sd
+    )
+    return out[0], out_sd
 
 
 def grid_spacing_mm(

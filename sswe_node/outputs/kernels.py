@@ -4,26 +4,54 @@
 several full-size passes (grey levels, colour index, uncertainty threshold, hatching, blend
 table look-up, copies into the canvas) into one pass that writes each output byte once;
 :func:`copy_range` copies a map's frame into its pixel data and finds its value range in the
-same pass. Results are bit-identical to the numpy code
-(tests/test_outputs_kernels.py compares both on random inputs): the same float32 operations,
-rounding ties to even, without fast-math.
+same pass (:func:`value_range`: of a frame its producer wrote there). Results are
+bit-identical to the numpy code (tests/test_outputs_kernels.py compares both on random
+inputs): the same float32 operations, rounding ties to even, without fast-math.
 """
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
 
 import numba
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["compose_capture", "copy_range"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["compose_capture", "copy_range", "value_range"]
 
 
 #: Adding and subtracting 2**23 rounds a float32 in 0 .. 2**22 to an integer, ties to even
 #: (what ``np.rint`` does), without a call: the loops below then vectorise.
 _ROUND = np.float32(2**23)
 
+#: The kernels compiled without a disk cache (none could be written).
+_uncached: list[str] = []
 
-@numba.njit(cache=True, nogil=True)
+
+def _kernel(**options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``numba.njit(cache=True, nogil=True)``: compiled once per installation, kept on disk.
+
+    Where no cache directory can be written (a read-only installation and no home, no
+    ``NUMBA_CACHE_DIR``), each process compiles anew rather than failing at import.
+    """
+
+    def compile_(func: Callable[..., Any]) -> Any:
+        try:
+            return numba.njit(cache=True, nogil=True, **options)(func)
+        except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
+            if not _uncached:
+                logger.info("output kernels compiled per process (no cache): %s", exc)
+            _uncached.append(func.__name__)
+            return numba.njit(nogil=True, **options)(func)
+
+    return compile_
+
+
+@_kernel()
 def _row_codes(
     bmode: NDArray[np.float32],
     values: NDArray[np.float32],
@@ -64,7 +92,7 @@ def _row_codes(
         code[x] = rounded + withheld * (n + hatched - rounded) + level * (n + 2)
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel()
 def _write_row(out: NDArray[np.uint8], grey: NDArray[np.int32]) -> None:
     """Write one grey panel row (R = G = B = the level)."""
     for x in range(grey.shape[0]):
@@ -74,7 +102,7 @@ def _write_row(out: NDArray[np.uint8], grey: NDArray[np.int32]) -> None:
         out[3 * x + 2] = level
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel()
 def _write_row_colour(out: NDArray[np.uint8], code: NDArray[np.int32], table: NDArray) -> None:
     """Write one overlay panel row: the blend table's entry of each pixel."""
     for x in range(code.shape[0]):
@@ -84,7 +112,7 @@ def _write_row_colour(out: NDArray[np.uint8], code: NDArray[np.int32], table: ND
         out[3 * x + 2] = table[entry + 2]
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel()
 def compose_capture(
     out: NDArray[np.uint8],
     bmode: NDArray[np.float32],
@@ -175,23 +203,21 @@ def compose_capture(
                     at_overlay += 3
 
 
-@numba.njit(cache=True, nogil=True)
-def copy_range(values: NDArray[np.float32], out: NDArray[np.float32]) -> tuple[float, float]:
-    """Copy ``values`` (flat) into ``out`` and return their least and greatest value.
-
-    NaN is ignored (both NaN when every value is NaN), infinities are kept: the values of
-    ``np.fmin.reduce`` and ``np.fmax.reduce`` (of a zero extreme, either sign). One pass
-    instead of numpy's three (two reductions and the copy); eight independent lanes, as a
-    float reduction does not vectorise without fast-math (which would drop NaN handling).
-    """
+@_kernel()
+def _range(values: NDArray[np.float32], out: NDArray[np.float32] | None) -> tuple[float, float]:
+    """:func:`copy_range`; ``out`` None: no copy (compiled apart, the stores dropped)."""
     n = values.shape[0]
+    if out is not None:
+        if out.shape[0] != n:
+            raise ValueError("out and values differ in size")
     a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = np.float32(np.inf)  # least, per lane
     b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = np.float32(-np.inf)  # greatest
     for i in range(0, n - n % 8, 8):
         v0, v1, v2, v3 = values[i], values[i + 1], values[i + 2], values[i + 3]
         v4, v5, v6, v7 = values[i + 4], values[i + 5], values[i + 6], values[i + 7]
-        out[i], out[i + 1], out[i + 2], out[i + 3] = v0, v1, v2, v3
-        out[i + 4], out[i + 5], out[i + 6], out[i + 7] = v4, v5, v6, v7
+        if out is not None:
+            out[i], out[i + 1], out[i + 2], out[i + 3] = v0, v1, v2, v3
+            out[i + 4], out[i + 5], out[i + 6], out[i + 7] = v4, v5, v6, v7
         # "v < a" is false for NaN: a NaN never becomes an extreme.
         a0, a1 = (v0 if v0 < a0 else a0), (v1 if v1 < a1 else a1)
         a2, a3 = (v2 if v2 < a2 else a2), (v3 if v3 < a3 else a3)
@@ -205,9 +231,28 @@ def copy_range(values: NDArray[np.float32], out: NDArray[np.float32]) -> tuple[f
     largest = max(max(max(b0, b1), max(b2, b3)), max(max(b4, b5), max(b6, b7)))
     for i in range(n - n % 8, n):
         value = values[i]
-        out[i] = value
+        if out is not None:
+            out[i] = value
         smallest = value if value < smallest else smallest
         largest = value if value > largest else largest
     if smallest > largest:  # no value but NaN (an infinity alone is both extremes)
         return np.nan, np.nan
     return float(smallest), float(largest)
+
+
+@_kernel()
+def copy_range(values: NDArray[np.float32], out: NDArray[np.float32]) -> tuple[float, float]:
+    """Copy ``values`` (flat) into ``out`` and return their least and greatest value.
+
+    NaN is ignored (both NaN when every value is NaN), infinities are kept: the values of
+    ``np.fmin.reduce`` and ``np.fmax.reduce`` (of a zero extreme, either sign). One pass
+    instead of numpy's three (two reductions and the copy); eight independent lanes, as a
+    float reduction does not vectorise without fast-math (which would drop NaN handling).
+    """
+    return _range(values, out)
+
+
+@_kernel()
+def value_range(values: NDArray[np.float32]) -> tuple[float, float]:
+    """Return the least and greatest value of ``values`` (flat), as :func:`copy_range`."""
+    return _range(values, None)

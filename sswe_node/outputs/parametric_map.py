@@ -43,7 +43,9 @@ from sswe_node.outputs.uids import (
 )
 
 __all__ = [
+    "MapPixels",
     "build_parametric_map",
+    "map_pixels",
     "LUT_LABEL",
     "SD_LUT_LABEL",
     "UNKNOWN_SPACING_MM",
@@ -100,6 +102,49 @@ def _pixel_data(
             start += frame.size
 
     return filled_buffer(sum(f.nbytes for f in frames), fill), ranges
+
+
+class MapPixels(NamedTuple):
+    """Float Pixel Data written in place by its producer: the buffer and its frames."""
+
+    #: The whole Float Pixel Data (little endian float32), frame after frame.
+    buffer: bytearray
+    #: Writable float32 views of ``buffer``, one per frame: the values, then the sd.
+    frames: tuple[NDArray[np.float32], ...]
+
+
+def map_pixels(shape: tuple[int, int], frames: int) -> MapPixels | None:
+    """Return a new Float Pixel Data buffer of ``frames`` frames of ``shape`` to write into.
+
+    Whoever makes the values (e.g. :func:`sswe_node.imaging.grid.from_grid_masked`) writes
+    them into ``frames``, and :func:`build_parametric_map` given ``pixels=`` takes the buffer
+    as the map's pixel data as it is, without a copy: the map then holds that memory (the
+    frames must not be changed afterwards). None on a big-endian machine (the data is little
+    endian): write into arrays of your own.
+    """
+    if sys.byteorder != "little":
+        return None
+    rows, cols = (int(v) for v in shape)
+    size = rows * cols
+    buffer = bytearray(4 * size * frames)
+    flat = np.frombuffer(buffer, dtype=np.float32)
+    return MapPixels(
+        buffer, tuple(flat[k * size : (k + 1) * size].reshape(rows, cols) for k in range(frames))
+    )
+
+
+def _given_pixel_data(
+    pixels: MapPixels, frames: tuple[NDArray[np.float32], ...]
+) -> tuple[bytearray, list[tuple[float, float]]]:
+    """Return ``pixels``' buffer, which must hold ``frames``, and each frame's value range."""
+    from sswe_node.outputs.kernels import value_range
+
+    if len(frames) != len(pixels.frames) or any(
+        f.shape != p.shape or f.ctypes.data != p.ctypes.data
+        for f, p in zip(frames, pixels.frames, strict=False)
+    ):  # fmt: skip
+        raise ValueError("pixels= must hold the values (and the sd) themselves")
+    return pixels.buffer, [value_range(f.reshape(-1)) for f in frames]
 
 
 def _decimals(values: tuple[float, ...]) -> list[DSfloat]:
@@ -442,6 +487,7 @@ def build_parametric_map(
     sd: NDArray[np.floating] | None = None,
     scale: tuple[float, float] | None = None,
     scale_source: str | None = None,
+    pixels: MapPixels | None = None,
 ) -> Dataset:
     """Build the Parametric Map of one processed source frame.
 
@@ -470,6 +516,9 @@ def build_parametric_map(
         window and the Real World Value Mapping's range; default ``model.colour_bar``.
     scale_source : str, optional
         Where ``scale`` came from, said in the Derivation Description.
+    pixels : MapPixels, optional
+        The buffer (:func:`map_pixels`) that ``values`` and ``sd`` were written into: taken
+        as the Float Pixel Data without a copy.
 
     Returns
     -------
@@ -492,7 +541,11 @@ def build_parametric_map(
         if sd.shape != values.shape:
             raise ValueError(f"sd of shape {sd.shape} does not match the values {values.shape}")
     # Float Pixel Data (both frames) and the value ranges, in one pass over each frame.
-    pixels, ranges = _pixel_data(values if sd is None else (values, sd))
+    frames = (values,) if sd is None else (values, sd)
+    if pixels is None:
+        data, ranges = _pixel_data(frames)
+    else:
+        data, ranges = _given_pixel_data(pixels, frames)
     smallest, largest = ranges[0]
     if not (math.isfinite(smallest) and math.isfinite(largest)):  # an infinity, or all NaN
         raise ValueError("values must be finite (NaN only outside the tissue)")
@@ -540,7 +593,7 @@ def build_parametric_map(
             text += " Pixel spacing unknown: 1 mm stored."
             logger.warning("source has no pixel spacing; the parametric map records 1 mm")
         elements[BaseTag(0x00082111)] = encoded.text(0x00082111, "ST", text, source)
-    elements[BaseTag(0x7FE00008)] = encoded.buffer_element(0x7FE00008, "OF", pixels)
+    elements[BaseTag(0x7FE00008)] = encoded.buffer_element(0x7FE00008, "OF", data)
     return new_derived(
         source,
         model,
