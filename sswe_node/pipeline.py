@@ -352,13 +352,16 @@ def post_process(
         pixels = None
         if settings.processing.parametric_map:
             pixels = map_pixels(roi.shape, 1 if sd is None else 2)
-        values, sd_map = from_grid_masked(
+        values, sd_map, value_range, sd_range = from_grid_masked(
             prediction,
             None if sd is None else sd[k],
             roi.shape,
             outside=outside,
             out=None if pixels is None else pixels.frames,
         )
+        if pixels is not None:  # the pass found the ranges: the map need not read its frames
+            ranges = (value_range,) if sd is None else (value_range, sd_range)
+            pixels = pixels._replace(ranges=ranges)
         spacing = reading.spacing_mm or source_spacing_mm(ds, roi)
         if settings.processing.parametric_map:
             outputs.append(

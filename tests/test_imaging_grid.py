@@ -216,10 +216,19 @@ def test_masked_regridding_equals_the_numpy_passes(source, target, case, mask) -
     got = grid_module.from_grid_masked(values, sd, target, outside=outside)
     assert got[0].shape == target and got[0].dtype == np.float32
     np.testing.assert_array_equal(_bits(got[0]), _bits(expected[0]))
+    _assert_range(got.value_range, expected[0])
     if sd is None:
-        assert got[1] is None
+        assert got.sd is None and got.sd_range is None
     else:
-        np.testing.assert_array_equal(_bits(got[1]), _bits(expected[1]))
+        np.testing.assert_array_equal(_bits(got.sd), _bits(expected[1]))
+        _assert_range(got.sd_range, expected[1])
+
+
+def _assert_range(found: tuple, array: np.ndarray) -> None:
+    """``found`` is the NaN-ignoring range of ``array``, as numpy's fmin/fmax give it."""
+    expected = (float(np.fmin.reduce(array, axis=None)), float(np.fmax.reduce(array, axis=None)))
+    assert all(isinstance(v, float) for v in found)
+    np.testing.assert_array_equal(np.array(found), np.array(expected))  # NaN equal to NaN
 
 
 def test_masked_regridding_of_extreme_values_equals_the_numpy_passes() -> None:
@@ -233,8 +242,10 @@ def test_masked_regridding_of_extreme_values_equals_the_numpy_passes() -> None:
         with np.errstate(over="ignore", invalid="ignore"):
             expected = _masked_reference(values, sd, (40, 50), outside)
         got = grid_module.from_grid_masked(values, sd, (40, 50), outside=outside)
-        for a, b in zip(got, expected, strict=True):
+        for a, b in zip(got[:2], expected, strict=True):
             np.testing.assert_array_equal(_bits(a), _bits(b))
+        _assert_range(got.value_range, expected[0])
+        _assert_range(got.sd_range, expected[1])
 
 
 def test_masked_regridding_writes_into_the_given_arrays() -> None:
@@ -307,7 +318,7 @@ def test_kernels_work_where_no_cache_directory_can_be_written() -> None:
     code = (
         "import numpy as np\n"
         "from sswe_node.imaging import grid, grid_kernels\n"
-        "v, s = grid.from_grid_masked(np.ones((4, 3)), np.ones((4, 3)), (9, 7))\n"
+        "v, s, _, _ = grid.from_grid_masked(np.ones((4, 3)), np.ones((4, 3)), (9, 7))\n"
         "assert (v == 1).all() and (s == 1).all()\n"
         "assert 'second_pass' in grid_kernels._uncached\n"
     )

@@ -154,3 +154,37 @@ def test_bad_arguments_are_refused(make_us_source, shape, fill, unit) -> None:
         build_parametric_map(
             make_us_source(), np.full(shape, fill, np.float32), roi=Box(0, 0, 40, 50), model=model
         )
+
+
+@pytest.mark.parametrize("with_sd", [False, True])
+def test_pixels_written_in_place_are_the_map_unchanged(make_us_source, with_sd) -> None:
+    from sswe_node.imaging.grid import from_grid_masked
+    from sswe_node.outputs import map_pixels
+
+    source = make_us_source()
+    roi = Box(10, 20, 50, 70)
+    rng = np.random.default_rng(4)
+    grid, sd_grid = rng.uniform(0, 80, (12, 8)), rng.gamma(2.0, 3.0, (12, 8))
+    outside = np.zeros(roi.shape, dtype=bool)
+    outside[:, :9] = True
+    pixels = map_pixels(roi.shape, 2 if with_sd else 1)
+    values, sd, value_range, sd_range = from_grid_masked(
+        grid, sd_grid if with_sd else None, roi.shape, outside=outside, out=pixels.frames
+    )
+    copied = build_parametric_map(
+        source, values.copy(), roi=roi, model=MODEL, sd=None if sd is None else sd.copy()
+    )
+    given = {"pixels": pixels}
+    ranges = (value_range,) if sd is None else (value_range, sd_range)
+    for kwargs in (given, {"pixels": pixels._replace(ranges=ranges)}):
+        ds = build_parametric_map(source, values, roi=roi, model=MODEL, sd=sd, **kwargs)
+        assert ds.FloatPixelData is pixels.buffer  # taken, not copied
+        for a, b in zip(ds, copied, strict=True):
+            clock = a.keyword in ("InstanceCreationTime", "ContentTime")
+            assert a.tag == b.tag and (a.value == b.value or clock), a.keyword
+    with pytest.raises(ValueError, match="themselves"):
+        build_parametric_map(source, values.copy(), roi=roi, model=MODEL, sd=sd, pixels=pixels)
+    with pytest.raises(ValueError, match="one range per frame"):
+        build_parametric_map(
+            source, values, roi=roi, model=MODEL, sd=sd, pixels=pixels._replace(ranges=())
+        )

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["to_grid", "from_grid", "from_grid_masked", "grid_spacing_mm"]
+__all__ = ["to_grid", "from_grid", "from_grid_masked", "MaskedRegrid", "grid_spacing_mm"]
 
 #: Elements per block of the interpolation passes: the block and its scratch stay in cache,
 #: and no full-size temporaries are allocated.
@@ -212,6 +213,20 @@ def _first_pass(
     return interpolated(zeroed), interpolated(valid.astype(np.float32))
 
 
+class MaskedRegrid(NamedTuple):
+    """What :func:`from_grid_masked` returns."""
+
+    #: ``shape`` float32: the values, NaN outside.
+    values: NDArray[np.float32]
+    #: ``shape`` float32: the sd, clamped at 0, NaN where the value is NaN (None: no sd).
+    sd: NDArray[np.float32] | None
+    #: ``(least, greatest)`` value, NaN ignored (NaN, NaN when all are): ``np.fmin.reduce``
+    #: and ``np.fmax.reduce``'s (a zero extreme of either sign).
+    value_range: tuple[float, float]
+    #: The same of the sd (None: no sd).
+    sd_range: tuple[float, float] | None
+
+
 def from_grid_masked(
     values: NDArray[np.floating],
     sd: NDArray[np.floating] | None,
@@ -219,7 +234,7 @@ def from_grid_masked(
     *,
     outside: NDArray[np.bool_] | None = None,
     out: Sequence[NDArray[np.float32]] | None = None,
-) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+) -> MaskedRegrid:
     """Bring a prediction and its standard deviation back to source pixels, masked, at once.
 
     The same values as ::
@@ -230,7 +245,8 @@ def from_grid_masked(
         s = np.maximum(from_grid(sd, shape), 0); s[void] = nan
 
     bit for bit, but the large second pass of both regriddings and the masks are one
-    compiled pass (:mod:`sswe_node.imaging.grid_kernels`) writing each output value once.
+    compiled pass (:mod:`sswe_node.imaging.grid_kernels`) writing each output value once,
+    which also finds each output's value range (as a map's value mapping needs).
 
     Parameters
     ----------
@@ -245,8 +261,8 @@ def from_grid_masked(
 
     Returns
     -------
-    tuple
-        ``(values, sd)`` float32 of ``shape`` (``sd`` None without an sd).
+    MaskedRegrid
+        ``(values, sd, value_range, sd_range)``.
     """
     from sswe_node.imaging.grid_kernels import second_pass  # numba: imported when first used
 
@@ -280,10 +296,10 @@ def from_grid_masked(
     v_num, v_den = _first_pass(values, shape, columns_first)
     s_num, s_den = (None, None) if sd is None else _first_pass(sd, shape, columns_first)
     out_sd = None if sd is None else out[1]
-    second_pass(
+    value_range, sd_range = second_pass(
         v_num, v_den, s_num, s_den, lower, upper, weight, columns_first, outside, out[0], out_sd
     )
-    return out[0], out_sd
+    return MaskedRegrid(out[0], out_sd, value_range, None if sd is None else sd_range)
 
 
 def grid_spacing_mm(

@@ -72,6 +72,26 @@ def _clamp(s: np.float32) -> np.float32:
 
 
 @_kernel(inline="always")
+def _extremes(ext: NDArray[np.float32], k: int, c: int, x: np.float32) -> None:
+    """Keep ``x`` in column ``c``'s least (row ``k``) and greatest (``k + 1``); NaN never."""
+    low, high = ext[k, c], ext[k + 1, c]
+    ext[k, c] = x if x < low else low
+    ext[k + 1, c] = x if x > high else high
+
+
+@_kernel()
+def _range(low: NDArray[np.float32], high: NDArray[np.float32]) -> tuple[float, float]:
+    """Return the least of ``low`` and the greatest of ``high``; NaN, NaN when there is none."""
+    smallest, largest = np.float32(np.inf), np.float32(-np.inf)
+    for c in range(low.shape[0]):
+        smallest = low[c] if low[c] < smallest else smallest
+        largest = high[c] if high[c] > largest else largest
+    if smallest > largest:  # no value but NaN (an infinity alone is both extremes)
+        return np.nan, np.nan
+    return float(smallest), float(largest)
+
+
+@_kernel(inline="always")
 def _part(array: NDArray[np.float32] | None, index: int) -> NDArray[np.float32] | None:
     """Row ``index`` of ``array``; None for None (compiled apart: the branches on it go)."""
     if array is None:
@@ -80,10 +100,13 @@ def _part(array: NDArray[np.float32] | None, index: int) -> NDArray[np.float32] 
 
 
 @_kernel()
-def _row(vl, vh, dl, dh, sl, sh, tl, th, w, o, ov, os):  # noqa: ANN001, ANN202
+def _row(vl, vh, dl, dh, sl, sh, tl, th, w, o, ov, os, ext):  # noqa: ANN001, ANN202
     """One output row along the rows: each pixel from the same column of two input rows.
 
     An input that is None (no denominator, sd or mask) is one this specialisation lacks.
+    ``ext`` (None: not kept) holds per column the least and greatest value and sd so far
+    (NaN ignored): a running extreme per column vectorises, a reduction over the row would
+    not (without fast-math).
     """
     for c in range(ov.shape[0]):
         v = _tap(vl[c], vh[c], w)
@@ -96,15 +119,20 @@ def _row(vl, vh, dl, dh, sl, sh, tl, th, w, o, ov, os):  # noqa: ANN001, ANN202
                 v = _NAN
                 void = True
         ov[c] = v
+        if ext is not None:
+            _extremes(ext, 0, c, v)
         if sl is not None:
             s = _tap(sl[c], sh[c], w)
             if tl is not None:
                 s = _ratio(s, _tap(tl[c], th[c], w))
-            os[c] = _NAN if void else _clamp(s)
+            s = _NAN if void else _clamp(s)
+            os[c] = s
+            if ext is not None:
+                _extremes(ext, 2, c, s)
 
 
 @_kernel()
-def _gathered_row(vr, dr, sr, tr, lower, upper, weight, o, ov, os):  # noqa: ANN001, ANN202
+def _gathered_row(vr, dr, sr, tr, lower, upper, weight, o, ov, os, ext):  # noqa: ANN001, ANN202
     """One output row along the columns: each pixel from two columns of one input row."""
     for c in range(ov.shape[0]):
         lo, hi, w = lower[c], upper[c], weight[c]
@@ -118,11 +146,16 @@ def _gathered_row(vr, dr, sr, tr, lower, upper, weight, o, ov, os):  # noqa: ANN
                 v = _NAN
                 void = True
         ov[c] = v
+        if ext is not None:
+            _extremes(ext, 0, c, v)
         if sr is not None:
             s = _tap(sr[lo], sr[hi], w)
             if tr is not None:
                 s = _ratio(s, _tap(tr[lo], tr[hi], w))
-            os[c] = _NAN if void else _clamp(s)
+            s = _NAN if void else _clamp(s)
+            os[c] = s
+            if ext is not None:
+                _extremes(ext, 2, c, s)
 
 
 @_kernel()
@@ -156,14 +189,16 @@ def first_pass(
         for r in range(rows):
             _row(
                 array[lower[r]], array[upper[r]], None, None, None, None, None, None,
-                weight[r], None, out[r], None,
+                weight[r], None, out[r], None, None,
             )  # fmt: skip
     else:
         if rows != array.shape[0]:
             raise ValueError("input and output rows differ")
         _check_taps(lower, upper, weight, cols, array.shape[1])
         for r in range(rows):
-            _gathered_row(array[r], None, None, None, lower, upper, weight, None, out[r], None)
+            _gathered_row(
+                array[r], None, None, None, lower, upper, weight, None, out[r], None, None
+            )
 
 
 @_kernel()
@@ -179,7 +214,7 @@ def second_pass(
     outside: NDArray[np.bool_] | None,
     out_values: NDArray[np.float32],
     out_sd: NDArray[np.float32] | None,
-) -> None:
+) -> tuple[tuple[float, float], tuple[float, float]]:
     """Interpolate the intermediates along the second axis and mask, into the outputs.
 
     Parameters
@@ -200,6 +235,13 @@ def second_pass(
         C-contiguous float32 outputs (``out_sd`` None when there is no sd): the values,
         NaN outside; the sd clamped at 0, NaN where the value is NaN (a void cell's,
         searched only when ``v_den`` is given, or outside).
+
+    Returns
+    -------
+    tuple
+        ``((least, greatest) value, (least, greatest) sd)`` ignoring NaN (NaN, NaN when
+        all are NaN or there is no sd): the values of ``np.fmin.reduce`` and
+        ``np.fmax.reduce`` (of a zero extreme, either sign).
 
     Each combination of absent inputs is compiled apart (numba drops the branches on a None
     argument), so that every inner loop is a plain one.
@@ -225,6 +267,9 @@ def second_pass(
     if outside is not None:
         if outside.shape != out_values.shape:
             raise ValueError("outside and output shapes differ")
+    ext = np.empty((4, cols), dtype=np.float32)  # least and greatest value, sd, per column
+    ext[0::2] = np.inf
+    ext[1::2] = -np.inf
     for r in range(rows):
         o = _part(outside, r)
         os = _part(out_sd, r) if s_num is not None else None
@@ -233,10 +278,11 @@ def second_pass(
             _row(
                 v_num[lo], v_num[hi], _part(v_den, lo), _part(v_den, hi), _part(s_num, lo),
                 _part(s_num, hi), _part(s_den, lo), _part(s_den, hi), weight[r], o,
-                out_values[r], os,
+                out_values[r], os, ext,
             )  # fmt: skip
         else:
             _gathered_row(
                 v_num[r], _part(v_den, r), _part(s_num, r), _part(s_den, r), lower, upper,
-                weight, o, out_values[r], os,
+                weight, o, out_values[r], os, ext,
             )  # fmt: skip
+    return _range(ext[0], ext[1]), _range(ext[2], ext[3])

@@ -4,9 +4,9 @@
 several full-size passes (grey levels, colour index, uncertainty threshold, hatching, blend
 table look-up, copies into the canvas) into one pass that writes each output byte once;
 :func:`copy_range` copies a map's frame into its pixel data and finds its value range in the
-same pass (:func:`value_range`: of a frame its producer wrote there). Results are
-bit-identical to the numpy code (tests/test_outputs_kernels.py compares both on random
-inputs): the same float32 operations, rounding ties to even, without fast-math.
+same pass. Results are bit-identical to the numpy code (tests/test_outputs_kernels.py
+compares both on random inputs): the same float32 operations, rounding ties to even,
+without fast-math.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["compose_capture", "copy_range", "value_range"]
+__all__ = ["compose_capture", "copy_range"]
 
 
 #: Adding and subtracting 2**23 rounds a float32 in 0 .. 2**22 to an integer, ties to even
@@ -204,20 +204,24 @@ def compose_capture(
 
 
 @_kernel()
-def _range(values: NDArray[np.float32], out: NDArray[np.float32] | None) -> tuple[float, float]:
-    """:func:`copy_range`; ``out`` None: no copy (compiled apart, the stores dropped)."""
+def copy_range(values: NDArray[np.float32], out: NDArray[np.float32]) -> tuple[float, float]:
+    """Copy ``values`` (flat) into ``out`` and return their least and greatest value.
+
+    NaN is ignored (both NaN when every value is NaN), infinities are kept: the values of
+    ``np.fmin.reduce`` and ``np.fmax.reduce`` (of a zero extreme, either sign). One pass
+    instead of numpy's three (two reductions and the copy); eight independent lanes, as a
+    float reduction does not vectorise without fast-math (which would drop NaN handling).
+    """
     n = values.shape[0]
-    if out is not None:
-        if out.shape[0] != n:
-            raise ValueError("out and values differ in size")
+    if out.shape[0] != n:
+        raise ValueError("out and values differ in size")
     a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = np.float32(np.inf)  # least, per lane
     b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = np.float32(-np.inf)  # greatest
     for i in range(0, n - n % 8, 8):
         v0, v1, v2, v3 = values[i], values[i + 1], values[i + 2], values[i + 3]
         v4, v5, v6, v7 = values[i + 4], values[i + 5], values[i + 6], values[i + 7]
-        if out is not None:
-            out[i], out[i + 1], out[i + 2], out[i + 3] = v0, v1, v2, v3
-            out[i + 4], out[i + 5], out[i + 6], out[i + 7] = v4, v5, v6, v7
+        out[i], out[i + 1], out[i + 2], out[i + 3] = v0, v1, v2, v3
+        out[i + 4], out[i + 5], out[i + 6], out[i + 7] = v4, v5, v6, v7
         # "v < a" is false for NaN: a NaN never becomes an extreme.
         a0, a1 = (v0 if v0 < a0 else a0), (v1 if v1 < a1 else a1)
         a2, a3 = (v2 if v2 < a2 else a2), (v3 if v3 < a3 else a3)
@@ -231,28 +235,9 @@ def _range(values: NDArray[np.float32], out: NDArray[np.float32] | None) -> tupl
     largest = max(max(max(b0, b1), max(b2, b3)), max(max(b4, b5), max(b6, b7)))
     for i in range(n - n % 8, n):
         value = values[i]
-        if out is not None:
-            out[i] = value
+        out[i] = value
         smallest = value if value < smallest else smallest
         largest = value if value > largest else largest
     if smallest > largest:  # no value but NaN (an infinity alone is both extremes)
         return np.nan, np.nan
     return float(smallest), float(largest)
-
-
-@_kernel()
-def copy_range(values: NDArray[np.float32], out: NDArray[np.float32]) -> tuple[float, float]:
-    """Copy ``values`` (flat) into ``out`` and return their least and greatest value.
-
-    NaN is ignored (both NaN when every value is NaN), infinities are kept: the values of
-    ``np.fmin.reduce`` and ``np.fmax.reduce`` (of a zero extreme, either sign). One pass
-    instead of numpy's three (two reductions and the copy); eight independent lanes, as a
-    float reduction does not vectorise without fast-math (which would drop NaN handling).
-    """
-    return _range(values, out)
-
-
-@_kernel()
-def value_range(values: NDArray[np.float32]) -> tuple[float, float]:
-    """Return the least and greatest value of ``values`` (flat), as :func:`copy_range`."""
-    return _range(values, None)

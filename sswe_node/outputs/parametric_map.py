@@ -111,14 +111,18 @@ class MapPixels(NamedTuple):
     buffer: bytearray
     #: Writable float32 views of ``buffer``, one per frame: the values, then the sd.
     frames: tuple[NDArray[np.float32], ...]
+    #: Each frame's ``(least, greatest)`` value ignoring NaN, when its producer found them
+    #: (``np.fmin.reduce``, ``np.fmax.reduce``); None: the map finds them.
+    ranges: tuple[tuple[float, float], ...] | None = None
 
 
 def map_pixels(shape: tuple[int, int], frames: int) -> MapPixels | None:
     """Return a new Float Pixel Data buffer of ``frames`` frames of ``shape`` to write into.
 
     Whoever makes the values (e.g. :func:`sswe_node.imaging.grid.from_grid_masked`) writes
-    them into ``frames``, and :func:`build_parametric_map` given ``pixels=`` takes the buffer
-    as the map's pixel data as it is, without a copy: the map then holds that memory (the
+    them into ``frames`` (and may give their ranges: ``pixels._replace(ranges=...)``), and
+    :func:`build_parametric_map` given ``pixels=`` takes the buffer as the map's pixel data
+    as it is, without a copy: the map then holds that memory (the
     frames must not be changed afterwards). None on a big-endian machine (the data is little
     endian): write into arrays of your own.
     """
@@ -137,14 +141,16 @@ def _given_pixel_data(
     pixels: MapPixels, frames: tuple[NDArray[np.float32], ...]
 ) -> tuple[bytearray, list[tuple[float, float]]]:
     """Return ``pixels``' buffer, which must hold ``frames``, and each frame's value range."""
-    from sswe_node.outputs.kernels import value_range
-
     if len(frames) != len(pixels.frames) or any(
         f.shape != p.shape or f.ctypes.data != p.ctypes.data
         for f, p in zip(frames, pixels.frames, strict=False)
     ):  # fmt: skip
         raise ValueError("pixels= must hold the values (and the sd) themselves")
-    return pixels.buffer, [value_range(f.reshape(-1)) for f in frames]
+    if pixels.ranges is not None:
+        if len(pixels.ranges) != len(frames):
+            raise ValueError("pixels= must give one range per frame")
+        return pixels.buffer, list(pixels.ranges)
+    return pixels.buffer, [_nan_range(f) for f in frames]
 
 
 def _decimals(values: tuple[float, ...]) -> list[DSfloat]:
