@@ -144,7 +144,8 @@ def main() -> None:
         )
     print(
         "rest = post_process - PM - SC (best): the regridding of the values and the sd onto the "
-        "ROI (imaging.grid.from_grid) and the NaN masks of pipeline.post_process"
+        "ROI with the NaN masks (imaging.grid.from_grid_masked); an underestimate, as the PM "
+        "built alone copies its frames, which post_process's regridding writes in place"
     )
     best, median = _best_ms(per_instance)
     cpu_best, cpu_median = _best_ms(cpu_per_instance)
