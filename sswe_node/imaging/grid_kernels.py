@@ -14,15 +14,10 @@ checked before the loops (an index out of bounds in compiled code is not caught 
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from typing import Any
-
-import numba
 import numpy as np
 from numpy.typing import NDArray
 
-logger = logging.getLogger(__name__)
+from sswe_node.compiled import kernel
 
 __all__ = ["first_pass", "second_pass"]
 
@@ -30,48 +25,26 @@ _NAN = np.float32(np.nan)
 _ZERO = np.float32(0.0)
 _HALF = np.float32(0.5)
 
-#: The kernels compiled without a disk cache (none could be written).
-_uncached: list[str] = []
 
-
-def _kernel(**options: Any) -> Callable[[Callable[..., Any]], Any]:
-    """``numba.njit(cache=True, nogil=True)``: compiled once per installation, kept on disk.
-
-    Where no cache directory can be written (a read-only installation and no home, no
-    ``NUMBA_CACHE_DIR``), each process compiles anew rather than failing at import.
-    """
-
-    def compile_(func: Callable[..., Any]) -> Any:
-        try:
-            return numba.njit(cache=True, nogil=True, **options)(func)
-        except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
-            if not _uncached:
-                logger.info("regridding kernels compiled per process (no cache): %s", exc)
-            _uncached.append(func.__name__)
-            return numba.njit(nogil=True, **options)(func)
-
-    return compile_
-
-
-@_kernel(inline="always")
+@kernel(inline="always")
 def _tap(lo: np.float32, hi: np.float32, w: np.float32) -> np.float32:
     return lo + (hi - lo) * w  # grid._rows / grid._columns: high -= block; *= w; block += high
 
 
-@_kernel(inline="always")
+@kernel(inline="always")
 def _ratio(num: np.float32, den: np.float32) -> np.float32:
     if den <= _HALF:  # grid._bilinear: den[den <= 0.5] = nan; num /= den
         den = _NAN
     return num / den
 
 
-@_kernel(inline="always")
+@kernel(inline="always")
 def _clamp(s: np.float32) -> np.float32:
     # np.maximum(s, 0): NaN kept, -0.0 and negatives become +0.0.
     return s if (s > _ZERO or s != s) else _ZERO
 
 
-@_kernel(inline="always")
+@kernel(inline="always")
 def _extremes(ext: NDArray[np.float32], k: int, c: int, x: np.float32) -> None:
     """Keep ``x`` in column ``c``'s least (row ``k``) and greatest (``k + 1``); NaN never."""
     low, high = ext[k, c], ext[k + 1, c]
@@ -79,7 +52,7 @@ def _extremes(ext: NDArray[np.float32], k: int, c: int, x: np.float32) -> None:
     ext[k + 1, c] = x if x > high else high
 
 
-@_kernel()
+@kernel()
 def _range(low: NDArray[np.float32], high: NDArray[np.float32]) -> tuple[float, float]:
     """Return the least of ``low`` and the greatest of ``high``; NaN, NaN when there is none."""
     smallest, largest = np.float32(np.inf), np.float32(-np.inf)
@@ -91,7 +64,7 @@ def _range(low: NDArray[np.float32], high: NDArray[np.float32]) -> tuple[float, 
     return float(smallest), float(largest)
 
 
-@_kernel(inline="always")
+@kernel(inline="always")
 def _part(array: NDArray[np.float32] | None, index: int) -> NDArray[np.float32] | None:
     """Row ``index`` of ``array``; None for None (compiled apart: the branches on it go)."""
     if array is None:
@@ -99,7 +72,7 @@ def _part(array: NDArray[np.float32] | None, index: int) -> NDArray[np.float32] 
     return array[index]
 
 
-@_kernel()
+@kernel()
 def _row(vl, vh, dl, dh, sl, sh, tl, th, w, o, ov, os, ext):  # noqa: ANN001, ANN202
     """One output row along the rows: each pixel from the same column of two input rows.
 
@@ -131,7 +104,7 @@ def _row(vl, vh, dl, dh, sl, sh, tl, th, w, o, ov, os, ext):  # noqa: ANN001, AN
                 _extremes(ext, 2, c, s)
 
 
-@_kernel()
+@kernel()
 def _gathered_row(vr, dr, sr, tr, lower, upper, weight, o, ov, os, ext):  # noqa: ANN001, ANN202
     """One output row along the columns: each pixel from two columns of one input row."""
     for c in range(ov.shape[0]):
@@ -158,7 +131,7 @@ def _gathered_row(vr, dr, sr, tr, lower, upper, weight, o, ov, os, ext):  # noqa
                 _extremes(ext, 2, c, s)
 
 
-@_kernel()
+@kernel()
 def _check_taps(lower, upper, weight, n_taps, inner):  # noqa: ANN001, ANN202
     if lower.shape[0] != n_taps or upper.shape[0] != n_taps or weight.shape[0] != n_taps:
         raise ValueError("taps and output shapes differ")
@@ -167,7 +140,7 @@ def _check_taps(lower, upper, weight, n_taps, inner):  # noqa: ANN001, ANN202
             raise ValueError("tap outside the input")
 
 
-@_kernel()
+@kernel()
 def first_pass(
     array: NDArray[np.float32],
     lower: NDArray[np.intp],
@@ -215,7 +188,7 @@ def first_pass(
                     target[c] = lo + step * weight[c]
 
 
-@_kernel()
+@kernel()
 def second_pass(
     v_num: NDArray[np.float32],
     v_den: NDArray[np.float32] | None,

@@ -19,41 +19,12 @@ Regions are read as rows of bytes: ``flat`` holds pixel ``(r, c)``'s R, G, B at
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from typing import Any
-
-import numba
 import numpy as np
 from numpy.typing import NDArray
 
-logger = logging.getLogger(__name__)
+from sswe_node.compiled import kernel
 
 __all__ = ["byte_rows", "white_thin", "colour_marks_into", "structures_into", "fill_squares"]
-
-
-#: The kernels compiled without a disk cache (none could be written).
-_uncached: list[str] = []
-
-
-def _kernel(**options: Any) -> Callable[[Callable[..., Any]], Any]:
-    """``numba.njit(cache=True, nogil=True)``: compiled once per installation, kept on disk.
-
-    The compiled code is kept next to this module, else in the user's cache directory (or
-    ``NUMBA_CACHE_DIR``); where none of them can be written, each process compiles anew
-    (a few seconds at the first capture) rather than failing.
-    """
-
-    def compile_(func: Callable[..., Any]) -> Any:
-        try:
-            return numba.njit(cache=True, nogil=True, **options)(func)
-        except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
-            if not _uncached:
-                logger.info("mark kernels compiled per process (no cache directory): %s", exc)
-            _uncached.append(func.__name__)
-            return numba.njit(nogil=True, **options)(func)
-
-    return compile_
 
 
 def byte_rows(pixels: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
@@ -88,7 +59,7 @@ def byte_rows(pixels: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.
     return buffer, pixels
 
 
-@_kernel()
+@kernel()
 def _rows(buffer: NDArray[np.uint8], pixels: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], int]:
     """Return the bytes of ``pixels``' rows (``flat``) and their stride (see the module)."""
     h, w = pixels.shape[0], pixels.shape[1]
@@ -108,7 +79,7 @@ def _rows(buffer: NDArray[np.uint8], pixels: NDArray[np.uint8]) -> tuple[NDArray
     return buffer[start : start + span], stride
 
 
-@_kernel(inline="always")
+@kernel(inline="always")
 def _max_low_red_blue(row: NDArray[np.uint8]) -> int:
     """Return the greatest ``min(R, B)`` of a run of RGB bytes."""
     most = np.uint8(0)
@@ -117,7 +88,7 @@ def _max_low_red_blue(row: NDArray[np.uint8]) -> int:
     return int(most)
 
 
-@_kernel(inline="always")
+@kernel(inline="always")
 def _max_spread(row: NDArray[np.uint8]) -> int:
     """Return the greatest ``max(R, G, B) - min(R, G, B)`` of a run of RGB bytes."""
     most = np.uint8(0)
@@ -128,12 +99,12 @@ def _max_spread(row: NDArray[np.uint8]) -> int:
     return int(most)
 
 
-@_kernel(inline="always")
+@kernel(inline="always")
 def _low(flat: NDArray[np.uint8], at: int) -> int:
     return int(min(min(flat[at], flat[at + 1]), flat[at + 2]))
 
 
-@_kernel()
+@kernel()
 def white_thin(
     buffer: NDArray[np.uint8], pixels: NDArray[np.uint8], level: int, contrast: int, most: int
 ) -> tuple[int, int, NDArray[np.intp]]:
@@ -196,7 +167,7 @@ def white_thin(
     return count, bright, found[:k]
 
 
-@_kernel()
+@kernel()
 def colour_marks_into(
     buffer: NDArray[np.uint8], pixels: NDArray[np.uint8], spread: int, out: NDArray[np.bool_]
 ) -> int:
@@ -232,7 +203,7 @@ def colour_marks_into(
     return found
 
 
-@_kernel(inline="always")
+@kernel(inline="always")
 def _root(parent: NDArray[np.intp], i: int) -> int:
     while parent[i] != i:
         parent[i] = parent[parent[i]]
@@ -240,7 +211,7 @@ def _root(parent: NDArray[np.intp], i: int) -> int:
     return i
 
 
-@_kernel(inline="always")
+@kernel(inline="always")
 def _join(parent: NDArray[np.intp], i: int, j: int) -> None:
     a, b = _root(parent, i), _root(parent, j)
     if a < b:
@@ -249,7 +220,7 @@ def _join(parent: NDArray[np.intp], i: int, j: int) -> None:
         parent[a] = b
 
 
-@_kernel()
+@kernel()
 def components(index: NDArray[np.intp], w: int) -> tuple[NDArray[np.intp], int]:
     """Return the 8-connected structure (1..n, numbered by first pixel) of each pixel, and n.
 
@@ -282,7 +253,7 @@ def components(index: NDArray[np.intp], w: int) -> tuple[NDArray[np.intp], int]:
     return owners, n
 
 
-@_kernel()
+@kernel()
 def structures_into(
     index: NDArray[np.intp], h: int, w: int, min_size: int, out: NDArray[np.bool_]
 ) -> int:
@@ -320,7 +291,7 @@ def structures_into(
     return kept
 
 
-@_kernel()
+@kernel()
 def _keep_text_rows(
     index: NDArray[np.intp],
     w: int,
@@ -380,7 +351,7 @@ def _keep_text_rows(
         keep[s] = keep[s] or texty
 
 
-@_kernel(inline="always")
+@kernel(inline="always")
 def _pairwise_block(values: NDArray[np.float64], start: int, n: int) -> float:
     """Return the pairwise sum of at most 128 values as numpy adds them (eight accumulators)."""
     if n < 8:
@@ -409,7 +380,7 @@ def _pairwise_block(values: NDArray[np.float64], start: int, n: int) -> float:
     return total
 
 
-@_kernel()
+@kernel()
 def _pairwise(values: NDArray[np.float64], n: int) -> float:
     """Sum ``values[:n]`` in numpy's pairwise order (its float add reduction), bit for bit.
 
@@ -454,7 +425,7 @@ def _pairwise(values: NDArray[np.float64], n: int) -> float:
     return result
 
 
-@_kernel()
+@kernel()
 def fill_squares(
     out: NDArray[np.float32],
     known: NDArray[np.float32],
@@ -491,7 +462,7 @@ def fill_squares(
     return ready
 
 
-@_kernel()
+@kernel()
 def fill_cells(
     out: NDArray[np.float32], mask: NDArray[np.bool_], sizes: NDArray[np.intp], limit: int
 ) -> tuple[NDArray[np.intp], int, NDArray[np.float32], NDArray[np.bool_]]:

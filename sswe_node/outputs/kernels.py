@@ -11,15 +11,10 @@ without fast-math.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from typing import Any
-
-import numba
 import numpy as np
 from numpy.typing import NDArray
 
-logger = logging.getLogger(__name__)
+from sswe_node.compiled import kernel
 
 __all__ = ["compose_capture", "copy_range"]
 
@@ -28,30 +23,8 @@ __all__ = ["compose_capture", "copy_range"]
 #: (what ``np.rint`` does), without a call: the loops below then vectorise.
 _ROUND = np.float32(2**23)
 
-#: The kernels compiled without a disk cache (none could be written).
-_uncached: list[str] = []
 
-
-def _kernel(**options: Any) -> Callable[[Callable[..., Any]], Any]:
-    """``numba.njit(cache=True, nogil=True)``: compiled once per installation, kept on disk.
-
-    Where no cache directory can be written (a read-only installation and no home, no
-    ``NUMBA_CACHE_DIR``), each process compiles anew rather than failing at import.
-    """
-
-    def compile_(func: Callable[..., Any]) -> Any:
-        try:
-            return numba.njit(cache=True, nogil=True, **options)(func)
-        except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
-            if not _uncached:
-                logger.info("output kernels compiled per process (no cache): %s", exc)
-            _uncached.append(func.__name__)
-            return numba.njit(nogil=True, **options)(func)
-
-    return compile_
-
-
-@_kernel()
+@kernel()
 def _row_codes(
     bmode: NDArray[np.float32],
     values: NDArray[np.float32],
@@ -92,7 +65,7 @@ def _row_codes(
         code[x] = rounded + withheld * (n + hatched - rounded) + level * (n + 2)
 
 
-@_kernel()
+@kernel()
 def _write_row(out: NDArray[np.uint8], grey: NDArray[np.int32]) -> None:
     """Write one grey panel row (R = G = B = the level)."""
     for x in range(grey.shape[0]):
@@ -102,7 +75,7 @@ def _write_row(out: NDArray[np.uint8], grey: NDArray[np.int32]) -> None:
         out[3 * x + 2] = level
 
 
-@_kernel()
+@kernel()
 def _write_row_colour(out: NDArray[np.uint8], code: NDArray[np.int32], table: NDArray) -> None:
     """Write one overlay panel row: the blend table's entry of each pixel."""
     for x in range(code.shape[0]):
@@ -112,7 +85,7 @@ def _write_row_colour(out: NDArray[np.uint8], code: NDArray[np.int32], table: ND
         out[3 * x + 2] = table[entry + 2]
 
 
-@_kernel()
+@kernel()
 def compose_capture(
     out: NDArray[np.uint8],
     bmode: NDArray[np.float32],
@@ -203,7 +176,7 @@ def compose_capture(
                     at_overlay += 3
 
 
-@_kernel()
+@kernel()
 def copy_range(values: NDArray[np.float32], out: NDArray[np.float32]) -> tuple[float, float]:
     """Copy ``values`` (flat) into ``out`` and return their least and greatest value.
 
