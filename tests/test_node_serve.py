@@ -118,7 +118,9 @@ def _wait_settled(config: Path, count: int, timeout: float = 120.0) -> list[dict
             finished = [c for c in cases if c["status"] not in ("received", "processing")]
             queued = store.counts()["sends"]["queued"]
             if len(finished) >= count and queued == 0:
-                return cases
+                # Read again: a send that ended between the two reads above shows as queued in
+                # ``cases``; nothing is queued after ``counts()`` said none was.
+                return store.list_cases(limit=None)
             assert time.monotonic() < deadline, f"not settled: {cases} queued={queued}"
             time.sleep(0.2)
     finally:
