@@ -1,7 +1,8 @@
 """The numpy mark finder that :mod:`sswe_node.imaging.kernels` replaced (reference for tests).
 
 The functions of ``sswe_node/imaging/marks.py`` that the compiled kernels replaced, verbatim
-as they were before them (git 2b10b91; what the kernels left unchanged is imported from it):
+as they were before them (git 2b10b91; the wedge finder's ``_ramp_columns`` and its caller
+``wedge_mask`` as at 12e4554; what the kernels left unchanged is imported from it):
 tests/test_imaging_kernels.py checks that the compiled code finds bit-identical marks.
 """
 
@@ -13,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from sswe_node.imaging.boxes import PixelBox
 from sswe_node.imaging.marks import (  # unchanged by the kernels: shared, not copied
     _BRIGHT,
     _CONTRAST,
@@ -29,7 +31,6 @@ from sswe_node.imaging.marks import (  # unchanged by the kernels: shared, not c
     _structures,
     _thin_bright,
     outside_fan,
-    wedge_mask,
 )
 
 __all__ = ["graphics_marks", "grey_and_unequal", "wedge_mask", "outside_fan", "fill_masked"]
@@ -386,3 +387,63 @@ def _square_steps(length: int, size: int) -> NDArray[np.intp]:
     steps = np.clip(steps, 0, length - 1)
     steps.flags.writeable = False
     return steps
+
+
+def wedge_mask(grey: NDArray[np.floating], boxes: tuple[PixelBox, ...] = ()) -> NDArray[np.bool_]:
+    """Return where grey-scale wedges (grey bars) lie in a region (numpy, as at 12e4554)."""
+    h, w = grey.shape
+    mask = np.zeros((h, w), dtype=bool)
+    for box in boxes:
+        mask[box.expanded(1).clipped((h, w)).slices] = True
+    band = max(8, w // 6)
+    for side in (slice(0, band), slice(max(0, w - band), w)):
+        strip = np.asarray(grey[:, side], dtype=np.float32)
+        found = _ramp_columns(strip)
+        if found is not None:
+            top, bottom, c0, c1 = found
+            offset = side.start
+            mask[max(0, top - 1) : bottom + 1, max(0, offset + c0 - 1) : offset + c1 + 1] = True
+    return mask
+
+
+def _ramp_columns(strip: NDArray[np.float32]) -> tuple[int, int, int, int] | None:
+    """Find a wedge in a strip: >= 6 adjacent columns of uniform rows, ramping >= 120 levels."""
+    h, w = strip.shape
+    if h < 24 or w < 6:
+        return None
+    # uniform rows: each pixel equals its right neighbour over six columns
+    same = np.abs(np.diff(strip, axis=1)) <= 2.0
+    run = np.lib.stride_tricks.sliding_window_view(same, 5, axis=1).all(axis=2)
+    found = []
+    for c in np.flatnonzero(run.sum(axis=0) >= 24):
+        rows = np.flatnonzero(run[:, c])
+        breaks = np.flatnonzero(np.diff(rows) > 1)
+        starts = np.r_[rows[0], rows[breaks + 1]]
+        stops = np.r_[rows[breaks], rows[-1]] + 1
+        k = int(np.argmax(stops - starts))
+        top, bottom = int(starts[k]), int(stops[k])
+        values = strip[top:bottom, c]
+        lit = np.flatnonzero(values > 2.0)  # black rows beside a wedge are background
+        if len(lit) < 24:
+            continue
+        top, bottom = top + int(lit[0]), top + int(lit[-1]) + 1
+        values = strip[top:bottom, c]
+        steps = np.diff(values)
+        monotone = max(np.mean(steps >= -1.0), np.mean(steps <= 1.0))
+        # a ramp: many levels, no jumps (text on black jumps), mostly one direction
+        if (
+            bottom - top >= 24
+            and np.ptp(values) >= 120.0
+            and np.abs(steps).max() <= 48.0
+            and len(np.unique(np.round(values))) >= 8
+            and monotone > 0.95
+        ):
+            found.append((top, bottom, int(c)))
+    if not found:
+        return None
+    return (
+        min(f[0] for f in found),
+        max(f[1] for f in found),
+        min(f[2] for f in found),
+        max(f[2] for f in found) + 6,
+    )

@@ -173,6 +173,7 @@ def test_real_captures_give_the_numpy_codes_marks(
     assert duals >= 6
     new = [read_instance(ds, scale=(0.0, 300.0), read_labels=False) for ds in captures]
     monkeypatch.setattr(reader, "graphics_marks", reference.graphics_marks)
+    monkeypatch.setattr(reader, "wedge_mask", reference.wedge_mask)
     old = [read_instance(ds, scale=(0.0, 300.0), read_labels=False) for ds in captures]
     for ours, theirs in zip(new, old, strict=True):
         for a, b in zip(ours, theirs, strict=True):
@@ -180,6 +181,42 @@ def test_real_captures_give_the_numpy_codes_marks(
             assert np.array_equal(a.model_input(), b.model_input())
             if a.confidence is not None:
                 assert np.array_equal(a.confidence, b.confidence)
+
+
+def _strip(rng: np.random.Generator) -> np.ndarray:
+    """A strip of flat or speckled background, with a ramp, steps and half levels."""
+    h, w = int(rng.integers(20, 300)), int(rng.integers(4, 60))
+    strip = rng.integers(0, 256, (h, w)).astype(np.float32)
+    if rng.random() < 0.5:  # flat background (black, saturated) in blocks: uniform rows
+        strip[rng.random((h, w)) < rng.random()] = rng.choice([0.0, 1.5, 255.0])
+        strip = np.repeat(strip[:, ::8], 8, axis=1)[:, :w].copy()
+    for _ in range(int(rng.integers(0, 3))):  # a wedge: a ramp over 6+ columns
+        top = int(rng.integers(0, max(1, h - 24)))
+        bottom = int(rng.integers(min(h, top + 20), h + 1))
+        c0 = int(rng.integers(0, max(1, w - 6)))
+        ramp = np.linspace(rng.uniform(0, 60), rng.uniform(100, 255), bottom - top)
+        if rng.random() < 0.3:
+            ramp = ramp[::-1]
+        ramp = np.round(ramp * 2) / 2 if rng.random() < 0.5 else ramp  # ties to even
+        if rng.random() < 0.2:
+            ramp[len(ramp) // 2 :] += rng.choice([-60.0, 3.0, 49.0])  # a jump
+        strip[top:bottom, c0 : c0 + int(rng.integers(6, 10))] = ramp[:, None].astype(np.float32)
+    if rng.random() < 0.1:
+        strip[rng.random((h, w)) < 0.01] = np.nan
+    return strip
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_wedge_ramps_are_the_numpy_codes(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    found = 0
+    for _ in range(150):
+        strip = _strip(rng)
+        expected = reference._ramp_columns(strip)
+        assert marks._ramp_columns(strip) == expected
+        assert marks._ramp_columns(strip[:, ::-1]) == reference._ramp_columns(strip[:, ::-1])
+        found += expected is not None
+    assert found >= 20  # the ramps are found, not only refused
 
 
 @pytest.mark.parametrize("seed", range(4))

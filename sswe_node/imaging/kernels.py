@@ -24,7 +24,14 @@ from numpy.typing import NDArray
 
 from sswe_node.compiled import kernel
 
-__all__ = ["byte_rows", "white_thin", "colour_marks_into", "structures_into", "fill_squares"]
+__all__ = [
+    "byte_rows",
+    "white_thin",
+    "colour_marks_into",
+    "structures_into",
+    "fill_squares",
+    "ramp_columns",
+]
 
 
 def byte_rows(pixels: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
@@ -506,3 +513,110 @@ def fill_cells(
         if left == 0:
             return todo, sizes.size, known, free
     return todo, sizes.size, known, free
+
+
+@kernel(inline="always")
+def _half_even(x: float) -> float:
+    """``np.round`` of a float32 value: the nearest integer, ties to the even one."""
+    low = np.floor(x)
+    part = x - low  # exact: the fraction of a float is representable
+    if part > 0.5 or (part == 0.5 and low % 2.0 != 0.0):
+        return low + 1.0
+    return low
+
+
+@kernel(inline="always")
+def _levels_at_least(values: NDArray[np.float32], count: int) -> bool:
+    """Whether ``values`` rounded (``np.round``) take at least ``count`` distinct levels."""
+    rounded = np.empty(values.size, dtype=np.float64)
+    for i in range(values.size):
+        rounded[i] = _half_even(values[i])
+    rounded.sort()
+    distinct = 1 if values.size else 0
+    for i in range(1, rounded.size):
+        if rounded[i] != rounded[i - 1]:
+            distinct += 1
+            if distinct >= count:
+                return True
+    return distinct >= count
+
+
+@kernel()
+def ramp_columns(strip: NDArray[np.float32]) -> NDArray[np.intp]:
+    """``marks._ramp_columns`` in one pass: ``(top, bottom, c0, c1)``, or ``-1`` s when none.
+
+    Per column ``c``: its uniform rows (each of the pixels ``c .. c + 5`` within 2 levels of
+    its right neighbour), their longest run (the first of the longest), trimmed to its lit
+    rows (> 2), then the ramp tests in numpy's float32 arithmetic: at least 24 rows, a range
+    of at least 120 levels, no step over 48, at least 8 rounded levels, more than 95 % of the
+    steps one way.
+    """
+    h, w = strip.shape
+    result = np.full(4, -1, dtype=np.intp)
+    if h < 24 or w < 6:
+        return result
+    uniform = np.empty(h, dtype=np.bool_)
+    for c in range(w - 5):
+        rows = 0
+        for r in range(h):
+            flat = True
+            for k in range(5):
+                if not abs(strip[r, c + k + 1] - strip[r, c + k]) <= np.float32(2.0):
+                    flat = False
+                    break
+            uniform[r] = flat
+            rows += flat
+        if rows < 24:
+            continue
+        top, bottom, start = 0, 0, -1
+        for r in range(h + 1):
+            if r < h and uniform[r]:
+                if start < 0:
+                    start = r
+            elif start >= 0:
+                if r - start > bottom - top:
+                    top, bottom = start, r
+                start = -1
+        first, last = -1, -1
+        lit = 0
+        for r in range(top, bottom):
+            if strip[r, c] > np.float32(2.0):
+                lit += 1
+                last = r
+                if first < 0:
+                    first = r
+        if lit < 24:
+            continue
+        top, bottom = first, last + 1
+        if bottom - top < 24:
+            continue
+        values = strip[top:bottom, c]
+        high, low = values[0], values[0]
+        steepest = np.float32(0.0)
+        rising, falling = 0, 0
+        nan = False
+        for i in range(values.size):
+            v = values[i]
+            if np.isnan(v):
+                nan = True
+                break
+            high, low = max(high, v), min(low, v)
+            if i:
+                step = v - values[i - 1]
+                steepest = max(steepest, abs(step))
+                rising += step >= np.float32(-1.0)
+                falling += step <= np.float32(1.0)
+        if nan or not (high - low >= np.float32(120.0)) or not (steepest <= np.float32(48.0)):
+            continue
+        steps = values.size - 1
+        if not max(rising / steps, falling / steps) > 0.95:
+            continue
+        if not _levels_at_least(values, 8):
+            continue
+        if result[0] < 0:
+            result[0], result[1], result[2], result[3] = top, bottom, c, c + 6
+        else:
+            result[0] = min(result[0], top)
+            result[1] = max(result[1], bottom)
+            result[3] = c + 6  # columns come in order: the last found is the largest
+    return result

@@ -302,46 +302,15 @@ def wedge_mask(grey: NDArray[np.floating], boxes: tuple[PixelBox, ...] = ()) -> 
 
 
 def _ramp_columns(strip: NDArray[np.float32]) -> tuple[int, int, int, int] | None:
-    """Find a wedge in a strip: >= 6 adjacent columns of uniform rows, ramping >= 120 levels."""
-    h, w = strip.shape
-    if h < 24 or w < 6:
-        return None
-    # uniform rows: each pixel equals its right neighbour over six columns
-    same = np.abs(np.diff(strip, axis=1)) <= 2.0
-    run = np.lib.stride_tricks.sliding_window_view(same, 5, axis=1).all(axis=2)
-    found = []
-    for c in np.flatnonzero(run.sum(axis=0) >= 24):
-        rows = np.flatnonzero(run[:, c])
-        breaks = np.flatnonzero(np.diff(rows) > 1)
-        starts = np.r_[rows[0], rows[breaks + 1]]
-        stops = np.r_[rows[breaks], rows[-1]] + 1
-        k = int(np.argmax(stops - starts))
-        top, bottom = int(starts[k]), int(stops[k])
-        values = strip[top:bottom, c]
-        lit = np.flatnonzero(values > 2.0)  # black rows beside a wedge are background
-        if len(lit) < 24:
-            continue
-        top, bottom = top + int(lit[0]), top + int(lit[-1]) + 1
-        values = strip[top:bottom, c]
-        steps = np.diff(values)
-        monotone = max(np.mean(steps >= -1.0), np.mean(steps <= 1.0))
-        # a ramp: many levels, no jumps (text on black jumps), mostly one direction
-        if (
-            bottom - top >= 24
-            and np.ptp(values) >= 120.0
-            and np.abs(steps).max() <= 48.0
-            and len(np.unique(np.round(values))) >= 8
-            and monotone > 0.95
-        ):
-            found.append((top, bottom, int(c)))
-    if not found:
-        return None
-    return (
-        min(f[0] for f in found),
-        max(f[1] for f in found),
-        min(f[2] for f in found),
-        max(f[2] for f in found) + 6,
-    )
+    """Find a wedge in a strip: >= 6 adjacent columns of uniform rows, ramping >= 120 levels.
+
+    Compiled (:func:`sswe_node.imaging.kernels.ramp_columns`): every column of a strip of
+    flat speckle or black background has its uniform rows looked at in turn.
+    """
+    from sswe_node.imaging.kernels import ramp_columns
+
+    top, bottom, c0, c1 = (int(v) for v in ramp_columns(np.ascontiguousarray(strip)))
+    return None if top < 0 else (top, bottom, c0, c1)
 
 
 def outside_fan(grey: NDArray[np.floating]) -> NDArray[np.bool_] | None:
