@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -12,15 +14,37 @@ from sswe_node.node.schema import ScannerStats, utcnow
 from sswe_node.node.store import CaseStore
 from sswe_node.trust import FeatureStats
 
-__all__ = ["StoredScannerStats"]
+__all__ = ["StoredScannerStats", "decode_features", "encode_features"]
+
+#: Prefix of the text form of a feature vector (:func:`encode_features`).
+_BINARY = "f8le:"
+
+
+def encode_features(values: NDArray[np.floating]) -> str:
+    """Return a feature vector as text: ``"f8le:"`` and its little-endian float64 in base64.
+
+    Exact (every bit kept) and about 30 times faster to write and read than a JSON list of
+    its numbers: a latent vector has some 12,000 features and is rewritten at every batch.
+    """
+    data = np.ascontiguousarray(values, dtype="<f8").tobytes()
+    return _BINARY + base64.b64encode(data).decode("ascii")
+
+
+def decode_features(text: str) -> NDArray[np.float64]:
+    """Return the feature vector :func:`encode_features` wrote (or a JSON list of numbers)."""
+    if text.startswith(_BINARY):
+        data = base64.b64decode(text[len(_BINARY) :])
+        return np.frombuffer(data, dtype="<f8").astype(np.float64)
+    return np.asarray(json.loads(text), np.float64)
 
 
 class StoredScannerStats:
     """A :class:`~sswe_node.alignment.ScannerStatsStore` on the case store.
 
-    ``count`` is frames; ``mean`` and ``m2`` (JSON lists) are the per-feature mean and sum of
-    squared deviations of the flattened latent maps. Updates are read-merge-write in one
-    transaction per scanner.
+    ``count`` is frames; ``mean`` and ``m2`` are the per-feature mean and sum of squared
+    deviations of the flattened latent maps, as text (:func:`encode_features`: float64 bytes in
+    base64; rows written as JSON lists by 0.2 are read too). Updates are read-merge-write in
+    one transaction per scanner.
     """
 
     def __init__(self, store: CaseStore) -> None:
@@ -44,19 +68,15 @@ class StoredScannerStats:
             ).first()
             merged = stats
             if row is not None and row.count:
-                old = FeatureStats(
-                    row.count,
-                    np.asarray(json.loads(row.mean), np.float64),
-                    np.asarray(json.loads(row.m2), np.float64),
-                )
+                old = FeatureStats(row.count, decode_features(row.mean), decode_features(row.m2))
                 if old.mean.shape == stats.mean.shape:
                     merged = old.merge(stats)
             if row is None:
                 row = ScannerStats(model_name=model_name, scanner=scanner)
                 session.add(row)
             row.count = int(merged.count)
-            row.mean = json.dumps([float(v) for v in merged.mean])
-            row.m2 = json.dumps([float(v) for v in merged.m2])
+            row.mean = encode_features(merged.mean)
+            row.m2 = encode_features(merged.m2)
             row.updated_at = utcnow()
         return merged
 
