@@ -23,8 +23,9 @@ _BINARY = "f8le:"
 def encode_features(values: NDArray[np.floating]) -> str:
     """Return a feature vector as text: ``"f8le:"`` and its little-endian float64 in base64.
 
-    Exact (every bit kept) and about 30 times faster to write and read than a JSON list of
-    its numbers: a latent vector has some 12,000 features and is rewritten at every batch.
+    Exact (every bit kept), and far cheaper than a JSON list of its numbers: a latent vector
+    has some 12,000 features and is rewritten at every batch (a merge of one scanner's
+    statistics into a SQLite store took 22 ms with JSON, 2.8 ms with this).
     """
     data = np.ascontiguousarray(values, dtype="<f8").tobytes()
     return _BINARY + base64.b64encode(data).decode("ascii")
@@ -43,7 +44,7 @@ class StoredScannerStats:
 
     ``count`` is frames; ``mean`` and ``m2`` are the per-feature mean and sum of squared
     deviations of the flattened latent maps, as text (:func:`encode_features`: float64 bytes in
-    base64; rows written as JSON lists by 0.2 are read too). Updates are read-merge-write in
+    base64; rows written as JSON lists by earlier versions are read too). Updates are read-merge-write in
     one transaction per scanner.
     """
 
