@@ -108,23 +108,40 @@ def write_file(handle: BinaryIO, ds: Dataset) -> None:
     dcmwrite(handle, ds, enforce_file_format=True)
 
 
-def warm_up(model: Any) -> None:
-    """Trace the model's forward pass and import the reading core and output builders.
+def warm_up(model: Any, settings: Settings | None = None) -> None:
+    """Trace every model call the node makes and import the reading core and output builders.
 
-    Without it the first batch after start-up pays for graph tracing and imports (about a
-    second), on top of its own work. A failure is only logged: the first batch retries.
+    Without it the first batch after start-up pays for graph tracing, imports and loading the
+    compiled kernels (a second or more), on top of its own work. Each model runs as a batch
+    does (``trust.mc_passes`` passes, OOD scores, scanner alignment with the level pass
+    where the model aligns), on two frames with a throwaway in-memory aligner: nothing is
+    added to the case store's scanner statistics. A failure is only logged: the first batch
+    retries.
     """
     started = time.perf_counter()
     try:
         import numpy as np
 
         import sswe_node.imaging  # noqa: F401 - imported on first use by the pipeline
+        import sswe_node.imaging.grid_kernels  # noqa: F401 - numba: its import is slow
+        import sswe_node.imaging.kernels  # noqa: F401
         import sswe_node.outputs  # noqa: F401
+        import sswe_node.outputs.kernels  # noqa: F401
+        from sswe_node.alignment import MemoryScannerStats, make_aligner
 
+        passes = settings.trust.mc_passes if settings is not None else 0
+        align = settings.trust.align_scanners if settings is not None else True
+        rng = np.random.default_rng(0)
         for each in getattr(model, "models", {"": model}).values():
             rows, cols = each.manifest.grid
-            zeros = np.zeros((1, rows, cols), np.float32)
-            each.infer(zeros) if hasattr(each, "infer") else each.predict(zeros)
+            frames = rng.random((2, rows, cols), dtype=np.float32)
+            if not hasattr(each, "infer"):
+                each.predict(frames)
+                continue
+            aligner = make_aligner(
+                each, ["warm-up"] * 2, MemoryScannerStats(), min_frames=1, enabled=align
+            )
+            each.infer(frames, passes=passes or None, aligner=aligner)
     except Exception as exc:  # noqa: BLE001 - the node keeps going; the first batch is slower
         LOGGER.warning("event=warm-up-failed error=%s", type(exc).__name__)
         return
@@ -231,7 +248,7 @@ class Worker(QueueThread):
             LOGGER.error("event=pipeline-import-failed error=%s", self.error)
             return
         self._process_batch = process_batch
-        warm_up(self.model)
+        warm_up(self.model, self.settings)
         threading.Thread(target=self._renew_leases, name=f"{self.name}-leases", daemon=True).start()
         self.ready.set()
         self.drain()
