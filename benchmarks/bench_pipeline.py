@@ -18,7 +18,16 @@ the same run also times it with one model call after all reads (``overlap=False`
 earlier behaviour) and gives each variant's process CPU time, so the gain of the overlap
 and the cores it uses are seen side by side.
 
+Scanner alignment (``--aligned``): the node aligns the frames of every scanner key once the
+case store holds ``trust.align_min_frames`` of its frames, and then runs one or two more
+deterministic passes per aligned frame (the level it keeps). Without a store the pipeline
+aligns nothing, so by default these figures leave that work out; with ``--aligned`` every
+``process_batch`` call gets in-memory running statistics, filled first by warm-up batches so
+that every key of the batch is aligned, as in a node that has seen its scanners
+(``bench_node.py`` uses it for its end-to-end reference).
+
     .venv/bin/python benchmarks/bench_pipeline.py --model prostate-sim --batch-size 16
+    .venv/bin/python benchmarks/bench_pipeline.py --model prostate-sim --aligned
     .venv/bin/python benchmarks/bench_pipeline.py            # a fresh paper-sized U-Net
 """
 
@@ -35,6 +44,7 @@ from pathlib import Path
 import numpy as np
 from pydicom import dcmread
 
+from sswe_node.alignment import MemoryScannerStats
 from sswe_node.config import load_settings
 from sswe_node.model import load_model
 from sswe_node.pipeline import pre_process, process_batch
@@ -89,6 +99,10 @@ def main() -> None:
         "--precision", default="auto", choices=("auto", "float32", "bfloat16"),
         help="arithmetic of the MC passes (trust.mc_precision)",
     )  # fmt: skip
+    parser.add_argument(
+        "--aligned", action="store_true",
+        help="run with scanner statistics that align every key, as a node that knows them",
+    )  # fmt: skip
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -99,8 +113,11 @@ def main() -> None:
         single = load_settings(overrides={"trust.mc_passes": 1})
         inputs = np.concatenate([pre_process(ds, model, settings)[1] for ds in datasets])
         model.predict(inputs)  # warm-up: graph tracing
-        process_batch(datasets, model, settings)  # warm-up: imports, font, caches
-        process_batch(datasets, model, single)
+        stats = MemoryScannerStats() if args.aligned else None
+        minimum = settings.trust.align_min_frames
+        for _ in range(1 + (-(-minimum // max(1, len(datasets) // 3)) if args.aligned else 0)):
+            process_batch(datasets, model, settings, scanner_stats=stats)  # imports, caches
+        process_batch(datasets, model, single, scanner_stats=stats)
 
         passes = args.passes
         model.infer(inputs, passes=passes)  # warm-up: MC graph tracing
@@ -118,18 +135,20 @@ def main() -> None:
             model.infer(inputs, passes=passes)
             bare_mc.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            results = process_batch(datasets, model, settings)
+            results = process_batch(datasets, model, settings, scanner_stats=stats)
             piped.append(time.perf_counter() - t0)
             for key in stages:
                 stages[key].append(sum(r.timings.get(key, 0.0) for r in results))
             c0, t0 = _cpu_s(), time.perf_counter()
-            results_1 = process_batch(datasets, model, single)
+            results_1 = process_batch(datasets, model, single, scanner_stats=stats)
             piped_1.append(time.perf_counter() - t0)
             cpu["pipeline T=1"].append(_cpu_s() - c0)
             for key in stages_1:
                 stages_1[key].append(sum(r.timings.get(key, 0.0) for r in results_1))
             c0, t0 = _cpu_s(), time.perf_counter()
-            results_serial = process_batch(datasets, model, single, overlap=False)
+            results_serial = process_batch(
+                datasets, model, single, scanner_stats=stats, overlap=False
+            )
             serial_1.append(time.perf_counter() - t0)
             serial_build.append(sum(r.timings.get("build", 0.0) for r in results_serial))
             cpu["one call T=1"].append(_cpu_s() - c0)
@@ -142,6 +161,11 @@ def main() -> None:
         f"MC passes in {model.mc_precision}"
     )
     print(f"batch: {len(datasets)} instances ({done} done), {frames} frames")
+    if stats is not None:
+        print(
+            "scanner alignment on: keys and frames seen "
+            + ", ".join(f"{k[1]} {v}" for k, v in stats.all().items() if "level" not in k[1])
+        )
     print(f"bare model.predict:  {bare_s * 1000:8.1f} ms/batch  {frames / bare_s:8.1f} frames/s")
     print(f"pipeline:            {piped_s * 1000:8.1f} ms/batch  {done / piped_s:8.1f} instances/s")
     for key, values in stages.items():
