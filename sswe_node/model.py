@@ -561,7 +561,10 @@ class PackagedModel:
         shift = np.zeros((n, *shape), np.float32)
         aligned = np.zeros(n, bool)
         if aligner is not None and self.inference.align_scanners and n:
-            answer = aligner(latent.reshape(n, -1))
+            flat = latent.reshape(n, -1)
+            # an aligner that matches depths (sswe_node.alignment) also takes the spacing
+            with_spacing = getattr(aligner, "uses_spacing", False)
+            answer = aligner(flat, spacing) if with_spacing else aligner(flat)
             if answer is not None:
                 scale = np.asarray(answer[0], np.float32).reshape(n, *shape)
                 shift = np.asarray(answer[1], np.float32).reshape(n, *shape)

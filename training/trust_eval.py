@@ -189,12 +189,18 @@ def _group_alignment(
     (:meth:`~sswe_node.model.PackagedModel.reference_latent`: frames far from the model's
     spacing run at it, their latent maps resampled onto the grid's latent shape).
     """
-    from sswe_node.trust import FeatureStats, alignment
+    from sswe_node.alignment import depth_matching, key_alignment
+    from sswe_node.trust import FeatureStats
 
     latent = model.reference_latent(images, spacing)
-    return alignment(
-        FeatureStats.from_frames(latent.reshape(len(latent), -1)), model.trust.reference
-    )
+    target = FeatureStats.from_frames(latent.reshape(len(latent), -1))
+    cell, axes = None, depth_matching(model)
+    if axes and spacing is not None:
+        # the key's mean cell size over its frames of a known spacing (as the node keeps it)
+        cells = np.asarray(spacing, np.float64).reshape(-1, 2)
+        known = np.isfinite(cells).all(axis=1)
+        cell = cells[known].mean(axis=0) if known.all() else None
+    return key_alignment(model, target, cell, axes)
 
 
 def aligned_knn(
@@ -349,6 +355,7 @@ def trust_report(
         "align_scanners": bool(model.inference.align_scanners),
         "align_level": str(getattr(model.inference, "align_level", "none")),
         "resample_tolerance": float(getattr(model.inference, "resample_tolerance", 0.0)),
+        "align_depth": str((getattr(m, "inference", None) or {}).get("align_depth", False)),
         "pad": int(model.inference.pad),
         "rim": rim(predictions),
         "ood": {"test_frames": ood_rate(model, data.images[rows], percentile, cells(rows))},
@@ -430,7 +437,9 @@ def render_markdown(trust: dict[str, Any], unit: str) -> list[str]:
             + f" with the output level kept per {trust.get('align_level', 'none')!r}"
             + " (align_level) and frames resampled to the model's spacing beyond a relative"
             + f" cell-size difference of {trust.get('resample_tolerance', 0.0):g}"
-            + " (resample_tolerance, 0: never):"
+            + " (resample_tolerance, 0: never), depth-matched reference "
+            + repr(trust.get("align_depth", "False"))
+            + " (align_depth):"
         )
         if "without" in al:
             lines.append(
