@@ -554,7 +554,8 @@ class PackagedModel:
             shape: images if len(groups) == 1 and shape == grid else _resize(images[idx], shape)
             for shape, idx in groups.items()
         }
-        latent = self._reference_latent(groups, work, n)
+        codes = {shape: self._encode(work[shape]) for shape in groups}
+        latent = self._grid_latent(groups, codes, n)
         pooled = latent.mean(axis=(1, 2))
         shape = latent.shape[1:]
         scale = np.ones((n, *shape), np.float32)
@@ -575,7 +576,9 @@ class PackagedModel:
         for size, idx in groups.items():
             one = len(groups) == 1
             a, b = (scale, shift) if one else (scale[idx], shift[idx])
-            v, s, change[idx] = self._decode_group(work[size], a, b, aligned[idx], passes)
+            v, s, change[idx] = self._decode_group(
+                work[size], codes[size], a, b, aligned[idx], passes
+            )
             if size != grid:
                 v, s = _resize(v, grid), _resize(s, grid)
             if one:
@@ -668,20 +671,95 @@ class PackagedModel:
             latent[idx] = z if shape == grid else _resize(z, lshape)
         return latent
 
+    def _encode(self, images: NDArray[np.float32]) -> tuple[Any, list[Any]]:
+        """Run the deterministic encoder on frames of one working shape (chunk by chunk).
+
+        Returns the padded latent maps and the skip features of every level, as the
+        backend's arrays (not copied to numpy): :meth:`_decode` decodes them again.
+        """
+        from keras import ops
+
+        forward = self._call(("encode", tuple(images.shape[1:])))
+        parts: list[tuple[Any, ...]] = []
+        with _device_scope(self.device):
+            for start in range(0, len(images), self.batch_size):
+                parts.append(tuple(forward(images[start : start + self.batch_size])))
+            if not parts:
+                probe = forward(np.zeros((1, *images.shape[1:]), np.float32))
+                parts = [tuple(t[:0] for t in probe)]
+            columns = zip(*parts, strict=True)
+            joined = [c[0] if len(parts) == 1 else ops.concatenate(c) for c in columns]
+        return joined[0], joined[1:]
+
+    def _grid_latent(
+        self,
+        groups: dict[tuple[int, int], NDArray[np.intp]],
+        codes: dict[tuple[int, int], tuple[Any, list[Any]]],
+        frames: int,
+    ) -> NDArray[np.float32]:
+        """Return the latent maps of :meth:`reference_latent` from the groups' encodings."""
+        grid = tuple(self.manifest.grid)
+        cell = 2**self._depth
+        lpad = self.inference.pad // cell
+        lshape = (grid[0] // cell, grid[1] // cell)
+        latent = np.empty((frames, *lshape, self.latent_channels), np.float32)
+        for shape, idx in groups.items():
+            rows, cols = shape[0] // cell, shape[1] // cell
+            z = np.asarray(codes[shape][0], np.float32)[:, lpad : lpad + rows, lpad : lpad + cols]
+            if len(groups) == 1 and shape == grid:
+                return np.ascontiguousarray(z)
+            latent[idx] = z if shape == grid else _resize(z, lshape)
+        return latent
+
+    def _decode(
+        self,
+        code: tuple[Any, list[Any]],
+        scale: NDArray[np.float32],
+        shift: NDArray[np.float32],
+        frames: NDArray[np.intp] | None = None,
+    ) -> NDArray[np.float32]:
+        """Decode the encoded ``frames`` (all: None) with ``latent * scale + shift``.
+
+        ``scale`` and ``shift`` are given for those frames, on the padded latent shape. The
+        normalised output maps at the working shape (one deterministic pass).
+        """
+        from keras import ops
+
+        latent, skips = code
+        size = tuple(int(v) - 2 * self.inference.pad for v in ops.shape(skips[0])[1:3])
+        forward = self._call(("decode", size))
+        count = len(scale)
+        out = []
+        with _device_scope(self.device):
+            for start in range(0, count, self.batch_size):
+                stop = min(count, start + self.batch_size)
+                if frames is None:
+                    pick = [t[start:stop] for t in (latent, *skips)]
+                else:
+                    at = ops.convert_to_tensor(frames[start:stop].astype(np.int32))
+                    pick = [ops.take(t, at, axis=0) for t in (latent, *skips)]
+                y = forward(pick[0], scale[start:stop], shift[start:stop], *pick[1:])
+                out.append(np.asarray(y, dtype=np.float32))
+        if not out:
+            return np.zeros((0, *size), np.float32)
+        return np.concatenate(out)  # a writable copy (the backend's arrays are read-only)
+
     def _decode_group(
         self,
         images: NDArray[np.float32],
+        code: tuple[Any, list[Any]],
         scale: NDArray[np.float32],
         shift: NDArray[np.float32],
         aligned: NDArray[np.bool_],
         passes: int,
     ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float64]]:
-        """Run the MC call on frames of one working shape; alignment given on the grid's latent.
+        """Decode frames of one working shape (alignment given on the grid's latent).
 
-        Returns the normalised mean and sd maps at the working shape, and each frame's output
-        level taken away by its alignment (NaN where not aligned, or with ``align_level =
-        "none"``): the mean over the map of its unaligned deterministic output minus that of
-        its aligned one, both from one more call on the aligned frames.
+        ``code`` is the frames' deterministic encoding (:meth:`_encode`): one pass decodes it;
+        more run the MC call on the images. Returns the normalised mean and sd maps at the
+        working shape, and each frame's output level taken away by its alignment (NaN where
+        not aligned, or with ``align_level = "none"``): the mean over the map of its unaligned
+        deterministic output minus that of its aligned one, both decoded from ``code``.
         """
         size = tuple(images.shape[1:])
         cell = 2**self._depth
@@ -692,22 +770,21 @@ class PackagedModel:
         if lpad:  # the latent of the padding ring takes the alignment of the nearest edge
             ring = ((0, 0), (lpad, lpad), (lpad, lpad), (0, 0))
             scale, shift = np.pad(scale, ring, mode="edge"), np.pad(shift, ring, mode="edge")
-        chunk = max(1, self.batch_size // passes) if passes > 1 else self.batch_size
-        values, sd = self._chunks(
-            self._call(("mc", passes, size)), images, 1, scale, shift, size=chunk
-        )
+        if passes == 1:
+            values = self._decode(code, scale, shift)
+            sd = np.zeros_like(values)
+        else:
+            chunk = max(1, self.batch_size // passes)
+            values, sd = self._chunks(
+                self._call(("mc", passes, size)), images, 1, scale, shift, size=chunk
+            )
         change = np.full(len(images), np.nan)
         if self.inference.align_level != "none" and aligned.any():
             sel = np.flatnonzero(aligned)
-            k = len(sel)
-            both = np.concatenate([images[sel], images[sel]])
-            a = np.concatenate([np.ones_like(scale[sel]), scale[sel]])
-            b = np.concatenate([np.zeros_like(shift[sel]), shift[sel]])
-            if passes == 1:  # the output is the aligned deterministic one
-                both, a, b = both[:k], a[:k], b[:k]
-            det = self._chunks(self._call(("mc", 1, size)), both, 1, a, b)[0]
-            moved = det[k:] if passes > 1 else values[sel]
-            change[sel] = det[:k].mean(axis=(1, 2), dtype=np.float64) - moved.mean(
+            a, b = scale[sel], shift[sel]
+            plain = self._decode(code, np.ones_like(a), np.zeros_like(b), sel)
+            moved = values[sel] if passes == 1 else self._decode(code, a, b, sel)
+            change[sel] = plain.mean(axis=(1, 2), dtype=np.float64) - moved.mean(
                 axis=(1, 2), dtype=np.float64
             )
         return values, sd, change
@@ -803,6 +880,17 @@ class PackagedModel:
             def fn(x: Any) -> Any:
                 return latent_crop(encode(padded(x))[0])
 
+        elif kind[0] == "encode":
+
+            def fn(x: Any) -> Any:
+                latent, skips = encode(padded(x))
+                return (latent, *skips)
+
+        elif kind[0] == "decode":
+
+            def fn(latent: Any, scale: Any, shift: Any, *skips: Any) -> Any:
+                return decode(latent * scale + shift, list(skips))
+
         else:
             passes = int(kind[1])
 
@@ -841,11 +929,21 @@ class PackagedModel:
             import tensorflow as tf
 
             image = tf.TensorSpec([None, rows, cols], tf.float32)
-            if kind[0] != "mc":
+            if kind[0] not in ("mc", "decode"):
                 return tf.function(fn, input_signature=[image])
             hp, wp = (rows + 2 * pad) // 2**self._depth, (cols + 2 * pad) // 2**self._depth
             maps = tf.TensorSpec([None, hp, wp, self.latent_channels], tf.float32)
-            return tf.function(fn, input_signature=[image, maps, maps])
+            if kind[0] == "mc":
+                return tf.function(fn, input_signature=[image, maps, maps])
+            skips = [
+                tf.TensorSpec(
+                    [None, (rows + 2 * pad) // 2**level, (cols + 2 * pad) // 2**level,
+                     int(segment.outputs[1].shape[-1])],
+                    tf.float32,
+                )
+                for level, segment in enumerate(graph.segments)
+            ]  # fmt: skip
+            return tf.function(fn, input_signature=[maps, maps, maps, *skips])
         if backend == "jax":
             import jax
 

@@ -18,8 +18,12 @@ def test_warm_up_traces_what_a_batch_calls(passes: int) -> None:
     settings = load_settings(overrides={"trust.mc_passes": passes})
     warm_up(model, settings)
     grid = tuple(model.manifest.grid)
-    expected = {("latent", grid), ("mc", passes, grid), ("mc", 1, grid)}
-    assert expected <= set(model._calls)  # the level pass of aligned frames included
+    # the encoder once, the MC passes (more than one), and the decoder: the output at T = 1,
+    # and the level passes of aligned frames
+    expected = {("encode", grid), ("decode", grid)} | (
+        {("mc", passes, grid)} if passes > 1 else set()
+    )
+    assert set(model._calls) == expected
 
 
 def test_warm_up_without_alignment_traces_no_level_pass() -> None:
@@ -27,4 +31,4 @@ def test_warm_up_without_alignment_traces_no_level_pass() -> None:
     model.inference = dataclasses.replace(model.inference, align_scanners=False)
     warm_up(model, load_settings(overrides={"trust.mc_passes": 4}))
     grid = tuple(model.manifest.grid)
-    assert set(model._calls) == {("latent", grid), ("mc", 4, grid)}
+    assert set(model._calls) == {("encode", grid), ("mc", 4, grid)}
