@@ -4,9 +4,10 @@ Each kernel fuses what the numpy code of :mod:`sswe_node.imaging.marks` did in s
 over a region and over its candidate pixels: the white-mark candidate test of an elastogram
 with its thin-line test, the colour test of a grey panel with the growth of its marks, and
 the structure finding (8-connected components, sizes, rows of characters, growth) on the
-candidates, and the wedge finder's per-column ramp test (:func:`ramp_columns`). A row is looked at only when a vectorised reduction over its bytes says it may
-hold a candidate; its candidates are then flagged in one vectorised pass and read eight flags
-at a time (small helpers are inlined: a call passing arrays costs reference counting).
+candidates, and the wedge finder's per-column ramp test (:func:`ramp_columns`). A row is
+looked at only when a vectorised reduction over its bytes says it may hold a candidate; its
+candidates are then flagged in one vectorised pass and read eight flags at a time (small
+helpers are inlined: a call passing arrays costs reference counting).
 Results are bit-identical to the numpy code they replace (tests/test_imaging_kernels.py
 compares both on random inputs and on the simulator's captures): the same integer tests in
 the same order. The model-input fill sums its squares at the masked cells alone

@@ -44,8 +44,8 @@ class StoredScannerStats:
 
     ``count`` is frames; ``mean`` and ``m2`` are the per-feature mean and sum of squared
     deviations of the flattened latent maps, as text (:func:`encode_features`: float64 bytes in
-    base64; rows written as JSON lists by earlier versions are read too). Updates are read-merge-write in
-    one transaction per scanner.
+    base64; rows written as JSON lists by earlier versions are read too). Updates are
+    read-merge-write in one transaction per scanner.
     """
 
     def __init__(self, store: CaseStore) -> None:
