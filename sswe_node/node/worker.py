@@ -108,40 +108,68 @@ def write_file(handle: BinaryIO, ds: Dataset) -> None:
     dcmwrite(handle, ds, enforce_file_format=True)
 
 
-def warm_up(model: Any, settings: Settings | None = None) -> None:
-    """Trace every model call the node makes and import the reading core and output builders.
+#: The simulated captures the warm-up runs (scripts/make_warm_up_captures.py).
+WARM_UP_CAPTURES = ("data", "warm_up")
 
-    Without it the first batch after start-up pays for graph tracing, imports and loading the
-    compiled kernels (a second or more), on top of its own work. Each model runs as a batch
-    does (``trust.mc_passes`` passes, OOD scores, scanner alignment with the level pass
-    where the model aligns), on two frames with a throwaway in-memory aligner: nothing is
-    added to the case store's scanner statistics. A failure is only logged: the first batch
-    retries.
+
+def warm_up_captures() -> list[Dataset]:
+    """Return the warm-up captures shipped with the package (none when they are missing)."""
+    from importlib import resources
+    from io import BytesIO
+
+    folder = resources.files("sswe_node").joinpath(*WARM_UP_CAPTURES)
+    if not folder.is_dir():
+        return []
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".dcm"))
+    return [dcmread(BytesIO(folder.joinpath(name).read_bytes())) for name in names]
+
+
+def warm_up(model: Any, settings: Settings | None = None) -> None:
+    """Run the shipped warm-up captures through the pipeline of every resident model.
+
+    Without it the first batch after start-up pays for graph tracing, imports and the
+    compiled kernels of the reading core and the output builders: about a second in a later
+    process, ~14 s on a fresh installation (the kernels compile once, then load from their
+    cache). Three simulated captures (a dual SWE display, a full-screen B-mode and a second
+    scanner's, :func:`warm_up_captures`) go through ``process_batch`` as a batch does:
+    ``trust.mc_passes`` passes, OOD scores, and scanner alignment with its level passes
+    through a throwaway in-memory aligner (nothing is added to the case store's scanner
+    statistics; the outputs are dropped). Without the captures each model runs on two
+    random frames instead. A failure is only logged: the first batch retries.
     """
     started = time.perf_counter()
     try:
+        import dataclasses
+
         import numpy as np
 
-        import sswe_node.imaging  # noqa: F401 - imported on first use by the pipeline
-        import sswe_node.imaging.grid_kernels  # noqa: F401 - numba: its import is slow
-        import sswe_node.imaging.kernels  # noqa: F401
-        import sswe_node.outputs  # noqa: F401
-        import sswe_node.outputs.kernels  # noqa: F401
         from sswe_node.alignment import MemoryScannerStats, make_aligner
+        from sswe_node.config import load_settings
+        from sswe_node.pipeline import process_batch
 
-        passes = settings.trust.mc_passes if settings is not None else 0
-        align = settings.trust.align_scanners if settings is not None else True
+        settings = settings if settings is not None else load_settings()
+        trial = dataclasses.replace(
+            settings, trust=dataclasses.replace(settings.trust, align_min_frames=1)
+        )
+        captures = warm_up_captures()
         rng = np.random.default_rng(0)
         for each in getattr(model, "models", {"": model}).values():
+            if captures:
+                process_batch(captures, each, trial, scanner_stats=MemoryScannerStats())
+                continue
             rows, cols = each.manifest.grid
             frames = rng.random((2, rows, cols), dtype=np.float32)
             if not hasattr(each, "infer"):
                 each.predict(frames)
                 continue
             aligner = make_aligner(
-                each, ["warm-up"] * 2, MemoryScannerStats(), min_frames=1, enabled=align
+                each,
+                ["warm-up"] * 2,
+                MemoryScannerStats(),
+                min_frames=1,
+                enabled=settings.trust.align_scanners,
             )
-            each.infer(frames, passes=passes or None, aligner=aligner)
+            each.infer(frames, passes=settings.trust.mc_passes or None, aligner=aligner)
     except Exception as exc:  # noqa: BLE001 - the node keeps going; the first batch is slower
         LOGGER.warning("event=warm-up-failed error=%s", type(exc).__name__)
         return
