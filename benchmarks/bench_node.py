@@ -409,8 +409,10 @@ def measure_end_to_end(
         datasets = [dcmread(f, stop_before_pixels=True) for f in files]
         _settle(node.pid)
         scu = AE(ae_title="BENCHSCU")
-        for ds in datasets:
-            scu.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+        for pair in dict.fromkeys(
+            (ds.SOPClassUID, ds.file_meta.TransferSyntaxUID) for ds in datasets
+        ):
+            scu.add_requested_context(*pair)  # once each: at most 128 contexts
         scu.maximum_pdu_size = 0
 
         # Burst: every file on one association, as fast as the node acknowledges.
