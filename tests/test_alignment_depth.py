@@ -104,19 +104,9 @@ pytest.importorskip("keras")
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> object:
     from sswe_node.model import load_model
-    from tests.toydata import blob_frames
-    from training.package import compute_statistics, write_package, write_statistics
-    from training.unet import build_unet
+    from tests.toydata import tiny_trusted_package
 
-    folder = tmp_path_factory.mktemp("models") / "tiny-depth"
-    network = build_unet((96, 64), filters=8, seed=5, init_range=0.2)
-    write_package(
-        network, folder, name="tiny-depth", version="0.0.1", organ="prostate",
-        quantity="youngs-modulus", trained_on="untrained test network", status="provisional",
-    )  # fmt: skip
-    packaged = load_model(folder, device="cpu")
-    stats = compute_statistics(packaged, blob_frames(60), ["SIM A"] * 60, {"split": "train"})
-    write_statistics(folder, stats)
+    folder = tiny_trusted_package(tmp_path_factory.mktemp("models") / "tiny-depth", 0.2)
     return load_model(folder, device="cpu", batch_size=16)
 
 

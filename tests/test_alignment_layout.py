@@ -11,23 +11,13 @@ from sswe_node.model import load_model
 
 pytest.importorskip("keras")
 
-from tests.toydata import blob_frames  # noqa: E402
-from training.package import compute_statistics, write_package, write_statistics  # noqa: E402
-from training.unet import build_unet  # noqa: E402
+from tests.toydata import blob_frames, tiny_trusted_package  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> object:
     folder = tmp_path_factory.mktemp("models") / "tiny-align"
-    network = build_unet((96, 64), filters=8, seed=5, init_range=0.5)
-    write_package(
-        network, folder, name="tiny-align", version="0.0.1", organ="prostate",
-        quantity="youngs-modulus", trained_on="untrained test network", status="provisional",
-    )  # fmt: skip
-    packaged = load_model(folder, device="cpu")
-    stats = compute_statistics(packaged, blob_frames(60), ["SIM A"] * 60, {"split": "train"})
-    write_statistics(folder, stats, sd_scale=2.0)
-    return load_model(folder, device="cpu")
+    return load_model(tiny_trusted_package(folder, 0.5, sd_scale=2.0), device="cpu")
 
 
 def test_scanner_key_names_the_layout() -> None:

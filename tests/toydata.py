@@ -85,3 +85,25 @@ def blob_frames(n: int, seed: int = 0, bright: float = 0.0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     base = rng.random((n, 12, 8)).repeat(8, axis=1).repeat(8, axis=2)
     return np.clip(0.4 * base + 0.2 * rng.random((n, 96, 64)) + bright, 0, 1).astype(np.float32)
+
+
+def tiny_trusted_package(folder: Path, init_range: float, sd_scale: float | None = None) -> Path:
+    """Write an untrained 8-filter U-Net package on a 96 x 64 grid, with trust statistics.
+
+    The statistics come from 60 :func:`blob_frames` of one scanner (``"SIM A"``); the package
+    is named after ``folder``. Returns ``folder``.
+    """
+    from sswe_node.model import load_model
+    from training.package import compute_statistics, write_package, write_statistics
+    from training.unet import build_unet
+
+    network = build_unet((96, 64), filters=8, seed=5, init_range=init_range)
+    write_package(
+        network, folder, name=folder.name, version="0.0.1", organ="prostate",
+        quantity="youngs-modulus", trained_on="untrained test network", status="provisional",
+    )  # fmt: skip
+    packaged = load_model(folder, device="cpu")
+    stats = compute_statistics(packaged, blob_frames(60), ["SIM A"] * 60, {"split": "train"})
+    extra = {} if sd_scale is None else {"sd_scale": sd_scale}
+    write_statistics(folder, stats, **extra)
+    return folder
