@@ -35,6 +35,10 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 #: Name of the layer whose output is the latent (bottleneck) feature map: the one definition
 #: (``training.unet`` builds it under this name; encoder and decoder are split there).
 LATENT_LAYER = "latent"
+#: Frames of one ``infer`` call (per working shape) whose encodings are kept for decoding;
+#: a larger call (an evaluation's whole split) encodes again what it decodes.
+KEPT_ENCODINGS = 64
+
 #: MC dropout passes when the manifest does not say.
 DEFAULT_MC_PASSES = 8
 #: Reflection padding (pixels) when the manifest does not say.
@@ -671,14 +675,19 @@ class PackagedModel:
             latent[idx] = z if shape == grid else _resize(z, lshape)
         return latent
 
-    def _encode(self, images: NDArray[np.float32]) -> tuple[Any, list[Any]]:
+    def _encode(self, images: NDArray[np.float32]) -> tuple[Any, list[Any] | None, NDArray]:
         """Run the deterministic encoder on frames of one working shape (chunk by chunk).
 
-        Returns the padded latent maps and the skip features of every level, as the
-        backend's arrays (not copied to numpy): :meth:`_decode` decodes them again.
+        Returns the padded latent maps, the skip features of every level (as the backend's
+        arrays, not copied to numpy: :meth:`_decode` decodes them again) and the images.
+        Above :data:`KEPT_ENCODINGS` frames the skip features are not kept (None: about
+        2.5 MB a frame on a 96 x 64 grid): :meth:`_decode` then encodes its frames again.
         """
         from keras import ops
 
+        if len(images) > KEPT_ENCODINGS:
+            latent = self._chunks(self._call(("padded latent", tuple(images.shape[1:]))), images, 1)
+            return latent[0], None, images
         forward = self._call(("encode", tuple(images.shape[1:])))
         parts: list[tuple[Any, ...]] = []
         with _device_scope(self.device):
@@ -689,12 +698,12 @@ class PackagedModel:
                 parts = [tuple(t[:0] for t in probe)]
             columns = zip(*parts, strict=True)
             joined = [c[0] if len(parts) == 1 else ops.concatenate(c) for c in columns]
-        return joined[0], joined[1:]
+        return joined[0], joined[1:], images
 
     def _grid_latent(
         self,
         groups: dict[tuple[int, int], NDArray[np.intp]],
-        codes: dict[tuple[int, int], tuple[Any, list[Any]]],
+        codes: dict[tuple[int, int], tuple[Any, list[Any] | None, NDArray]],
         frames: int,
     ) -> NDArray[np.float32]:
         """Return the latent maps of :meth:`reference_latent` from the groups' encodings."""
@@ -713,20 +722,24 @@ class PackagedModel:
 
     def _decode(
         self,
-        code: tuple[Any, list[Any]],
+        code: tuple[Any, list[Any] | None, NDArray[np.float32]],
         scale: NDArray[np.float32],
         shift: NDArray[np.float32],
         frames: NDArray[np.intp] | None = None,
     ) -> NDArray[np.float32]:
         """Decode the encoded ``frames`` (all: None) with ``latent * scale + shift``.
 
-        ``scale`` and ``shift`` are given for those frames, on the padded latent shape. The
-        normalised output maps at the working shape (one deterministic pass).
+        ``scale`` and ``shift`` are given for those frames, on the padded latent shape.
+        Returns the normalised output maps at the working shape (one deterministic pass).
+        Without kept skip features the frames are encoded again (the same values).
         """
         from keras import ops
 
-        latent, skips = code
-        size = tuple(int(v) - 2 * self.inference.pad for v in ops.shape(skips[0])[1:3])
+        latent, skips, images = code
+        size = tuple(images.shape[1:])
+        if skips is None:
+            chosen = images if frames is None else images[frames]
+            return self._chunks(self._call(("mc", 1, size)), chosen, 1, scale, shift)[0]
         forward = self._call(("decode", size))
         count = len(scale)
         out = []
@@ -747,7 +760,7 @@ class PackagedModel:
     def _decode_group(
         self,
         images: NDArray[np.float32],
-        code: tuple[Any, list[Any]],
+        code: tuple[Any, list[Any] | None, NDArray[np.float32]],
         scale: NDArray[np.float32],
         shift: NDArray[np.float32],
         aligned: NDArray[np.bool_],
@@ -879,6 +892,11 @@ class PackagedModel:
 
             def fn(x: Any) -> Any:
                 return latent_crop(encode(padded(x))[0])
+
+        elif kind[0] == "padded latent":
+
+            def fn(x: Any) -> Any:
+                return encode(padded(x))[0]
 
         elif kind[0] == "encode":
 

@@ -172,3 +172,24 @@ def test_the_scanner_keeps_its_mean_output_level(model) -> None:
     again = run("scanner", store)
     assert store.get("tiny-level", LEVEL_PREFIX + keys[0]).count == 16
     np.testing.assert_allclose(again.values, kept.values, atol=1e-3)
+
+
+@pytest.mark.parametrize("passes", [1, 3])
+def test_decoding_the_kept_encoding_equals_encoding_again(
+    model, passes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small calls decode the encoding infer keeps; large ones encode again: the same bits."""
+    import sswe_node.model
+
+    images = blob_frames(5, seed=4, bright=0.1)
+    _configured(model, align_level="frame")
+    model._calls.clear()
+    kept = model.infer(images, passes=passes, aligner=_shifting_aligner)
+    assert ("decode", (96, 64)) in model._calls and ("mc", 1, (96, 64)) not in model._calls
+    monkeypatch.setattr(sswe_node.model, "KEPT_ENCODINGS", 2)
+    again = model.infer(images, passes=passes, aligner=_shifting_aligner)
+    assert ("mc", 1, (96, 64)) in model._calls  # encoded again, without the decode-only call
+    np.testing.assert_array_equal(kept.values, again.values)
+    np.testing.assert_array_equal(kept.latent, again.latent)
+    if passes > 1:
+        np.testing.assert_array_equal(kept.sd, again.sd)
