@@ -553,11 +553,7 @@ class PackagedModel:
         passes = int(passes or self.inference.mc_passes)
         n = len(images)
         grid = tuple(self.manifest.grid)
-        groups = self._shape_groups(self.working_shapes(spacing, n))
-        work = {
-            shape: images if len(groups) == 1 and shape == grid else _resize(images[idx], shape)
-            for shape, idx in groups.items()
-        }
+        groups, work = self._working(images, spacing)
         codes = {shape: self._encode(work[shape]) for shape in groups}
         latent = self._grid_latent(groups, codes, n)
         pooled = latent.mean(axis=(1, 2))
@@ -649,56 +645,48 @@ class PackagedModel:
         (bilinear) onto the grid's latent shape; the others equal :meth:`latent`.
         """
         images = self._check(images)
-        n = len(images)
-        groups = self._shape_groups(self.working_shapes(spacing, n))
+        groups, work = self._working(images, spacing)
+        codes = {shape: self._encode(work[shape], keep=False) for shape in groups}
+        return self._grid_latent(groups, codes, len(images))
+
+    def _working(
+        self, images: NDArray[np.float32], spacing: NDArray[np.floating] | None
+    ) -> tuple[dict[tuple[int, int], NDArray[np.intp]], dict[tuple[int, int], NDArray]]:
+        """Return ``{shape: frame indices}`` and ``{shape: the frames at that shape}``."""
         grid = tuple(self.manifest.grid)
+        groups = self._shape_groups(self.working_shapes(spacing, len(images)))
         work = {
             shape: images if len(groups) == 1 and shape == grid else _resize(images[idx], shape)
             for shape, idx in groups.items()
         }
-        return self._reference_latent(groups, work, n)
+        return groups, work
 
-    def _reference_latent(
-        self,
-        groups: dict[tuple[int, int], NDArray[np.intp]],
-        work: dict[tuple[int, int], NDArray[np.float32]],
-        frames: int,
-    ) -> NDArray[np.float32]:
-        grid = tuple(self.manifest.grid)
-        cell = 2**self._depth
-        lshape = (grid[0] // cell, grid[1] // cell)
-        if len(groups) == 1 and grid in groups:
-            return self._chunks(self._call(("latent", grid)), work[grid], 1)[0]
-        latent = np.empty((frames, *lshape, self.latent_channels), np.float32)
-        for shape, idx in groups.items():
-            z = self._chunks(self._call(("latent", shape)), work[shape], 1)[0]
-            latent[idx] = z if shape == grid else _resize(z, lshape)
-        return latent
-
-    def _encode(self, images: NDArray[np.float32]) -> tuple[Any, list[Any] | None, NDArray]:
+    def _encode(
+        self, images: NDArray[np.float32], keep: bool = True
+    ) -> tuple[Any, list[Any] | None, NDArray]:
         """Run the deterministic encoder on frames of one working shape (chunk by chunk).
 
         Returns the padded latent maps, the skip features of every level (as the backend's
         arrays, not copied to numpy: :meth:`_decode` decodes them again) and the images.
-        Above :data:`KEPT_ENCODINGS` frames the skip features are not kept (None: about
-        2.5 MB a frame on a 96 x 64 grid): :meth:`_decode` then encodes its frames again.
+        Without ``keep``, or above :data:`KEPT_ENCODINGS` frames, the skip features are not
+        kept (None: about 2.5 MB a frame on a 96 x 64 grid): :meth:`_decode` then encodes
+        its frames again.
         """
         from keras import ops
 
-        if len(images) > KEPT_ENCODINGS:
-            latent = self._chunks(self._call(("padded latent", tuple(images.shape[1:]))), images, 1)
-            return latent[0], None, images
+        keep = keep and len(images) <= KEPT_ENCODINGS
         forward = self._call(("encode", tuple(images.shape[1:])))
         parts: list[tuple[Any, ...]] = []
         with _device_scope(self.device):
             for start in range(0, len(images), self.batch_size):
-                parts.append(tuple(forward(images[start : start + self.batch_size])))
+                out = forward(images[start : start + self.batch_size])
+                parts.append(tuple(out) if keep else (np.asarray(out[0], np.float32),))
             if not parts:
                 probe = forward(np.zeros((1, *images.shape[1:]), np.float32))
                 parts = [tuple(t[:0] for t in probe)]
             columns = zip(*parts, strict=True)
             joined = [c[0] if len(parts) == 1 else ops.concatenate(c) for c in columns]
-        return joined[0], joined[1:], images
+        return joined[0], (joined[1:] if keep else None), images
 
     def _grid_latent(
         self,
@@ -892,11 +880,6 @@ class PackagedModel:
 
             def fn(x: Any) -> Any:
                 return latent_crop(encode(padded(x))[0])
-
-        elif kind[0] == "padded latent":
-
-            def fn(x: Any) -> Any:
-                return encode(padded(x))[0]
 
         elif kind[0] == "encode":
 
