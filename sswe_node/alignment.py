@@ -151,6 +151,8 @@ def make_aligner(
 
 #: Prefix of the key under which a statistics key's output-level change is kept.
 LEVEL_PREFIX = "level: "
+#: Prefix of the key under which a statistics key's per-pixel output change is kept.
+POSITION_LEVEL_PREFIX = "position level: "
 #: Prefix of the key under which a statistics key's running grid-cell size (mm) is kept.
 SPACING_PREFIX = "spacing: "
 
@@ -316,18 +318,22 @@ class _Aligner:
         return scale, shift, aligned
 
     def level(self, change: NDArray[np.floating]) -> NDArray[np.float64]:
-        """Return the running mean of each aligned frame's key's output-level change.
+        """Return the running mean of what the alignment takes away from each key's output.
 
-        ``change`` is each frame's unaligned minus aligned mean output (NaN: not aligned);
-        it is added to the key's running mean (kept in the store under ``"level: " + key``),
-        which is returned for the key's aligned frames (NaN for the others).
+        ``change`` is each frame's unaligned minus aligned output (NaN: not aligned): its
+        mean, ``(N,)`` (``align_level = "scanner"``; kept in the store under ``"level: " +
+        key``), or each pixel, ``(N, rows, cols)`` (``"position"``; under ``"position level: "
+        + key``). It is added to the key's running mean, which is returned, in the same
+        shape, for the key's aligned frames (NaN for the others).
         """
         change = np.asarray(change, np.float64)
-        out = np.full(len(change), np.nan)
-        done = np.isfinite(change)
+        flat = change.reshape(len(change), -1)
+        prefix = LEVEL_PREFIX if change.ndim == 1 else POSITION_LEVEL_PREFIX
+        out = np.full(flat.shape, np.nan)
+        done = np.isfinite(flat).all(axis=1)
         for scanner in dict.fromkeys(self.keys[done]):
             sel = done & (self.keys == scanner)
-            stats = FeatureStats.from_frames(change[sel, None])
-            merged = self.store.merge(self.name, LEVEL_PREFIX + str(scanner), stats)
-            out[sel] = float(merged.mean[0])
-        return out
+            stats = FeatureStats.from_frames(flat[sel])
+            merged = self.store.merge(self.name, prefix + str(scanner), stats)
+            out[sel] = merged.mean
+        return out.reshape(change.shape)

@@ -49,7 +49,7 @@ DEFAULT_RESAMPLE_TOLERANCE = 0.0
 #: Working shapes are multiples of this many pixels (and within half to twice the grid).
 RESAMPLE_STEP = 8
 #: What an aligned frame keeps of its unaligned output level (:class:`InferenceSettings`).
-ALIGN_LEVELS = ("scanner", "frame", "none")
+ALIGN_LEVELS = ("position", "scanner", "frame", "none")
 #: Default capture uncertainty threshold, as a fraction of the model's scale (10 kPa, 1 m/s).
 DEFAULT_SD_FRACTION = 0.1
 
@@ -281,13 +281,15 @@ class InferenceSettings:
         default): never. 0.3 would leave alone the spread of cell sizes the shipped models
         were trained on (about +-25 %); it did not help them (docs/model.md, "Trust").
     align_level : str
-        What an aligned frame's output keeps of its unaligned output's mean level (the
-        mean of the deterministic map): ``"scanner"`` (the default) shifts it by the running
-        mean, over its statistics key's aligned frames, of the level the alignment takes
-        away (the aligner's ``level``; per frame when the aligner keeps none), ``"frame"``
-        by the frame's own, ``"none"`` not at all. The alignment then corrects the maps'
-        pattern, not the scanner's level; it costs one more deterministic pass of each
-        aligned frame, two with MC passes.
+        What an aligned frame's output keeps of its unaligned output (its deterministic
+        map). ``"position"`` (the default) adds back, pixel by pixel, the running mean over
+        its statistics key's aligned frames of the change the alignment makes there: the
+        key's mean map stays that of its unaligned outputs, and the alignment only corrects
+        how each frame differs from it. ``"scanner"`` does the same with the change of the
+        map's mean (one number per key), ``"frame"`` with the frame's own change of the
+        mean, ``"none"`` adds nothing back. ``"position"`` and ``"scanner"`` use the aligner's
+        ``level``; an aligner without one gets ``"frame"``. All but ``"none"`` cost one more
+        deterministic pass of each aligned frame, two with MC passes.
     """
 
     mc_passes: int = DEFAULT_MC_PASSES
@@ -296,7 +298,7 @@ class InferenceSettings:
     align_scanners: bool = True
     sd_scale: float = 1.0
     resample_tolerance: float = DEFAULT_RESAMPLE_TOLERANCE
-    align_level: str = "scanner"
+    align_level: str = "position"
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> InferenceSettings:
@@ -310,7 +312,7 @@ class InferenceSettings:
                 align_scanners=bool(raw.get("align_scanners", True)),
                 sd_scale=float(raw.get("sd_scale", 1.0)),
                 resample_tolerance=float(raw.get("resample_tolerance", DEFAULT_RESAMPLE_TOLERANCE)),
-                align_level=str(raw.get("align_level", "scanner")),
+                align_level=str(raw.get("align_level", "position")),
             )
         except (TypeError, ValueError) as exc:
             raise ModelError(f"model {manifest.name}: malformed [inference] table: {exc}") from None
@@ -367,10 +369,11 @@ class Aligner(Protocol):
         """Map ``(N, F)`` flattened latent maps to ``(scale, shift, aligned)``.
 
         ``scale`` and ``shift`` are ``(N, F)``, ``aligned`` is ``(N,)`` bool. An aligner may
-        also have a ``level(change)`` method: given each frame's output level taken away by
-        its alignment (``(N,)``, normalised units, NaN where not aligned), it returns the
-        ``(N,)`` shifts to add back (e.g. the running mean of its scanner's;
-        ``align_level = "scanner"``).
+        also have a ``level(change)`` method: given what its alignment took away from each
+        frame's output (``(N,)``: the map's mean, ``align_level = "scanner"``; or ``(N, rows,
+        cols)``: each pixel, ``"position"``; normalised units, NaN where not aligned), it
+        returns the shifts to add back, of the same shape (e.g. the running mean of the
+        frame's scanner's).
         """
         ...
 
@@ -572,26 +575,29 @@ class PackagedModel:
                 aligned = np.asarray(answer[2], bool)
         values = np.empty((n, *grid), np.float32)
         sd = np.empty((n, *grid), np.float32)
-        change = np.full(n, np.nan)
+        mode = self.inference.align_level
+        change = np.full((n, *grid) if mode == "position" else n, np.nan)
         for size, idx in groups.items():
             one = len(groups) == 1
             a, b = (scale, shift) if one else (scale[idx], shift[idx])
-            v, s, change[idx] = self._decode_group(
-                work[size], codes[size], a, b, aligned[idx], passes
-            )
+            v, s, c = self._decode_group(work[size], codes[size], a, b, aligned[idx], passes)
             if size != grid:
                 v, s = _resize(v, grid), _resize(s, grid)
+                c = _resize(c, grid) if c.ndim == 3 else c
+            change[idx] = c
             if one:
                 values, sd = v, s
             else:
                 values[idx], sd[idx] = v, s
-        if self.inference.align_level != "none" and aligned.any():
+        if mode != "none" and aligned.any():
             level = getattr(aligner, "level", None)
-            if self.inference.align_level == "scanner" and level is not None:
+            if level is None:  # nothing kept per key: the frame's own change of the mean
+                change = change.mean(axis=(1, 2)) if change.ndim == 3 else change
+            elif mode in ("scanner", "position"):
                 change = np.asarray(level(change), np.float64)
             sel = np.flatnonzero(aligned)
-            shifted = values[sel] + change[sel, None, None].astype(np.float32)
-            values[sel] = np.clip(shifted, 0.0, 1.0)
+            back = change[sel] if change.ndim == 3 else change[sel, None, None]
+            values[sel] = np.clip(values[sel] + back.astype(np.float32), 0.0, 1.0)
         unit = np.float32(self.manifest.scale)
         ood = self.trust.score(images, pooled, spacing) if self.trust is not None and n else None
         return Inference(
@@ -758,9 +764,10 @@ class PackagedModel:
 
         ``code`` is the frames' deterministic encoding (:meth:`_encode`): one pass decodes it;
         more run the MC call on the images. Returns the normalised mean and sd maps at the
-        working shape, and each frame's output level taken away by its alignment (NaN where
-        not aligned, or with ``align_level = "none"``): the mean over the map of its unaligned
-        deterministic output minus that of its aligned one, both decoded from ``code``.
+        working shape, and what its alignment took away from each frame's output (NaN where
+        not aligned, or with ``align_level = "none"``): its unaligned deterministic output
+        minus its aligned one, both decoded from ``code``; per pixel (``(N, rows, cols)``)
+        with ``align_level = "position"``, else the difference of the two maps' means.
         """
         size = tuple(images.shape[1:])
         cell = 2**self._depth
@@ -779,15 +786,19 @@ class PackagedModel:
             values, sd = self._chunks(
                 self._call(("mc", passes, size)), images, 1, scale, shift, size=chunk
             )
-        change = np.full(len(images), np.nan)
-        if self.inference.align_level != "none" and aligned.any():
+        mode = self.inference.align_level
+        change = np.full((len(images), *size) if mode == "position" else len(images), np.nan)
+        if mode != "none" and aligned.any():
             sel = np.flatnonzero(aligned)
             a, b = scale[sel], shift[sel]
             plain = self._decode(code, np.ones_like(a), np.zeros_like(b), sel)
             moved = values[sel] if passes == 1 else self._decode(code, a, b, sel)
-            change[sel] = plain.mean(axis=(1, 2), dtype=np.float64) - moved.mean(
-                axis=(1, 2), dtype=np.float64
-            )
+            if mode == "position":
+                change[sel] = plain.astype(np.float64) - moved
+            else:
+                change[sel] = plain.mean(axis=(1, 2), dtype=np.float64) - moved.mean(
+                    axis=(1, 2), dtype=np.float64
+                )
         return values, sd, change
 
     def _check(self, images: NDArray[np.floating]) -> NDArray[np.float32]:

@@ -174,6 +174,81 @@ def test_the_scanner_keeps_its_mean_output_level(model) -> None:
     np.testing.assert_allclose(again.values, kept.values, atol=1e-3)
 
 
+def test_the_scanner_keeps_its_mean_map(model) -> None:
+    """``align_level = "position"``: each pixel of a key's aligned frames gets back the running
+    mean of what the alignment took away there; the key's mean map stays the unaligned one."""
+    from sswe_node.alignment import POSITION_LEVEL_PREFIX, MemoryScannerStats, make_aligner
+
+    images = np.concatenate([blob_frames(4, seed=5), blob_frames(4, seed=6, bright=0.3)])
+    plain = model.infer(images, passes=1).values
+    keys = ["SIM B [bmode]"] * 8
+
+    def run(level: str, store: MemoryScannerStats, passes: int = 1):
+        _configured(model, align_level=level)
+        aligner = _Strong(make_aligner(model, keys, store, min_frames=1))
+        return model.infer(images, passes=passes, aligner=aligner)
+
+    moved = run("none", MemoryScannerStats()).values
+    store = MemoryScannerStats()
+    kept = run("position", store)
+    change = plain - moved
+    # the change varies over the map and between frames: neither one number nor each frame's
+    assert np.ptp(change.mean(axis=0)) > 0.05 and np.ptp(change - change.mean(axis=0)) > 2e-3
+    assert kept.aligned.all() and 0.0 < moved.min() and moved.max() < model.manifest.scale
+    np.testing.assert_allclose(
+        kept.values - moved, np.broadcast_to(change.mean(axis=0), change.shape), atol=1e-3
+    )
+    np.testing.assert_allclose(kept.values.mean(axis=0), plain.mean(axis=0), atol=1e-3)
+    # how each frame differs from the key's mean map is the aligned one's, not the plain one's
+    np.testing.assert_allclose(
+        kept.values - kept.values.mean(axis=0), moved - moved.mean(axis=0), atol=1e-3
+    )
+    assert not np.allclose(
+        kept.values - kept.values.mean(axis=0), plain - plain.mean(axis=0), atol=1e-3
+    )
+    level = store.get("tiny-level", POSITION_LEVEL_PREFIX + keys[0])
+    assert level.count == 8 and level.mean.shape == (96 * 64,)
+    np.testing.assert_allclose(
+        level.mean.reshape(96, 64) * model.manifest.scale, change.mean(axis=0), atol=1e-3
+    )
+    again = run("position", store)  # a second batch: the running mean over both
+    assert store.get("tiny-level", POSITION_LEVEL_PREFIX + keys[0]).count == 16
+    np.testing.assert_allclose(again.values, kept.values, atol=1e-3)
+    # with MC passes the same per-pixel shift is added to the MC mean; the sd is untouched
+    mc_moved = run("none", MemoryScannerStats(), passes=3)
+    mc_kept = run("position", MemoryScannerStats(), passes=3)
+    np.testing.assert_array_equal(mc_kept.sd, mc_moved.sd)
+    np.testing.assert_allclose(mc_kept.values - mc_moved.values, kept.values - moved, atol=1e-3)
+    # an aligner that keeps nothing per key: each frame's own change of the mean ("frame")
+    _configured(model, align_level="position")
+    alone = model.infer(images, passes=1, aligner=_shifting_aligner).values
+    _configured(model, align_level="frame")
+    framewise = model.infer(images, passes=1, aligner=_shifting_aligner).values
+    np.testing.assert_allclose(alone, framewise, atol=1e-6)
+
+
+def test_the_mean_map_is_kept_at_another_working_shape(model) -> None:
+    """Frames run at the model's spacing keep the key's mean map on the grid too."""
+    from sswe_node.alignment import MemoryScannerStats, make_aligner
+
+    images = blob_frames(6, seed=8, bright=0.2)
+    cells = np.tile(np.asarray(model.manifest.spacing_mm, np.float64), (6, 1))
+    cells[3:] *= [0.647, 1.0]
+    keys = ["SIM B [bmode]"] * 6
+    _configured(model, resample_tolerance=0.3)
+    try:
+        plain = model.infer(images, passes=1, spacing=cells).values
+        _configured(model, align_level="position")
+        aligner = _Strong(make_aligner(model, keys, MemoryScannerStats(), min_frames=1))
+        kept = model.infer(images, passes=1, spacing=cells, aligner=aligner).values
+    finally:
+        _configured(model, resample_tolerance=0.0)
+    assert kept.shape == plain.shape == (6, 96, 64)
+    assert not np.allclose(kept, plain, atol=1e-3)
+    # bilinear regridding is linear: the key's mean map is the unaligned one's
+    np.testing.assert_allclose(kept.mean(axis=0), plain.mean(axis=0), atol=1e-3)
+
+
 @pytest.mark.parametrize("passes", [1, 3])
 def test_decoding_the_kept_encoding_equals_encoding_again(
     model, passes: int, monkeypatch: pytest.MonkeyPatch
