@@ -249,6 +249,14 @@ def aligned_knn(
     }
 
 
+def _depth_matching_name(model: Any) -> str:
+    """``[inference] align_depth`` as its name (``"none"``, ``"rows"``, ``"rows+cols"``)."""
+    from sswe_node.alignment import DEPTH_MATCHING, depth_matching
+
+    axes = depth_matching(model)
+    return next(name for name, matched in DEPTH_MATCHING.items() if matched == axes)
+
+
 def second_scanner_error(
     model: Any,
     data: Any,
@@ -355,7 +363,7 @@ def trust_report(
         "align_scanners": bool(model.inference.align_scanners),
         "align_level": str(getattr(model.inference, "align_level", "none")),
         "resample_tolerance": float(getattr(model.inference, "resample_tolerance", 0.0)),
-        "align_depth": str((getattr(m, "inference", None) or {}).get("align_depth", False)),
+        "align_depth": _depth_matching_name(model),
         "pad": int(model.inference.pad),
         "rim": rim(predictions),
         "ood": {"test_frames": ood_rate(model, data.images[rows], percentile, cells(rows))},
@@ -438,7 +446,7 @@ def render_markdown(trust: dict[str, Any], unit: str) -> list[str]:
             + " (align_level) and frames resampled to the model's spacing beyond a relative"
             + f" cell-size difference of {trust.get('resample_tolerance', 0.0):g}"
             + " (resample_tolerance, 0: never), depth-matched reference "
-            + repr(trust.get("align_depth", "False"))
+            + repr(trust.get("align_depth", "none"))
             + " (align_depth):"
         )
         if "without" in al:
