@@ -227,6 +227,43 @@ def test_the_scanner_keeps_its_mean_map(model) -> None:
     np.testing.assert_allclose(alone, framewise, atol=1e-6)
 
 
+def test_the_mean_map_is_kept_in_the_case_store_across_a_restart(model, tmp_path) -> None:
+    """The node's store keeps the per-pixel running mean like memory does, and a restart
+    resumes it."""
+    from sswe_node.alignment import POSITION_LEVEL_PREFIX, MemoryScannerStats, make_aligner
+    from sswe_node.node.scanner_stats import StoredScannerStats
+    from sswe_node.node.store import CaseStore
+
+    images = np.concatenate([blob_frames(3, seed=9), blob_frames(3, seed=10, bright=0.3)])
+    keys = ["SIM B [bmode]"] * 6
+    _configured(model, align_level="position")
+    url = f"sqlite:///{tmp_path / 'cases.db'}"
+    memory = MemoryScannerStats()
+    want = [
+        model.infer(
+            images, passes=1, aligner=_Strong(make_aligner(model, keys, memory, min_frames=1))
+        )
+        for _ in range(2)
+    ]
+    got = []
+    for _ in range(2):  # two batches, the store closed and opened again in between
+        store = CaseStore(url)
+        try:
+            aligner = make_aligner(model, keys, StoredScannerStats(store), min_frames=1)
+            got.append(model.infer(images, passes=1, aligner=_Strong(aligner)))
+        finally:
+            store.close()
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a.values, b.values, atol=1e-5)
+    store = CaseStore(url)
+    try:
+        counts = StoredScannerStats(store).all()
+    finally:
+        store.close()
+    assert counts[("tiny-level", POSITION_LEVEL_PREFIX + keys[0])] == 12
+    assert counts[("tiny-level", keys[0])] == 12
+
+
 def test_the_mean_map_is_kept_at_another_working_shape(model) -> None:
     """Frames run at the model's spacing keep the key's mean map on the grid too."""
     from sswe_node.alignment import MemoryScannerStats, make_aligner
